@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make up` runs the platform, `make test` passes the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test lint unit integration e2e clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(BIN)/tidings up
+
+lint: install
+	$(BIN)/ruff check platform operator tests bench
+	$(BIN)/ruff format --check platform operator tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install
+	$(BIN)/pytest tests/integration
+
+e2e: install
+	$(BIN)/pytest tests/e2e
+
+test: lint
+	$(BIN)/pytest tests
+
+clean:
+	rm -rf $(VENV) .tidings-data .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The Tidings Kubernetes operator (kopf). Its reconcilers arrive with the operator issue."""

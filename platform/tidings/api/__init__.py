@@ -1,0 +1,1 @@
+"""The HTTP edge: FastAPI routes, the WebSocket endpoint and their schemas."""

@@ -1,0 +1,81 @@
+"""The FastAPI application: routes, error handling, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from tidings import __version__
+from tidings.api import errors, ws
+from tidings.api.middleware import BodyLimit, HttpMetrics
+from tidings.api.routes import auth, groups, keys, messages, users
+from tidings.errors import TidingsError
+from tidings.services.registry import Services
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    services: Services,
+    *,
+    lifespan: Lifespan | None = None,
+    extra_routers: Sequence[APIRouter] = (),
+    inbox_poll_interval: float = 2.0,
+    api: bool = True,
+) -> FastAPI:
+    """Build the app around ready-made services (``api=False``: health and metrics only)."""
+    app = FastAPI(
+        title="Tidings",
+        version=__version__,
+        description="End-to-end encrypted messaging. The server only sees ciphertext.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.inbox_poll_interval = inbox_poll_interval
+    errors.install(app)
+    if api:
+        for module in (auth, keys, users, groups, messages):
+            app.include_router(module.router)
+        app.include_router(ws.router)
+        for extra in extra_routers:
+            app.include_router(extra)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], response_model=None)
+    async def readyz() -> Any:
+        """Every engine answers."""
+        ctx = services.ctx
+        checks: dict[str, Any] = {
+            "users": ctx.users.ping, "messages": ctx.messages.ping,
+            "presence": ctx.presence.ping, "bus": ctx.bus.ping,
+        }
+        failed = {}
+        for name, ping in checks.items():
+            try:
+                await ping()
+            except TidingsError as exc:
+                failed[name] = exc.message
+        if failed:
+            return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
+        return {"status": "ready"}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(services.ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    limits = services.ctx.limits
+    app.add_middleware(BodyLimit, limit=limits.http_body_bytes, exempt=("/v1/blobs/",))
+    app.add_middleware(HttpMetrics, metrics=services.ctx.metrics)
+    return app
+
+

@@ -1,0 +1,34 @@
+"""FastAPI dependencies: the services of this app and the authenticated device."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tidings.errors import Unauthorized
+from tidings.services.context import Principal
+from tidings.services.registry import Services
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <access token>'")
+    return token.strip()
+
+
+async def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> Principal:
+    token = bearer_token(request.headers.get("authorization"))
+    return await svc.auth.authenticate(token)
+
+
+Svc = Annotated[Services, Depends(services)]
+Me = Annotated[Principal, Depends(principal)]

@@ -1,0 +1,75 @@
+"""Error responses: every failure becomes ``{"error": {code, message, details?}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tidings.errors import RateLimited, TidingsError
+
+log = logging.getLogger("tidings.api")
+
+
+def error_body(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
+def describe_validation(errors: list[Any]) -> tuple[int, str, list[dict[str, Any]]]:
+    """Status, one-line summary and a JSON-safe list of field errors."""
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "request body is not valid JSON", []
+    summary = []
+    clean = []
+    for e in errors[:20]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        summary.append(f"{where}: {e.get('msg')}")
+        clean.append({"field": where, "message": str(e.get("msg")), "type": str(e.get("type"))})
+    return 422, "; ".join(summary), clean
+
+
+def validation_error_frame_parts(exc: ValidationError) -> tuple[int, str, list[dict[str, Any]]]:
+    return describe_validation(list(exc.errors(include_url=False)))
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(TidingsError)
+    async def _tidings(_: Request, exc: TidingsError) -> JSONResponse:
+        headers = {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message, fields = describe_validation(list(exc.errors()))
+        code = "malformed_json" if status == 400 else "invalid_input"
+        details = {"errors": fields} if fields else None
+        return JSONResponse(error_body(status, code, message, details), status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(exc.status_code, code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body(500, "internal", "internal error; it was logged, retry later"),
+            status_code=500,
+        )

@@ -1,0 +1,86 @@
+"""/v1/auth and /v1/devices: codes, tokens, device linking."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from tidings.api.deps import Me, Svc
+from tidings.api.schemas import (
+    CodeRequest,
+    CodeSent,
+    DeviceOut,
+    DevicesOut,
+    LinkCodeOut,
+    LinkRequest,
+    RefreshRequest,
+    RegisterRequest,
+    TokensOut,
+)
+from tidings.services.auth import Tokens
+
+router = APIRouter(prefix="/v1", tags=["auth"])
+
+
+def _tokens(t: Tokens) -> TokensOut:
+    return TokensOut(
+        user_id=t.user_id, device_id=t.device_id, access_token=t.access_token,
+        refresh_token=t.refresh_token, expires_in=t.expires_in,
+    )
+
+
+@router.post("/auth/code", status_code=202)
+async def request_code(body: CodeRequest, svc: Svc) -> CodeSent:
+    """Send a one-time code to a phone number (rate limited per number)."""
+    return CodeSent(expires_in=await svc.auth.request_code(body.phone))
+
+
+@router.post("/auth/register")
+async def register(body: RegisterRequest, svc: Svc) -> TokensOut:
+    """Verify the code; creates the account if new and (re)registers the primary device."""
+    return _tokens(
+        await svc.auth.register(body.phone, body.code, body.device_name, body.registration_id)
+    )
+
+
+@router.post("/auth/refresh")
+async def refresh(body: RefreshRequest, svc: Svc) -> TokensOut:
+    return _tokens(await svc.auth.refresh(body.refresh_token))
+
+
+@router.post("/auth/logout", status_code=204)
+async def logout(me: Me, svc: Svc) -> Response:
+    """Revoke every token of the calling device and close its socket."""
+    await svc.auth.logout(me)
+    return Response(status_code=204)
+
+
+@router.post("/devices/link-code")
+async def link_code(me: Me, svc: Svc) -> LinkCodeOut:
+    """(primary only) A short-lived code a new device trades for its own tokens."""
+    code, ttl = await svc.auth.create_link_code(me)
+    return LinkCodeOut(code=code, expires_in=ttl)
+
+
+@router.post("/devices/link")
+async def link(body: LinkRequest, svc: Svc) -> TokensOut:
+    return _tokens(await svc.auth.link_device(body.code, body.device_name, body.registration_id))
+
+
+@router.get("/devices")
+async def devices(me: Me, svc: Svc) -> DevicesOut:
+    found = await svc.auth.list_devices(me)
+    return DevicesOut(
+        devices=[
+            DeviceOut(
+                device_id=d.device_id, name=d.name, registration_id=d.registration_id,
+                created_at=d.created_at, primary=d.is_primary,
+            )
+            for d in found
+        ]
+    )
+
+
+@router.delete("/devices/{device_id}", status_code=204)
+async def unlink(device_id: int, me: Me, svc: Svc) -> Response:
+    await svc.auth.unlink(me, device_id)
+    return Response(status_code=204)

@@ -1,0 +1,115 @@
+"""/v1/ws: the device WebSocket. Frames are documented in the README."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from tidings.api.deps import bearer_token
+from tidings.api.errors import validation_error_frame_parts
+from tidings.api.routes.messages import outgoing
+from tidings.api.schemas import PresenceBody, ReceiptBody, SendBody, TypingBody
+from tidings.core import wsproto
+from tidings.core.envelopes import ReceiptKind
+from tidings.errors import TidingsError
+from tidings.services.gateway import Disconnected, SocketSession
+from tidings.services.registry import Services
+
+log = logging.getLogger("tidings.ws")
+router = APIRouter()
+
+
+class StarletteTransport:
+    def __init__(self, websocket: WebSocket) -> None:
+        self.ws = websocket
+
+    async def receive_text(self) -> str:
+        try:
+            message = await self.ws.receive()
+        except (WebSocketDisconnect, RuntimeError) as exc:
+            raise Disconnected() from exc
+        if message["type"] == "websocket.disconnect":
+            raise Disconnected()
+        if message.get("text") is not None:
+            return str(message["text"])
+        # Binary frames are not part of the protocol: answer like any malformed frame.
+        return "\x00binary"
+
+    async def send_text(self, text: str) -> None:
+        try:
+            await self.ws.send_text(text)
+        except (WebSocketDisconnect, RuntimeError) as exc:
+            raise Disconnected() from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, reason=reason)
+
+
+class FrameHandler:
+    """Answers client requests on one socket by calling the services."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    async def __call__(self, request: wsproto.Request, session: SocketSession) -> str:
+        try:
+            body = await self._dispatch(request, session)
+        except ValidationError as exc:
+            status, message, fields = validation_error_frame_parts(exc)
+            session.ctx.metrics.ws_frames_rejected.labels(str(status)).inc()
+            return wsproto.error(request.id, status, "invalid_input", message, errors=fields)
+        except TidingsError as exc:
+            session.ctx.metrics.ws_frames_rejected.labels(str(exc.status)).inc()
+            return wsproto.error(request.id, exc.status, exc.code, exc.message, **exc.details)
+        return wsproto.response(request.id, 200, body)
+
+    async def _dispatch(self, request: wsproto.Request, session: SocketSession) -> dict[str, Any]:
+        me, svc = session.principal, self.svc
+        if request.type == "send":
+            send = SendBody.model_validate(request.body)
+            accepted = await svc.router.send(me, outgoing(send))
+            return {
+                "server_id": accepted.server_id,
+                "timestamp": accepted.timestamp,
+                "duplicate": accepted.duplicate,
+            }
+        if request.type == "ping":
+            await session.heartbeat()
+            return {"time": session.ctx.now_ms()}
+        if request.type == "typing":
+            typing = TypingBody.model_validate(request.body)
+            await svc.router.typing(me, typing.to.user, typing.to.group, typing.state)
+            return {}
+        if request.type == "receipt":
+            receipt = ReceiptBody.model_validate(request.body)
+            server_id = await svc.router.receipt(
+                me, ReceiptKind(receipt.kind), receipt.to, receipt.message_ids
+            )
+            return {"server_id": server_id}
+        if request.type == "presence.subscribe":
+            users = PresenceBody.model_validate(request.body).users
+            return {"presence": await session.subscribe_presence(users)}
+        if request.type == "presence.unsubscribe":
+            session.unsubscribe_presence(PresenceBody.model_validate(request.body).users)
+            return {}
+        raise AssertionError(f"unhandled request type {request.type}")  # wsproto allows no other
+
+
+@router.websocket("/v1/ws")
+async def websocket(ws: WebSocket) -> None:
+    svc: Services = ws.app.state.services
+    await ws.accept()
+    token = ws.query_params.get("token")
+    try:
+        me = await svc.auth.authenticate(token or bearer_token(ws.headers.get("authorization")))
+    except TidingsError as exc:
+        await ws.close(code=wsproto.CLOSE_UNAUTHORIZED, reason=exc.message[:120])
+        return
+    session = SocketSession(
+        svc.ctx, svc.router, svc.users, me, StarletteTransport(ws), FrameHandler(svc),
+        poll_interval=ws.app.state.inbox_poll_interval,
+    )
+    await session.run()

@@ -1,0 +1,77 @@
+"""The ``tidings`` command: ``up``, ``serve SERVICE``, ``code``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tidings import server
+from tidings.bootstrap import COMPONENTS, create_app
+from tidings.config import Settings
+from tidings.engines.embedded.otp import latest_code
+
+
+async def _serve(settings: Settings, components: Sequence[str]) -> None:
+    app = create_app(settings, components=components)
+    running = await server.start(
+        server.uvicorn_config(app, settings.host, settings.port, settings.log_level)
+    )
+    names = " + ".join(components)
+    print(f"Tidings {names} is up: {running.url}", flush=True)
+    if "gateway" in components:
+        print(f"  WebSocket  ws://{running.host}:{running.port}/v1/ws", flush=True)
+        print(f"  API docs   {running.url}/docs", flush=True)
+    print(f"  data       {settings.data_dir.resolve()}", flush=True)
+    await running.task
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        k: v for k, v in (("host", args.host), ("port", args.port), ("data_dir", args.data_dir))
+        if v is not None
+    }
+    return Settings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (
+        ("up", "run every service in one process on the embedded engines"),
+        ("serve", "run one service"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        if name == "serve":
+            p.add_argument("service", choices=COMPONENTS)
+        p.add_argument("--host")
+        p.add_argument("--port", type=int)
+        p.add_argument("--data-dir", type=Path)
+    code = sub.add_parser("code", help="dev mode: print the latest one-time code sent to PHONE")
+    code.add_argument("phone")
+    code.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.command == "code":
+        data_dir = args.data_dir or Settings().data_dir
+        found = latest_code(data_dir / "otp-outbox.jsonl", args.phone)
+        if found is None:
+            print(f"no code was sent to {args.phone}; request one first", file=sys.stderr)
+            return 1
+        print(found)
+        return 0
+    settings = _settings(args)
+    components = COMPONENTS if args.command == "up" else (args.service,)
+    try:
+        asyncio.run(_serve(settings, components))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""Every explicit limit Tidings enforces, in one place (the README lists them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes and counts; one instance per deployment, overridable in settings."""
+
+    envelope_bytes: int = 96 * KIB
+    """Largest accepted send request body (REST body or WebSocket frame), in bytes."""
+    http_body_bytes: int = 96 * KIB
+    """Largest JSON request body on any REST route."""
+    ws_frame_bytes: int = 1 * MIB
+    """Frames above this are refused by the WebSocket layer itself (close code 1009)."""
+    devices_per_user: int = 6
+    prekeys_per_upload: int = 100
+    prekeys_stored_per_device: int = 1000
+    group_members: int = 256
+    group_name_chars: int = 100
+    display_name_chars: int = 64
+    about_chars: int = 140
+    discovery_batch: int = 500
+    contacts_per_user: int = 5000
+    presence_subscriptions: int = 500
+    receipt_batch: int = 100
+    media_bytes: int = 100 * MIB
+    media_url_ttl_s: int = 900
+    max_in_flight: int = 32
+    """Deliveries sent on one socket and not yet acked."""
+    otp_ttl_s: int = 600
+    otp_verify_attempts: int = 5
+    link_code_ttl_s: int = 600
+    access_token_ttl_s: int = 3600
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    heartbeat_timeout_s: float = 90.0
+    dedupe_ttl_s: int = 7 * 24 * 3600
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Token buckets (rate per second, burst); keys are per device or per phone."""
+
+    send_rate: float = 20.0
+    send_burst: int = 200
+    otp_request_rate: float = 1 / 60
+    otp_request_burst: int = 3
+    prekey_fetch_rate: float = 5.0
+    prekey_fetch_burst: int = 100
+    discovery_rate: float = 1.0
+    discovery_burst: int = 20
+    media_rate: float = 2.0
+    media_burst: int = 50
+
+
+DEFAULT_RATES = RateLimits()

@@ -1,0 +1,96 @@
+"""The shard map: which region is home to a user, and which epoch owns it.
+
+The user space is cut into ``SLOTS`` hash slots; a shard is a contiguous slot range
+with a home region, a current owner and a fencing epoch that grows on every move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+SLOTS = 1024
+
+
+def slot_for(user_id: str) -> int:
+    digest = hashlib.sha256(user_id.encode()).digest()
+    return int.from_bytes(digest[:4], "big") % SLOTS
+
+
+def deliveries_topic(region: str) -> str:
+    return f"tidings.{region}.deliveries"
+
+
+def push_topic(region: str) -> str:
+    return f"tidings.{region}.push"
+
+
+@dataclass(frozen=True)
+class Shard:
+    name: str
+    first_slot: int
+    last_slot: int
+    home_region: str
+    owner_region: str
+    epoch: int = 1
+
+    def covers(self, slot: int) -> bool:
+        return self.first_slot <= slot <= self.last_slot
+
+
+class ShardMapError(ValueError):
+    """The shard list leaves a gap, overlaps or strays outside the slot range."""
+
+
+@dataclass(frozen=True)
+class ShardMap:
+    shards: tuple[Shard, ...]
+
+    def __post_init__(self) -> None:
+        ordered = sorted(self.shards, key=lambda s: s.first_slot)
+        expected = 0
+        for shard in ordered:
+            if shard.first_slot != expected or shard.last_slot < shard.first_slot:
+                raise ShardMapError(
+                    f"shard {shard.name} starts at slot {shard.first_slot}, expected {expected}"
+                )
+            expected = shard.last_slot + 1
+        if expected != SLOTS:
+            raise ShardMapError(f"shards cover slots up to {expected - 1}, not {SLOTS - 1}")
+        object.__setattr__(self, "shards", tuple(ordered))
+
+    def shard_for(self, user_id: str) -> Shard:
+        slot = slot_for(user_id)
+        lo, hi = 0, len(self.shards) - 1
+        while lo <= hi:  # shards are sorted and contiguous
+            mid = (lo + hi) // 2
+            shard = self.shards[mid]
+            if slot < shard.first_slot:
+                hi = mid - 1
+            elif slot > shard.last_slot:
+                lo = mid + 1
+            else:
+                return shard
+        raise ShardMapError(f"no shard covers slot {slot}")  # unreachable after validation
+
+    def owner_region(self, user_id: str) -> str:
+        return self.shard_for(user_id).owner_region
+
+
+def single_region(region: str, shards: int = 1) -> ShardMap:
+    """A map where ``region`` is home to and owns every slot, split in ``shards`` shards."""
+    if not 1 <= shards <= SLOTS:
+        raise ShardMapError(f"shard count must be within 1..{SLOTS}")
+    bounds = [i * SLOTS // shards for i in range(shards + 1)]
+    return ShardMap(
+        tuple(
+            Shard(f"{region}-{i}", bounds[i], bounds[i + 1] - 1, region, region)
+            for i in range(shards)
+        )
+    )
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Stable partition of a record key (same key, same partition, same order)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:4], "big") % partitions

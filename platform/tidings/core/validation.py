@@ -1,0 +1,59 @@
+"""Input checks shared by REST and WebSocket: phones, base64, key material."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from tidings.errors import InvalidInput
+
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+
+
+def phone(value: str) -> str:
+    """Return ``value`` if it is an E.164 number such as ``+14155550123``."""
+    if not E164.fullmatch(value):
+        raise InvalidInput(f"phone number {value!r} is not in E.164 form (e.g. +14155550123)")
+    return value
+
+
+def b64decode(value: str, *, what: str, max_bytes: int | None = None) -> bytes:
+    """Strict standard base64 (padding required); the error names the field."""
+    try:
+        raw = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise InvalidInput(f"{what} is not valid base64") from exc
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise InvalidInput(f"{what} is {len(raw)} bytes; at most {max_bytes} allowed")
+    return raw
+
+
+def b64encode(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def public_key(value: str, *, what: str) -> bytes:
+    raw = b64decode(value, what=what)
+    if len(raw) not in (KEY_BYTES, KEY_BYTES + 1):
+        raise InvalidInput(f"{what} must be a 32-byte key (33 with a type prefix)")
+    return raw
+
+
+def verify_signed_prekey(identity_key: bytes, prekey: bytes, signature: bytes) -> None:
+    """Check the identity key (Ed25519) signed exactly the uploaded prekey bytes."""
+    if len(identity_key) != KEY_BYTES:
+        raise InvalidInput("identity key must be a 32-byte Ed25519 public key")
+    if len(signature) != SIGNATURE_BYTES:
+        raise InvalidInput("signed prekey signature must be 64 bytes")
+    try:
+        Ed25519PublicKey.from_public_bytes(identity_key).verify(signature, prekey)
+    except (InvalidSignature, ValueError) as exc:
+        raise InvalidInput(
+            "signed prekey signature does not verify against the account identity key"
+        ) from exc

@@ -1,0 +1,1 @@
+"""Embedded engines: everything in one process, durable where it matters (SQLite WAL)."""

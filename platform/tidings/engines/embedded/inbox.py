@@ -1,0 +1,126 @@
+"""MessageStore on SQLite: one inbox per device, ordered by an append sequence.
+
+Acks flag rows; the contiguous acked prefix below the oldest pending row is removed
+with one range delete, as the Cassandra engine does with its watermark.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from tidings.core.model import InboxItem
+from tidings.engines.embedded.sqlite import SqliteDb
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  user_id TEXT NOT NULL, device_id INTEGER NOT NULL, server_id TEXT NOT NULL,
+  envelope BLOB NOT NULL, acked INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (user_id, device_id, server_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_by_device ON inbox(user_id, device_id, seq);
+CREATE TABLE IF NOT EXISTS watermarks (
+  user_id TEXT NOT NULL, device_id INTEGER NOT NULL, acked_through INTEGER NOT NULL,
+  PRIMARY KEY (user_id, device_id)
+) WITHOUT ROWID;
+"""
+
+
+def _item(row: tuple[object, ...]) -> InboxItem:
+    return InboxItem(cursor=f"{int(row[0]):020d}", server_id=str(row[1]), envelope=bytes(row[2]))  # type: ignore[call-overload,arg-type]
+
+
+class SqliteMessageStore:
+    def __init__(self, db: SqliteDb) -> None:
+        self.db = db
+
+    @classmethod
+    def at(cls, path: Path) -> SqliteMessageStore:
+        return cls(SqliteDb(path, SCHEMA))
+
+    async def start(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def ping(self) -> None:
+        await self.db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def append(self, items: Sequence[tuple[str, int, str, bytes]]) -> int:
+        def fn(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO inbox(user_id, device_id, server_id, envelope) "
+                "VALUES(?,?,?,?)",
+                items,
+            )
+            return conn.total_changes - before
+
+        return await self.db.run(fn)
+
+    async def fetch(
+        self, user_id: str, device_id: int, after: str | None, limit: int
+    ) -> list[InboxItem]:
+        after_seq = int(after) if after else 0
+
+        def fn(conn: sqlite3.Connection) -> list[InboxItem]:
+            rows = conn.execute(
+                "SELECT seq, server_id, envelope FROM inbox "
+                "WHERE user_id=? AND device_id=? AND seq>? AND acked=0 ORDER BY seq LIMIT ?",
+                (user_id, device_id, after_seq, limit),
+            ).fetchall()
+            return [_item(r) for r in rows]
+
+        return await self.db.run(fn)
+
+    async def ack(self, user_id: str, device_id: int, server_ids: Sequence[str]) -> list[InboxItem]:
+        def fn(conn: sqlite3.Connection) -> list[InboxItem]:
+            marks = ",".join("?" * len(server_ids))
+            rows = conn.execute(
+                f"UPDATE inbox SET acked=1 WHERE user_id=? AND device_id=? AND acked=0 "
+                f"AND server_id IN ({marks}) RETURNING seq, server_id, envelope",
+                (user_id, device_id, *server_ids),
+            ).fetchall()
+            oldest_pending = conn.execute(
+                "SELECT min(seq) FROM inbox WHERE user_id=? AND device_id=? AND acked=0",
+                (user_id, device_id),
+            ).fetchone()[0]
+            newest = conn.execute(
+                "SELECT max(seq) FROM inbox WHERE user_id=? AND device_id=?", (user_id, device_id)
+            ).fetchone()[0]
+            if newest is not None:
+                through = int(newest) if oldest_pending is None else int(oldest_pending) - 1
+                conn.execute(
+                    "DELETE FROM inbox WHERE user_id=? AND device_id=? AND seq<=?",
+                    (user_id, device_id, through),
+                )
+                conn.execute(
+                    "INSERT INTO watermarks VALUES(?,?,?) ON CONFLICT(user_id, device_id) "
+                    "DO UPDATE SET acked_through=max(acked_through, excluded.acked_through)",
+                    (user_id, device_id, through),
+                )
+            return [_item(r) for r in sorted(rows)]
+
+        return await self.db.run(fn) if server_ids else []
+
+    async def pending(self, user_id: str, device_id: int) -> int:
+        def fn(conn: sqlite3.Connection) -> int:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM inbox WHERE user_id=? AND device_id=? AND acked=0",
+                (user_id, device_id),
+            ).fetchone()
+            return int(count)
+
+        return await self.db.run(fn)
+
+    async def purge_device(self, user_id: str, device_id: int) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM inbox WHERE user_id=? AND device_id=?", (user_id, device_id))
+            conn.execute(
+                "DELETE FROM watermarks WHERE user_id=? AND device_id=?", (user_id, device_id)
+            )
+
+        await self.db.run(fn)

@@ -1,0 +1,132 @@
+"""PresenceStore in memory: presence, per-device channels, buckets, TTL keys.
+
+Everything here is ephemeral by design (it lives in Redis in production); a restart
+forgets who is online, which clients repair by reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from tidings.core.model import Presence
+from tidings.core.ratelimit import Bucket, Decision, Limit, idle_expiry, take
+
+_QUEUE_DEPTH = 1024
+
+
+class MemorySubscription:
+    def __init__(self, store: MemoryPresenceStore, channel: str) -> None:
+        self._store, self.channel = store, channel
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_QUEUE_DEPTH)
+
+    def offer(self, message: bytes) -> None:
+        if self.queue.full():
+            # Channels carry wake-ups and ephemeral signals; the oldest is the least useful.
+            self.queue.get_nowait()
+        self.queue.put_nowait(message)
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while (message := await self.queue.get()) is not None:
+            yield message
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def close(self) -> None:
+        subs = self._store._channels.get(self.channel)
+        if subs is not None:
+            subs.discard(self)
+            if not subs:
+                del self._store._channels[self.channel]
+        self.offer_end()
+
+    def offer_end(self) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+
+class MemoryPresenceStore:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._online: dict[tuple[str, int], float] = {}  # (user, device) -> expires at
+        self._last_seen: dict[str, float] = {}
+        self._channels: dict[str, set[MemorySubscription]] = {}
+        self._values: dict[str, tuple[bytes, float]] = {}
+        self._buckets: dict[str, tuple[Bucket, float]] = {}
+
+    async def set_online(self, user_id: str, device_id: int, ttl: float) -> None:
+        self._online[(user_id, device_id)] = self._clock() + ttl
+
+    async def set_offline(self, user_id: str, device_id: int, now: float) -> None:
+        self._online.pop((user_id, device_id), None)
+        self._last_seen[user_id] = now
+
+    async def get_presence(self, user_ids: Sequence[str]) -> list[Presence]:
+        now = self._clock()
+        online = {u for (u, _), expires in self._online.items() if expires > now}
+        return [Presence(u, u in online, self._last_seen.get(u)) for u in user_ids]
+
+    async def publish(self, channel: str, message: bytes) -> int:
+        subs = list(self._channels.get(channel, ()))
+        for sub in subs:
+            sub.offer(message)
+        return len(subs)
+
+    async def subscribe(self, channel: str) -> MemorySubscription:
+        sub = MemorySubscription(self, channel)
+        self._channels.setdefault(channel, set()).add(sub)
+        return sub
+
+    async def take_token(self, key: str, limit: Limit, now: float, cost: float = 1.0) -> Decision:
+        held = self._buckets.get(key)
+        bucket = held[0] if held is not None and held[1] > now else None
+        decision, updated = take(bucket, limit, now, cost)
+        self._buckets[key] = (updated, now + idle_expiry(limit))
+        if len(self._buckets) > 100_000:
+            self._buckets = {k: v for k, v in self._buckets.items() if v[1] > now}
+        return decision
+
+    def _live(self, key: str) -> bytes | None:
+        held = self._values.get(key)
+        if held is None:
+            return None
+        if held[1] <= self._clock():
+            del self._values[key]
+            return None
+        return held[0]
+
+    async def put_if_absent(self, key: str, value: bytes, ttl: float) -> bytes | None:
+        existing = self._live(key)
+        if existing is None:
+            self._values[key] = (value, self._clock() + ttl)
+        return existing
+
+    async def get(self, key: str) -> bytes | None:
+        return self._live(key)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._values[key] = (value, self._clock() + ttl)
+
+    async def delete(self, key: str) -> None:
+        self._values.pop(key, None)
+
+    async def incr(self, key: str, ttl: float) -> int:
+        current = self._live(key)
+        if current is None:
+            self._values[key] = (b"1", self._clock() + ttl)
+            return 1
+        value = int(current) + 1
+        self._values[key] = (str(value).encode(), self._values[key][1])
+        return value
+
+    async def ping(self) -> None:
+        return None
+
+    def sweep(self) -> None:
+        """Forget expired keys (called periodically by the presence service)."""
+        now = self._clock()
+        self._values = {k: v for k, v in self._values.items() if v[1] > now}
+        self._online = {k: v for k, v in self._online.items() if v > now}

@@ -1,0 +1,83 @@
+"""Prometheus metrics: one registry per app instance (nothing global, tests stay apart)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    http_requests: Counter
+    http_seconds: Histogram
+    messages_accepted: Counter
+    sends_deduplicated: Counter
+    sends_rejected: Counter
+    envelopes_produced: Counter
+    inbox_writes: Counter
+    deliveries_sent: Counter
+    deliveries_acked: Counter
+    push_jobs: Counter
+    ws_connections: Gauge
+    ws_frames_rejected: Counter
+    rate_limited: Counter
+    delivery_batch_seconds: Histogram
+    otp_sent: Counter
+
+    @classmethod
+    def create(cls) -> Metrics:
+        r = CollectorRegistry()
+        return cls(
+            registry=r,
+            http_requests=Counter(
+                "tidings_http_requests", "HTTP requests by route and status",
+                ["method", "route", "status"], registry=r,
+            ),
+            http_seconds=Histogram(
+                "tidings_http_request_seconds", "HTTP request latency", ["route"], registry=r
+            ),
+            messages_accepted=Counter(
+                "tidings_messages_accepted", "Sends accepted (bus acknowledged)", ["kind"],
+                registry=r,
+            ),
+            sends_deduplicated=Counter(
+                "tidings_sends_deduplicated", "Retried sends answered from the dedupe key",
+                registry=r,
+            ),
+            sends_rejected=Counter(
+                "tidings_sends_rejected", "Sends refused, by error code", ["code"], registry=r
+            ),
+            envelopes_produced=Counter(
+                "tidings_envelopes_produced", "Per-device envelopes produced", ["topic"],
+                registry=r,
+            ),
+            inbox_writes=Counter(
+                "tidings_inbox_writes", "Envelopes newly stored in device inboxes", registry=r
+            ),
+            deliveries_sent=Counter(
+                "tidings_deliveries_sent", "Deliveries written to sockets", registry=r
+            ),
+            deliveries_acked=Counter(
+                "tidings_deliveries_acked", "Deliveries acked by devices", registry=r
+            ),
+            push_jobs=Counter(
+                "tidings_push_jobs", "Push jobs produced for offline devices", registry=r
+            ),
+            ws_connections=Gauge(
+                "tidings_ws_connections", "Open device WebSockets", registry=r
+            ),
+            ws_frames_rejected=Counter(
+                "tidings_ws_frames_rejected", "WebSocket frames answered with an error",
+                ["status"], registry=r,
+            ),
+            rate_limited=Counter(
+                "tidings_rate_limited", "Requests refused by a rate limit", ["limit"], registry=r
+            ),
+            delivery_batch_seconds=Histogram(
+                "tidings_delivery_batch_seconds", "Time to store and notify one polled batch",
+                registry=r,
+            ),
+            otp_sent=Counter("tidings_otp_sent", "One-time codes sent", registry=r),
+        )

@@ -1,0 +1,211 @@
+"""The interfaces services depend on. Engines implement them; services never see engines.
+
+Semantics every engine must keep (the port contract suite in ``tests/`` checks them):
+
+- ``EventBus.produce`` returns only once the records are durable; records with the same
+  key land in the same partition, in produce order. A consumer group sees each
+  partition's records in order; ``commit`` marks records processed, and after a crash
+  consumption resumes after the last commit (at-least-once).
+- ``MessageStore.append`` is idempotent on ``server_id`` per device; ``fetch`` returns
+  an inbox in append order; acked items are never fetched again.
+- ``UserStore.claim_one_time_prekey`` hands each one-time prekey out exactly once, even
+  under concurrent calls.
+- ``PresenceStore.publish`` returns how many live subscribers received the message (0
+  means the device is not connected anywhere); ``put_if_absent`` is atomic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tidings.core.model import (
+    AuthSession,
+    Device,
+    Group,
+    InboxItem,
+    OneTimePreKey,
+    Presence,
+    PresencePrivacy,
+    Role,
+    SignedPreKey,
+    User,
+)
+from tidings.core.ratelimit import Decision, Limit
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+
+
+class Consumer(Protocol):
+    async def poll(self, max_records: int, timeout: float) -> list[Record]:
+        """Next records of the partitions assigned to this member, oldest first."""
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        """Mark these records (and everything before them in their partitions) processed."""
+
+    async def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    async def ensure_topic(self, topic: str, partitions: int) -> None: ...
+
+    async def produce(self, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
+        """Append (key, value) records; returns once they are durable."""
+
+    def consumer(self, topic: str, group: str) -> Consumer: ...
+
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` unless the bus answers."""
+
+    async def close(self) -> None: ...
+
+
+class UserStore(Protocol):
+    # users and profiles
+    async def create_user(self, user: User) -> tuple[User, bool]:
+        """Create ``user`` unless its phone is taken; returns (the phone's user, created)."""
+
+    async def get_user(self, user_id: str) -> User | None: ...
+    async def users_by_phone(self, phones: Sequence[str]) -> dict[str, User]: ...
+    async def update_user(self, user: User) -> None: ...
+
+    # devices
+    async def add_device(self, device: Device, max_devices: int) -> Device:
+        """Store ``device`` with the next free device id (raises ``LimitExceeded``)."""
+
+    async def put_primary_device(self, device: Device) -> None:
+        """Create or replace device 1, dropping its old keys."""
+
+    async def list_devices(self, user_id: str) -> list[Device]: ...
+    async def devices_of(self, user_ids: Sequence[str]) -> list[Device]: ...
+    async def remove_device(self, user_id: str, device_id: int) -> bool: ...
+
+    # bearer sessions
+    async def put_session(self, session: AuthSession) -> None: ...
+    async def get_session(self, token_hash: str) -> AuthSession | None: ...
+    async def delete_session(self, token_hash: str) -> None: ...
+    async def delete_device_sessions(self, user_id: str, device_id: int) -> None: ...
+
+    # keys
+    async def set_identity_key(self, user_id: str, key: bytes) -> None: ...
+    async def get_identity_key(self, user_id: str) -> bytes | None: ...
+    async def set_signed_prekey(self, user_id: str, device_id: int, key: SignedPreKey) -> None: ...
+    async def get_signed_prekey(self, user_id: str, device_id: int) -> SignedPreKey | None: ...
+    async def add_one_time_prekeys(
+        self, user_id: str, device_id: int, keys: Sequence[OneTimePreKey], max_stored: int
+    ) -> int:
+        """Store keys (an existing key id is replaced); returns the count now stored."""
+
+    async def count_one_time_prekeys(self, user_id: str, device_id: int) -> int: ...
+    async def claim_one_time_prekey(self, user_id: str, device_id: int) -> OneTimePreKey | None:
+        """Remove and return one key; never the same key to two callers."""
+
+    # contacts
+    async def add_contacts(self, user_id: str, contact_ids: Sequence[str], max_contacts: int) -> None: ...
+    async def remove_contact(self, user_id: str, contact_id: str) -> None: ...
+    async def list_contacts(self, user_id: str) -> list[str]: ...
+    async def has_contact(self, user_id: str, contact_id: str) -> bool: ...
+
+    # groups
+    async def create_group(self, group: Group) -> None: ...
+    async def get_group(self, group_id: str) -> Group | None: ...
+    async def set_member(self, group_id: str, user_id: str, role: Role) -> None: ...
+    async def remove_member(self, group_id: str, user_id: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+
+class MessageStore(Protocol):
+    async def append(self, items: Sequence[tuple[str, int, str, bytes]]) -> int:
+        """Store (user, device, server id, envelope) rows; returns how many were new."""
+
+    async def fetch(
+        self, user_id: str, device_id: int, after: str | None, limit: int
+    ) -> list[InboxItem]:
+        """Unacked items after cursor ``after`` (from the start when None), in order."""
+
+    async def ack(self, user_id: str, device_id: int, server_ids: Sequence[str]) -> list[InboxItem]:
+        """Mark items acked; returns those that were pending (for delivery receipts)."""
+
+    async def pending(self, user_id: str, device_id: int) -> int: ...
+    async def purge_device(self, user_id: str, device_id: int) -> None: ...
+    async def ping(self) -> None: ...
+
+
+class Subscription(Protocol):
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    async def close(self) -> None: ...
+
+
+class PresenceStore(Protocol):
+    async def set_online(self, user_id: str, device_id: int, ttl: float) -> None: ...
+    async def set_offline(self, user_id: str, device_id: int, now: float) -> None: ...
+    async def get_presence(self, user_ids: Sequence[str]) -> list[Presence]: ...
+
+    async def publish(self, channel: str, message: bytes) -> int:
+        """Send to current subscribers; returns how many received it."""
+
+    async def subscribe(self, channel: str) -> Subscription: ...
+
+    async def take_token(self, key: str, limit: Limit, now: float, cost: float = 1.0) -> Decision: ...
+
+    async def put_if_absent(self, key: str, value: bytes, ttl: float) -> bytes | None:
+        """Atomically set ``key`` unless present; returns the existing value, else None."""
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def set(self, key: str, value: bytes, ttl: float) -> None: ...
+    async def delete(self, key: str) -> None: ...
+    async def incr(self, key: str, ttl: float) -> int:
+        """Increment a counter (created at 1 with ``ttl``); returns the new value."""
+
+    async def ping(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PresignedUrl:
+    url: str
+    method: str
+    expires_at: float
+    headers: dict[str, str]
+
+
+class BlobStore(Protocol):
+    async def presign_upload(self, key: str, size: int, expires_in: int) -> PresignedUrl: ...
+    async def presign_download(self, key: str, expires_in: int) -> PresignedUrl: ...
+    async def size_of(self, key: str) -> int | None:
+        """Size of the stored blob, or None when nothing was uploaded."""
+
+
+class OtpSender(Protocol):
+    async def send(self, phone: str, code: str) -> None:
+        """Deliver a one-time code (SMS gateway in production)."""
+
+
+class Clock(Protocol):
+    def __call__(self) -> float:
+        """Seconds since the epoch."""
+
+
+__all__ = [
+    "BlobStore",
+    "Clock",
+    "Consumer",
+    "EventBus",
+    "MessageStore",
+    "OtpSender",
+    "Presence",
+    "PresencePrivacy",
+    "PresenceStore",
+    "PresignedUrl",
+    "Record",
+    "Subscription",
+    "UserStore",
+]

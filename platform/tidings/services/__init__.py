@@ -1,0 +1,1 @@
+"""Services: small classes wiring core logic to ports. No engine imports here."""

@@ -1,0 +1,168 @@
+"""Accounts and device sessions: OTP registration, bearer tokens, device linking."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from tidings.core import validation
+from tidings.core.model import PRIMARY_DEVICE, AuthSession, Device, User
+from tidings.core.ratelimit import Limit
+from tidings.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
+from tidings.services.context import Context, Principal, device_channel
+
+
+@dataclass(frozen=True)
+class Tokens:
+    user_id: str
+    device_id: int
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AuthService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # one-time codes ----------------------------------------------------------------
+    async def request_code(self, phone: str) -> int:
+        """Send a code; returns its lifetime in seconds."""
+        ctx = self.ctx
+        phone = validation.phone(phone)
+        rates = ctx.rates
+        await ctx.limit("otp-request", phone, Limit(rates.otp_request_rate, rates.otp_request_burst))
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        ttl = ctx.limits.otp_ttl_s
+        await ctx.presence.set(f"otp:{phone}", _hash(code).encode(), ttl)
+        await ctx.presence.delete(f"otp-attempts:{phone}")
+        await ctx.otp.send(phone, code)
+        ctx.metrics.otp_sent.inc()
+        return ttl
+
+    async def _check_code(self, phone: str, code: str) -> None:
+        ctx = self.ctx
+        attempts = await ctx.presence.incr(f"otp-attempts:{phone}", ctx.limits.otp_ttl_s)
+        if attempts > ctx.limits.otp_verify_attempts:
+            await ctx.presence.delete(f"otp:{phone}")
+            raise RateLimited(
+                f"too many wrong codes (at most {ctx.limits.otp_verify_attempts}); "
+                "request a new code",
+                retry_after=0,
+            )
+        stored = await ctx.presence.get(f"otp:{phone}")
+        if stored is None:
+            raise Unauthorized("no valid code for this number; request a new one")
+        if not hmac.compare_digest(stored.decode(), _hash(code)):
+            raise Unauthorized("wrong code")
+        await ctx.presence.delete(f"otp:{phone}")
+        await ctx.presence.delete(f"otp-attempts:{phone}")
+
+    async def register(
+        self, phone: str, code: str, device_name: str, registration_id: int
+    ) -> Tokens:
+        """Verify the code, create the account if new, and (re)register device 1.
+
+        Registering again on an existing number is a reinstall: the old primary device
+        loses its keys, sessions and queued messages, as in Signal.
+        """
+        ctx = self.ctx
+        phone = validation.phone(phone)
+        await self._check_code(phone, code)
+        now = ctx.clock()
+        user, _created = await ctx.users.create_user(User(str(uuid.uuid4()), phone, now))
+        await ctx.users.put_primary_device(
+            Device(user.id, PRIMARY_DEVICE, device_name, registration_id, now)
+        )
+        await ctx.messages.purge_device(user.id, PRIMARY_DEVICE)
+        await ctx.presence.publish(device_channel(user.id, PRIMARY_DEVICE), _KICK)
+        return await self.issue(user.id, PRIMARY_DEVICE)
+
+    # tokens ------------------------------------------------------------------------
+    def _token(self) -> str:
+        return base64.urlsafe_b64encode(self.ctx.token_bytes(32)).decode().rstrip("=")
+
+    async def issue(self, user_id: str, device_id: int) -> Tokens:
+        ctx, limits = self.ctx, self.ctx.limits
+        access, refresh, now = self._token(), self._token(), ctx.clock()
+        await ctx.users.put_session(
+            AuthSession(_hash(access), "access", user_id, device_id, now + limits.access_token_ttl_s)
+        )
+        await ctx.users.put_session(
+            AuthSession(_hash(refresh), "refresh", user_id, device_id, now + limits.refresh_token_ttl_s)
+        )
+        return Tokens(user_id, device_id, access, refresh, limits.access_token_ttl_s)
+
+    async def _session(self, token: str, kind: str) -> AuthSession:
+        session = await self.ctx.users.get_session(_hash(token))
+        if session is None or session.kind != kind:
+            raise Unauthorized(f"{kind} token is not valid; sign in again")
+        if session.expires_at <= self.ctx.clock():
+            await self.ctx.users.delete_session(session.token_hash)
+            hint = "refresh it via POST /v1/auth/refresh" if kind == "access" else "sign in again"
+            raise Unauthorized(f"{kind} token has expired; {hint}")
+        return session
+
+    async def authenticate(self, access_token: str) -> Principal:
+        session = await self._session(access_token, "access")
+        return Principal(session.user_id, session.device_id)
+
+    async def refresh(self, refresh_token: str) -> Tokens:
+        """Trade a refresh token for new tokens; the old refresh token is spent."""
+        session = await self._session(refresh_token, "refresh")
+        await self.ctx.users.delete_session(session.token_hash)
+        return await self.issue(session.user_id, session.device_id)
+
+    async def logout(self, principal: Principal) -> None:
+        """Revoke every token of this device."""
+        await self.ctx.users.delete_device_sessions(principal.user_id, principal.device_id)
+        await self.ctx.presence.publish(device_channel(principal.user_id, principal.device_id), _KICK)
+
+    # linked devices ----------------------------------------------------------------
+    async def create_link_code(self, principal: Principal) -> tuple[str, int]:
+        if principal.device_id != PRIMARY_DEVICE:
+            raise Forbidden("only the primary device can link new devices")
+        code = secrets.token_urlsafe(12)
+        ttl = self.ctx.limits.link_code_ttl_s
+        await self.ctx.presence.set(f"link:{code}", principal.user_id.encode(), ttl)
+        return code, ttl
+
+    async def link_device(self, code: str, name: str, registration_id: int) -> Tokens:
+        ctx = self.ctx
+        owner = await ctx.presence.get(f"link:{code}")
+        if owner is None or await ctx.presence.put_if_absent(
+            f"link-used:{code}", b"1", ctx.limits.link_code_ttl_s
+        ):
+            raise Unauthorized("link code is unknown, used or expired; create a new one")
+        await ctx.presence.delete(f"link:{code}")
+        user_id = owner.decode()
+        device = await ctx.users.add_device(
+            Device(user_id, 0, name, registration_id, ctx.clock()), ctx.limits.devices_per_user
+        )
+        return await self.issue(user_id, device.device_id)
+
+    async def list_devices(self, principal: Principal) -> list[Device]:
+        return await self.ctx.users.list_devices(principal.user_id)
+
+    async def unlink(self, principal: Principal, device_id: int) -> None:
+        """The primary unlinks any linked device; a linked device may unlink itself."""
+        if device_id == PRIMARY_DEVICE:
+            raise InvalidInput("the primary device cannot be unlinked; register again instead")
+        if principal.device_id not in (PRIMARY_DEVICE, device_id):
+            raise Forbidden("only the primary device can unlink other devices")
+        if not await self.ctx.users.remove_device(principal.user_id, device_id):
+            raise NotFound(f"device {device_id} is not linked to this account")
+        await self.ctx.messages.purge_device(principal.user_id, device_id)
+        await self.ctx.presence.publish(device_channel(principal.user_id, device_id), _KICK)
+
+
+_KICK = json.dumps({"t": "kick", "conn": None}).encode()

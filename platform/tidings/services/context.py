@@ -1,0 +1,61 @@
+"""What every service is handed: the ports, the clock, limits and metrics."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tidings.core.limits import DEFAULT_LIMITS, DEFAULT_RATES, Limits, RateLimits
+from tidings.core.ratelimit import Limit
+from tidings.core.shardmap import ShardMap, single_region
+from tidings.errors import RateLimited
+from tidings.metrics import Metrics
+from tidings.ports import BlobStore, Clock, EventBus, MessageStore, OtpSender, PresenceStore, UserStore
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated device behind a request."""
+
+    user_id: str
+    device_id: int
+
+
+@dataclass
+class Context:
+    users: UserStore
+    messages: MessageStore
+    presence: PresenceStore
+    bus: EventBus
+    blobs: BlobStore
+    otp: OtpSender
+    clock: Clock
+    metrics: Metrics
+    region: str = "local"
+    shard_map: ShardMap = field(default_factory=lambda: single_region("local"))
+    limits: Limits = DEFAULT_LIMITS
+    rates: RateLimits = DEFAULT_RATES
+    token_bytes: Callable[[int], bytes] = secrets.token_bytes
+    partitions: int = 8
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def limit(self, name: str, key: str, limit: Limit, cost: float = 1.0) -> None:
+        """Take from the ``name`` bucket of ``key`` or raise ``RateLimited``."""
+        decision = await self.presence.take_token(f"rl:{name}:{key}", limit, self.clock(), cost)
+        if not decision.allowed:
+            self.metrics.rate_limited.labels(name).inc()
+            raise RateLimited(
+                f"{name} rate limit reached; retry after {decision.retry_after:.1f}s",
+                retry_after=decision.retry_after,
+            )
+
+
+def device_channel(user_id: str, device_id: int) -> str:
+    return f"device:{user_id}:{device_id}"
+
+
+def presence_channel(user_id: str) -> str:
+    return f"presence:{user_id}"

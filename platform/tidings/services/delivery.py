@@ -1,0 +1,90 @@
+"""The delivery worker: bus -> inbox -> notify (or push job).
+
+Order per batch: store every envelope, then commit offsets, then notify. A crash
+before the commit replays the batch (the inbox ignores known server ids); a crash
+after it loses only wake-ups, which gateways repair by polling the inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from tidings.core.envelopes import Envelope, EnvelopeKind
+from tidings.core.shardmap import deliveries_topic, push_topic
+from tidings.errors import TidingsError
+from tidings.ports import Record
+from tidings.services.context import Context, device_channel
+
+log = logging.getLogger("tidings.delivery")
+
+GROUP = "tidings-delivery"
+WAKE = json.dumps({"t": "wake"}).encode()
+
+
+class DeliveryWorker:
+    def __init__(self, ctx: Context, batch: int = 256) -> None:
+        self.ctx, self.batch = ctx, batch
+        self.topic = deliveries_topic(ctx.region)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        ctx = self.ctx
+        await ctx.bus.ensure_topic(self.topic, ctx.partitions)
+        await ctx.bus.ensure_topic(push_topic(ctx.region), ctx.partitions)
+        consumer = ctx.bus.consumer(self.topic, GROUP)
+        log.info("delivery worker consuming %s", self.topic)
+        try:
+            while not stop.is_set():
+                try:
+                    records = await consumer.poll(self.batch, timeout=0.5)
+                    if records:
+                        await self.handle(records)
+                        await consumer.commit(records)
+                except TidingsError as exc:
+                    if not exc.retryable:
+                        raise
+                    # Offsets were not committed: the same records come back after the pause.
+                    log.warning("delivery batch failed, retrying: %s", exc.message)
+                    await consumer.close()
+                    await asyncio.sleep(1.0)
+                    consumer = ctx.bus.consumer(self.topic, GROUP)
+        finally:
+            await consumer.close()
+
+    async def handle(self, records: list[Record]) -> None:
+        """Store the batch, then notify; the caller commits after this returns."""
+        ctx = self.ctx
+        started = time.perf_counter()
+        envelopes = [Envelope.decode(r.value) for r in records]
+        stored = [
+            (e.recipient_user, e.recipient_device, e.server_id, e.encode())
+            for e in envelopes
+            if not e.ephemeral
+        ]
+        if stored:
+            ctx.metrics.inbox_writes.inc(await ctx.messages.append(stored))
+        for envelope in envelopes:
+            await self._notify(envelope)
+        ctx.metrics.delivery_batch_seconds.observe(time.perf_counter() - started)
+
+    async def _notify(self, envelope: Envelope) -> None:
+        ctx = self.ctx
+        channel = device_channel(envelope.recipient_user, envelope.recipient_device)
+        if envelope.ephemeral:
+            message = json.dumps({"t": "event", "envelope": envelope.to_client()}).encode()
+            await ctx.presence.publish(channel, message)
+            return
+        listeners = await ctx.presence.publish(channel, WAKE)
+        if listeners == 0 and envelope.kind is EnvelopeKind.MESSAGE:
+            # Offline: a push job that carries no content, only whom to wake.
+            job = {
+                "user": envelope.recipient_user,
+                "device": envelope.recipient_device,
+                "server_id": envelope.server_id,
+            }
+            await ctx.bus.produce(
+                push_topic(ctx.region), [(envelope.recipient_user, json.dumps(job).encode())]
+            )
+            ctx.metrics.push_jobs.inc()

@@ -1,0 +1,226 @@
+"""The gateway's per-socket loop around the sans-I/O ``core.wsproto.Session``.
+
+Four tasks per socket: read frames, pump the inbox into the delivery window, listen on
+the device channel (wake-ups, ephemeral events, kicks), and watch heartbeats. The pump
+never waits on a slow client beyond its own window, so one client cannot hold up others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from tidings.core import wsproto
+from tidings.core.envelopes import Envelope
+from tidings.core.model import User
+from tidings.errors import LimitExceeded
+from tidings.services.context import Context, Principal, device_channel, presence_channel
+from tidings.services.router import Router
+from tidings.services.users import UserService
+
+log = logging.getLogger("tidings.gateway")
+
+
+class Disconnected(Exception):
+    """The client went away."""
+
+
+class Transport(Protocol):
+    async def receive_text(self) -> str:
+        """Next text frame; raises ``Disconnected`` when the socket closed."""
+
+    async def send_text(self, text: str) -> None: ...
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+RequestHandler = Callable[[wsproto.Request, "SocketSession"], Awaitable[str]]
+
+
+def kick_message(reason: str, conn: str | None = None) -> bytes:
+    return json.dumps({"t": "kick", "reason": reason, "conn": conn}).encode()
+
+
+class SocketSession:
+    def __init__(
+        self,
+        ctx: Context,
+        router: Router,
+        users: UserService,
+        principal: Principal,
+        transport: Transport,
+        handler: RequestHandler,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.ctx, self.router, self.users = ctx, router, users
+        self.principal, self.transport, self.handler = principal, transport, handler
+        self.poll_interval = poll_interval
+        self.proto = wsproto.Session(
+            max_in_flight=ctx.limits.max_in_flight, max_frame_chars=ctx.limits.envelope_bytes
+        )
+        self.conn_id = uuid.uuid4().hex
+        self._wake = asyncio.Event()
+        self._send_lock = asyncio.Lock()
+        self._close: tuple[int, str] | None = None
+        self._last_frame = ctx.clock()
+        self._presence_tasks: dict[str, asyncio.Task[None]] = {}
+        self.queue_empty_sent = False
+
+    @property
+    def channel(self) -> str:
+        return device_channel(self.principal.user_id, self.principal.device_id)
+
+    async def send(self, text: str) -> None:
+        async with self._send_lock:
+            await self.transport.send_text(text)
+
+    async def run(self) -> None:
+        ctx, me = self.ctx, self.principal
+        await ctx.presence.publish(self.channel, kick_message("elsewhere", self.conn_id))
+        subscription = await ctx.presence.subscribe(self.channel)
+        await self._set_online(True)
+        ctx.metrics.ws_connections.inc()
+        tasks = [
+            asyncio.create_task(self._read(), name="ws-read"),
+            asyncio.create_task(self._pump(), name="ws-pump"),
+            asyncio.create_task(self._listen(subscription), name="ws-listen"),
+            asyncio.create_task(self._watch_heartbeat(), name="ws-heartbeat"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    if not isinstance(exc, Disconnected):
+                        log.error("socket of %s/%s failed", me.user_id, me.device_id, exc_info=exc)
+                        self._close = self._close or (1011, "internal error; reconnect")
+        finally:
+            for task in [*tasks, *self._presence_tasks.values()]:
+                task.cancel()
+            await asyncio.gather(*tasks, *self._presence_tasks.values(), return_exceptions=True)
+            await subscription.close()
+            if self._close is None or self._close[0] != wsproto.CLOSE_CONNECTED_ELSEWHERE:
+                await self._set_online(False)  # a replacing socket keeps the device online
+            ctx.metrics.ws_connections.dec()
+            if self._close is not None:
+                with contextlib.suppress(Exception):
+                    await self.transport.close(*self._close)
+
+    async def _set_online(self, online: bool) -> None:
+        ctx, me = self.ctx, self.principal
+        if online:
+            await ctx.presence.set_online(me.user_id, me.device_id, ctx.limits.heartbeat_timeout_s * 2)
+        else:
+            await ctx.presence.set_offline(me.user_id, me.device_id, ctx.clock())
+        (presence,) = await ctx.presence.get_presence([me.user_id])
+        update = {"user": me.user_id, "online": presence.online, "last_seen": presence.last_seen}
+        await ctx.presence.publish(presence_channel(me.user_id), json.dumps(update).encode())
+
+    async def _read(self) -> None:
+        while True:
+            text = await self.transport.receive_text()
+            self._last_frame = self.ctx.clock()
+            event = self.proto.receive(text)
+            if isinstance(event, wsproto.Request):
+                await self.send(await self.handler(event, self))
+            elif isinstance(event, wsproto.Acked):
+                await self._acked(event.server_id)
+            elif isinstance(event, wsproto.Nacked):
+                self._wake.set()
+            else:
+                self.ctx.metrics.ws_frames_rejected.labels(str(event.status)).inc()
+                await self.send(wsproto.error(event.id, event.status, "bad_frame", event.message))
+
+    async def heartbeat(self) -> None:
+        me = self.principal
+        await self.ctx.presence.set_online(
+            me.user_id, me.device_id, self.ctx.limits.heartbeat_timeout_s * 2
+        )
+
+    async def _acked(self, server_id: str) -> None:
+        me = self.principal
+        acked = await self.ctx.messages.ack(me.user_id, me.device_id, [server_id])
+        self.ctx.metrics.deliveries_acked.inc(len(acked))
+        self._wake.set()
+        if acked:
+            await self.router.delivered(me, acked)
+
+    async def _pump(self) -> None:
+        me, cursor = self.principal, None
+        while True:
+            while self.proto.room > 0:
+                want = self.proto.room
+                items = await self.ctx.messages.fetch(me.user_id, me.device_id, cursor, want)
+                for item in items:
+                    envelope = Envelope.decode(item.envelope)
+                    await self.send(self.proto.deliver(item.server_id, envelope.to_client()))
+                    self.ctx.metrics.deliveries_sent.inc()
+                    cursor = item.cursor
+                if len(items) < want:
+                    if not self.queue_empty_sent:
+                        self.queue_empty_sent = True
+                        await self.send(wsproto.event("queue-empty"))
+                    break
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+
+    async def _listen(self, subscription: Any) -> None:
+        async for raw in subscription:
+            message = json.loads(raw)
+            kind = message.get("t")
+            if kind == "wake":
+                self._wake.set()
+            elif kind == "event":
+                envelope = message["envelope"]
+                await self.send(wsproto.event(envelope["type"], envelope))
+            elif kind == "kick" and message.get("conn") != self.conn_id:
+                if message.get("reason") == "elsewhere":
+                    self._close = (wsproto.CLOSE_CONNECTED_ELSEWHERE, "connected elsewhere")
+                else:
+                    self._close = (wsproto.CLOSE_UNAUTHORIZED, "session revoked; sign in again")
+                return
+
+    async def _watch_heartbeat(self) -> None:
+        timeout = self.ctx.limits.heartbeat_timeout_s
+        while True:
+            await asyncio.sleep(min(5.0, timeout / 3))
+            if self.ctx.clock() - self._last_frame > timeout:
+                self._close = (wsproto.CLOSE_HEARTBEAT_TIMEOUT, f"no frame for {timeout:.0f}s")
+                return
+
+    async def subscribe_presence(self, user_ids: list[str]) -> list[dict[str, Any]]:
+        """Current presence of each visible user, then live updates as ``presence`` events."""
+        limit = self.ctx.limits.presence_subscriptions
+        if len(self._presence_tasks) + len(user_ids) > limit:
+            raise LimitExceeded(f"a socket follows the presence of at most {limit} users")
+        result: list[dict[str, Any]] = []
+        for uid in dict.fromkeys(user_ids):
+            user = await self.ctx.users.get_user(uid)
+            if user is None or not await self.users.may_see_presence(self.principal.user_id, user):
+                result.append({"user": uid, "visible": False})
+                continue
+            (presence,) = await self.ctx.presence.get_presence([uid])
+            result.append(
+                {"user": uid, "visible": True, "online": presence.online, "last_seen": presence.last_seen}
+            )
+            if uid not in self._presence_tasks:
+                self._presence_tasks[uid] = asyncio.create_task(self._forward_presence(user))
+        return result
+
+    def unsubscribe_presence(self, user_ids: list[str]) -> None:
+        for uid in user_ids:
+            task = self._presence_tasks.pop(uid, None)
+            if task is not None:
+                task.cancel()
+
+    async def _forward_presence(self, user: User) -> None:
+        subscription = await self.ctx.presence.subscribe(presence_channel(user.id))
+        try:
+            async for raw in subscription:
+                await self.send(wsproto.event("presence", json.loads(raw)))
+        finally:
+            await subscription.close()

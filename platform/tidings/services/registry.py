@@ -1,0 +1,39 @@
+"""All services of one process, built once by ``tidings.bootstrap``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tidings.services.auth import AuthService
+from tidings.services.context import Context
+from tidings.services.delivery import DeliveryWorker
+from tidings.services.groups import GroupService
+from tidings.services.keys import KeyService
+from tidings.services.media import MediaService
+from tidings.services.router import Router
+from tidings.services.users import UserService
+
+
+@dataclass
+class Services:
+    ctx: Context
+    auth: AuthService
+    keys: KeyService
+    users: UserService
+    groups: GroupService
+    router: Router
+    media: MediaService
+    delivery: DeliveryWorker
+
+    @classmethod
+    def build(cls, ctx: Context) -> Services:
+        return cls(
+            ctx=ctx,
+            auth=AuthService(ctx),
+            keys=KeyService(ctx),
+            users=UserService(ctx),
+            groups=GroupService(ctx),
+            router=Router(ctx),
+            media=MediaService(ctx),
+            delivery=DeliveryWorker(ctx),
+        )
