@@ -96,17 +96,26 @@ class Device:
         async with self.http() as http:
             if self.identity is None:
                 self.identity = Ed25519PrivateKey.generate()
-                r = await http.put("/v1/keys/identity", json={"identity_key": b64(raw_public(self.identity))})
+                r = await http.put(
+                    "/v1/keys/identity", json={"identity_key": b64(raw_public(self.identity))}
+                )
                 assert r.status_code == 204, r.text
             signed = raw_public(X25519PrivateKey.generate())
             r = await http.put(
                 "/v1/keys/signed",
-                json={"key_id": 1, "public_key": b64(signed), "signature": b64(self.identity.sign(signed))},
+                json={
+                    "key_id": 1,
+                    "public_key": b64(signed),
+                    "signature": b64(self.identity.sign(signed)),
+                },
             )
             assert r.status_code == 204, r.text
             if one_time:
                 prekeys = [
-                    {"key_id": first_id + i, "public_key": b64(raw_public(X25519PrivateKey.generate()))}
+                    {
+                        "key_id": first_id + i,
+                        "public_key": b64(raw_public(X25519PrivateKey.generate())),
+                    }
                     for i in range(one_time)
                 ]
                 r = await http.post("/v1/keys/one-time", json={"prekeys": prekeys})
@@ -125,8 +134,14 @@ class Device:
             assert r.status_code == 200, r.text
             t = r.json()
         return Device(
-            self.gateway, self.phone, t["user_id"], t["device_id"], t["access_token"],
-            t["refresh_token"], 77, identity=self.identity,
+            self.gateway,
+            self.phone,
+            t["user_id"],
+            t["device_id"],
+            t["access_token"],
+            t["refresh_token"],
+            77,
+            identity=self.identity,
         )
 
     async def connect(self) -> Socket:
@@ -151,12 +166,21 @@ async def register(gateway: Gateway, phone: str | None = None, registration_id: 
         assert r.status_code == 202, r.text
         r = await http.post(
             "/v1/auth/register",
-            json={"phone": phone, "code": gateway.code_for(phone), "registration_id": registration_id},
+            json={
+                "phone": phone,
+                "code": gateway.code_for(phone),
+                "registration_id": registration_id,
+            },
         )
         assert r.status_code == 200, r.text
         t = r.json()
     return Device(
-        gateway, phone, t["user_id"], t["device_id"], t["access_token"], t["refresh_token"],
+        gateway,
+        phone,
+        t["user_id"],
+        t["device_id"],
+        t["access_token"],
+        t["refresh_token"],
         registration_id,
     )
 
@@ -184,7 +208,9 @@ class Socket:
         frame: dict[str, Any] = json.loads(raw)
         return frame
 
-    async def request(self, kind: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    async def request(
+        self, kind: str, body: dict[str, Any] | None = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
         rid = f"c{next(self._ids)}"
         frame: dict[str, Any] = {"id": rid, "type": kind}
         if body is not None:
@@ -210,7 +236,9 @@ class Socket:
                 return frame
             self.backlog.append(frame)
 
-    async def deliveries(self, count: int, ack: bool = True, timeout: float = 10.0) -> list[dict[str, Any]]:
+    async def deliveries(
+        self, count: int, ack: bool = True, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
         out = []
         for _ in range(count):
             frame = await self.frame("deliver", timeout)

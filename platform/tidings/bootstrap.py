@@ -110,9 +110,18 @@ def build(
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
     )
     ctx = Context(
-        users=users, messages=messages, presence=presence, bus=bus, blobs=blobs, otp=otp,
-        clock=clock, metrics=Metrics.create(), region=settings.region,
-        shard_map=single_region(settings.region), limits=limits, partitions=settings.partitions,
+        users=users,
+        messages=messages,
+        presence=presence,
+        bus=bus,
+        blobs=blobs,
+        otp=otp,
+        clock=clock,
+        metrics=Metrics.create(),
+        region=settings.region,
+        shard_map=single_region(settings.region),
+        limits=limits,
+        partitions=settings.partitions,
     )
     return Platform(
         settings=settings,

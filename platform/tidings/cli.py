@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -31,7 +32,8 @@ async def _serve(settings: Settings, components: Sequence[str]) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
-        k: v for k, v in (("host", args.host), ("port", args.port), ("data_dir", args.data_dir))
+        k: v
+        for k, v in (("host", args.host), ("port", args.port), ("data_dir", args.data_dir))
         if v is not None
     }
     return Settings(**overrides)
@@ -54,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     code.add_argument("phone")
     code.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     if args.command == "code":
         data_dir = args.data_dir or Settings().data_dir
@@ -66,10 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     settings = _settings(args)
     components = COMPONENTS if args.command == "up" else (args.service,)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(settings, components))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

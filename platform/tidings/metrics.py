@@ -32,25 +32,32 @@ class Metrics:
         return cls(
             registry=r,
             http_requests=Counter(
-                "tidings_http_requests", "HTTP requests by route and status",
-                ["method", "route", "status"], registry=r,
+                "tidings_http_requests",
+                "HTTP requests by route and status",
+                ["method", "route", "status"],
+                registry=r,
             ),
             http_seconds=Histogram(
                 "tidings_http_request_seconds", "HTTP request latency", ["route"], registry=r
             ),
             messages_accepted=Counter(
-                "tidings_messages_accepted", "Sends accepted (bus acknowledged)", ["kind"],
+                "tidings_messages_accepted",
+                "Sends accepted (bus acknowledged)",
+                ["kind"],
                 registry=r,
             ),
             sends_deduplicated=Counter(
-                "tidings_sends_deduplicated", "Retried sends answered from the dedupe key",
+                "tidings_sends_deduplicated",
+                "Retried sends answered from the dedupe key",
                 registry=r,
             ),
             sends_rejected=Counter(
                 "tidings_sends_rejected", "Sends refused, by error code", ["code"], registry=r
             ),
             envelopes_produced=Counter(
-                "tidings_envelopes_produced", "Per-device envelopes produced", ["topic"],
+                "tidings_envelopes_produced",
+                "Per-device envelopes produced",
+                ["topic"],
                 registry=r,
             ),
             inbox_writes=Counter(
@@ -65,18 +72,19 @@ class Metrics:
             push_jobs=Counter(
                 "tidings_push_jobs", "Push jobs produced for offline devices", registry=r
             ),
-            ws_connections=Gauge(
-                "tidings_ws_connections", "Open device WebSockets", registry=r
-            ),
+            ws_connections=Gauge("tidings_ws_connections", "Open device WebSockets", registry=r),
             ws_frames_rejected=Counter(
-                "tidings_ws_frames_rejected", "WebSocket frames answered with an error",
-                ["status"], registry=r,
+                "tidings_ws_frames_rejected",
+                "WebSocket frames answered with an error",
+                ["status"],
+                registry=r,
             ),
             rate_limited=Counter(
                 "tidings_rate_limited", "Requests refused by a rate limit", ["limit"], registry=r
             ),
             delivery_batch_seconds=Histogram(
-                "tidings_delivery_batch_seconds", "Time to store and notify one polled batch",
+                "tidings_delivery_batch_seconds",
+                "Time to store and notify one polled batch",
                 registry=r,
             ),
             otp_sent=Counter("tidings_otp_sent", "One-time codes sent", registry=r),

@@ -22,7 +22,12 @@ async def test_two_users_register_exchange_keys_and_messages(gateway: Gateway) -
     await bob_ws.frame("queue-empty")
     alice_ws = await alice.connect()
     reply = await alice_ws.request(
-        "send", {"id": "m1", "to": {"user": bob.user_id}, "ciphertexts": ciphertexts({bob.user_id: [1]}, "hi bob")}
+        "send",
+        {
+            "id": "m1",
+            "to": {"user": bob.user_id},
+            "ciphertexts": ciphertexts({bob.user_id: [1]}, "hi bob"),
+        },
     )
     assert reply["status"] == 200, reply
     (delivery,) = await bob_ws.deliveries(1)
@@ -31,7 +36,12 @@ async def test_two_users_register_exchange_keys_and_messages(gateway: Gateway) -
     assert delivery["server_id"] == reply["body"]["server_id"]
 
     reply = await bob_ws.request(
-        "send", {"id": "m2", "to": {"user": alice.user_id}, "ciphertexts": ciphertexts({alice.user_id: [1]}, "hi alice")}
+        "send",
+        {
+            "id": "m2",
+            "to": {"user": alice.user_id},
+            "ciphertexts": ciphertexts({alice.user_id: [1]}, "hi alice"),
+        },
     )
     assert reply["status"] == 200, reply
     # Alice first sees the delivered receipt for m1 or bob's reply; take the message.

@@ -56,8 +56,10 @@ def create_app(
         """Every engine answers."""
         ctx = services.ctx
         checks: dict[str, Any] = {
-            "users": ctx.users.ping, "messages": ctx.messages.ping,
-            "presence": ctx.presence.ping, "bus": ctx.bus.ping,
+            "users": ctx.users.ping,
+            "messages": ctx.messages.ping,
+            "presence": ctx.presence.ping,
+            "bus": ctx.bus.ping,
         }
         failed = {}
         for name, ping in checks.items():
@@ -71,11 +73,11 @@ def create_app(
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics() -> Response:
-        return Response(generate_latest(services.ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(
+            generate_latest(services.ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
 
     limits = services.ctx.limits
     app.add_middleware(BodyLimit, limit=limits.http_body_bytes, exempt=("/v1/blobs/",))
     app.add_middleware(HttpMetrics, metrics=services.ctx.metrics)
     return app
-
-

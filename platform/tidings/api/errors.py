@@ -16,7 +16,9 @@ from tidings.errors import RateLimited, TidingsError
 log = logging.getLogger("tidings.api")
 
 
-def error_body(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+def error_body(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details

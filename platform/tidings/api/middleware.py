@@ -28,7 +28,10 @@ def _reject(limit: int) -> tuple[dict[str, Any], bytes]:
     start = {
         "type": "http.response.start",
         "status": 413,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
     }
     return start, body
 

@@ -109,7 +109,12 @@ async def websocket(ws: WebSocket) -> None:
         await ws.close(code=wsproto.CLOSE_UNAUTHORIZED, reason=exc.message[:120])
         return
     session = SocketSession(
-        svc.ctx, svc.router, svc.users, me, StarletteTransport(ws), FrameHandler(svc),
+        svc.ctx,
+        svc.router,
+        svc.users,
+        me,
+        StarletteTransport(ws),
+        FrameHandler(svc),
         poll_interval=ws.app.state.inbox_poll_interval,
     )
     await session.run()

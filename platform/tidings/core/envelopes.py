@@ -77,7 +77,10 @@ class Envelope:
         if self.body is not None:
             out["body"] = self.body
         if self.kind is EnvelopeKind.RECEIPT and self.receipt_kind is not None:
-            out["receipt"] = {"kind": self.receipt_kind.value, "message_ids": list(self.message_ids)}
+            out["receipt"] = {
+                "kind": self.receipt_kind.value,
+                "message_ids": list(self.message_ids),
+            }
         if self.typing is not None:
             out["typing"] = self.typing
         return out

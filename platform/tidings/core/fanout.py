@@ -17,9 +17,7 @@ DeviceMap = dict[str, dict[int, int]]
 """user id -> {device id -> registration id}"""
 
 
-def required_devices(
-    devices: Iterable[Device], sender_user: str, sender_device: int
-) -> DeviceMap:
+def required_devices(devices: Iterable[Device], sender_user: str, sender_device: int) -> DeviceMap:
     """Every device that must get a copy: all given devices except the sending one."""
     required: DeviceMap = {}
     for device in devices:

@@ -26,7 +26,9 @@ class Decision:
     """Seconds until the request would be allowed (0 when allowed)."""
 
 
-def take(bucket: Bucket | None, limit: Limit, now: float, cost: float = 1.0) -> tuple[Decision, Bucket]:
+def take(
+    bucket: Bucket | None, limit: Limit, now: float, cost: float = 1.0
+) -> tuple[Decision, Bucket]:
     """Try to take ``cost`` tokens; returns the decision and the bucket to store."""
     if bucket is None:
         tokens = float(limit.burst)

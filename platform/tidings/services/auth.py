@@ -40,7 +40,9 @@ class AuthService:
         ctx = self.ctx
         phone = validation.phone(phone)
         rates = ctx.rates
-        await ctx.limit("otp-request", phone, Limit(rates.otp_request_rate, rates.otp_request_burst))
+        await ctx.limit(
+            "otp-request", phone, Limit(rates.otp_request_rate, rates.otp_request_burst)
+        )
         code = f"{secrets.randbelow(1_000_000):06d}"
         ttl = ctx.limits.otp_ttl_s
         await ctx.presence.set(f"otp:{phone}", _hash(code).encode(), ttl)
@@ -95,10 +97,14 @@ class AuthService:
         ctx, limits = self.ctx, self.ctx.limits
         access, refresh, now = self._token(), self._token(), ctx.clock()
         await ctx.users.put_session(
-            AuthSession(_hash(access), "access", user_id, device_id, now + limits.access_token_ttl_s)
+            AuthSession(
+                _hash(access), "access", user_id, device_id, now + limits.access_token_ttl_s
+            )
         )
         await ctx.users.put_session(
-            AuthSession(_hash(refresh), "refresh", user_id, device_id, now + limits.refresh_token_ttl_s)
+            AuthSession(
+                _hash(refresh), "refresh", user_id, device_id, now + limits.refresh_token_ttl_s
+            )
         )
         return Tokens(user_id, device_id, access, refresh, limits.access_token_ttl_s)
 
@@ -125,7 +131,9 @@ class AuthService:
     async def logout(self, principal: Principal) -> None:
         """Revoke every token of this device."""
         await self.ctx.users.delete_device_sessions(principal.user_id, principal.device_id)
-        await self.ctx.presence.publish(device_channel(principal.user_id, principal.device_id), _KICK)
+        await self.ctx.presence.publish(
+            device_channel(principal.user_id, principal.device_id), _KICK
+        )
 
     # linked devices ----------------------------------------------------------------
     async def create_link_code(self, principal: Principal) -> tuple[str, int]:

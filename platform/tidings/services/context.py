@@ -11,7 +11,15 @@ from tidings.core.ratelimit import Limit
 from tidings.core.shardmap import ShardMap, single_region
 from tidings.errors import RateLimited
 from tidings.metrics import Metrics
-from tidings.ports import BlobStore, Clock, EventBus, MessageStore, OtpSender, PresenceStore, UserStore
+from tidings.ports import (
+    BlobStore,
+    Clock,
+    EventBus,
+    MessageStore,
+    OtpSender,
+    PresenceStore,
+    UserStore,
+)
 
 
 @dataclass(frozen=True)

@@ -93,10 +93,10 @@ class SocketSession:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if not task.cancelled() and (exc := task.exception()) is not None:
-                    if not isinstance(exc, Disconnected):
-                        log.error("socket of %s/%s failed", me.user_id, me.device_id, exc_info=exc)
-                        self._close = self._close or (1011, "internal error; reconnect")
+                exc = None if task.cancelled() else task.exception()
+                if exc is not None and not isinstance(exc, Disconnected):
+                    log.error("socket of %s/%s failed", me.user_id, me.device_id, exc_info=exc)
+                    self._close = self._close or (1011, "internal error; reconnect")
         finally:
             for task in [*tasks, *self._presence_tasks.values()]:
                 task.cancel()
@@ -112,7 +112,9 @@ class SocketSession:
     async def _set_online(self, online: bool) -> None:
         ctx, me = self.ctx, self.principal
         if online:
-            await ctx.presence.set_online(me.user_id, me.device_id, ctx.limits.heartbeat_timeout_s * 2)
+            await ctx.presence.set_online(
+                me.user_id, me.device_id, ctx.limits.heartbeat_timeout_s * 2
+            )
         else:
             await ctx.presence.set_offline(me.user_id, me.device_id, ctx.clock())
         (presence,) = await ctx.presence.get_presence([me.user_id])
@@ -205,7 +207,12 @@ class SocketSession:
                 continue
             (presence,) = await self.ctx.presence.get_presence([uid])
             result.append(
-                {"user": uid, "visible": True, "online": presence.online, "last_seen": presence.last_seen}
+                {
+                    "user": uid,
+                    "visible": True,
+                    "online": presence.online,
+                    "last_seen": presence.last_seen,
+                }
             )
             if uid not in self._presence_tasks:
                 self._presence_tasks[uid] = asyncio.create_task(self._forward_presence(user))

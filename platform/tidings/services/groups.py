@@ -43,7 +43,9 @@ class GroupService:
             raise Forbidden("only group admins can change membership and roles")
         return group
 
-    async def add_members(self, principal: Principal, group_id: str, user_ids: Sequence[str]) -> Group:
+    async def add_members(
+        self, principal: Principal, group_id: str, user_ids: Sequence[str]
+    ) -> Group:
         group = await self._as_admin(principal, group_id)
         new = [u for u in dict.fromkeys(user_ids) if not group.is_member(u)]
         limit = self.ctx.limits.group_members
@@ -63,7 +65,9 @@ class GroupService:
         await self.ctx.users.remove_member(group_id, user_id)
         return await self.get(principal, group_id)
 
-    async def set_role(self, principal: Principal, group_id: str, user_id: str, role: Role) -> Group:
+    async def set_role(
+        self, principal: Principal, group_id: str, user_id: str, role: Role
+    ) -> Group:
         group = await self._as_admin(principal, group_id)
         if not group.is_member(user_id):
             raise NotFound(f"user {user_id} is not a member of this group")

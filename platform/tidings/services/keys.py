@@ -29,7 +29,9 @@ class KeyService:
         validation.verify_signed_prekey(identity, key.public_key, key.signature)
         await self.ctx.users.set_signed_prekey(principal.user_id, principal.device_id, key)
 
-    async def add_one_time_prekeys(self, principal: Principal, keys: Sequence[OneTimePreKey]) -> int:
+    async def add_one_time_prekeys(
+        self, principal: Principal, keys: Sequence[OneTimePreKey]
+    ) -> int:
         limits = self.ctx.limits
         if len(keys) > limits.prekeys_per_upload:
             raise LimitExceeded(f"upload at most {limits.prekeys_per_upload} prekeys at once")
@@ -67,7 +69,9 @@ class KeyService:
             if signed is None:
                 continue  # the device has not finished setting up its keys
             one_time = await ctx.users.claim_one_time_prekey(user_id, device.device_id)
-            out.append(PreKeyBundle(device.device_id, device.registration_id, identity, signed, one_time))
+            out.append(
+                PreKeyBundle(device.device_id, device.registration_id, identity, signed, one_time)
+            )
         if not out:
             raise NotFound(f"user {user_id} has no device with a signed prekey yet")
         return out

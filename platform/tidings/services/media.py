@@ -41,4 +41,6 @@ class MediaService:
             raise InvalidInput("media id must be a UUID") from exc
         if await self.ctx.blobs.size_of(blob_key(media_id)) is None:
             raise NotFound(f"media {media_id} does not exist or was never uploaded")
-        return await self.ctx.blobs.presign_download(blob_key(media_id), self.ctx.limits.media_url_ttl_s)
+        return await self.ctx.blobs.presign_download(
+            blob_key(media_id), self.ctx.limits.media_url_ttl_s
+        )

@@ -44,7 +44,9 @@ class Router:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def _recipients(self, principal: Principal, to_user: str | None, to_group: str | None) -> list[str]:
+    async def _recipients(
+        self, principal: Principal, to_user: str | None, to_group: str | None
+    ) -> list[str]:
         ctx = self.ctx
         if to_group is not None:
             group = await ctx.users.get_group(to_group)
@@ -60,13 +62,17 @@ class Router:
         ctx = self.ctx
         rates = ctx.rates
         await ctx.limit(
-            "send", f"{principal.user_id}:{principal.device_id}", Limit(rates.send_rate, rates.send_burst)
+            "send",
+            f"{principal.user_id}:{principal.device_id}",
+            Limit(rates.send_rate, rates.send_burst),
         )
         recipients = await self._recipients(principal, out.to_user, out.to_group)
         devices = await ctx.users.devices_of(recipients)
         required = required_devices(devices, principal.user_id, principal.device_id)
         if out.group_body is None:
-            supplied = {u: {d: reg for d, (reg, _) in ds.items()} for u, ds in out.ciphertexts.items()}
+            supplied = {
+                u: {d: reg for d, (reg, _) in ds.items()} for u, ds in out.ciphertexts.items()
+            }
             check = check_device_list(required, supplied)
             if check.mismatched:
                 ctx.metrics.sends_rejected.labels(MismatchedDevices.code).inc()
@@ -107,11 +113,14 @@ class Router:
         if out.group_body is not None:
             envelopes = fan_out_same(replace(template, body=out.group_body), required)
         else:
-            bodies = {u: {d: body for d, (_, body) in ds.items()} for u, ds in out.ciphertexts.items()}
+            bodies = {
+                u: {d: body for d, (_, body) in ds.items()} for u, ds in out.ciphertexts.items()
+            }
             envelopes = fan_out(template, bodies)
         await self.produce(envelopes)
         await ctx.presence.set(
-            dedupe_key, json.dumps({"ts": state["ts"], "produced": True}).encode(),
+            dedupe_key,
+            json.dumps({"ts": state["ts"], "produced": True}).encode(),
             ctx.limits.dedupe_ttl_s,
         )
         ctx.metrics.messages_accepted.labels("group" if out.to_group else "direct").inc()
@@ -134,8 +143,7 @@ class Router:
     async def _all_devices(self, user_ids: Sequence[str], skip: Principal) -> dict[str, list[int]]:
         devices = await self.ctx.users.devices_of(list(user_ids))
         return {
-            u: list(ds)
-            for u, ds in required_devices(devices, skip.user_id, skip.device_id).items()
+            u: list(ds) for u, ds in required_devices(devices, skip.user_id, skip.device_id).items()
         }
 
     async def receipt(
@@ -177,7 +185,9 @@ class Router:
         """Ephemeral: reaches online devices only, never stored."""
         recipients = await self._recipients(principal, to_user, to_group)
         template = Envelope(
-            server_id=ids.server_id(principal.user_id, principal.device_id, f"typing-{self.ctx.now_ms()}"),
+            server_id=ids.server_id(
+                principal.user_id, principal.device_id, f"typing-{self.ctx.now_ms()}"
+            ),
             kind=EnvelopeKind.TYPING,
             timestamp=self.ctx.now_ms(),
             sender_user=principal.user_id,

@@ -47,7 +47,9 @@ class UserService:
             user,
             display_name=user.display_name if display_name is None else display_name,
             about=user.about if about is None else about,
-            presence_privacy=user.presence_privacy if presence_privacy is None else presence_privacy,
+            presence_privacy=user.presence_privacy
+            if presence_privacy is None
+            else presence_privacy,
         )
         await self.ctx.users.update_user(updated)
         return updated

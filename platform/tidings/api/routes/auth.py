@@ -23,8 +23,11 @@ router = APIRouter(prefix="/v1", tags=["auth"])
 
 def _tokens(t: Tokens) -> TokensOut:
     return TokensOut(
-        user_id=t.user_id, device_id=t.device_id, access_token=t.access_token,
-        refresh_token=t.refresh_token, expires_in=t.expires_in,
+        user_id=t.user_id,
+        device_id=t.device_id,
+        access_token=t.access_token,
+        refresh_token=t.refresh_token,
+        expires_in=t.expires_in,
     )
 
 
@@ -72,8 +75,11 @@ async def devices(me: Me, svc: Svc) -> DevicesOut:
     return DevicesOut(
         devices=[
             DeviceOut(
-                device_id=d.device_id, name=d.name, registration_id=d.registration_id,
-                created_at=d.created_at, primary=d.is_primary,
+                device_id=d.device_id,
+                name=d.name,
+                registration_id=d.registration_id,
+                created_at=d.created_at,
+                primary=d.is_primary,
             )
             for d in found
         ]

@@ -13,7 +13,10 @@ router = APIRouter(prefix="/v1/groups", tags=["groups"])
 
 def _group(g: Group) -> GroupOut:
     return GroupOut(
-        group_id=g.id, name=g.name, created_by=g.created_by, created_at=g.created_at,
+        group_id=g.id,
+        name=g.name,
+        created_by=g.created_by,
+        created_at=g.created_at,
         members={uid: role.value for uid, role in g.members.items()},
     )
 

@@ -42,7 +42,9 @@ async def send(body: SendBody, me: Me, svc: Svc) -> AcceptedOut:
 
 
 def _presigned(url: PresignedUrl) -> PresignedOut:
-    return PresignedOut(url=url.url, method=url.method, headers=url.headers, expires_at=url.expires_at)
+    return PresignedOut(
+        url=url.url, method=url.method, headers=url.headers, expires_at=url.expires_at
+    )
 
 
 @router.post("/media", status_code=201)
@@ -54,4 +56,6 @@ async def media_upload(body: MediaUploadIn, me: Me, svc: Svc) -> MediaUploadOut:
 
 @router.get("/media/{media_id}")
 async def media_download(media_id: str, me: Me, svc: Svc) -> MediaDownloadOut:
-    return MediaDownloadOut(media_id=media_id, download=_presigned(await svc.media.download(me, media_id)))
+    return MediaDownloadOut(
+        media_id=media_id, download=_presigned(await svc.media.download(me, media_id))
+    )

@@ -21,7 +21,10 @@ router = APIRouter(prefix="/v1", tags=["users"])
 
 def _me(user: User) -> MeOut:
     return MeOut(
-        user_id=user.id, display_name=user.display_name, about=user.about, phone=user.phone,
+        user_id=user.id,
+        display_name=user.display_name,
+        about=user.about,
+        phone=user.phone,
         presence_privacy=user.presence_privacy,
     )
 

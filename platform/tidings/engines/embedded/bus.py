@@ -10,6 +10,7 @@ process per data directory).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sqlite3
 from collections.abc import Sequence
@@ -63,7 +64,9 @@ class EmbeddedBus:
         if topic not in self._partitions:
 
             def fn(conn: sqlite3.Connection) -> int | None:
-                row = conn.execute("SELECT partitions FROM topics WHERE name=?", (topic,)).fetchone()
+                row = conn.execute(
+                    "SELECT partitions FROM topics WHERE name=?", (topic,)
+                ).fetchone()
                 return None if row is None else int(row[0])
 
             found = await self.db.run(fn)
@@ -151,10 +154,8 @@ class EmbeddedConsumer:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), timeout=min(remaining, _POLL_SLICE))
-            except TimeoutError:
-                pass
 
     async def _read(self, max_records: int) -> list[Record]:
         owned = self._owned(await self.bus.partitions(self.topic))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tidings.core.model import InboxItem
 from tidings.engines.embedded.sqlite import SqliteDb
@@ -28,8 +29,8 @@ CREATE TABLE IF NOT EXISTS watermarks (
 """
 
 
-def _item(row: tuple[object, ...]) -> InboxItem:
-    return InboxItem(cursor=f"{int(row[0]):020d}", server_id=str(row[1]), envelope=bytes(row[2]))  # type: ignore[call-overload,arg-type]
+def _item(row: Any) -> InboxItem:
+    return InboxItem(cursor=f"{int(row[0]):020d}", server_id=str(row[1]), envelope=bytes(row[2]))
 
 
 class SqliteMessageStore:

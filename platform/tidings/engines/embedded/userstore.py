@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tidings.core.model import (
     PRIMARY_DEVICE,
@@ -61,17 +62,21 @@ _USER_COLUMNS = "id, phone, created_at, display_name, about, presence_privacy"
 _DEVICE_COLUMNS = "user_id, device_id, name, registration_id, created_at"
 
 
-def _user(row: tuple[object, ...]) -> User:
+def _user(row: Any) -> User:
     uid, phone, created_at, name, about, privacy = row
     return User(
-        str(uid), str(phone), float(created_at), str(name), str(about),  # type: ignore[arg-type]
+        str(uid),
+        str(phone),
+        float(created_at),
+        str(name),
+        str(about),
         PresencePrivacy(str(privacy)),
     )
 
 
-def _device(row: tuple[object, ...]) -> Device:
+def _device(row: Any) -> Device:
     uid, did, name, reg, created_at = row
-    return Device(str(uid), int(did), str(name), int(reg), float(created_at))  # type: ignore[call-overload,arg-type]
+    return Device(str(uid), int(did), str(name), int(reg), float(created_at))
 
 
 def _drop_device_keys(conn: sqlite3.Connection, user_id: str, device_id: int) -> None:
@@ -101,8 +106,14 @@ class SqliteUserStore:
         def fn(conn: sqlite3.Connection) -> tuple[User, bool]:
             cur = conn.execute(
                 f"INSERT OR IGNORE INTO users({_USER_COLUMNS}) VALUES(?,?,?,?,?,?)",
-                (user.id, user.phone, user.created_at, user.display_name, user.about,
-                 user.presence_privacy.value),
+                (
+                    user.id,
+                    user.phone,
+                    user.created_at,
+                    user.display_name,
+                    user.about,
+                    user.presence_privacy.value,
+                ),
             )
             row = conn.execute(
                 f"SELECT {_USER_COLUMNS} FROM users WHERE phone=?", (user.phone,)
@@ -113,7 +124,9 @@ class SqliteUserStore:
 
     async def get_user(self, user_id: str) -> User | None:
         def fn(conn: sqlite3.Connection) -> User | None:
-            row = conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id=?", (user_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE id=?", (user_id,)
+            ).fetchone()
             return None if row is None else _user(row)
 
         return await self.db.run(fn)
@@ -147,15 +160,22 @@ class SqliteUserStore:
                     f"an account has at most {max_devices} devices; unlink one first"
                 )
             (next_id,) = conn.execute(
-                "UPDATE users SET next_device = next_device + 1 WHERE id=? RETURNING next_device - 1",
+                "UPDATE users SET next_device = next_device + 1 WHERE id=? "
+                "RETURNING next_device - 1",
                 (device.user_id,),
             ).fetchone()
-            stored = Device(device.user_id, int(next_id), device.name, device.registration_id,
-                            device.created_at)
+            stored = Device(
+                device.user_id, int(next_id), device.name, device.registration_id, device.created_at
+            )
             conn.execute(
                 f"INSERT INTO devices({_DEVICE_COLUMNS}) VALUES(?,?,?,?,?)",
-                (stored.user_id, stored.device_id, stored.name, stored.registration_id,
-                 stored.created_at),
+                (
+                    stored.user_id,
+                    stored.device_id,
+                    stored.name,
+                    stored.registration_id,
+                    stored.created_at,
+                ),
             )
             return stored
 
@@ -166,8 +186,13 @@ class SqliteUserStore:
             _drop_device_keys(conn, device.user_id, PRIMARY_DEVICE)
             conn.execute(
                 f"INSERT OR REPLACE INTO devices({_DEVICE_COLUMNS}) VALUES(?,?,?,?,?)",
-                (device.user_id, PRIMARY_DEVICE, device.name, device.registration_id,
-                 device.created_at),
+                (
+                    device.user_id,
+                    PRIMARY_DEVICE,
+                    device.name,
+                    device.registration_id,
+                    device.created_at,
+                ),
             )
 
         await self.db.run(fn)
@@ -202,8 +227,13 @@ class SqliteUserStore:
         await self.db.run(
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO sessions VALUES(?,?,?,?,?)",
-                (session.token_hash, session.kind, session.user_id, session.device_id,
-                 session.expires_at),
+                (
+                    session.token_hash,
+                    session.kind,
+                    session.user_id,
+                    session.device_id,
+                    session.expires_at,
+                ),
             )
         )
 
@@ -242,7 +272,9 @@ class SqliteUserStore:
 
     async def get_identity_key(self, user_id: str) -> bytes | None:
         def fn(conn: sqlite3.Connection) -> bytes | None:
-            row = conn.execute("SELECT key FROM identity_keys WHERE user_id=?", (user_id,)).fetchone()
+            row = conn.execute(
+                "SELECT key FROM identity_keys WHERE user_id=?", (user_id,)
+            ).fetchone()
             return None if row is None else bytes(row[0])
 
         return await self.db.run(fn)
@@ -310,7 +342,9 @@ class SqliteUserStore:
         return await self.db.run(fn)
 
     # contacts ----------------------------------------------------------------------
-    async def add_contacts(self, user_id: str, contact_ids: Sequence[str], max_contacts: int) -> None:
+    async def add_contacts(
+        self, user_id: str, contact_ids: Sequence[str], max_contacts: int
+    ) -> None:
         def fn(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "INSERT OR IGNORE INTO contacts VALUES(?,?)", [(user_id, c) for c in contact_ids]
@@ -374,7 +408,10 @@ class SqliteUserStore:
                 (group_id,),
             ).fetchall()
             return Group(
-                str(row[0]), str(row[1]), str(row[2]), float(row[3]),
+                str(row[0]),
+                str(row[1]),
+                str(row[2]),
+                float(row[3]),
                 {str(uid): Role(str(role)) for uid, role in members},
             )
 
