@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from tidings import server
 from tidings.bootstrap import COMPONENTS, create_app
@@ -37,6 +39,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         if v is not None
     }
     return Settings(**overrides)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     settings = _settings(args)
     components = COMPONENTS if args.command == "up" else (args.service,)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exiting 0 then tells
+    # supervisors the stop was clean.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(settings, components))
     return 0

@@ -1,0 +1,80 @@
+"""Running the real ``tidings`` command in a subprocess, as an operator would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from harness import Gateway
+
+TIDINGS = str(Path(sys.executable).with_name("tidings"))
+_UP = re.compile(r"is up: (http://\S+)")
+
+
+@dataclass
+class Proc:
+    process: asyncio.subprocess.Process
+    url: str
+    log: Path
+
+    def gateway(self, data_dir: Path) -> Gateway:
+        return Gateway(self.url, data_dir)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no flushing, like a crashed node."""
+        self.process.send_signal(signal.SIGKILL)
+
+    async def wait(self, timeout: float = 15.0) -> int:
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+
+async def start(args: list[str], data_dir: Path, log: Path) -> Proc:
+    env = dict(os.environ, TIDINGS_INBOX_POLL_INTERVAL="0.5")
+    with log.open("ab") as err:
+        process = await asyncio.create_subprocess_exec(
+            TIDINGS, *args, "--port", "0", "--data-dir", str(data_dir),
+            stdout=asyncio.subprocess.PIPE, stderr=err, env=env,
+        )
+    assert process.stdout is not None
+    try:
+        while True:
+            line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+            if not line:
+                raise AssertionError(f"tidings exited early; log:\n{log.read_text()[-3000:]}")
+            if match := _UP.search(line):
+                return Proc(process, match.group(1), log)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
+
+
+@contextlib.asynccontextmanager
+async def running(args: list[str], data_dir: Path, log: Path) -> AsyncIterator[Proc]:
+    proc = await start(args, data_dir, log)
+    try:
+        yield proc
+    finally:
+        if proc.process.returncode is None:
+            proc.process.send_signal(signal.SIGTERM)
+            try:
+                await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def ready(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=5.0) as http:
+        r = await http.get("/readyz")
+        assert r.status_code == 200, r.text
