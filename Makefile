@@ -6,10 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install up test lint unit integration e2e clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -41,8 +41,15 @@ async def start(args: list[str], data_dir: Path, log: Path) -> Proc:
     env = dict(os.environ, TIDINGS_INBOX_POLL_INTERVAL="0.5")
     with log.open("ab") as err:
         process = await asyncio.create_subprocess_exec(
-            TIDINGS, *args, "--port", "0", "--data-dir", str(data_dir),
-            stdout=asyncio.subprocess.PIPE, stderr=err, env=env,
+            TIDINGS,
+            *args,
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            env=env,
         )
     assert process.stdout is not None
     try:

@@ -12,12 +12,14 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from tidings.aio import wait_event
 from tidings.api.app import create_app as create_api
 from tidings.config import Settings
 from tidings.core.limits import DEFAULT_LIMITS
@@ -49,6 +51,11 @@ def _secret(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.critical("%s stopped: %r; restart the process", task.get_name(), exc, exc_info=exc)
+
+
 @dataclass
 class Platform:
     settings: Settings
@@ -67,22 +74,26 @@ class Platform:
         await ctx.bus.ensure_topic(deliveries_topic(ctx.region), ctx.partitions)
         await ctx.bus.ensure_topic(push_topic(ctx.region), ctx.partitions)
         if "delivery" in components:
-            self._tasks.append(asyncio.create_task(self.services.delivery.run(self._stop)))
-        self._tasks.append(asyncio.create_task(self._sweeper()))
+            self._spawn(self.services.delivery.run(self._stop), "delivery worker")
+        self._spawn(self._sweeper(), "presence sweeper")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(_report_crash)
+        self._tasks.append(task)
 
     async def _sweeper(self) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=30.0)
+            await wait_event(self._stop, 30.0)
             self.sweep()
 
     async def stop(self) -> None:
         self._stop.set()
-        for task in self._tasks:
-            try:
-                await asyncio.wait_for(task, timeout=5.0)
-            except (TimeoutError, asyncio.CancelledError):
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in pending:
                 task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         for close in reversed(self.closers):
             await close()
 

@@ -48,7 +48,11 @@ async def test_tidings_up_serves_health_metrics_openapi_and_a_conversation(tmp_p
 
         # `tidings code` reads the dev-mode outbox, as the README tells newcomers.
         code_proc = await asyncio.create_subprocess_exec(
-            procs.TIDINGS, "code", alice.phone, "--data-dir", str(data),
+            procs.TIDINGS,
+            "code",
+            alice.phone,
+            "--data-dir",
+            str(data),
             stdout=asyncio.subprocess.PIPE,
         )
         out, _ = await code_proc.communicate()

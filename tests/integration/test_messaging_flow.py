@@ -51,3 +51,29 @@ async def test_two_users_register_exchange_keys_and_messages(gateway: Gateway) -
     assert body_text(delivery) == "hi alice"
     await alice_ws.close()
     await bob_ws.close()
+
+
+async def test_lone_surrogate_in_a_client_id_is_refused_with_a_4xx_not_a_crash(
+    gateway: Gateway,
+) -> None:
+    alice, bob = await register(gateway), await register(gateway)
+    sock = await alice.connect()
+    target = bob.user_id
+    frame = (
+        '{"id":"r1","type":"send","body":{"id":"\\ud800","to":{"user":"' + target + '"},'
+        '"ciphertexts":{"' + target + '":[{"device":1,"body":"aGk="}]}}}'
+    )
+    await sock.send_text(frame)
+    reply = await sock.response_to("r1")
+    assert reply["status"] == 422, reply
+    assert "unicode" in reply["body"]["error"]["message"].lower()
+    assert (await sock.request("ping"))["status"] == 200
+    async with alice.http() as http:
+        r = await http.post(
+            "/v1/messages",
+            content=frame[frame.index('{"id":"\\ud800"') : -1].encode(),
+            headers={"content-type": "application/json"},
+        )
+    assert r.status_code == 422, r.text
+    assert "unicode" in r.json()["error"]["message"].lower()
+    await sock.close()

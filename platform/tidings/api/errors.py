@@ -25,6 +25,12 @@ def error_body(
     return {"error": body}
 
 
+INVALID_UNICODE = (
+    "invalid_input",
+    "request contains text that is not valid Unicode (a lone surrogate escape such as \\ud800)",
+)
+
+
 def describe_validation(errors: list[Any]) -> tuple[int, str, list[dict[str, Any]]]:
     """Status, one-line summary and a JSON-safe list of field errors."""
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -67,6 +73,10 @@ def install(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(UnicodeError)
+    async def _unicode(_: Request, exc: UnicodeError) -> JSONResponse:
+        return JSONResponse(error_body(400, *INVALID_UNICODE), status_code=400)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

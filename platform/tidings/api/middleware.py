@@ -55,25 +55,33 @@ class BodyLimit:
                 return
         seen = 0
         started = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    # Answer here: the app may turn the exception into its own error
+                    # (FastAPI reports a body read failure as 400), which is then dropped.
+                    if not started and not refused:
+                        refused = True
+                        await self._send_413(send)
                     raise _TooLarge()
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
-            if not started:
+            if not started and not refused:
                 await self._send_413(send)
 
     async def _send_413(self, send: Send) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from tidings.api.deps import bearer_token
-from tidings.api.errors import validation_error_frame_parts
+from tidings.api.errors import INVALID_UNICODE, validation_error_frame_parts
 from tidings.api.routes.messages import outgoing
 from tidings.api.schemas import PresenceBody, ReceiptBody, SendBody, TypingBody
 from tidings.core import wsproto
@@ -64,6 +64,9 @@ class FrameHandler:
         except TidingsError as exc:
             session.ctx.metrics.ws_frames_rejected.labels(str(exc.status)).inc()
             return wsproto.error(request.id, exc.status, exc.code, exc.message, **exc.details)
+        except UnicodeError:
+            session.ctx.metrics.ws_frames_rejected.labels("400").inc()
+            return wsproto.error(request.id, 400, *INVALID_UNICODE)
         return wsproto.response(request.id, 200, body)
 
     async def _dispatch(self, request: wsproto.Request, session: SocketSession) -> dict[str, Any]:

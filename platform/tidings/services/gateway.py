@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from tidings.aio import wait_event
 from tidings.core import wsproto
 from tidings.core.envelopes import Envelope
 from tidings.core.model import User
@@ -167,8 +168,7 @@ class SocketSession:
                         await self.send(wsproto.event("queue-empty"))
                     break
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+            await wait_event(self._wake, self.poll_interval)
 
     async def _listen(self, subscription: Any) -> None:
         async for raw in subscription:

@@ -10,12 +10,12 @@ process per data directory).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from tidings.aio import wait_event
 from tidings.core.shardmap import partition_for
 from tidings.engines.embedded.sqlite import SqliteDb
 from tidings.errors import NotFound
@@ -133,10 +133,12 @@ class EmbeddedConsumer:
         self.bus, self.topic, self.group, self.member_id = bus, topic, group, member_id
         self._slot = (0, 1)
         self._positions: dict[int, int] | None = None  # None: reload from commits
+        self._generation = 0  # bumped on every rebalance
 
     def assign(self, index: int, members: int) -> None:
         self._slot = (index, members)
         self._positions = None
+        self._generation += 1
 
     def _owned(self, partitions: int) -> list[int]:
         index, members = self._slot
@@ -154,12 +156,11 @@ class EmbeddedConsumer:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), timeout=min(remaining, _POLL_SLICE))
+            await wait_event(wakeup, min(remaining, _POLL_SLICE))
 
     async def _read(self, max_records: int) -> list[Record]:
         owned = self._owned(await self.bus.partitions(self.topic))
-        positions = self._positions
+        positions, generation = self._positions, self._generation
         topic, group = self.topic, self.group
 
         def fn(conn: sqlite3.Connection) -> tuple[dict[int, int], list[Record]]:
@@ -171,6 +172,13 @@ class EmbeddedConsumer:
                         (group, topic, part),
                     ).fetchone()
                     pos[part] = 0 if row is None else int(row[0])
+                    if row is None:
+                        # Register the group so retention keeps what it has not committed.
+                        conn.execute(
+                            "INSERT INTO group_offsets(grp, topic, part, next_off) "
+                            "VALUES(?,?,?,0)",
+                            (group, topic, part),
+                        )
             out: list[Record] = []
             for part in owned:
                 if len(out) >= max_records:
@@ -186,7 +194,7 @@ class EmbeddedConsumer:
             return pos, out
 
         new_positions, records = await self.bus.db.run(fn)
-        if self._positions is positions:  # no rebalance happened meanwhile
+        if self._generation == generation:  # no rebalance happened meanwhile
             self._positions = new_positions
         return records
 

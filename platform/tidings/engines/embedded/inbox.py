@@ -1,12 +1,15 @@
 """MessageStore on SQLite: one inbox per device, ordered by an append sequence.
 
 Acks flag rows; the contiguous acked prefix below the oldest pending row is removed
-with one range delete, as the Cassandra engine does with its watermark.
+with one range delete, as the Cassandra engine does with its watermark. Acked server ids
+are remembered for ``ACKED_MEMORY_S`` so a replayed delivery batch cannot bring an
+acked envelope back (append stays idempotent after the row is gone).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,14 @@ CREATE TABLE IF NOT EXISTS watermarks (
   user_id TEXT NOT NULL, device_id INTEGER NOT NULL, acked_through INTEGER NOT NULL,
   PRIMARY KEY (user_id, device_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS acked (
+  user_id TEXT NOT NULL, device_id INTEGER NOT NULL, server_id TEXT NOT NULL,
+  acked_at REAL NOT NULL, PRIMARY KEY (user_id, device_id, server_id)
+) WITHOUT ROWID;
 """
+
+ACKED_MEMORY_S = 7 * 24 * 3600
+"""How long acked ids block re-appends; far longer than any bus replay."""
 
 
 def _item(row: Any) -> InboxItem:
@@ -55,7 +65,8 @@ class SqliteMessageStore:
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO inbox(user_id, device_id, server_id, envelope) "
-                "VALUES(?,?,?,?)",
+                "SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM acked "
+                "WHERE user_id=?1 AND device_id=?2 AND server_id=?3)",
                 items,
             )
             return conn.total_changes - before
@@ -78,6 +89,8 @@ class SqliteMessageStore:
         return await self.db.run(fn)
 
     async def ack(self, user_id: str, device_id: int, server_ids: Sequence[str]) -> list[InboxItem]:
+        now = time.time()
+
         def fn(conn: sqlite3.Connection) -> list[InboxItem]:
             marks = ",".join("?" * len(server_ids))
             rows = conn.execute(
@@ -85,6 +98,14 @@ class SqliteMessageStore:
                 f"AND server_id IN ({marks}) RETURNING seq, server_id, envelope",
                 (user_id, device_id, *server_ids),
             ).fetchall()
+            conn.execute(
+                "DELETE FROM acked WHERE user_id=? AND device_id=? AND acked_at<?",
+                (user_id, device_id, now - ACKED_MEMORY_S),
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO acked VALUES(?,?,?,?)",
+                [(user_id, device_id, str(r[1]), now) for r in rows],
+            )
             oldest_pending = conn.execute(
                 "SELECT min(seq) FROM inbox WHERE user_id=? AND device_id=? AND acked=0",
                 (user_id, device_id),
@@ -123,5 +144,6 @@ class SqliteMessageStore:
             conn.execute(
                 "DELETE FROM watermarks WHERE user_id=? AND device_id=?", (user_id, device_id)
             )
+            conn.execute("DELETE FROM acked WHERE user_id=? AND device_id=?", (user_id, device_id))
 
         await self.db.run(fn)

@@ -1,0 +1,20 @@
+"""Small asyncio helpers shared by services and engines."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; returns whether it was set.
+
+    Uses ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11 the latter
+    can swallow a cancellation that races the event, and the cancelled task then loops
+    on forever (seen as a socket task that never ends at server shutdown).
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
