@@ -175,8 +175,7 @@ class EmbeddedConsumer:
                     if row is None:
                         # Register the group so retention keeps what it has not committed.
                         conn.execute(
-                            "INSERT INTO group_offsets(grp, topic, part, next_off) "
-                            "VALUES(?,?,?,0)",
+                            "INSERT INTO group_offsets(grp, topic, part, next_off) VALUES(?,?,?,0)",
                             (group, topic, part),
                         )
             out: list[Record] = []
