@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,3 +262,38 @@ class Socket:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+# waiting on the server ------------------------------------------------------------
+async def next_frame(sock: Socket, timeout: float = 10.0) -> dict[str, Any]:
+    """The next server frame in arrival order (frames held back by the harness first)."""
+    if sock.backlog:
+        return sock.backlog.pop(0)
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(sock.ws.recv(), timeout=timeout))
+    return frame
+
+
+async def inbox_writes(gateway: Gateway) -> float:
+    """Envelopes the delivery worker has stored so far (from the real /metrics endpoint)."""
+    async with gateway.http() as http:
+        r = await http.get("/metrics")
+    assert r.status_code == 200, r.text
+    for line in r.text.splitlines():
+        if line.startswith("tidings_inbox_writes_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def until_stored(gateway: Gateway, total: float, timeout: float = 10.0) -> None:
+    """Wait until the delivery worker has stored ``total`` envelopes in all."""
+    deadline = time.monotonic() + timeout
+    while (seen := await inbox_writes(gateway)) < total:
+        assert time.monotonic() < deadline, f"only {seen} of {total} envelopes stored"
+        await asyncio.sleep(0.05)
+
+
+async def settle(sock: Socket) -> None:
+    """Return once the server has processed every frame sent before: the gateway reads a
+    socket's frames in order and answers a ping only after the acks ahead of it."""
+    reply = await sock.request("ping")
+    assert reply["status"] == 200, reply

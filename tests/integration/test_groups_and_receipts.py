@@ -4,40 +4,23 @@ delivered/read receipts."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
-import time
 from typing import Any
 
-from harness import Device, Gateway, Socket, b64, body_text, ciphertexts, register
-
+from harness import (
+    Device,
+    Gateway,
+    Socket,
+    b64,
+    body_text,
+    ciphertexts,
+    inbox_writes,
+    next_frame,
+    register,
+    until_stored,
+)
 
 # helpers -------------------------------------------------------------------------------
-async def next_frame(sock: Socket, timeout: float = 10.0) -> dict[str, Any]:
-    """The next server frame in arrival order (frames held back by the harness first)."""
-    if sock.backlog:
-        return sock.backlog.pop(0)
-    frame: dict[str, Any] = json.loads(await asyncio.wait_for(sock.ws.recv(), timeout=timeout))
-    return frame
-
-
-async def inbox_writes(gateway: Gateway) -> float:
-    """Envelopes the delivery worker has stored so far (from the real /metrics endpoint)."""
-    async with gateway.http() as http:
-        r = await http.get("/metrics")
-    assert r.status_code == 200, r.text
-    for line in r.text.splitlines():
-        if line.startswith("tidings_inbox_writes_total "):
-            return float(line.split()[1])
-    return 0.0
-
-
-async def until_stored(gateway: Gateway, total: float, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (seen := await inbox_writes(gateway)) < total:
-        assert time.monotonic() < deadline, f"only {seen} of {total} envelopes stored"
-        await asyncio.sleep(0.05)
 
 
 async def online(device: Device) -> Socket:
