@@ -1,0 +1,190 @@
+"""Local state of one account on one device: a SQLite file that never leaves it.
+
+Holds tokens, device keys, 1:1 sessions, sender keys, the decrypted history (with an
+FTS5 index: the server cannot search, the client can) and the server ids already
+processed (delivery is at-least-once; the app layer sees each message once).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+  user_id TEXT NOT NULL, device_id INTEGER NOT NULL, state BLOB NOT NULL,
+  PRIMARY KEY (user_id, device_id)
+);
+CREATE TABLE IF NOT EXISTS own_sender_keys (
+  group_id TEXT PRIMARY KEY, state BLOB NOT NULL, members TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_receivers (group_id TEXT PRIMARY KEY, state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  server_id TEXT NOT NULL UNIQUE, conversation TEXT NOT NULL,
+  sender_user TEXT NOT NULL, sender_device INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+  kind TEXT NOT NULL, text TEXT NOT NULL, extra TEXT NOT NULL, status TEXT NOT NULL
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+  text, content='messages', content_rowid='id'
+);
+CREATE TRIGGER IF NOT EXISTS messages_ai AFTER INSERT ON messages BEGIN
+  INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TABLE IF NOT EXISTS processed (server_id TEXT PRIMARY KEY);
+"""
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    server_id: str
+    conversation: str
+    sender_user: str
+    sender_device: int
+    timestamp: int
+    kind: str
+    text: str
+    extra: dict[str, Any]
+    status: str
+
+
+def _message(row: Any) -> StoredMessage:
+    return StoredMessage(
+        str(row[0]),
+        str(row[1]),
+        str(row[2]),
+        int(row[3]),
+        int(row[4]),
+        str(row[5]),
+        str(row[6]),
+        json.loads(row[7]),
+        str(row[8]),
+    )
+
+
+_COLUMNS = (
+    "server_id, conversation, sender_user, sender_device, timestamp, kind, text, extra, status"
+)
+
+
+class LocalStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # key/value ---------------------------------------------------------------------
+    def get(self, key: str) -> bytes | None:
+        row = self.db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put(self, key: str, value: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO kv VALUES(?,?)", (key, value))
+
+    def get_json(self, key: str) -> Any:
+        raw = self.get(key)
+        return None if raw is None else json.loads(raw)
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put(key, json.dumps(value).encode())
+
+    # sessions ----------------------------------------------------------------------
+    def session(self, user_id: str, device_id: int) -> bytes | None:
+        row = self.db.execute(
+            "SELECT state FROM sessions WHERE user_id=? AND device_id=?", (user_id, device_id)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_session(self, user_id: str, device_id: int, state: bytes) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO sessions VALUES(?,?,?)", (user_id, device_id, state)
+        )
+
+    def drop_session(self, user_id: str, device_id: int) -> None:
+        self.db.execute(
+            "DELETE FROM sessions WHERE user_id=? AND device_id=?", (user_id, device_id)
+        )
+
+    def session_devices(self, user_id: str) -> list[int]:
+        rows = self.db.execute(
+            "SELECT device_id FROM sessions WHERE user_id=? ORDER BY device_id", (user_id,)
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    # sender keys -------------------------------------------------------------------
+    def own_sender_key(self, group_id: str) -> tuple[bytes, list[str]] | None:
+        row = self.db.execute(
+            "SELECT state, members FROM own_sender_keys WHERE group_id=?", (group_id,)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), list(json.loads(row[1])))
+
+    def put_own_sender_key(self, group_id: str, state: bytes, members: list[str]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO own_sender_keys VALUES(?,?,?)",
+            (group_id, state, json.dumps(sorted(members))),
+        )
+
+    def group_receiver(self, group_id: str) -> bytes | None:
+        row = self.db.execute(
+            "SELECT state FROM group_receivers WHERE group_id=?", (group_id,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_group_receiver(self, group_id: str, state: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO group_receivers VALUES(?,?)", (group_id, state))
+
+    # history -----------------------------------------------------------------------
+    def processed(self, server_id: str) -> bool:
+        row = self.db.execute("SELECT 1 FROM processed WHERE server_id=?", (server_id,)).fetchone()
+        return row is not None
+
+    def mark_processed(self, server_id: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO processed VALUES(?)", (server_id,))
+
+    def add_message(self, message: StoredMessage) -> bool:
+        cur = self.db.execute(
+            f"INSERT OR IGNORE INTO messages({_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?)",
+            (
+                message.server_id,
+                message.conversation,
+                message.sender_user,
+                message.sender_device,
+                message.timestamp,
+                message.kind,
+                message.text,
+                json.dumps(message.extra),
+                message.status,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def set_status(self, server_ids: list[str], status: str) -> None:
+        marks = ",".join("?" * len(server_ids))
+        self.db.execute(
+            f"UPDATE messages SET status=? WHERE server_id IN ({marks})", (status, *server_ids)
+        )
+
+    def history(self, conversation: str | None = None, limit: int = 50) -> list[StoredMessage]:
+        where, args = ("WHERE conversation=?", (conversation,)) if conversation else ("", ())
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM messages {where} ORDER BY id DESC LIMIT ?", (*args, limit)
+        ).fetchall()
+        return [_message(r) for r in reversed(rows)]
+
+    def search(self, query: str, limit: int = 20) -> list[StoredMessage]:
+        columns = ", ".join("m." + c.strip() for c in _COLUMNS.split(","))
+        rows = self.db.execute(
+            f"SELECT {columns} FROM messages_fts f "
+            "JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH ? ORDER BY m.id LIMIT ?",
+            (query, limit),
+        ).fetchall()
+        return [_message(r) for r in rows]
