@@ -14,6 +14,7 @@ from types import FrameType
 
 from tidings import server
 from tidings.bootstrap import COMPONENTS, create_app
+from tidings.client import commands, loadgen
 from tidings.config import Settings
 from tidings.engines.embedded.otp import latest_code
 
@@ -61,11 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = sub.add_parser("code", help="dev mode: print the latest one-time code sent to PHONE")
     code.add_argument("phone")
     code.add_argument("--data-dir", type=Path, default=None)
+    commands.add_parsers(sub)
+    loadgen.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
+    if hasattr(args, "run"):
+        result: int = args.run(args)
+        return result
     if args.command == "code":
         data_dir = args.data_dir or Settings().data_dir
         found = latest_code(data_dir / "otp-outbox.jsonl", args.phone)
