@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI
 
 from tidings.aio import wait_event
 from tidings.api.app import create_app as create_api
-from tidings.config import Settings
+from tidings.config import COMPONENTS, Settings
 from tidings.core.limits import DEFAULT_LIMITS
 from tidings.core.shardmap import deliveries_topic, push_topic, single_region
 from tidings.engines.embedded.blob_routes import blob_router
@@ -37,8 +37,6 @@ from tidings.services.context import Context
 from tidings.services.registry import Services
 
 log = logging.getLogger("tidings")
-
-COMPONENTS = ("gateway", "delivery")
 
 
 def _secret(path: Path) -> bytes:

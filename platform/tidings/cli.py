@@ -12,14 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from tidings import server
-from tidings.bootstrap import COMPONENTS, create_app
 from tidings.client import commands, loadgen
-from tidings.config import Settings
+from tidings.config import COMPONENTS, Settings
 from tidings.engines.embedded.otp import latest_code
 
 
 async def _serve(settings: Settings, components: Sequence[str]) -> None:
+    # Imported here so client subcommands start without loading the server stack.
+    from tidings import server
+    from tidings.bootstrap import create_app
+
     app = create_app(settings, components=components)
     running = await server.start(
         server.uvicorn_config(app, settings.host, settings.port, settings.log_level)
@@ -65,8 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parsers(sub)
     loadgen.add_parser(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(  # client commands set log_level=WARNING: their output is the UI
+        level=getattr(args, "log_level", logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
     if hasattr(args, "run"):

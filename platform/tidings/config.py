@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+COMPONENTS = ("gateway", "delivery")
+"""What ``tidings serve`` can run alone; ``tidings up`` runs them all."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="forbid")

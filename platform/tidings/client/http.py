@@ -98,6 +98,16 @@ class Api:
         )
         return self._set_tokens(body)
 
+    async def link_device(self, code: str, name: str, registration_id: int) -> Tokens:
+        """Trade a link code (made by the primary) for this new device's tokens."""
+        body = await self.call(
+            "POST",
+            "/v1/devices/link",
+            {"code": code, "device_name": name, "registration_id": registration_id},
+            auth=False,
+        )
+        return self._set_tokens(body)
+
     async def upload(self, url: str, data: bytes, headers: dict[str, str]) -> None:
         response = await self._http.put(url, content=data, headers=headers)
         if response.status_code >= 300:

@@ -6,6 +6,9 @@ and ciphertext. Plaintext payloads are small JSON objects:
 - ``{"t": "text", "text": ...}``
 - ``{"t": "file", "media_id", "key", "digest", "name", "size"}`` (key/digest base64)
 - ``{"t": "skd", "group", "dist"}`` a sender-key distribution, sent 1:1
+
+The copies for our own other devices carry one more field, ``"to"`` (the recipient),
+so a linked device files them under the right conversation.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,13 +28,24 @@ from typing import Any
 
 import websockets
 
+from tidings.client import sessions
+from tidings.client.backup import decrypt_backup, dump_store, encrypt_backup, load_store
 from tidings.client.crypto.errors import CryptoError, DuplicateMessage
-from tidings.client.crypto.identity import DeviceKeys, PreKeyBundle
+from tidings.client.crypto.identity import DeviceKeys, IdentityKeyPair, PreKeyBundle
 from tidings.client.crypto.media import decrypt_media, encrypt_media
 from tidings.client.crypto.sender_key_wire import SenderKeyDistribution
 from tidings.client.crypto.sender_keys import GroupReceiver, OwnSenderKey
-from tidings.client.crypto.session import Session, decrypt_incoming
+from tidings.client.crypto.session import Session
 from tidings.client.http import Api, ApiError, Tokens
+from tidings.client.live import LiveSocket
+from tidings.client.provisioning import (
+    ProvisioningError,
+    ProvisionPayload,
+    new_link_request,
+    open_blob,
+    parse_link_request,
+    seal,
+)
 from tidings.client.store import LocalStore, StoredMessage
 
 log = logging.getLogger("tidings.client")
@@ -38,6 +53,12 @@ log = logging.getLogger("tidings.client")
 PREKEY_BATCH = 100
 PREKEY_LOW_WATER = 20
 SEND_ATTEMPTS = 4
+PREKEY_CHECK_EVERY = 10
+"""After the first one-time prekey used on a connection, re-check the count every N uses."""
+SIGNED_PREKEY_MAX_AGE_S = 7 * 86400
+RECEIPT_BATCH = 100
+HEARTBEAT_S = 30.0
+"""The server closes a socket silent for 90 s (4002); ping well within that."""
 
 
 def _b64(raw: bytes) -> str:
@@ -71,6 +92,12 @@ class Client:
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.queue_empty = asyncio.Event()
         self._stop = asyncio.Event()
+        self._ratchets = asyncio.Lock()
+        """Held while sessions are loaded, advanced and stored: a send while ``listen``
+        decrypts must not overwrite the state the other just saved."""
+        self.live = LiveSocket()
+        self._prekeys_used = 0
+        self._prekeys_checked = False  # on the current listen connection
 
     async def close(self) -> None:
         self._stop.set()
@@ -95,10 +122,14 @@ class Client:
         return self.api.tokens.device_id
 
     # account -----------------------------------------------------------------------
-    async def register(self, phone: str, code: Callable[[str], Awaitable[str]]) -> str:
-        """Request a code, obtain it from ``code`` (a prompt, an SMS reader), register,
-        and publish fresh keys. Returns the user id."""
-        await self.api.request_code(phone)
+    async def register(
+        self, phone: str, code: Callable[[str], Awaitable[str]], *, request_code: bool = True
+    ) -> str:
+        """Request a code (unless ``request_code`` is False: one was sent before), obtain
+        it from ``code`` (a prompt, an SMS reader), register, and publish fresh keys.
+        Returns the user id."""
+        if request_code:
+            await self.api.request_code(phone)
         tokens = await self.api.register(
             phone, await code(phone), secrets.randbelow(16380) + 1, "sdk"
         )
@@ -127,6 +158,101 @@ class Client:
         )["users"]
         return found
 
+    async def rotate_signed_prekey_if_due(
+        self, max_age_s: int = SIGNED_PREKEY_MAX_AGE_S, *, now: int | None = None
+    ) -> bool:
+        """Replace the signed prekey once it is ``max_age_s`` old (the previous one stays
+        usable for late session setups). ``listen()`` calls this on every connect."""
+        assert self.keys is not None
+        stamp = int(time.time()) if now is None else now
+        if stamp - self.keys.signed_prekey.created_at < max_age_s:
+            return False
+        before = self.keys.to_bytes()
+        self.keys.rotate_signed_prekey(now=stamp)
+        self._save_keys()
+        try:
+            await self.api.call("PUT", "/v1/keys/signed", self.keys.signed_prekey_upload())
+        except BaseException:
+            self.keys = DeviceKeys.from_bytes(before)  # try again next time
+            self._save_keys()
+            raise
+        return True
+
+    async def _maybe_replenish(self) -> None:
+        """Top up one-time prekeys after sessions were accepted from them: at the first use
+        on a connection, then every ``PREKEY_CHECK_EVERY`` uses."""
+        if self._prekeys_used == 0:
+            return
+        if self._prekeys_checked and self._prekeys_used < PREKEY_CHECK_EVERY:
+            return
+        self._prekeys_used, self._prekeys_checked = 0, True
+        try:
+            await self.replenish_prekeys()
+        except ApiError as exc:
+            log.warning("could not replenish one-time prekeys: %s", exc)
+
+    # linked devices ----------------------------------------------------------------
+    def link_request(self) -> str:
+        """New device, step 1: a text to show the user (and to give to the primary's
+        :meth:`create_link`); its private half stays in this store until :meth:`link`."""
+        if self.api.tokens is not None:
+            raise ProvisioningError("this store already belongs to an account device")
+        private, text = new_link_request()
+        self.store.put("link_request", private)
+        return text
+
+    async def create_link(self, new_device_public: str) -> str:
+        """Primary device: get a link code and seal it with the account identity to the new
+        device's link request. The returned provisioning blob goes back to that device."""
+        assert self.keys is not None, "register first"
+        parse_link_request(new_device_public)  # refuse garbage before asking for a code
+        answer = await self.api.call("POST", "/v1/devices/link-code")
+        phone = self.store.get_json("phone")
+        payload = ProvisionPayload(self.keys.identity.seed, answer["code"], self.user_id, phone)
+        return seal(new_device_public, payload)
+
+    async def link(self, blob: str, device_name: str = "linked") -> int:
+        """New device, step 2: open the blob, become a device of the account and publish
+        a signed prekey (signed by the account identity) and one-time prekeys.
+        Returns the new device id."""
+        private = self.store.get("link_request")
+        if private is None:
+            raise ProvisioningError("no pending link request here; call link_request() first")
+        payload = open_blob(blob, private)
+        tokens = await self.api.link_device(
+            payload.link_code, device_name, secrets.randbelow(16380) + 1
+        )
+        if tokens.user_id != payload.user_id:
+            raise ProvisioningError("the link code belongs to a different account")
+        self.keys = DeviceKeys.from_identity(IdentityKeyPair(payload.identity_seed))
+        self._save_keys()
+        await self.api.call("PUT", "/v1/keys/signed", self.keys.signed_prekey_upload())
+        await self.replenish_prekeys()
+        self.store.delete("link_request")
+        if payload.phone:
+            self.store.put_json("phone", payload.phone)
+        return tokens.device_id
+
+    # backup ------------------------------------------------------------------------
+    async def export_backup(self, passphrase: str) -> bytes:
+        """Keys, tokens, sessions, sender keys and history, sealed under ``passphrase``
+        (scrypt + AES-256-GCM; format in :mod:`tidings.client.backup`)."""
+        return await asyncio.to_thread(encrypt_backup, dump_store(self.store), passphrase)
+
+    @classmethod
+    async def restore_backup(
+        cls, blob: bytes, passphrase: str, server: str, store_path: Path
+    ) -> Client:
+        """A client for this device again, from :meth:`export_backup` output, in a new
+        store. A wrong passphrase raises ``BackupError`` before anything is written."""
+        snapshot = await asyncio.to_thread(decrypt_backup, blob, passphrase)
+        store = LocalStore(store_path)
+        try:
+            load_store(store, snapshot)
+        finally:
+            store.close()
+        return cls(server, store_path)
+
     # sessions ----------------------------------------------------------------------
     async def _open_sessions(self, user_id: str, devices: list[int] | None = None) -> None:
         """Fetch bundles and start sessions with ``user_id``'s devices (all when None)."""
@@ -151,14 +277,15 @@ class Client:
         assert self.keys is not None
         plaintext = json.dumps(payload).encode()
         out: dict[str, list[dict[str, Any]]] = {}
-        for user in users:
-            for device in self.store.session_devices(user):
-                raw = self.store.session(user, device)
-                assert raw is not None
-                session = Session.from_bytes(raw)
-                body = await session.encrypt(plaintext)
-                self.store.put_session(user, device, session.to_bytes())
-                out.setdefault(user, []).append({"device": device, "body": _b64(body)})
+        async with self._ratchets:
+            for user in users:
+                for device in self.store.session_devices(user):
+                    raw = self.store.session(user, device)
+                    assert raw is not None
+                    session = Session.from_bytes(raw)
+                    body = await session.encrypt(plaintext)
+                    self.store.put_session(user, device, session.to_bytes())
+                    out.setdefault(user, []).append({"device": device, "body": _b64(body)})
         return out
 
     async def _repair(self, error: ApiError) -> None:
@@ -180,12 +307,10 @@ class Client:
             await self._open_sessions(user_id)
         client_id = str(uuid.uuid4())
         for attempt in range(SEND_ATTEMPTS):
-            users = [user_id] if user_id == self.user_id else [user_id, self.user_id]
-            body = {
-                "id": client_id,
-                "to": {"user": user_id},
-                "ciphertexts": await self._encrypt(users, payload),
-            }
+            ciphertexts = await self._encrypt([user_id], payload)
+            if user_id != self.user_id:  # our other devices get a copy saying who it was for
+                ciphertexts.update(await self._encrypt([self.user_id], {**payload, "to": user_id}))
+            body = {"id": client_id, "to": {"user": user_id}, "ciphertexts": ciphertexts}
             try:
                 answer = await self.api.call("POST", "/v1/messages", body)
             except ApiError as exc:
@@ -292,7 +417,8 @@ class Client:
             self.store.set_status(receipt["message_ids"], receipt["kind"])
             event = Event("receipt", user, user, device, server_id, receipt["kind"], receipt)
         elif envelope["type"] == "message":
-            event = await self._decrypt_message(envelope, user, device)
+            async with self._ratchets:
+                event = await self._decrypt_message(envelope, user, device)
         self.store.mark_processed(server_id)
         return event
 
@@ -309,12 +435,10 @@ class Client:
                 plaintext = receiver.decrypt(f"{user}:{device}", data)
                 self.store.put_group_receiver(group, receiver.to_bytes())
             else:
-                raw = self.store.session(user, device)
-                session, plaintext = await decrypt_incoming(
-                    self.keys, Session.from_bytes(raw) if raw else None, data
-                )
-                self.store.put_session(user, device, session.to_bytes())
+                unused = self.keys.one_time_prekey_count
+                plaintext = await sessions.decrypt(self.keys, self.store, user, device, data)
                 self._save_keys()
+                self._prekeys_used += unused - self.keys.one_time_prekey_count
         except DuplicateMessage:
             return None
         except CryptoError as exc:
@@ -337,7 +461,9 @@ class Client:
             )
             self.store.put_group_receiver(payload["group"], receiver.to_bytes())
             return None
-        conversation = f"group:{group}" if group else user
+        # A copy of what our own other device sent names the real conversation.
+        sent_to = payload.pop("to", None) if user == self.user_id and not group else None
+        conversation = f"group:{group}" if group else str(sent_to or user)
         text = payload.get("text", payload.get("name", ""))
         extra = {k: v for k, v in payload.items() if k not in ("t", "text")}
         self.store.add_message(
@@ -350,7 +476,7 @@ class Client:
                 payload["t"],
                 text,
                 extra,
-                "received",
+                "sent" if sent_to else "received",
             )
         )
         return Event(payload["t"], conversation, user, device, envelope["server_id"], text, extra)
@@ -383,14 +509,40 @@ class Client:
             backoff = min(backoff * 2, 30.0)
 
     async def _pump(self, ws: Any, until_queue_empty: bool) -> bool:
+        heartbeat = asyncio.create_task(self._heartbeat(ws))
+        self.live.attach(ws)  # requests (receipts, typing, presence) may use it now
+        self._prekeys_checked = False
+        try:
+            try:
+                await self.rotate_signed_prekey_if_due()
+            except ApiError as exc:
+                log.warning("could not rotate the signed prekey: %s", exc)
+            return await self._receive(ws, until_queue_empty)
+        finally:
+            self.live.detach()
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _heartbeat(self, ws: Any) -> None:
+        """Application-level pings: protocol pings do not count as frames for the server."""
+        beats = 0
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            beats += 1
+            await ws.send(json.dumps({"id": f"hb{beats}", "type": "ping"}))
+
+    async def _receive(self, ws: Any, until_queue_empty: bool) -> bool:
         async for raw in ws:
             frame = json.loads(raw)
             kind = frame.get("type")
             if kind == "deliver":
                 event = await self.handle(frame["body"])
-                await ws.send(json.dumps({"id": frame["id"], "type": "response", "status": 200}))
+                await self.live.send({"id": frame["id"], "type": "response", "status": 200})
+                await self._maybe_replenish()
                 if event is not None:
                     await self.events.put(event)
+            elif kind == "response":
+                self.live.resolve(frame)  # answers to ws_request (heartbeats: ignored)
             elif kind == "queue-empty":
                 self.queue_empty.set()
                 if until_queue_empty:
@@ -398,7 +550,50 @@ class Client:
             elif kind in ("typing", "presence"):
                 body = frame.get("body", {})
                 sender = body.get("from", {"user": body.get("user", ""), "device": 0})
+                group = body.get("group")
+                conversation = f"group:{group}" if group else sender["user"]
                 await self.events.put(
-                    Event(kind, sender["user"], sender["user"], int(sender["device"]), extra=body)
+                    Event(kind, conversation, sender["user"], int(sender["device"]), extra=body)
                 )
         return False
+
+    # live requests (need a running listen()) ---------------------------------------
+    async def ws_request(
+        self, kind: str, body: dict[str, Any] | None = None, *, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Send a request over the socket ``listen()`` keeps open and return the answer
+        body; waits up to ``timeout`` for a connection. Refusals raise :class:`ApiError`."""
+        return await self.live.request(kind, body, timeout=timeout)
+
+    async def mark_read(self, conversation_user: str, server_ids: list[str]) -> list[str]:
+        """Send ``read`` receipts for messages from ``conversation_user`` (their original
+        sender) and mark them read locally. Returns the receipts' server ids."""
+        receipts = []
+        for start in range(0, len(server_ids), RECEIPT_BATCH):
+            batch = server_ids[start : start + RECEIPT_BATCH]
+            body = {"to": conversation_user, "kind": "read", "message_ids": batch}
+            receipts.append(str((await self.ws_request("receipt", body))["server_id"]))
+        if server_ids:
+            self.store.set_status(server_ids, "read")
+        return receipts
+
+    async def typing(self, to_user_or_group: str, started: bool) -> None:
+        """Typing started/stopped to a user id or ``group:<id>`` (ephemeral, online only)."""
+        prefix = "group:"
+        target = (
+            {"group": to_user_or_group[len(prefix) :]}
+            if to_user_or_group.startswith(prefix)
+            else {"user": to_user_or_group}
+        )
+        body = {"to": target, "state": "started" if started else "stopped"}
+        await self.ws_request("typing", body)
+
+    async def subscribe_presence(self, user_ids: list[str]) -> list[dict[str, Any]]:
+        """Current presence of each (visible) user; changes then arrive as ``presence``
+        events while the socket stays open."""
+        answer = await self.ws_request("presence.subscribe", {"users": user_ids})
+        presence: list[dict[str, Any]] = answer["presence"]
+        return presence
+
+    async def unsubscribe_presence(self, user_ids: list[str]) -> None:
+        await self.ws_request("presence.unsubscribe", {"users": user_ids})

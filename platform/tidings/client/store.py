@@ -19,6 +19,10 @@ CREATE TABLE IF NOT EXISTS sessions (
   user_id TEXT NOT NULL, device_id INTEGER NOT NULL, state BLOB NOT NULL,
   PRIMARY KEY (user_id, device_id)
 );
+CREATE TABLE IF NOT EXISTS archived_sessions (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  user_id TEXT NOT NULL, device_id INTEGER NOT NULL, state BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS own_sender_keys (
   group_id TEXT PRIMARY KEY, state BLOB NOT NULL, members TEXT NOT NULL
 );
@@ -90,6 +94,9 @@ class LocalStore:
     def put(self, key: str, value: bytes) -> None:
         self.db.execute("INSERT OR REPLACE INTO kv VALUES(?,?)", (key, value))
 
+    def delete(self, key: str) -> None:
+        self.db.execute("DELETE FROM kv WHERE key=?", (key,))
+
     def get_json(self, key: str) -> Any:
         raw = self.get(key)
         return None if raw is None else json.loads(raw)
@@ -110,9 +117,30 @@ class LocalStore:
         )
 
     def drop_session(self, user_id: str, device_id: int) -> None:
+        for table in ("sessions", "archived_sessions"):
+            self.db.execute(
+                f"DELETE FROM {table} WHERE user_id=? AND device_id=?", (user_id, device_id)
+            )
+
+    def archived_sessions(self, user_id: str, device_id: int) -> list[tuple[int, bytes]]:
+        """Older sessions with one device, newest first."""
+        rows = self.db.execute(
+            "SELECT seq, state FROM archived_sessions WHERE user_id=? AND device_id=? "
+            "ORDER BY seq DESC",
+            (user_id, device_id),
+        ).fetchall()
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    def archive_session(self, user_id: str, device_id: int, state: bytes, keep: int) -> None:
         self.db.execute(
-            "DELETE FROM sessions WHERE user_id=? AND device_id=?", (user_id, device_id)
+            "INSERT INTO archived_sessions(user_id, device_id, state) VALUES(?,?,?)",
+            (user_id, device_id, state),
         )
+        for seq, _ in self.archived_sessions(user_id, device_id)[keep:]:
+            self.drop_archived_session(seq)
+
+    def drop_archived_session(self, seq: int) -> None:
+        self.db.execute("DELETE FROM archived_sessions WHERE seq=?", (seq,))
 
     def session_devices(self, user_id: str) -> list[int]:
         rows = self.db.execute(
@@ -179,6 +207,20 @@ class LocalStore:
             f"SELECT {_COLUMNS} FROM messages {where} ORDER BY id DESC LIMIT ?", (*args, limit)
         ).fetchall()
         return [_message(r) for r in reversed(rows)]
+
+    def message(self, server_id: str) -> StoredMessage | None:
+        """The stored message with this server id, if any."""
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE server_id=?", (server_id,)
+        ).fetchone()
+        return None if row is None else _message(row)
+
+    def conversations(self) -> list[str]:
+        """Every conversation in the history, most recently active first."""
+        rows = self.db.execute(
+            "SELECT conversation FROM messages GROUP BY conversation ORDER BY MAX(id) DESC"
+        ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def search(self, query: str, limit: int = 20) -> list[StoredMessage]:
         columns = ", ".join("m." + c.strip() for c in _COLUMNS.split(","))

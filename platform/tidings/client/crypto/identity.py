@@ -169,7 +169,11 @@ class DeviceKeys:
 
     @classmethod
     def generate(cls, *, now: int | None = None) -> DeviceKeys:
-        identity = IdentityKeyPair.generate()
+        return cls.from_identity(IdentityKeyPair.generate(), now=now)
+
+    @classmethod
+    def from_identity(cls, identity: IdentityKeyPair, *, now: int | None = None) -> DeviceKeys:
+        """Fresh prekeys under an existing account identity (a linked device)."""
         stamp = int(time.time()) if now is None else now
         spk = SignedPreKey.generate(identity, secrets.randbelow(KEY_ID_MAX), stamp)
         return cls(identity, [spk], [], secrets.randbelow(KEY_ID_MAX))

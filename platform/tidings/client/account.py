@@ -1,0 +1,249 @@
+"""Plumbing shared by the client subcommands: options, the local account, codes, output.
+
+Local state of an account lives in ``<home>/<phone>.db`` (``--home``, env
+``TIDINGS_HOME``, default ``~/.tidings``); the server is ``--server`` (env
+``TIDINGS_SERVER``, default ``http://127.0.0.1:8080``, what ``make up`` serves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shlex
+import sqlite3
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from tidings.client.http import ApiError
+from tidings.client.sdk import Client, Event
+from tidings.client.store import StoredMessage
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+CODE_WAIT_S = 600.0
+_PHONE = re.compile(r"^\+[1-9][0-9]{3,14}$")
+_SECRET_FIELDS = ("key", "digest")
+
+CODE_HELP = """\
+Registration needs the one-time code texted to PHONE. On a terminal you are asked for
+it. Scripts pick one source: --code-command CMD runs CMD once the code was sent and
+reads the code from its last line of output ({phone} in CMD becomes the number; against
+`make up` in dev mode: --code-command 'tidings code {phone} --data-dir .tidings-data');
+--code-file PATH reads it from PATH (waiting until it is written); or two steps:
+`register --send-code`, then `register --code CODE`."""
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as ``error: ...``, exit status 1."""
+
+
+def common_options() -> argparse.ArgumentParser:
+    """The options every client subcommand takes (``parents=[common_options()]``)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--server",
+        default=os.environ.get("TIDINGS_SERVER", DEFAULT_SERVER),
+        help="gateway URL (env TIDINGS_SERVER; default %(default)s)",
+    )
+    p.add_argument(
+        "--phone",
+        default=os.environ.get("TIDINGS_PHONE"),
+        help="your account's number in E.164, e.g. +15550001 (env TIDINGS_PHONE)",
+    )
+    p.add_argument(
+        "--home",
+        type=Path,
+        default=Path(os.environ.get("TIDINGS_HOME", "~/.tidings")).expanduser(),
+        help="directory of local account state, one SQLite file per phone "
+        "(env TIDINGS_HOME; default ~/.tidings)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (one object per line)")
+    return p
+
+
+def add_code_options(p: argparse.ArgumentParser, *, send_only: bool = False) -> None:
+    """Where the one-time code comes from when this command has to register."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--code-command", metavar="CMD", help="shell command printing the code")
+    group.add_argument("--code-file", type=Path, metavar="PATH", help="file holding the code")
+    group.add_argument("--code", help="a code already sent by `register --send-code`")
+    if send_only:
+        group.add_argument(
+            "--send-code", action="store_true", help="only request a code, then exit"
+        )
+
+
+def runner(main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Callable[..., int]:
+    """Wrap an async command: run it, turn refusals into ``error: ...`` and status 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return asyncio.run(main(args))
+        except ApiError as exc:
+            print(f"error: {exc.code}: {exc}", file=sys.stderr)
+        except TimeoutError:  # before OSError, its base class
+            print(f"error: no answer from {args.server} in time", file=sys.stderr)
+        except (CommandError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+        except KeyboardInterrupt:
+            return 130
+        return 1
+
+    return run
+
+
+def phone_of(args: argparse.Namespace) -> str:
+    phone: str | None = args.phone
+    if not phone:
+        raise CommandError("which account? pass --phone +NUMBER (or set TIDINGS_PHONE)")
+    if not _PHONE.match(phone):
+        raise CommandError(f"{phone!r} is not an E.164 number like +15550001")
+    return phone
+
+
+def open_client(args: argparse.Namespace) -> Client:
+    """The SDK client on this account's local store (not necessarily registered)."""
+    home: Path = args.home
+    return Client(args.server, home / f"{phone_of(args)}.db")
+
+
+def signed_in(client: Client) -> bool:
+    return client.api.tokens is not None and client.keys is not None
+
+
+def require_account(client: Client, args: argparse.Namespace) -> None:
+    if not signed_in(client):
+        raise CommandError(
+            f"no account for {args.phone} in {args.home}; "
+            f"run `tidings register --phone {args.phone}` first"
+        )
+
+
+def _code_source(args: argparse.Namespace) -> Callable[[str], Awaitable[str]]:
+    if args.code:
+        given: str = args.code
+
+        async def fixed(phone: str) -> str:
+            return given
+
+        return fixed
+    if args.code_command:
+        template: str = args.code_command
+
+        async def command(phone: str) -> str:
+            cmd = template.replace("{phone}", shlex.quote(phone))
+            proc = await asyncio.create_subprocess_shell(
+                cmd, stdout=asyncio.subprocess.PIPE, env=dict(os.environ, TIDINGS_PHONE=phone)
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            lines = [line.strip() for line in out.decode().splitlines() if line.strip()]
+            if proc.returncode != 0 or not lines:
+                raise CommandError(f"--code-command exited {proc.returncode} without a code")
+            return lines[-1]
+
+        return command
+    if args.code_file:
+        path: Path = args.code_file
+
+        def read() -> str:
+            return path.read_text().strip() if path.exists() else ""
+
+        async def from_file(phone: str) -> str:
+            deadline = time.monotonic() + CODE_WAIT_S
+            while not (code := await asyncio.to_thread(read)):
+                if time.monotonic() > deadline:
+                    raise CommandError(f"no code appeared in {path}")
+                await asyncio.sleep(0.2)
+            return code.split()[0]
+
+        return from_file
+    if sys.stdin.isatty():
+
+        async def prompt(phone: str) -> str:
+            return (await asyncio.to_thread(input, f"one-time code sent to {phone}: ")).strip()
+
+        return prompt
+    raise CommandError("registration needs the one-time code.\n" + CODE_HELP)
+
+
+async def register(client: Client, args: argparse.Namespace) -> str:
+    """Register (or sign in again as device 1 of) ``--phone``; returns the user id."""
+    phone = phone_of(args)
+    if getattr(args, "send_code", False):
+        await client.api.request_code(phone)
+        return ""
+    source = _code_source(args)
+    return await client.register(phone, source, request_code=not args.code)
+
+
+# address book: phones and group names the user has seen, kept in the local store -----
+def remember(client: Client, key: str, ident: str, label: str) -> None:
+    book: dict[str, str] = client.store.get_json(key) or {}
+    book[ident] = label
+    client.store.put_json(key, book)
+
+
+def known(client: Client, key: str) -> dict[str, str]:
+    book: dict[str, str] = client.store.get_json(key) or {}
+    return book
+
+
+async def resolve(client: Client, who: str) -> str:
+    """A user id from an id or a phone number (looked up in the directory)."""
+    if not who.startswith("+"):
+        return who
+    found = await client.lookup([who])
+    if who not in found:
+        raise CommandError(f"{who} is not registered with Tidings")
+    remember(client, "phones", found[who], who)
+    return found[who]
+
+
+def label(client: Client, conversation: str) -> str:
+    """How to show a user or ``group:ID`` conversation: phone or group name when known."""
+    if conversation.startswith("group:"):
+        gid = conversation.removeprefix("group:")
+        name = known(client, "groups").get(gid)
+        return f"group {name} ({gid})" if name else f"group {gid}"
+    return known(client, "phones").get(conversation, conversation)
+
+
+# output ------------------------------------------------------------------------------
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def message_line(message: StoredMessage | Event, as_json: bool) -> str:
+    """One message as a tab-separated line (SERVER_ID FROM CONVERSATION KIND TEXT) or JSON."""
+    if as_json:
+        out: dict[str, Any] = {
+            "server_id": message.server_id,
+            "from": message.sender_user,
+            "device": message.sender_device,
+            "conversation": message.conversation,
+            "kind": message.kind,
+            "text": message.text,
+        }
+        if isinstance(message, StoredMessage):
+            out.update(timestamp=message.timestamp, status=message.status)
+        out.update({k: v for k, v in message.extra.items() if k not in _SECRET_FIELDS})
+        return json.dumps(out)
+    fields = (message.server_id, message.sender_user, message.conversation, message.kind)
+    return "\t".join((*fields, _escape(message.text)))
+
+
+def search(client: Client, query: str, limit: int = 20) -> list[StoredMessage]:
+    """Full-text search of the local history; a malformed query is a CommandError."""
+    try:
+        return client.store.search(query, limit)
+    except sqlite3.OperationalError as exc:
+        raise CommandError(f"bad search query {query!r}: {exc}") from None
+
+
+def value_line(name: str, value: str, as_json: bool) -> str:
+    return json.dumps({name: value}) if as_json else value

@@ -1,0 +1,243 @@
+"""``tidings chat``: an interactive, line-based conversation loop.
+
+A daemon thread reads stdin (a terminal or a pipe) into an asyncio queue, so the
+WebSocket listener keeps receiving while the user types; incoming messages, receipts
+and typing are printed as they arrive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tidings.client.account import (
+    CommandError,
+    label,
+    open_client,
+    register,
+    remember,
+    resolve,
+    search,
+    signed_in,
+)
+from tidings.client.http import ApiError
+from tidings.client.sdk import Client, Event
+from tidings.client.store import StoredMessage
+
+HELP = """\
+In the chat, a plain line goes to the open conversation. Commands:
+  /to PHONE_OR_ID           open a 1:1 conversation
+  /group GROUP_ID           open a group conversation
+  /contacts                 your contacts and groups
+  /history [N]              the open conversation's last N messages (default 20)
+  /search WORDS             search the local history
+  /fetch SERVER_ID [PATH]   download, verify and decrypt a received file
+  /help                     this text
+  /quit                     leave (so does end of input, Ctrl-D)"""
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
+    """Thread body: forward stdin lines to the loop; None marks end of input."""
+    while True:
+        line = sys.stdin.readline()
+        try:
+            loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\n") if line else None)
+        except RuntimeError:  # the loop is gone: the chat ended
+            return
+        if not line:
+            return
+
+
+async def main(args: argparse.Namespace) -> int:
+    """Sign in (registering when this home has no account yet), then chat."""
+    client = open_client(args)
+    try:
+        if signed_in(client):
+            say(f"signed in as {args.phone} ({client.user_id})")
+        else:
+            say(f"registered {args.phone} as {await register(client, args)}")
+        await client.replenish_prekeys()
+        return await Chat(client).run(args)
+    finally:
+        await client.close()
+
+
+class Chat:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.open: str | None = None
+        """The open conversation: a user id or ``group:GROUP_ID``."""
+        self.lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def run(self, args: argparse.Namespace) -> int:
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=_read_stdin, args=(loop, self.lines), daemon=True).start()
+        listener = asyncio.create_task(self.client.listen(), name="chat-listen")
+        listener.add_done_callback(lambda _: self.lines.put_nowait(None))
+        printer = asyncio.create_task(self._print_events(), name="chat-print")
+        try:
+            if args.to:
+                await self.handle(f"/to {args.to}")
+            elif args.group:
+                await self.handle(f"/group {args.group}")
+            say("type /help for commands")
+            while (line := await self.lines.get()) is not None:
+                if not await self.handle(line):
+                    break
+            ended_alone = listener.done()
+        finally:
+            listener.cancel()
+            printer.cancel()
+            await asyncio.gather(listener, printer, return_exceptions=True)
+        if ended_alone:
+            error = None if listener.cancelled() else listener.exception()
+            say(f"error: connection lost: {error}" if error else "signed in elsewhere; bye")
+            return 1
+        say("bye")
+        return 0
+
+    async def handle(self, line: str) -> bool:
+        """Run one input line; False means quit."""
+        line = line.strip()
+        if not line:
+            return True
+        try:
+            if not line.startswith("/"):
+                await self._send(line)
+                return True
+            command, _, rest = line.partition(" ")
+            if command in ("/quit", "/exit"):
+                return False
+            await self._command(command, rest.strip())
+        except (ApiError, CommandError, OSError) as exc:
+            say(f"error: {exc}")
+        return True
+
+    async def _send(self, text: str) -> None:
+        if self.open is None:
+            raise CommandError("no conversation open: /to PHONE_OR_ID or /group GROUP_ID")
+        if self.open.startswith("group:"):
+            server_id = await self.client.send_group_text(self.open.removeprefix("group:"), text)
+        else:
+            server_id = await self.client.send_text(self.open, text)
+        say(f"sent {server_id}")
+
+    async def _command(self, command: str, arg: str) -> None:
+        client = self.client
+        if command == "/to" and arg:
+            user_id = await resolve(client, arg)
+            with contextlib.suppress(ApiError):  # the address book is a convenience
+                await client.api.call("PUT", "/v1/contacts", {"user_ids": [user_id]})
+            say(f"talking to {label(client, user_id)}")
+            await self._open(user_id)
+        elif command == "/group" and arg:
+            group = await client.api.call("GET", f"/v1/groups/{arg}")
+            remember(client, "groups", arg, str(group["name"]))
+            say(f"talking in {label(client, 'group:' + arg)}, {len(group['members'])} members")
+            await self._open(f"group:{arg}")
+        elif command == "/contacts":
+            await self._contacts()
+        elif command == "/history":
+            if self.open is None:
+                raise CommandError("no conversation open")
+            for message in client.store.history(self.open, int(arg) if arg.isdigit() else 20):
+                say(self._describe(message))
+        elif command == "/search" and arg:
+            for message in search(client, arg):
+                say(f"{label(client, message.conversation)}: {self._describe(message)}")
+        elif command == "/fetch" and arg:
+            await self._fetch(*arg.split(maxsplit=1))
+        else:
+            if command != "/help":
+                say(f"unknown command or missing argument: {command}")
+            say(HELP)
+
+    async def _contacts(self) -> None:
+        client = self.client
+        listed = (await client.api.call("GET", "/v1/contacts"))["contacts"]
+        talked = client.store.conversations()
+        people = [*listed, *(c for c in talked if not c.startswith("group:"))]
+        groups = [c.removeprefix("group:") for c in talked if c.startswith("group:")]
+        for user_id in dict.fromkeys(people):
+            say(f"contact {user_id} {label(client, user_id)}")
+        for group_id in dict.fromkeys(groups):
+            say(f"group {group_id} {label(client, 'group:' + group_id)}")
+
+    async def _fetch(self, server_id: str, path: str | None = None) -> None:
+        message = self.client.store.message(server_id)
+        if message is None or message.kind != "file":
+            raise CommandError(f"no file message {server_id} in the local history")
+        data = await self.client.fetch_file(message.extra)
+        out = Path(path) if path else Path(Path(str(message.extra.get("name", "file"))).name)
+        await asyncio.to_thread(out.write_bytes, data)
+        say(f"saved {out} ({len(data)} bytes)")
+
+    def _who(self, user_id: str) -> str:
+        return "me" if user_id == self.client.user_id else label(self.client, user_id)
+
+    def _describe(self, message: StoredMessage) -> str:
+        when = time.strftime("%H:%M", time.localtime(message.timestamp / 1000))
+        body = message.text
+        if message.kind == "file":
+            body = f"[file {message.text}, {message.extra.get('size')} bytes]"
+        mark = f" ({message.status})" if message.sender_user == self.client.user_id else ""
+        return f"{when} {self._who(message.sender_user)}: {body}{mark} {message.server_id}"
+
+    async def _print_events(self) -> None:
+        while True:
+            event = await self.client.events.get()
+            line = self._event_line(event)
+            if line:
+                say(line)
+            if event.kind in ("text", "file") and event.conversation == self.open:
+                await self._mark_read([(event.sender_user, event.server_id)])
+
+    async def _mark_read(self, seen: list[tuple[str, str]]) -> None:
+        """Tell the senders the user saw these messages (``read`` receipts)."""
+        by_sender: dict[str, list[str]] = {}
+        for sender, server_id in seen:
+            by_sender.setdefault(sender, []).append(server_id)
+        for sender, server_ids in by_sender.items():
+            with contextlib.suppress(ApiError):  # best effort: retried on the next open
+                await self.client.mark_read(sender, server_ids)
+
+    async def _open(self, conversation: str) -> None:
+        """Open a conversation and mark what arrived there while it was closed as read."""
+        self.open = conversation
+        unread = [
+            (m.sender_user, m.server_id)
+            for m in self.client.store.history(conversation, 100)
+            if m.status == "received"
+        ]
+        await self._mark_read(unread)
+
+    def _event_line(self, event: Event) -> str | None:
+        who = self._who(event.sender_user)
+        where = ""
+        if event.conversation.startswith("group:"):
+            where = f"[{label(self.client, event.conversation)}] "
+        if event.kind == "text":
+            return f"< {where}{who}: {event.text}"
+        if event.kind == "file":
+            size = event.extra.get("size")
+            return (
+                f"< {where}{who}: [file {event.text}, {size} bytes] "
+                f"/fetch {event.server_id} to save it"
+            )
+        if event.kind == "receipt":
+            ids = " ".join(event.extra.get("message_ids", []))
+            return f"* {event.text} {ids} (by {who})"
+        if event.kind == "undecryptable":
+            return f"! undecryptable message {event.server_id} from {who}"
+        if event.kind == "typing" and event.extra.get("typing") == "started":
+            return f"... {who} is typing"
+        return None
