@@ -5,53 +5,26 @@ The last test scans every byte the server stored for the plaintexts: none may ap
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from harness import Gateway, new_phone
-from tidings.client.sdk import Client, Event
-
-
-async def _client(gateway: Gateway, home: Path, name: str) -> Client:
-    client = Client(gateway.url, home / f"{name}.db")
-
-    async def code(phone: str) -> str:
-        return gateway.code_for(phone)
-
-    await client.register(new_phone(), code)
-    return client
-
-
-async def _receive(client: Client, count: int, kind: str = "text") -> list[Event]:
-    """Drain the backlog and collect ``count`` events of ``kind``."""
-    got: list[Event] = []
-    listener = asyncio.create_task(client.listen())
-    try:
-        async with asyncio.timeout(15):
-            while len(got) < count:
-                event = await client.events.get()
-                if event.kind == kind:
-                    got.append(event)
-    finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
-    return got
+from harness import Gateway
+from sdk_support import receive, sdk_client
 
 
 async def test_two_sdk_clients_exchange_end_to_end_encrypted_messages(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    alice = await _client(gateway, tmp_path, "alice")
-    bob = await _client(gateway, tmp_path, "bob")
+    alice = await sdk_client(gateway, tmp_path, "alice")
+    bob = await sdk_client(gateway, tmp_path, "bob")
     try:
         for i in range(3):
             await alice.send_text(bob.user_id, f"hello bob {i}")
-        got = await _receive(bob, 3)
+        got = await receive(bob, 3)
         assert [e.text for e in got] == [f"hello bob {i}" for i in range(3)]
         assert {e.sender_user for e in got} == {alice.user_id}
 
         await bob.send_text(alice.user_id, "hi alice")
-        (reply,) = await _receive(alice, 1)
+        (reply,) = await receive(alice, 1)
         assert reply.text == "hi alice"
         assert [m.text for m in bob.store.search("alice")] == ["hi alice"]
     finally:
@@ -60,19 +33,19 @@ async def test_two_sdk_clients_exchange_end_to_end_encrypted_messages(
 
 
 async def test_group_of_four_with_a_removal_and_a_file(gateway: Gateway, tmp_path: Path) -> None:
-    clients = [await _client(gateway, tmp_path, n) for n in ("ann", "ben", "cat", "dan")]
+    clients = [await sdk_client(gateway, tmp_path, n) for n in ("ann", "ben", "cat", "dan")]
     ann, ben, cat, dan = clients
     try:
         group = await ann.create_group("four", [ben.user_id, cat.user_id, dan.user_id])
         await ann.send_group_text(group, "hello group")
         for member in (ben, cat, dan):
-            (event,) = await _receive(member, 1)
+            (event,) = await receive(member, 1)
             assert (event.text, event.conversation) == ("hello group", f"group:{group}")
 
         await ann.remove_member(group, dan.user_id)
         await ann.send_group_text(group, "dan is gone")
         for member in (ben, cat):
-            (event,) = await _receive(member, 1)
+            (event,) = await receive(member, 1)
             assert event.text == "dan is gone"
         # The server no longer routes group messages to dan; the rekey (proved in the
         # sender-key unit tests) keeps him out even if a copy reached him.
@@ -82,7 +55,7 @@ async def test_group_of_four_with_a_removal_and_a_file(gateway: Gateway, tmp_pat
         secret = tmp_path / "photo.bin"
         secret.write_bytes(b"PNG-not-really " * 1000)
         await ann.send_file(ben.user_id, secret)
-        (event,) = await _receive(ben, 1, kind="file")
+        (event,) = await receive(ben, 1, kind="file")
         assert event.text == "photo.bin"
         assert await ben.fetch_file(event.extra) == secret.read_bytes()
     finally:
@@ -93,8 +66,8 @@ async def test_group_of_four_with_a_removal_and_a_file(gateway: Gateway, tmp_pat
 async def test_server_never_stores_plaintext_or_media_content(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    alice = await _client(gateway, tmp_path, "alice")
-    bob = await _client(gateway, tmp_path, "bob")
+    alice = await sdk_client(gateway, tmp_path, "alice")
+    bob = await sdk_client(gateway, tmp_path, "bob")
     plaintext = "the eagle lands at midnight"
     media = b"TOP-SECRET-MEDIA-CONTENT-" * 50
     try:
@@ -104,7 +77,7 @@ async def test_server_never_stores_plaintext_or_media_content(
         path = tmp_path / "secret.bin"
         path.write_bytes(media)
         await alice.send_file(bob.user_id, path)
-        await _receive(bob, 1, kind="file")
+        await receive(bob, 1, kind="file")
     finally:
         await alice.close()
         await bob.close()

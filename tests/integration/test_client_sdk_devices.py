@@ -12,21 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import Gateway, new_phone
+from harness import Gateway
+from sdk_support import receive, sdk_client
 from tidings.client import sdk
 from tidings.client.backup import BackupError
 from tidings.client.http import ApiError
 from tidings.client.sdk import Client, Event
-
-
-async def _client(gateway: Gateway, home: Path, name: str) -> Client:
-    client = Client(gateway.url, home / f"{name}.db")
-
-    async def code(phone: str) -> str:
-        return gateway.code_for(phone)
-
-    await client.register(new_phone(), code)
-    return client
 
 
 async def _link(primary: Client, gateway: Gateway, home: Path, name: str) -> Client:
@@ -35,21 +26,6 @@ async def _link(primary: Client, gateway: Gateway, home: Path, name: str) -> Cli
     blob = await primary.create_link(request)  # typed/scanned into the primary
     await device.link(blob, name)  # carried back to the new device
     return device
-
-
-async def _receive(client: Client, count: int, kind: str = "text") -> list[Event]:
-    got: list[Event] = []
-    listener = asyncio.create_task(client.listen())
-    try:
-        async with asyncio.timeout(15):
-            while len(got) < count:
-                event = await client.events.get()
-                if event.kind == kind:
-                    got.append(event)
-    finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
-    return got
 
 
 @contextlib.asynccontextmanager
@@ -77,8 +53,8 @@ async def _next(client: Client, kind: str, text: str | None = None) -> Event:
 async def test_linked_device_shares_identity_and_gets_every_message(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    alice = await _client(gateway, tmp_path, "alice")
-    bob = await _client(gateway, tmp_path, "bob")
+    alice = await sdk_client(gateway, tmp_path, "alice")
+    bob = await sdk_client(gateway, tmp_path, "bob")
     laptop = await _link(alice, gateway, tmp_path, "laptop")
     clients = (alice, bob, laptop)
     try:
@@ -93,12 +69,12 @@ async def test_linked_device_shares_identity_and_gets_every_message(
         # A message to the account reaches both of its devices.
         await bob.send_text(alice.user_id, "to both of you")
         for device in (alice, laptop):
-            (event,) = await _receive(device, 1)
+            (event,) = await receive(device, 1)
             assert (event.text, event.sender_user) == ("to both of you", bob.user_id)
 
         # What device 1 sends arrives on device 2 as a copy in the right conversation.
         server_id = await alice.send_text(bob.user_id, "sent from the phone")
-        (copy,) = await _receive(laptop, 1)
+        (copy,) = await receive(laptop, 1)
         assert (copy.conversation, copy.sender_user, copy.sender_device) == (
             bob.user_id,
             alice.user_id,
@@ -107,15 +83,15 @@ async def test_linked_device_shares_identity_and_gets_every_message(
         assert (copy.text, copy.server_id) == ("sent from the phone", server_id)
         (stored,) = laptop.store.history(bob.user_id)[-1:]
         assert (stored.status, stored.extra) == ("sent", {})
-        (event,) = await _receive(bob, 1)
+        (event,) = await receive(bob, 1)
         assert event.text == "sent from the phone"
         assert "to" not in event.extra
 
         # And the linked device sends too: bob and the primary both get it.
         await laptop.send_text(bob.user_id, "sent from the laptop")
-        (event,) = await _receive(bob, 1)
+        (event,) = await receive(bob, 1)
         assert (event.text, event.sender_device) == ("sent from the laptop", 2)
-        (copy,) = await _receive(alice, 1)
+        (copy,) = await receive(alice, 1)
         assert (copy.conversation, copy.text) == (bob.user_id, "sent from the laptop")
     finally:
         for client in clients:
@@ -125,8 +101,8 @@ async def test_linked_device_shares_identity_and_gets_every_message(
 async def test_read_receipt_typing_and_presence_over_the_live_socket(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    alice = await _client(gateway, tmp_path, "alice")
-    bob = await _client(gateway, tmp_path, "bob")
+    alice = await sdk_client(gateway, tmp_path, "alice")
+    bob = await sdk_client(gateway, tmp_path, "bob")
     try:
         async with _listening(alice, bob):
             server_id = await alice.send_text(bob.user_id, "did you read this?")
@@ -161,8 +137,8 @@ async def test_read_receipt_typing_and_presence_over_the_live_socket(
 async def test_prekeys_replenish_after_use_and_signed_prekey_rotates(
     gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    alice = await _client(gateway, tmp_path, "alice")
-    bob = await _client(gateway, tmp_path, "bob")
+    alice = await sdk_client(gateway, tmp_path, "alice")
+    bob = await sdk_client(gateway, tmp_path, "bob")
     try:
         assert not await bob.rotate_signed_prekey_if_due()
         assert bob.keys is not None
@@ -179,7 +155,7 @@ async def test_prekeys_replenish_after_use_and_signed_prekey_rotates(
         assert (
             int((await bob.api.call("GET", "/v1/keys/count"))["count"]) == 98
         )  # one went to the bundle above
-        (event,) = await _receive(bob, 1)
+        (event,) = await receive(bob, 1)
         assert event.text == "uses a one-time prekey"
         # Topped up before the event was handed over.
         assert int((await bob.api.call("GET", "/v1/keys/count"))["count"]) == 198
@@ -191,14 +167,14 @@ async def test_prekeys_replenish_after_use_and_signed_prekey_rotates(
 async def test_backup_restores_sessions_and_history_and_refuses_a_wrong_passphrase(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    alice = await _client(gateway, tmp_path, "alice")
-    bob = await _client(gateway, tmp_path, "bob")
+    alice = await sdk_client(gateway, tmp_path, "alice")
+    bob = await sdk_client(gateway, tmp_path, "bob")
     restored: Client | None = None
     try:
         await alice.send_text(bob.user_id, "remember the pineapple")
-        await _receive(bob, 1)
+        await receive(bob, 1)
         await bob.send_text(alice.user_id, "noted")
-        await _receive(alice, 1)
+        await receive(alice, 1)
         blob = await bob.export_backup("correct horse battery staple")
         bob_user = bob.user_id
         await bob.close()  # the phone is lost
@@ -214,10 +190,10 @@ async def test_backup_restores_sessions_and_history_and_refuses_a_wrong_passphra
         assert [m.text for m in restored.store.search("pineapple")] == ["remember the pineapple"]
 
         await alice.send_text(bob_user, "still there?")
-        (event,) = await _receive(restored, 1)
+        (event,) = await receive(restored, 1)
         assert event.text == "still there?"
         await restored.send_text(alice.user_id, "yes, restored")
-        (reply,) = await _receive(alice, 1)
+        (reply,) = await receive(alice, 1)
         assert reply.text == "yes, restored"
     finally:
         await alice.close()

@@ -68,8 +68,23 @@ class IdentityKeyPair:
         return Ed25519PrivateKey.from_private_bytes(self.seed).sign(data)
 
 
+class _X25519PreKey:
+    """Public forms of a prekey's X25519 private key (mixed into the key dataclasses)."""
+
+    private_key: bytes
+
+    @property
+    def raw_public_key(self) -> bytes:
+        return bytes(xeddsa.priv_to_curve25519_pub(self.private_key))
+
+    @property
+    def public_key(self) -> bytes:
+        """The 33 bytes that are uploaded (and, for a signed prekey, signed)."""
+        return encode_prekey(self.raw_public_key)
+
+
 @dataclass(frozen=True)
-class SignedPreKey:
+class SignedPreKey(_X25519PreKey):
     key_id: int
     private_key: bytes
     signature: bytes
@@ -81,28 +96,11 @@ class SignedPreKey:
         public = encode_prekey(xeddsa.priv_to_curve25519_pub(priv))
         return cls(key_id, priv, identity.sign(public), now)
 
-    @property
-    def raw_public_key(self) -> bytes:
-        return bytes(xeddsa.priv_to_curve25519_pub(self.private_key))
-
-    @property
-    def public_key(self) -> bytes:
-        """The 33 bytes that are uploaded and signed."""
-        return encode_prekey(self.raw_public_key)
-
 
 @dataclass(frozen=True)
-class OneTimePreKey:
+class OneTimePreKey(_X25519PreKey):
     key_id: int
     private_key: bytes
-
-    @property
-    def raw_public_key(self) -> bytes:
-        return bytes(xeddsa.priv_to_curve25519_pub(self.private_key))
-
-    @property
-    def public_key(self) -> bytes:
-        return encode_prekey(self.raw_public_key)
 
 
 @dataclass(frozen=True)
