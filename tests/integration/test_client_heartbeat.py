@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness import new_phone, run_gateway
-from tidings.client import sdk
+from tidings.client import receiving
 from tidings.client.sdk import Client
 
 
@@ -22,15 +22,15 @@ async def _connections_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, heartbeat_s: float, seconds: float
 ) -> int:
     connects = 0
-    real_connect = sdk.websockets.connect
+    real_connect = receiving.websockets.connect
 
     def counting_connect(*args: Any, **kwargs: Any) -> Any:
         nonlocal connects
         connects += 1
         return real_connect(*args, **kwargs)
 
-    monkeypatch.setattr(sdk, "HEARTBEAT_S", heartbeat_s)
-    monkeypatch.setattr(sdk.websockets, "connect", counting_connect)
+    monkeypatch.setattr(receiving, "HEARTBEAT_S", heartbeat_s)
+    monkeypatch.setattr(receiving.websockets, "connect", counting_connect)
     async with run_gateway(tmp_path / "data", heartbeat_timeout_s=1.0) as gateway:
         client = Client(gateway.url, tmp_path / "me.db")
 

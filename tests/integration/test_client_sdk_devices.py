@@ -14,7 +14,7 @@ import pytest
 
 from harness import Gateway
 from sdk_support import receive, sdk_client
-from tidings.client import sdk
+from tidings.client import base
 from tidings.client.backup import BackupError
 from tidings.client.http import ApiError
 from tidings.client.sdk import Client, Event
@@ -150,7 +150,7 @@ async def test_prekeys_replenish_after_use_and_signed_prekey_rotates(
 
         # The session alice starts consumes one of bob's one-time prekeys; the listener
         # tops them up (the low water is raised so one use is enough to trigger it).
-        monkeypatch.setattr(sdk, "PREKEY_LOW_WATER", sdk.PREKEY_BATCH + 1)
+        monkeypatch.setattr(base, "PREKEY_LOW_WATER", base.PREKEY_BATCH + 1)
         await alice.send_text(bob.user_id, "uses a one-time prekey")
         assert (
             int((await bob.api.call("GET", "/v1/keys/count"))["count"]) == 98

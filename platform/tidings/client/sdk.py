@@ -14,30 +14,21 @@ so a linked device files them under the right conversation.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
 import logging
 import secrets
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import websockets
-
-from tidings.client import sessions
 from tidings.client.backup import decrypt_backup, dump_store, encrypt_backup, load_store
-from tidings.client.crypto.errors import CryptoError, DuplicateMessage
+from tidings.client.base import Event, b64, unb64
 from tidings.client.crypto.identity import DeviceKeys, IdentityKeyPair, PreKeyBundle
 from tidings.client.crypto.media import decrypt_media, encrypt_media
-from tidings.client.crypto.sender_key_wire import SenderKeyDistribution
-from tidings.client.crypto.sender_keys import GroupReceiver, OwnSenderKey
+from tidings.client.crypto.sender_keys import OwnSenderKey
 from tidings.client.crypto.session import Session
-from tidings.client.http import Api, ApiError, Tokens
-from tidings.client.live import LiveSocket
+from tidings.client.http import ApiError
 from tidings.client.provisioning import (
     ProvisioningError,
     ProvisionPayload,
@@ -46,80 +37,18 @@ from tidings.client.provisioning import (
     parse_link_request,
     seal,
 )
+from tidings.client.receiving import Receiving
 from tidings.client.store import LocalStore, StoredMessage
+
+__all__ = ["Client", "Event"]
 
 log = logging.getLogger("tidings.client")
 
-PREKEY_BATCH = 100
-PREKEY_LOW_WATER = 20
 SEND_ATTEMPTS = 4
-PREKEY_CHECK_EVERY = 10
-"""After the first one-time prekey used on a connection, re-check the count every N uses."""
-SIGNED_PREKEY_MAX_AGE_S = 7 * 86400
-RECEIPT_BATCH = 100
-HEARTBEAT_S = 30.0
-"""The server closes a socket silent for 90 s (4002); ping well within that."""
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode(), validate=True)
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something the app should show: a message, a receipt, typing or presence."""
-
-    kind: str
-    conversation: str
-    sender_user: str
-    sender_device: int
-    server_id: str = ""
-    text: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Client:
-    def __init__(self, server: str, store_path: Path) -> None:
-        self.store = LocalStore(store_path)
-        saved = self.store.get_json("tokens")
-        self.api = Api(server, Tokens(**saved) if saved else None, self._save_tokens)
-        raw_keys = self.store.get("device_keys")
-        self.keys: DeviceKeys | None = DeviceKeys.from_bytes(raw_keys) if raw_keys else None
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
-        self.queue_empty = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._ratchets = asyncio.Lock()
-        """Held while sessions are loaded, advanced and stored: a send while ``listen``
-        decrypts must not overwrite the state the other just saved."""
-        self.live = LiveSocket()
-        self._prekeys_used = 0
-        self._prekeys_checked = False  # on the current listen connection
-
-    async def close(self) -> None:
-        self._stop.set()
-        await self.api.close()
-        self.store.close()
-
-    def _save_tokens(self, tokens: Tokens) -> None:
-        self.store.put_json("tokens", tokens.__dict__)
-
-    def _save_keys(self) -> None:
-        assert self.keys is not None
-        self.store.put("device_keys", self.keys.to_bytes())
-
-    @property
-    def user_id(self) -> str:
-        assert self.api.tokens is not None, "register first"
-        return self.api.tokens.user_id
-
-    @property
-    def device_id(self) -> int:
-        assert self.api.tokens is not None, "register first"
-        return self.api.tokens.device_id
+class Client(Receiving):
+    """The SDK's entry point; see the module docstring for the payloads."""
 
     # account -----------------------------------------------------------------------
     async def register(
@@ -141,55 +70,11 @@ class Client:
         self.store.put_json("phone", phone)
         return tokens.user_id
 
-    async def replenish_prekeys(self) -> int:
-        """Upload a batch of one-time prekeys when the server holds fewer than the low water."""
-        assert self.keys is not None
-        count = int((await self.api.call("GET", "/v1/keys/count"))["count"])
-        if count < PREKEY_LOW_WATER:
-            fresh = self.keys.generate_one_time_prekeys(PREKEY_BATCH)
-            self._save_keys()
-            upload = DeviceKeys.one_time_prekeys_upload(fresh)
-            count = int((await self.api.call("POST", "/v1/keys/one-time", upload))["count"])
-        return count
-
     async def lookup(self, phones: list[str]) -> dict[str, str]:
         found: dict[str, str] = (
             await self.api.call("POST", "/v1/directory/lookup", {"phones": phones})
         )["users"]
         return found
-
-    async def rotate_signed_prekey_if_due(
-        self, max_age_s: int = SIGNED_PREKEY_MAX_AGE_S, *, now: int | None = None
-    ) -> bool:
-        """Replace the signed prekey once it is ``max_age_s`` old (the previous one stays
-        usable for late session setups). ``listen()`` calls this on every connect."""
-        assert self.keys is not None
-        stamp = int(time.time()) if now is None else now
-        if stamp - self.keys.signed_prekey.created_at < max_age_s:
-            return False
-        before = self.keys.to_bytes()
-        self.keys.rotate_signed_prekey(now=stamp)
-        self._save_keys()
-        try:
-            await self.api.call("PUT", "/v1/keys/signed", self.keys.signed_prekey_upload())
-        except BaseException:
-            self.keys = DeviceKeys.from_bytes(before)  # try again next time
-            self._save_keys()
-            raise
-        return True
-
-    async def _maybe_replenish(self) -> None:
-        """Top up one-time prekeys after sessions were accepted from them: at the first use
-        on a connection, then every ``PREKEY_CHECK_EVERY`` uses."""
-        if self._prekeys_used == 0:
-            return
-        if self._prekeys_checked and self._prekeys_used < PREKEY_CHECK_EVERY:
-            return
-        self._prekeys_used, self._prekeys_checked = 0, True
-        try:
-            await self.replenish_prekeys()
-        except ApiError as exc:
-            log.warning("could not replenish one-time prekeys: %s", exc)
 
     # linked devices ----------------------------------------------------------------
     def link_request(self) -> str:
@@ -285,7 +170,7 @@ class Client:
                     session = Session.from_bytes(raw)
                     body = await session.encrypt(plaintext)
                     self.store.put_session(user, device, session.to_bytes())
-                    out.setdefault(user, []).append({"device": device, "body": _b64(body)})
+                    out.setdefault(user, []).append({"device": device, "body": b64(body)})
         return out
 
     async def _repair(self, error: ApiError) -> None:
@@ -366,14 +251,14 @@ class Client:
             own, reached = OwnSenderKey.create(group_id), []  # new key: removed members lose it
         else:
             own, reached = OwnSenderKey.from_bytes(held[0]), held[1]
-        dist = _b64(own.distribution().to_bytes())
+        dist = b64(own.distribution().to_bytes())
         for member in members:
             if member not in reached and member != self.user_id:
                 await self.send_direct(member, {"t": "skd", "group": group_id, "dist": dist})
                 reached.append(member)
         own, data = own.encrypt(json.dumps(payload).encode())
         self.store.put_own_sender_key(group_id, own.to_bytes(), reached)
-        body = {"id": str(uuid.uuid4()), "to": {"group": group_id}, "group_body": _b64(data)}
+        body = {"id": str(uuid.uuid4()), "to": {"group": group_id}, "group_body": b64(data)}
         answer = await self.api.call("POST", "/v1/messages", body)
         self._remember_sent(answer["server_id"], f"group:{group_id}", answer["timestamp"], payload)
         return str(answer["server_id"])
@@ -390,8 +275,8 @@ class Client:
         payload = {
             "t": "file",
             "media_id": answer["media_id"],
-            "key": _b64(sealed.key),
-            "digest": _b64(sealed.digest),
+            "key": b64(sealed.key),
+            "digest": b64(sealed.digest),
             "name": path.name,
             "size": len(data),
         }
@@ -401,199 +286,4 @@ class Client:
         """Download and decrypt the file a ``file`` message points to (digest checked)."""
         answer = await self.api.call("GET", f"/v1/media/{extra['media_id']}")
         blob = await self.api.download(answer["download"]["url"])
-        return decrypt_media(blob, _unb64(extra["key"]), _unb64(extra["digest"]))
-
-    # receiving ---------------------------------------------------------------------
-    async def handle(self, envelope: dict[str, Any]) -> Event | None:
-        """Decrypt and store one delivered envelope; None when there is nothing to show."""
-        server_id = envelope["server_id"]
-        if self.store.processed(server_id):
-            return None  # at-least-once delivery: seen before
-        sender = envelope["from"]
-        user, device = sender["user"], int(sender["device"])
-        event: Event | None = None
-        if envelope["type"] == "receipt":
-            receipt = envelope["receipt"]
-            self.store.set_status(receipt["message_ids"], receipt["kind"])
-            event = Event("receipt", user, user, device, server_id, receipt["kind"], receipt)
-        elif envelope["type"] == "message":
-            async with self._ratchets:
-                event = await self._decrypt_message(envelope, user, device)
-        self.store.mark_processed(server_id)
-        return event
-
-    async def _decrypt_message(
-        self, envelope: dict[str, Any], user: str, device: int
-    ) -> Event | None:
-        assert self.keys is not None
-        data = _unb64(envelope["body"])
-        group = envelope.get("group")
-        try:
-            if group is not None:
-                raw = self.store.group_receiver(group)
-                receiver = GroupReceiver.from_bytes(raw) if raw else GroupReceiver(group)
-                plaintext = receiver.decrypt(f"{user}:{device}", data)
-                self.store.put_group_receiver(group, receiver.to_bytes())
-            else:
-                unused = self.keys.one_time_prekey_count
-                plaintext = await sessions.decrypt(self.keys, self.store, user, device, data)
-                self._save_keys()
-                self._prekeys_used += unused - self.keys.one_time_prekey_count
-        except DuplicateMessage:
-            return None
-        except CryptoError as exc:
-            log.warning(
-                "dropping undecryptable message %s from %s/%s: %s",
-                envelope["server_id"],
-                user,
-                device,
-                exc,
-            )
-            return Event(
-                "undecryptable", group or user, user, device, envelope["server_id"], str(exc)
-            )
-        payload = json.loads(plaintext)
-        if payload["t"] == "skd":
-            raw = self.store.group_receiver(payload["group"])
-            receiver = GroupReceiver.from_bytes(raw) if raw else GroupReceiver(payload["group"])
-            receiver.process_distribution(
-                f"{user}:{device}", SenderKeyDistribution.from_bytes(_unb64(payload["dist"]))
-            )
-            self.store.put_group_receiver(payload["group"], receiver.to_bytes())
-            return None
-        # A copy of what our own other device sent names the real conversation.
-        sent_to = payload.pop("to", None) if user == self.user_id and not group else None
-        conversation = f"group:{group}" if group else str(sent_to or user)
-        text = payload.get("text", payload.get("name", ""))
-        extra = {k: v for k, v in payload.items() if k not in ("t", "text")}
-        self.store.add_message(
-            StoredMessage(
-                envelope["server_id"],
-                conversation,
-                user,
-                device,
-                envelope["timestamp"],
-                payload["t"],
-                text,
-                extra,
-                "sent" if sent_to else "received",
-            )
-        )
-        return Event(payload["t"], conversation, user, device, envelope["server_id"], text, extra)
-
-    async def listen(self, *, until_queue_empty: bool = False) -> None:
-        """Keep a WebSocket open (reconnecting with backoff), ack after storing, and put
-        what arrives on ``events``. With ``until_queue_empty``, return after the backlog."""
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                assert self.api.tokens is not None
-                async with websockets.connect(
-                    self.api.ws_url,
-                    additional_headers={"Authorization": f"Bearer {self.api.tokens.access_token}"},
-                ) as ws:
-                    backoff = 0.5
-                    if await self._pump(ws, until_queue_empty):
-                        return
-            except websockets.ConnectionClosed as exc:
-                if exc.rcvd is not None and exc.rcvd.code == 4001:
-                    log.warning("this device connected elsewhere; stopping")
-                    return
-                if exc.rcvd is not None and exc.rcvd.code == 4401:
-                    await self.api.refresh()
-            except OSError as exc:
-                log.info("connection failed (%s); retrying in %.1fs", exc, backoff)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(backoff):
-                    await self._stop.wait()
-            backoff = min(backoff * 2, 30.0)
-
-    async def _pump(self, ws: Any, until_queue_empty: bool) -> bool:
-        heartbeat = asyncio.create_task(self._heartbeat(ws))
-        self.live.attach(ws)  # requests (receipts, typing, presence) may use it now
-        self._prekeys_checked = False
-        try:
-            try:
-                await self.rotate_signed_prekey_if_due()
-            except ApiError as exc:
-                log.warning("could not rotate the signed prekey: %s", exc)
-            return await self._receive(ws, until_queue_empty)
-        finally:
-            self.live.detach()
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
-
-    async def _heartbeat(self, ws: Any) -> None:
-        """Application-level pings: protocol pings do not count as frames for the server."""
-        beats = 0
-        while True:
-            await asyncio.sleep(HEARTBEAT_S)
-            beats += 1
-            await ws.send(json.dumps({"id": f"hb{beats}", "type": "ping"}))
-
-    async def _receive(self, ws: Any, until_queue_empty: bool) -> bool:
-        async for raw in ws:
-            frame = json.loads(raw)
-            kind = frame.get("type")
-            if kind == "deliver":
-                event = await self.handle(frame["body"])
-                await self.live.send({"id": frame["id"], "type": "response", "status": 200})
-                await self._maybe_replenish()
-                if event is not None:
-                    await self.events.put(event)
-            elif kind == "response":
-                self.live.resolve(frame)  # answers to ws_request (heartbeats: ignored)
-            elif kind == "queue-empty":
-                self.queue_empty.set()
-                if until_queue_empty:
-                    return True
-            elif kind in ("typing", "presence"):
-                body = frame.get("body", {})
-                sender = body.get("from", {"user": body.get("user", ""), "device": 0})
-                group = body.get("group")
-                conversation = f"group:{group}" if group else sender["user"]
-                await self.events.put(
-                    Event(kind, conversation, sender["user"], int(sender["device"]), extra=body)
-                )
-        return False
-
-    # live requests (need a running listen()) ---------------------------------------
-    async def ws_request(
-        self, kind: str, body: dict[str, Any] | None = None, *, timeout: float = 10.0
-    ) -> dict[str, Any]:
-        """Send a request over the socket ``listen()`` keeps open and return the answer
-        body; waits up to ``timeout`` for a connection. Refusals raise :class:`ApiError`."""
-        return await self.live.request(kind, body, timeout=timeout)
-
-    async def mark_read(self, conversation_user: str, server_ids: list[str]) -> list[str]:
-        """Send ``read`` receipts for messages from ``conversation_user`` (their original
-        sender) and mark them read locally. Returns the receipts' server ids."""
-        receipts = []
-        for start in range(0, len(server_ids), RECEIPT_BATCH):
-            batch = server_ids[start : start + RECEIPT_BATCH]
-            body = {"to": conversation_user, "kind": "read", "message_ids": batch}
-            receipts.append(str((await self.ws_request("receipt", body))["server_id"]))
-        if server_ids:
-            self.store.set_status(server_ids, "read")
-        return receipts
-
-    async def typing(self, to_user_or_group: str, started: bool) -> None:
-        """Typing started/stopped to a user id or ``group:<id>`` (ephemeral, online only)."""
-        prefix = "group:"
-        target = (
-            {"group": to_user_or_group[len(prefix) :]}
-            if to_user_or_group.startswith(prefix)
-            else {"user": to_user_or_group}
-        )
-        body = {"to": target, "state": "started" if started else "stopped"}
-        await self.ws_request("typing", body)
-
-    async def subscribe_presence(self, user_ids: list[str]) -> list[dict[str, Any]]:
-        """Current presence of each (visible) user; changes then arrive as ``presence``
-        events while the socket stays open."""
-        answer = await self.ws_request("presence.subscribe", {"users": user_ids})
-        presence: list[dict[str, Any]] = answer["presence"]
-        return presence
-
-    async def unsubscribe_presence(self, user_ids: list[str]) -> None:
-        await self.ws_request("presence.unsubscribe", {"users": user_ids})
+        return decrypt_media(blob, unb64(extra["key"]), unb64(extra["digest"]))

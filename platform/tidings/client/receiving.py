@@ -1,0 +1,222 @@
+"""Receiving: the live WebSocket, decrypting and storing deliveries, live requests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import websockets
+
+from tidings.client import sessions
+from tidings.client.base import ClientBase, Event, unb64
+from tidings.client.crypto.errors import CryptoError, DuplicateMessage
+from tidings.client.crypto.sender_key_wire import SenderKeyDistribution
+from tidings.client.crypto.sender_keys import GroupReceiver
+from tidings.client.http import ApiError
+from tidings.client.store import StoredMessage
+
+log = logging.getLogger("tidings.client")
+
+RECEIPT_BATCH = 100
+HEARTBEAT_S = 30.0
+"""The server closes a socket silent for 90 s (4002); ping well within that."""
+
+
+class Receiving(ClientBase):
+    # receiving ---------------------------------------------------------------------
+    async def handle(self, envelope: dict[str, Any]) -> Event | None:
+        """Decrypt and store one delivered envelope; None when there is nothing to show."""
+        server_id = envelope["server_id"]
+        if self.store.processed(server_id):
+            return None  # at-least-once delivery: seen before
+        sender = envelope["from"]
+        user, device = sender["user"], int(sender["device"])
+        event: Event | None = None
+        if envelope["type"] == "receipt":
+            receipt = envelope["receipt"]
+            self.store.set_status(receipt["message_ids"], receipt["kind"])
+            event = Event("receipt", user, user, device, server_id, receipt["kind"], receipt)
+        elif envelope["type"] == "message":
+            async with self._ratchets:
+                event = await self._decrypt_message(envelope, user, device)
+        self.store.mark_processed(server_id)
+        return event
+
+    async def _decrypt_message(
+        self, envelope: dict[str, Any], user: str, device: int
+    ) -> Event | None:
+        assert self.keys is not None
+        data = unb64(envelope["body"])
+        group = envelope.get("group")
+        try:
+            if group is not None:
+                raw = self.store.group_receiver(group)
+                receiver = GroupReceiver.from_bytes(raw) if raw else GroupReceiver(group)
+                plaintext = receiver.decrypt(f"{user}:{device}", data)
+                self.store.put_group_receiver(group, receiver.to_bytes())
+            else:
+                unused = self.keys.one_time_prekey_count
+                plaintext = await sessions.decrypt(self.keys, self.store, user, device, data)
+                self._save_keys()
+                self._prekeys_used += unused - self.keys.one_time_prekey_count
+        except DuplicateMessage:
+            return None
+        except CryptoError as exc:
+            log.warning(
+                "dropping undecryptable message %s from %s/%s: %s",
+                envelope["server_id"],
+                user,
+                device,
+                exc,
+            )
+            return Event(
+                "undecryptable", group or user, user, device, envelope["server_id"], str(exc)
+            )
+        payload = json.loads(plaintext)
+        if payload["t"] == "skd":
+            raw = self.store.group_receiver(payload["group"])
+            receiver = GroupReceiver.from_bytes(raw) if raw else GroupReceiver(payload["group"])
+            receiver.process_distribution(
+                f"{user}:{device}", SenderKeyDistribution.from_bytes(unb64(payload["dist"]))
+            )
+            self.store.put_group_receiver(payload["group"], receiver.to_bytes())
+            return None
+        # A copy of what our own other device sent names the real conversation.
+        sent_to = payload.pop("to", None) if user == self.user_id and not group else None
+        conversation = f"group:{group}" if group else str(sent_to or user)
+        text = payload.get("text", payload.get("name", ""))
+        extra = {k: v for k, v in payload.items() if k not in ("t", "text")}
+        self.store.add_message(
+            StoredMessage(
+                envelope["server_id"],
+                conversation,
+                user,
+                device,
+                envelope["timestamp"],
+                payload["t"],
+                text,
+                extra,
+                "sent" if sent_to else "received",
+            )
+        )
+        return Event(payload["t"], conversation, user, device, envelope["server_id"], text, extra)
+
+    async def listen(self, *, until_queue_empty: bool = False) -> None:
+        """Keep a WebSocket open (reconnecting with backoff), ack after storing, and put
+        what arrives on ``events``. With ``until_queue_empty``, return after the backlog."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                assert self.api.tokens is not None
+                async with websockets.connect(
+                    self.api.ws_url,
+                    additional_headers={"Authorization": f"Bearer {self.api.tokens.access_token}"},
+                ) as ws:
+                    backoff = 0.5
+                    if await self._pump(ws, until_queue_empty):
+                        return
+            except websockets.ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == 4001:
+                    log.warning("this device connected elsewhere; stopping")
+                    return
+                if exc.rcvd is not None and exc.rcvd.code == 4401:
+                    await self.api.refresh()
+            except OSError as exc:
+                log.info("connection failed (%s); retrying in %.1fs", exc, backoff)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(backoff):
+                    await self._stop.wait()
+            backoff = min(backoff * 2, 30.0)
+
+    async def _pump(self, ws: Any, until_queue_empty: bool) -> bool:
+        heartbeat = asyncio.create_task(self._heartbeat(ws))
+        self.live.attach(ws)  # requests (receipts, typing, presence) may use it now
+        self._prekeys_checked = False
+        try:
+            try:
+                await self.rotate_signed_prekey_if_due()
+            except ApiError as exc:
+                log.warning("could not rotate the signed prekey: %s", exc)
+            return await self._receive(ws, until_queue_empty)
+        finally:
+            self.live.detach()
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _heartbeat(self, ws: Any) -> None:
+        """Application-level pings: protocol pings do not count as frames for the server."""
+        beats = 0
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            beats += 1
+            await ws.send(json.dumps({"id": f"hb{beats}", "type": "ping"}))
+
+    async def _receive(self, ws: Any, until_queue_empty: bool) -> bool:
+        async for raw in ws:
+            frame = json.loads(raw)
+            kind = frame.get("type")
+            if kind == "deliver":
+                event = await self.handle(frame["body"])
+                await self.live.send({"id": frame["id"], "type": "response", "status": 200})
+                await self._maybe_replenish()
+                if event is not None:
+                    await self.events.put(event)
+            elif kind == "response":
+                self.live.resolve(frame)  # answers to ws_request (heartbeats: ignored)
+            elif kind == "queue-empty":
+                self.queue_empty.set()
+                if until_queue_empty:
+                    return True
+            elif kind in ("typing", "presence"):
+                body = frame.get("body", {})
+                sender = body.get("from", {"user": body.get("user", ""), "device": 0})
+                group = body.get("group")
+                conversation = f"group:{group}" if group else sender["user"]
+                await self.events.put(
+                    Event(kind, conversation, sender["user"], int(sender["device"]), extra=body)
+                )
+        return False
+
+    # live requests (need a running listen()) ---------------------------------------
+    async def ws_request(
+        self, kind: str, body: dict[str, Any] | None = None, *, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Send a request over the socket ``listen()`` keeps open and return the answer
+        body; waits up to ``timeout`` for a connection. Refusals raise :class:`ApiError`."""
+        return await self.live.request(kind, body, timeout=timeout)
+
+    async def mark_read(self, conversation_user: str, server_ids: list[str]) -> list[str]:
+        """Send ``read`` receipts for messages from ``conversation_user`` (their original
+        sender) and mark them read locally. Returns the receipts' server ids."""
+        receipts = []
+        for start in range(0, len(server_ids), RECEIPT_BATCH):
+            batch = server_ids[start : start + RECEIPT_BATCH]
+            body = {"to": conversation_user, "kind": "read", "message_ids": batch}
+            receipts.append(str((await self.ws_request("receipt", body))["server_id"]))
+        if server_ids:
+            self.store.set_status(server_ids, "read")
+        return receipts
+
+    async def typing(self, to_user_or_group: str, started: bool) -> None:
+        """Typing started/stopped to a user id or ``group:<id>`` (ephemeral, online only)."""
+        prefix = "group:"
+        target = (
+            {"group": to_user_or_group[len(prefix) :]}
+            if to_user_or_group.startswith(prefix)
+            else {"user": to_user_or_group}
+        )
+        body = {"to": target, "state": "started" if started else "stopped"}
+        await self.ws_request("typing", body)
+
+    async def subscribe_presence(self, user_ids: list[str]) -> list[dict[str, Any]]:
+        """Current presence of each (visible) user; changes then arrive as ``presence``
+        events while the socket stays open."""
+        answer = await self.ws_request("presence.subscribe", {"users": user_ids})
+        presence: list[dict[str, Any]] = answer["presence"]
+        return presence
+
+    async def unsubscribe_presence(self, user_ids: list[str]) -> None:
+        await self.ws_request("presence.unsubscribe", {"users": user_ids})
