@@ -32,6 +32,7 @@ from tidings.core.model import (
     SignedPreKey,
     User,
 )
+from tidings.core.push import PushMessage, PushResult
 from tidings.core.ratelimit import Decision, Limit
 
 
@@ -188,6 +189,15 @@ class BlobStore(Protocol):
         """Size of the stored blob, or None when nothing was uploaded."""
 
 
+class PushSender(Protocol):
+    """One provider client (FCM HTTP v1 or APNs over HTTP/2)."""
+
+    async def send(self, message: PushMessage) -> PushResult:
+        """Deliver one push; errors the provider documents come back as outcomes."""
+
+    async def close(self) -> None: ...
+
+
 class OtpSender(Protocol):
     async def send(self, phone: str, code: str) -> None:
         """Deliver a one-time code (SMS gateway in production)."""
@@ -209,6 +219,7 @@ __all__ = [
     "PresencePrivacy",
     "PresenceStore",
     "PresignedUrl",
+    "PushSender",
     "Record",
     "Subscription",
     "UserStore",
