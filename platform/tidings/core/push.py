@@ -51,7 +51,7 @@ GENERIC_ALERT = "New message"
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 60.0, rand: float | None = None) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    ceiling = min(cap, base * (2**attempt))
+    ceiling = min(cap, base * 2.0**attempt)
     return ceiling * (random.random() if rand is None else rand)
 
 
