@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tidings import server
-from tidings.bootstrap import COMPONENTS, create_app
+from tidings.bootstrap import create_app
 from tidings.config import Settings
+from tidings.core.push import Provider
 from tidings.engines.embedded.otp import latest_code
+from tidings.ports import PushSender
 
 _phones = itertools.count(1)
 
@@ -67,10 +69,15 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def run_gateway(
-    data_dir: Path, components: tuple[str, ...] = COMPONENTS, **overrides: Any
+    data_dir: Path,
+    components: tuple[str, ...] | None = None,
+    push_senders: Mapping[Provider, PushSender] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Gateway]:
+    """A gateway with ``components`` (default: what ``tidings up`` runs; with
+    ``push_senders``, the push worker too, sending through them)."""
     settings = Settings(data_dir=data_dir, inbox_poll_interval=0.5, **overrides)
-    app = create_app(settings, components=components)
+    app = create_app(settings, components=components, push_senders=push_senders)
     running = await server.start(server.uvicorn_config(app, "127.0.0.1", 0, "warning"))
     try:
         yield Gateway(running.url, data_dir, running)

@@ -8,21 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Mapping,
+)
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI
 
 from tidings.aio import wait_event
 from tidings.api.app import create_app as create_api
-from tidings.config import COMPONENTS, Settings
+from tidings.config import COMPONENTS, Settings, up_components
 from tidings.core.limits import DEFAULT_LIMITS
+from tidings.core.push import Provider
+from tidings.core.pushjob import PushPolicy
 from tidings.core.shardmap import deliveries_topic, push_topic, single_region
 from tidings.engines.embedded.blob_routes import blob_router
 from tidings.engines.embedded.blobs import FileBlobStore
@@ -32,8 +42,9 @@ from tidings.engines.embedded.otp import LoggingOtpSender
 from tidings.engines.embedded.presence import MemoryPresenceStore
 from tidings.engines.embedded.userstore import SqliteUserStore
 from tidings.metrics import Metrics
-from tidings.ports import OtpSender
+from tidings.ports import OtpSender, PushSender
 from tidings.services.context import Context
+from tidings.services.push import PushWorker
 from tidings.services.registry import Services
 
 log = logging.getLogger("tidings")
@@ -54,6 +65,29 @@ def _report_crash(task: asyncio.Task[None]) -> None:
         log.critical("%s stopped: %r; restart the process", task.get_name(), exc, exc_info=exc)
 
 
+def push_policy(settings: Settings) -> PushPolicy:
+    return PushPolicy(
+        rate=settings.push_rate,
+        burst=settings.push_burst,
+        concurrency=settings.push_concurrency,
+        max_attempts=settings.push_max_attempts,
+        backoff_base_s=settings.push_backoff_base_s,
+        collapse_s=settings.push_collapse_s,
+    )
+
+
+def build_push_senders(settings: Settings) -> dict[Provider, PushSender]:
+    """One client per configured provider, from ``tidings.engines.<provider>``.
+
+    Imported lazily: a process that pushes through FCM only never loads the APNs client.
+    """
+    senders: dict[Provider, PushSender] = {}
+    for provider in settings.push_provider_list:
+        module = importlib.import_module(f"tidings.engines.{provider.value}")
+        senders[provider] = cast(PushSender, module.build_sender(settings))
+    return senders
+
+
 @dataclass
 class Platform:
     settings: Settings
@@ -62,6 +96,8 @@ class Platform:
     closers: list[Callable[[], Awaitable[None]]]
     routers: list[APIRouter]
     sweep: Callable[[], None]
+    push_senders: Mapping[Provider, PushSender] | None = None
+    """Provider clients of the push worker (built from settings by ``create_app``)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -73,6 +109,9 @@ class Platform:
         await ctx.bus.ensure_topic(push_topic(ctx.region), ctx.partitions)
         if "delivery" in components:
             self._spawn(self.services.delivery.run(self._stop), "delivery worker")
+        if "push" in components and self.push_senders:
+            worker = PushWorker(ctx, self.push_senders, push_policy(self.settings))
+            self._spawn(worker.run(self._stop), "push worker")
         self._spawn(self._sweeper(), "presence sweeper")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -97,7 +136,11 @@ class Platform:
 
 
 def build(
-    settings: Settings, *, otp: OtpSender | None = None, clock: Callable[[], float] = time.time
+    settings: Settings,
+    *,
+    otp: OtpSender | None = None,
+    clock: Callable[[], float] = time.time,
+    push_senders: Mapping[Provider, PushSender] | None = None,
 ) -> Platform:
     """Engines and services for ``settings`` (embedded engines; real ones arrive later)."""
     data = settings.data_dir
@@ -139,21 +182,39 @@ def build(
         closers=[bus.close, users.close, messages.close],
         routers=[blob_router(blobs)],
         sweep=presence.sweep,
+        push_senders=push_senders,
     )
 
 
 def create_app(
     settings: Settings,
     *,
-    components: Collection[str] = COMPONENTS,
+    components: Collection[str] | None = None,
     otp: OtpSender | None = None,
     clock: Callable[[], float] = time.time,
+    push_senders: Mapping[Provider, PushSender] | None = None,
 ) -> FastAPI:
-    """The ASGI app running ``components`` (gateway: REST + WebSocket; delivery: worker)."""
+    """The ASGI app running ``components`` (default: what ``tidings up`` runs). Gateway:
+    REST + WebSocket; delivery and push: workers (health and metrics only)."""
+    if components is None:
+        components = COMPONENTS if push_senders else up_components(settings)
     unknown = set(components) - set(COMPONENTS)
     if unknown:
         raise ValueError(f"unknown components {sorted(unknown)}; choose from {COMPONENTS}")
-    platform = build(settings, otp=otp, clock=clock)
+    if "push" in components and push_senders is None and not settings.push_provider_list:
+        raise SystemExit(
+            "push needs a provider: set TIDINGS_PUSH_PROVIDERS to fcm, apns or fcm,apns "
+            "(and the TIDINGS_FCM_* / TIDINGS_APNS_* settings)"
+        )
+    owned: dict[Provider, PushSender] = {}
+    if "push" in components and push_senders is None:
+        try:
+            owned = build_push_senders(settings)
+        except (ValueError, OSError, ImportError) as exc:
+            raise SystemExit(f"push is misconfigured: {exc}") from exc
+        push_senders = owned
+    platform = build(settings, otp=otp, clock=clock, push_senders=push_senders)
+    platform.closers.extend(sender.close for sender in owned.values())
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

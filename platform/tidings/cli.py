@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from tidings.client import commands, loadgen
-from tidings.config import COMPONENTS, Settings
+from tidings.config import COMPONENTS, Settings, up_components
 from tidings.engines.embedded.otp import latest_code
 
 
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (
         ("up", "run every service in one process on the embedded engines"),
-        ("serve", "run one service"),
+        ("serve", "run one service (push needs TIDINGS_PUSH_PROVIDERS)"),
     ):
         p = sub.add_parser(name, help=helptext)
         if name == "serve":
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(found)
         return 0
     settings = _settings(args)
-    components = COMPONENTS if args.command == "up" else (args.service,)
+    components = up_components(settings) if args.command == "up" else (args.service,)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exiting 0 then tells
     # supervisors the stop was clean.
     signal.signal(signal.SIGTERM, _exit_cleanly)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-COMPONENTS = ("gateway", "delivery")
-"""What ``tidings serve`` can run alone; ``tidings up`` runs them all."""
+from tidings.core.push import Provider
+
+COMPONENTS = ("gateway", "delivery", "push")
+"""What ``tidings serve`` can run alone; ``tidings up`` runs them all (``push`` only
+when a provider is configured, see ``up_components``)."""
 
 
 class Settings(BaseSettings):
@@ -29,3 +32,64 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=32, ge=1, le=1024)
     heartbeat_timeout_s: float = Field(default=90.0, gt=0)
     log_level: str = "info"
+
+    # push (names match the PushPool custom resource) ------------------------------
+    push_providers: str = ""
+    """Comma-separated providers this process pushes through: ``fcm``, ``apns`` or
+    ``fcm,apns``. Empty: no push worker (push jobs wait on the bus)."""
+    push_rate: float = Field(default=500.0, gt=0)
+    """Pushes per second per provider, shared by every push worker of the region."""
+    push_burst: int = Field(default=1000, ge=1)
+    """Token-bucket capacity of ``push_rate``: pushes allowed back to back."""
+    push_concurrency: int = Field(default=64, ge=1, le=4096)
+    """Provider requests in flight per push worker process."""
+    push_max_attempts: int = Field(default=5, ge=1, le=50)
+    """Sends per push job (first try included) while the provider answers retry."""
+    push_backoff_base_s: float = Field(default=0.5, gt=0)
+    """Backoff base: retry n waits up to ``base * 2**n`` s (full jitter, capped at 60 s);
+    a provider's Retry-After wins."""
+    push_collapse_s: float = Field(default=10.0, ge=0)
+    """At most one push per device in this window: a burst of messages wakes it once."""
+
+    fcm_endpoint: str = ""
+    """FCM HTTP v1 base URL; empty means Google's production endpoint."""
+    fcm_token_uri: str = ""
+    """OAuth2 token URL; empty means the ``token_uri`` of the credentials file."""
+    fcm_credentials_file: Path | None = None
+    """Service-account JSON (mounted from the PushPool's credentials Secret)."""
+    fcm_ca_file: Path | None = None
+    """CA bundle to verify a non-Google FCM endpoint (local provider servers)."""
+    apns_endpoint: str = "production"
+    """``production``, ``sandbox`` or a URL of an APNs-compatible HTTP/2 server."""
+    apns_key_file: Path | None = None
+    """The ``.p8`` token-signing key (from the PushPool's credentials Secret)."""
+    apns_key_id: str = ""
+    """Key ID of ``apns_key_file``."""
+    apns_team_id: str = ""
+    """Apple developer team ID (the JWT issuer)."""
+    apns_topic: str = ""
+    """The app's bundle ID (``apns-topic``)."""
+    apns_ca_file: Path | None = None
+    """CA bundle to verify a non-Apple APNs endpoint (local provider servers)."""
+
+    @field_validator("push_providers")
+    @classmethod
+    def _known_providers(cls, value: str) -> str:
+        names = [n.strip().lower() for n in value.split(",") if n.strip()]
+        known = {p.value for p in Provider}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown push providers {unknown}; choose from {sorted(known)}")
+        return ",".join(dict.fromkeys(names))
+
+    @property
+    def push_provider_list(self) -> list[Provider]:
+        """``push_providers`` parsed, in order, without duplicates."""
+        return [Provider(n) for n in self.push_providers.split(",") if n]
+
+
+def up_components(settings: Settings) -> tuple[str, ...]:
+    """What ``tidings up`` runs: every component, push only with a provider configured."""
+    if settings.push_provider_list:
+        return COMPONENTS
+    return tuple(c for c in COMPONENTS if c != "push")

@@ -25,6 +25,12 @@ class Metrics:
     rate_limited: Counter
     delivery_batch_seconds: Histogram
     otp_sent: Counter
+    pushes_sent: Counter
+    pushes_failed: Counter
+    push_retries: Counter
+    push_tokens_removed: Counter
+    pushes_collapsed: Counter
+    push_seconds: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
@@ -88,4 +94,30 @@ class Metrics:
                 registry=r,
             ),
             otp_sent=Counter("tidings_otp_sent", "One-time codes sent", registry=r),
+            pushes_sent=Counter(
+                "tidings_pushes_sent", "Pushes the provider accepted", ["provider"], registry=r
+            ),
+            pushes_failed=Counter(
+                "tidings_pushes_failed",
+                "Push jobs dropped without a push, by reason (no_token, no_sender, "
+                "unregistered, rejected, exhausted, invalid_job, error)",
+                ["reason"],
+                registry=r,
+            ),
+            push_retries=Counter(
+                "tidings_push_retries", "Push sends re-enqueued for retry", ["provider"], registry=r
+            ),
+            push_tokens_removed=Counter(
+                "tidings_push_tokens_removed",
+                "Tokens removed because the provider called them dead",
+                registry=r,
+            ),
+            pushes_collapsed=Counter(
+                "tidings_pushes_collapsed",
+                "Push jobs covered by another push to the same device",
+                registry=r,
+            ),
+            push_seconds=Histogram(
+                "tidings_push_seconds", "Provider send latency", ["provider"], registry=r
+            ),
         )

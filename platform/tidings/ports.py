@@ -10,6 +10,8 @@ Semantics every engine must keep (the port contract suite in ``tests/`` checks t
   an inbox in append order; acked items are never fetched again.
 - ``UserStore.claim_one_time_prekey`` hands each one-time prekey out exactly once, even
   under concurrent calls.
+- ``UserStore.set_push_token`` keeps a token on one device: registering it for another
+  device moves it.
 - ``PresenceStore.publish`` returns how many live subscribers received the message (0
   means the device is not connected anywhere); ``put_if_absent`` is atomic.
 """
@@ -28,6 +30,7 @@ from tidings.core.model import (
     OneTimePreKey,
     Presence,
     PresencePrivacy,
+    PushToken,
     Role,
     SignedPreKey,
     User,
@@ -87,7 +90,21 @@ class UserStore(Protocol):
 
     async def list_devices(self, user_id: str) -> list[Device]: ...
     async def devices_of(self, user_ids: Sequence[str]) -> list[Device]: ...
-    async def remove_device(self, user_id: str, device_id: int) -> bool: ...
+    async def remove_device(self, user_id: str, device_id: int) -> bool:
+        """Remove a linked device with its keys, sessions and push token."""
+
+    # push tokens
+    async def set_push_token(self, user_id: str, device_id: int, token: PushToken) -> None:
+        """Register the device's token; a device holding the same token loses it."""
+
+    async def get_push_token(self, user_id: str, device_id: int) -> PushToken | None: ...
+    async def push_tokens_of(self, user_id: str) -> dict[int, PushToken]:
+        """Tokens of every device of the user, by device id."""
+
+    async def remove_push_token(
+        self, user_id: str, device_id: int, token: str | None = None
+    ) -> bool:
+        """Drop the device's token (only if it is still ``token``, when given)."""
 
     # bearer sessions
     async def put_session(self, session: AuthSession) -> None: ...

@@ -20,10 +20,12 @@ from tidings.core.model import (
     Device,
     Group,
     OneTimePreKey,
+    PushToken,
     Role,
     SignedPreKey,
     User,
 )
+from tidings.core.push import Provider
 from tidings.core.ratelimit import Limit
 from tidings.engines.embedded.bus import EmbeddedBus
 from tidings.engines.embedded.inbox import SqliteMessageStore
@@ -431,6 +433,20 @@ async def test_users_phone_is_unique(users: UserStore) -> None:
         "+14155550002": bob,
     }
     assert await users.users_by_phone([]) == {}
+
+
+async def test_users_push_token_moves_and_conditional_remove(users: UserStore) -> None:
+    fcm, apns = PushToken(Provider.FCM, "tok", True, 3.0), PushToken(Provider.APNS, "tok")
+    await users.set_push_token("alice", 1, fcm)
+    await users.set_push_token("alice", 2, apns)  # same string, other provider: both kept
+    assert await users.push_tokens_of("alice") == {1: fcm, 2: apns}
+    await users.set_push_token("bob", 1, fcm)  # moves off alice's device 1
+    assert await users.get_push_token("alice", 1) is None
+    assert await users.get_push_token("bob", 1) == fcm
+    assert not await users.remove_push_token("bob", 1, "other")  # no longer that token
+    assert await users.remove_push_token("bob", 1, "tok")
+    assert not await users.remove_push_token("bob", 1)
+    assert await users.push_tokens_of("bob") == {}
 
 
 async def test_users_concurrent_create_same_phone_creates_once(users: UserStore) -> None:

@@ -70,6 +70,9 @@ class DeviceOut(Strict):
     registration_id: int
     created_at: float
     primary: bool
+    push_provider: Literal["fcm", "apns"] | None = Field(
+        default=None, description="provider of the device's push token (never the token)"
+    )
 
 
 class DevicesOut(Strict):
@@ -246,3 +249,35 @@ class MediaUploadOut(Strict):
 class MediaDownloadOut(Strict):
     media_id: str
     download: PresignedOut
+
+
+# push tokens -------------------------------------------------------------------------
+FCM_TOKEN_MAX = 4096
+"""FCM registration tokens are ~160-250 characters today; 4096 leaves room to grow."""
+APNS_TOKEN_MIN, APNS_TOKEN_MAX = 64, 200
+"""APNs device tokens are hex: 32 bytes (64 characters) today, at most 100 bytes."""
+
+
+class PushTokenIn(Strict):
+    """A device's push registration. Limits: FCM tokens 1-4096 characters of
+    ``[A-Za-z0-9_:.-]``; APNs tokens 64-200 hex characters (even length)."""
+
+    provider: Literal["fcm", "apns"]
+    token: str = Field(min_length=1, max_length=FCM_TOKEN_MAX, pattern=r"^[A-Za-z0-9_:.\-]+$")
+    alert: bool = Field(
+        default=False,
+        description="visible generic alert ('New message') instead of a silent wake-up",
+    )
+
+    @model_validator(mode="after")
+    def _token_fits_provider(self) -> PushTokenIn:
+        if self.provider == "apns":
+            token = self.token
+            if not APNS_TOKEN_MIN <= len(token) <= APNS_TOKEN_MAX or len(token) % 2:
+                raise ValueError(
+                    f"an APNs token is {APNS_TOKEN_MIN}-{APNS_TOKEN_MAX} hex characters, "
+                    "even length"
+                )
+            if any(c not in "0123456789abcdefABCDEF" for c in token):
+                raise ValueError("an APNs token is hexadecimal")
+        return self

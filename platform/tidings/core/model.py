@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tidings.core.push import Provider
+
 PRIMARY_DEVICE = 1
 
 
@@ -40,6 +42,17 @@ class Device:
     @property
     def is_primary(self) -> bool:
         return self.device_id == PRIMARY_DEVICE
+
+
+@dataclass(frozen=True)
+class PushToken:
+    """A device's push registration. A token belongs to at most one device."""
+
+    provider: Provider
+    token: str
+    alert: bool = False
+    """The user chose visible (generic) alerts over silent wake-ups."""
+    updated_at: float = 0.0
 
 
 @dataclass(frozen=True)

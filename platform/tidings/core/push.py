@@ -55,7 +55,14 @@ def backoff(attempt: int, base: float = 0.5, cap: float = 60.0, rand: float | No
     return ceiling * (random.random() if rand is None else rand)
 
 
-def retry_delay(result: PushResult, attempt: int, rand: float | None = None) -> float:
+def retry_delay(
+    result: PushResult,
+    attempt: int,
+    rand: float | None = None,
+    *,
+    base: float = 0.5,
+    cap: float = 60.0,
+) -> float:
     """How long to wait before retrying: the provider's Retry-After wins over backoff."""
-    computed = backoff(attempt, rand=rand)
+    computed = backoff(attempt, base=base, cap=cap, rand=rand)
     return max(computed, result.retry_after) if result.retry_after is not None else computed

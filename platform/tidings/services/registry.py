@@ -10,6 +10,7 @@ from tidings.services.delivery import DeliveryWorker
 from tidings.services.groups import GroupService
 from tidings.services.keys import KeyService
 from tidings.services.media import MediaService
+from tidings.services.push_tokens import PushTokenService
 from tidings.services.router import Router
 from tidings.services.users import UserService
 
@@ -24,6 +25,7 @@ class Services:
     router: Router
     media: MediaService
     delivery: DeliveryWorker
+    push_tokens: PushTokenService
 
     @classmethod
     def build(cls, ctx: Context) -> Services:
@@ -36,4 +38,5 @@ class Services:
             router=Router(ctx),
             media=MediaService(ctx),
             delivery=DeliveryWorker(ctx),
+            push_tokens=PushTokenService(ctx),
         )

@@ -12,10 +12,12 @@ from tidings.api.schemas import (
     DevicesOut,
     LinkCodeOut,
     LinkRequest,
+    PushTokenIn,
     RefreshRequest,
     RegisterRequest,
     TokensOut,
 )
+from tidings.core.push import Provider
 from tidings.services.auth import Tokens
 
 router = APIRouter(prefix="/v1", tags=["auth"])
@@ -72,6 +74,7 @@ async def link(body: LinkRequest, svc: Svc) -> TokensOut:
 @router.get("/devices")
 async def devices(me: Me, svc: Svc) -> DevicesOut:
     found = await svc.auth.list_devices(me)
+    providers = await svc.push_tokens.providers(me)
     return DevicesOut(
         devices=[
             DeviceOut(
@@ -80,6 +83,7 @@ async def devices(me: Me, svc: Svc) -> DevicesOut:
                 registration_id=d.registration_id,
                 created_at=d.created_at,
                 primary=d.is_primary,
+                push_provider=providers[d.device_id].value if d.device_id in providers else None,
             )
             for d in found
         ]
@@ -89,4 +93,19 @@ async def devices(me: Me, svc: Svc) -> DevicesOut:
 @router.delete("/devices/{device_id}", status_code=204)
 async def unlink(device_id: int, me: Me, svc: Svc) -> Response:
     await svc.auth.unlink(me, device_id)
+    return Response(status_code=204)
+
+
+@router.put("/devices/{device_id}/push", status_code=204)
+async def set_push_token(device_id: int, body: PushTokenIn, me: Me, svc: Svc) -> Response:
+    """Register the calling device's push token (a device sets only its own). A token
+    already registered by another device moves here."""
+    await svc.push_tokens.set(me, device_id, Provider(body.provider), body.token, body.alert)
+    return Response(status_code=204)
+
+
+@router.delete("/devices/{device_id}/push", status_code=204)
+async def remove_push_token(device_id: int, me: Me, svc: Svc) -> Response:
+    """Stop pushes to the calling device."""
+    await svc.push_tokens.remove(me, device_id)
     return Response(status_code=204)

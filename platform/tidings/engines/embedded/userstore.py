@@ -18,6 +18,7 @@ from tidings.core.model import (
     SignedPreKey,
     User,
 )
+from tidings.engines.embedded.push_tokens import PUSH_TOKENS_SCHEMA, PushTokenTable
 from tidings.engines.embedded.sqlite import SqliteDb
 from tidings.errors import LimitExceeded
 
@@ -80,17 +81,17 @@ def _device(row: Any) -> Device:
 
 
 def _drop_device_keys(conn: sqlite3.Connection, user_id: str, device_id: int) -> None:
-    for table in ("signed_prekeys", "one_time_prekeys", "sessions"):
+    for table in ("signed_prekeys", "one_time_prekeys", "sessions", "push_tokens"):
         conn.execute(f"DELETE FROM {table} WHERE user_id=? AND device_id=?", (user_id, device_id))
 
 
-class SqliteUserStore:
+class SqliteUserStore(PushTokenTable):
     def __init__(self, db: SqliteDb) -> None:
         self.db = db
 
     @classmethod
     def at(cls, path: Path) -> SqliteUserStore:
-        return cls(SqliteDb(path, SCHEMA))
+        return cls(SqliteDb(path, SCHEMA + PUSH_TOKENS_SCHEMA))
 
     async def start(self) -> None:
         await self.db.open()

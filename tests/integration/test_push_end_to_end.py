@@ -1,0 +1,129 @@
+"""The whole push path on the wire: offline device -> delivery -> push worker -> the
+real FCM client -> a local FCM + OAuth2 server that checks the documented protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from harness import Device, Gateway, ciphertexts, register, run_gateway
+from providers.fcm_server import FakeFcm, TlsFiles, make_tls, run_fcm_server
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls(tmp_path_factory.mktemp("fcm-tls"))
+
+
+@pytest.fixture
+async def fcm(tls: TlsFiles) -> AsyncIterator[FakeFcm]:
+    async with run_fcm_server(tls) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, fcm: FakeFcm) -> AsyncIterator[Gateway]:
+    credentials = tmp_path / "service-account.json"
+    credentials.write_text(json.dumps(fcm.new_account()))
+    async with run_gateway(
+        tmp_path / "data",
+        push_providers="fcm",
+        fcm_endpoint=fcm.url,
+        fcm_token_uri=fcm.token_uri,
+        fcm_credentials_file=credentials,
+        fcm_ca_file=fcm.ca_file,
+        push_collapse_s=1.0,
+        push_backoff_base_s=0.05,
+    ) as gw:
+        yield gw
+
+
+async def _set_token(device: Device, token: str) -> None:
+    async with device.http() as http:
+        r = await http.put(
+            f"/v1/devices/{device.device_id}/push", json={"provider": "fcm", "token": token}
+        )
+    assert r.status_code == 204, r.text
+
+
+async def _send(sender: Device, to: Device, count: int, secret: str) -> None:
+    async with sender.http() as http:
+        for i in range(count):
+            body = {
+                "id": f"{secret}-{i}",
+                "to": {"user": to.user_id},
+                "ciphertexts": ciphertexts({to.user_id: [1]}, f"{secret} {i}"),
+            }
+            r = await http.post("/v1/messages", json=body)
+            assert r.status_code == 200, r.text
+
+
+async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def _pushes_to(fcm: FakeFcm, token: str) -> list[dict[str, object]]:
+    return [a.message for a in fcm.accepted if a.message.get("token") == token]
+
+
+async def test_a_burst_to_an_offline_device_gives_one_content_free_fcm_push(
+    gateway: Gateway, fcm: FakeFcm
+) -> None:
+    alice, bob = await register(gateway), await register(gateway)
+    await _set_token(bob, "bob-fcm-token")
+    await _send(alice, bob, 5, "meet at the old mill")
+    await _until(lambda: len(_pushes_to(fcm, "bob-fcm-token")) >= 1)
+    await asyncio.sleep(0.5)  # inside the collapse window: no second push may follow
+    (message,) = _pushes_to(fcm, "bob-fcm-token")
+    assert message["data"] == {"type": "wake"}
+    wire = json.dumps(message)
+    for leak in ("old mill", alice.user_id, alice.phone, bob.user_id):
+        assert leak not in wire
+    assert len(fcm.grants) == 1  # one OAuth2 token for the pool
+
+
+async def test_an_unregistered_token_is_removed_and_never_tried_again(
+    gateway: Gateway, fcm: FakeFcm
+) -> None:
+    alice, carol = await register(gateway), await register(gateway)
+    fcm.token_errors["carol-token"] = "UNREGISTERED"
+    await _set_token(carol, "carol-token")
+    await _send(alice, carol, 1, "first")
+    await _until(lambda: fcm.attempts.count("carol-token") == 1)
+
+    async def provider() -> object:
+        async with carol.http() as http:
+            devices = (await http.get("/v1/devices")).json()["devices"]
+        return devices[0]["push_provider"]
+
+    deadline = time.monotonic() + 10
+    while await provider() is not None:
+        assert time.monotonic() < deadline, "token was not removed"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.1)  # past the collapse window
+    await _send(alice, carol, 2, "second")
+    await asyncio.sleep(1.0)
+    assert fcm.attempts.count("carol-token") == 1
+
+
+async def test_a_provider_outage_is_retried_and_pushes_once_after_recovery(
+    gateway: Gateway, fcm: FakeFcm
+) -> None:
+    alice, dave = await register(gateway), await register(gateway)
+    fcm.mode, fcm.retry_after = "UNAVAILABLE", "0"
+    await _set_token(dave, "dave-token")
+    await _send(alice, dave, 1, "during the outage")
+    await _until(lambda: fcm.attempts.count("dave-token") >= 2)
+    assert _pushes_to(fcm, "dave-token") == []
+    fcm.mode = None
+    await _until(lambda: len(_pushes_to(fcm, "dave-token")) == 1)
+    await asyncio.sleep(1.0)
+    assert len(_pushes_to(fcm, "dave-token")) == 1
