@@ -37,8 +37,11 @@ class Proc:
         return await asyncio.wait_for(self.process.wait(), timeout)
 
 
-async def start(args: list[str], data_dir: Path, log: Path) -> Proc:
-    env = dict(os.environ, TIDINGS_INBOX_POLL_INTERVAL="0.5")
+async def start(
+    args: list[str], data_dir: Path, log: Path, env: dict[str, str] | None = None
+) -> Proc:
+    """Run ``tidings ARGS`` until it prints its URL; ``env`` adds ``TIDINGS_*`` settings."""
+    env = dict(os.environ, TIDINGS_INBOX_POLL_INTERVAL="0.5", **(env or {}))
     with log.open("ab") as err:
         process = await asyncio.create_subprocess_exec(
             TIDINGS,
@@ -67,8 +70,10 @@ async def start(args: list[str], data_dir: Path, log: Path) -> Proc:
 
 
 @contextlib.asynccontextmanager
-async def running(args: list[str], data_dir: Path, log: Path) -> AsyncIterator[Proc]:
-    proc = await start(args, data_dir, log)
+async def running(
+    args: list[str], data_dir: Path, log: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[Proc]:
+    proc = await start(args, data_dir, log, env)
     try:
         yield proc
     finally:

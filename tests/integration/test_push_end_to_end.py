@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import procs
 from harness import Device, Gateway, ciphertexts, register, run_gateway
 from providers.fcm_server import FakeFcm, TlsFiles, make_tls, run_fcm_server
 
@@ -127,3 +128,38 @@ async def test_a_provider_outage_is_retried_and_pushes_once_after_recovery(
     await _until(lambda: len(_pushes_to(fcm, "dave-token")) == 1)
     await asyncio.sleep(1.0)
     assert len(_pushes_to(fcm, "dave-token")) == 1
+
+
+async def test_a_sigkilled_push_worker_leaves_its_job_to_the_next_worker(
+    tmp_path: Path, fcm: FakeFcm
+) -> None:
+    """The gateway and delivery run here; the push worker is a separate ``tidings serve
+    push`` process on the same data directory, killed while FCM is failing."""
+    credentials = tmp_path / "service-account.json"
+    credentials.write_text(json.dumps(fcm.new_account()))
+    env = {
+        "TIDINGS_PUSH_PROVIDERS": "fcm",
+        "TIDINGS_FCM_ENDPOINT": fcm.url,
+        "TIDINGS_FCM_TOKEN_URI": fcm.token_uri,
+        "TIDINGS_FCM_CREDENTIALS_FILE": str(credentials),
+        "TIDINGS_FCM_CA_FILE": str(fcm.ca_file),
+        "TIDINGS_PUSH_BACKOFF_BASE_S": "0.05",
+    }
+    data, log = tmp_path / "data", tmp_path / "push.log"
+    async with run_gateway(data, components=("gateway", "delivery")) as gw:
+        alice, erin = await register(gw), await register(gw)
+        await _set_token(erin, "erin-token")
+        fcm.mode, fcm.retry_after = "UNAVAILABLE", "0"
+        first = await procs.start(["serve", "push"], data, log, env)
+        try:
+            await _send(alice, erin, 1, "while the worker dies")
+            await _until(lambda: fcm.attempts.count("erin-token") >= 1)
+        finally:
+            first.kill()
+            await first.wait()
+        assert _pushes_to(fcm, "erin-token") == []
+        fcm.mode = None
+        async with procs.running(["serve", "push"], data, log, env):
+            await _until(lambda: len(_pushes_to(fcm, "erin-token")) == 1, timeout=20)
+            await asyncio.sleep(1.0)
+        assert len(_pushes_to(fcm, "erin-token")) == 1

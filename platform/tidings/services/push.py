@@ -35,6 +35,7 @@ import contextlib
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping
 
 from tidings.core.model import PushToken
@@ -82,6 +83,10 @@ class PushWorker:
         self._slots = asyncio.Semaphore(self.policy.concurrency)
         self._limit = Limit(self.policy.rate, self.policy.burst)
         self._unsent_commits: dict[int, Record] = {}
+        # Weak: a device's lock lives only while some job holds or awaits it.
+        self._locks: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     # the consume loop ----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -192,38 +197,47 @@ class PushWorker:
         if sender is None:
             metrics.pushes_failed.labels("no_sender").inc()
             return
-        window = f"push-collapse:{job.user}:{job.device}"
-        existing = await ctx.presence.put_if_absent(
-            window, job.server_id.encode(), self.policy.collapse_s
-        )
-        if claim(existing, job.server_id) is Claim.COLLAPSED:
-            metrics.pushes_collapsed.inc()
-            return
-        result = await self._send(sender, token, job)
-        step = next_step(result, job, self.policy, self.jitter() if self.jitter else None)
-        provider = token.provider.value
-        if step.action is Action.DONE:
-            metrics.pushes_sent.labels(provider).inc()
-            await ctx.presence.set(
-                window, SENT_MARK + job.server_id.encode(), self.policy.collapse_s
+        # One push at a time per device in this process: a replayed job and its retry
+        # record (both alive after a crash) must not both pass the collapse claim.
+        async with self._device_lock(job.user, job.device):
+            window = f"push-collapse:{job.user}:{job.device}"
+            existing = await ctx.presence.put_if_absent(
+                window, job.server_id.encode(), self.policy.collapse_s
             )
-        elif step.action is Action.RETRY:
-            metrics.push_retries.labels(provider).inc()
-            await self._enqueue(job.retry_at(ctx.clock() + step.delay))
-        else:
-            if step.action is Action.REMOVE_TOKEN and await ctx.users.remove_push_token(
-                job.user, job.device, token.token
-            ):
-                metrics.push_tokens_removed.inc()
-            log.info(
-                "push to %s/%s via %s dropped (%s): %s",
-                job.user,
-                job.device,
-                provider,
-                step.reason,
-                result.detail,
-            )
-            metrics.pushes_failed.labels(step.reason).inc()
+            if claim(existing, job.server_id) is Claim.COLLAPSED:
+                metrics.pushes_collapsed.inc()
+                return
+            result = await self._send(sender, token, job)
+            step = next_step(result, job, self.policy, self.jitter() if self.jitter else None)
+            provider = token.provider.value
+            if step.action is Action.DONE:
+                metrics.pushes_sent.labels(provider).inc()
+                await ctx.presence.set(
+                    window, SENT_MARK + job.server_id.encode(), self.policy.collapse_s
+                )
+            elif step.action is Action.RETRY:
+                metrics.push_retries.labels(provider).inc()
+                await self._enqueue(job.retry_at(ctx.clock() + step.delay))
+            else:
+                if step.action is Action.REMOVE_TOKEN and await ctx.users.remove_push_token(
+                    job.user, job.device, token.token
+                ):
+                    metrics.push_tokens_removed.inc()
+                log.info(
+                    "push to %s/%s via %s dropped (%s): %s",
+                    job.user,
+                    job.device,
+                    provider,
+                    step.reason,
+                    result.detail,
+                )
+                metrics.pushes_failed.labels(step.reason).inc()
+
+    def _device_lock(self, user: str, device: int) -> asyncio.Lock:
+        lock = self._locks.get((user, device))
+        if lock is None:
+            lock = self._locks[(user, device)] = asyncio.Lock()
+        return lock
 
     async def _enqueue(self, job: PushJob) -> None:
         await self.ctx.bus.produce(self.topic, [(job.user, job.encode())])
