@@ -100,3 +100,16 @@ async def push_providers(device: Device) -> dict[int, str | None]:
         r = await http.get("/v1/devices")
     assert r.status_code == 200, r.text
     return {d["device_id"]: d["push_provider"] for d in r.json()["devices"]}
+
+
+async def send_many(sender: Device, to: Device, count: int, tag: str) -> list[str]:
+    """``count`` REST sends to ``to`` (client ids ``tag-0`` ...); their server ids."""
+    return [await send_text(sender, to, f"{tag}-{i}", f"{tag} {i}") for i in range(count)]
+
+
+async def until_token_removed(device: Device, timeout: float = 10.0) -> None:
+    """Wait until the server no longer holds a push token for ``device``."""
+    deadline = time.monotonic() + timeout
+    while (await push_providers(device))[device.device_id] is not None:
+        assert time.monotonic() < deadline, "push token was not removed"
+        await asyncio.sleep(0.05)

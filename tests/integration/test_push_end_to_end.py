@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 import procs
-from harness import Device, Gateway, ciphertexts, register, run_gateway
+from harness import Gateway, register, run_gateway
 from providers.fcm_server import FakeFcm, TlsFiles, make_tls, run_fcm_server
+from push_support import send_many, set_token, until, until_token_removed
 
 
 @pytest.fixture(scope="module")
@@ -44,33 +44,6 @@ async def gateway(tmp_path: Path, fcm: FakeFcm) -> AsyncIterator[Gateway]:
         yield gw
 
 
-async def _set_token(device: Device, token: str) -> None:
-    async with device.http() as http:
-        r = await http.put(
-            f"/v1/devices/{device.device_id}/push", json={"provider": "fcm", "token": token}
-        )
-    assert r.status_code == 204, r.text
-
-
-async def _send(sender: Device, to: Device, count: int, secret: str) -> None:
-    async with sender.http() as http:
-        for i in range(count):
-            body = {
-                "id": f"{secret}-{i}",
-                "to": {"user": to.user_id},
-                "ciphertexts": ciphertexts({to.user_id: [1]}, f"{secret} {i}"),
-            }
-            r = await http.post("/v1/messages", json=body)
-            assert r.status_code == 200, r.text
-
-
-async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 def _pushes_to(fcm: FakeFcm, token: str) -> list[dict[str, object]]:
     return [a.message for a in fcm.accepted if a.message.get("token") == token]
 
@@ -79,9 +52,9 @@ async def test_a_burst_to_an_offline_device_gives_one_content_free_fcm_push(
     gateway: Gateway, fcm: FakeFcm
 ) -> None:
     alice, bob = await register(gateway), await register(gateway)
-    await _set_token(bob, "bob-fcm-token")
-    await _send(alice, bob, 5, "meet at the old mill")
-    await _until(lambda: len(_pushes_to(fcm, "bob-fcm-token")) >= 1)
+    await set_token(bob, "bob-fcm-token")
+    await send_many(alice, bob, 5, "meet at the old mill")
+    await until(lambda: len(_pushes_to(fcm, "bob-fcm-token")) >= 1)
     await asyncio.sleep(0.5)  # inside the collapse window: no second push may follow
     (message,) = _pushes_to(fcm, "bob-fcm-token")
     assert message["data"] == {"type": "wake"}
@@ -96,21 +69,13 @@ async def test_an_unregistered_token_is_removed_and_never_tried_again(
 ) -> None:
     alice, carol = await register(gateway), await register(gateway)
     fcm.token_errors["carol-token"] = "UNREGISTERED"
-    await _set_token(carol, "carol-token")
-    await _send(alice, carol, 1, "first")
-    await _until(lambda: fcm.attempts.count("carol-token") == 1)
+    await set_token(carol, "carol-token")
+    await send_many(alice, carol, 1, "first")
+    await until(lambda: fcm.attempts.count("carol-token") == 1)
 
-    async def provider() -> object:
-        async with carol.http() as http:
-            devices = (await http.get("/v1/devices")).json()["devices"]
-        return devices[0]["push_provider"]
-
-    deadline = time.monotonic() + 10
-    while await provider() is not None:
-        assert time.monotonic() < deadline, "token was not removed"
-        await asyncio.sleep(0.05)
+    await until_token_removed(carol)
     await asyncio.sleep(1.1)  # past the collapse window
-    await _send(alice, carol, 2, "second")
+    await send_many(alice, carol, 2, "second")
     await asyncio.sleep(1.0)
     assert fcm.attempts.count("carol-token") == 1
 
@@ -120,12 +85,12 @@ async def test_a_provider_outage_is_retried_and_pushes_once_after_recovery(
 ) -> None:
     alice, dave = await register(gateway), await register(gateway)
     fcm.mode, fcm.retry_after = "UNAVAILABLE", "0"
-    await _set_token(dave, "dave-token")
-    await _send(alice, dave, 1, "during the outage")
-    await _until(lambda: fcm.attempts.count("dave-token") >= 2)
+    await set_token(dave, "dave-token")
+    await send_many(alice, dave, 1, "during the outage")
+    await until(lambda: fcm.attempts.count("dave-token") >= 2)
     assert _pushes_to(fcm, "dave-token") == []
     fcm.mode = None
-    await _until(lambda: len(_pushes_to(fcm, "dave-token")) == 1)
+    await until(lambda: len(_pushes_to(fcm, "dave-token")) == 1)
     await asyncio.sleep(1.0)
     assert len(_pushes_to(fcm, "dave-token")) == 1
 
@@ -148,18 +113,18 @@ async def test_a_sigkilled_push_worker_leaves_its_job_to_the_next_worker(
     data, log = tmp_path / "data", tmp_path / "push.log"
     async with run_gateway(data, components=("gateway", "delivery")) as gw:
         alice, erin = await register(gw), await register(gw)
-        await _set_token(erin, "erin-token")
+        await set_token(erin, "erin-token")
         fcm.mode, fcm.retry_after = "UNAVAILABLE", "0"
         first = await procs.start(["serve", "push"], data, log, env)
         try:
-            await _send(alice, erin, 1, "while the worker dies")
-            await _until(lambda: fcm.attempts.count("erin-token") >= 1)
+            await send_many(alice, erin, 1, "while the worker dies")
+            await until(lambda: fcm.attempts.count("erin-token") >= 1)
         finally:
             first.kill()
             await first.wait()
         assert _pushes_to(fcm, "erin-token") == []
         fcm.mode = None
         async with procs.running(["serve", "push"], data, log, env):
-            await _until(lambda: len(_pushes_to(fcm, "erin-token")) == 1, timeout=20)
+            await until(lambda: len(_pushes_to(fcm, "erin-token")) == 1, timeout=20)
             await asyncio.sleep(1.0)
         assert len(_pushes_to(fcm, "erin-token")) == 1
