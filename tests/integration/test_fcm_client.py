@@ -17,7 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from providers.fcm_server import FakeFcm, ManualClock, TlsFiles, make_tls, run_fcm_server
+from providers.fcm_server import FakeFcm, ManualClock, run_fcm_server
+from providers.tls import TlsFiles, make_tls
 from tidings.config import Settings
 from tidings.core.push import GENERIC_ALERT, Outcome, Provider, PushMessage
 from tidings.engines.fcm import FcmSender, build_sender, parse_retry_after

@@ -12,7 +12,8 @@ import pytest
 
 import procs
 from harness import Gateway, register, run_gateway
-from providers.fcm_server import FakeFcm, TlsFiles, make_tls, run_fcm_server
+from providers.fcm_server import FakeFcm, run_fcm_server
+from providers.tls import TlsFiles, make_tls
 from push_support import send_many, set_token, until, until_token_removed
 
 
