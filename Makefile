@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint unit integration e2e clean
+.PHONY: install up test lint deps unit integration e2e clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Real servers the tests use (installs Redis from Debian if missing; idempotent).
+deps:
+	scripts/deps up redis
+
 unit: install
 	$(BIN)/pytest tests/unit
 
@@ -31,7 +35,7 @@ integration: install
 e2e: install
 	$(BIN)/pytest tests/e2e
 
-test: lint
+test: lint deps
 	$(BIN)/pytest tests
 
 clean:

@@ -1,19 +1,27 @@
-"""Port contract suite, run against the embedded engines.
+"""Port contract suite, run against the embedded engines and the real ones we have.
 
 Every test talks to the port interfaces only (``EventBus``, ``MessageStore``,
 ``UserStore``, ``PresenceStore``); the fixtures are parametrised by engine name so the
-same tests can run against Kafka, Cassandra and Redis by adding params.
+same tests can run against Kafka, Cassandra and Redis by adding params. ``PresenceStore``
+runs against "embedded" and "redis": a real Redis server started once per session by
+``scripts/deps up redis`` (the fixture fails, never skips, when it cannot start).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+import re
+import subprocess
+import time
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from tidings.core.model import (
     PRIMARY_DEVICE,
@@ -26,15 +34,20 @@ from tidings.core.model import (
     User,
 )
 from tidings.core.push import Provider
-from tidings.core.ratelimit import Limit
+from tidings.core.ratelimit import Bucket, Limit, idle_expiry, take
 from tidings.engines.embedded.bus import EmbeddedBus
 from tidings.engines.embedded.inbox import SqliteMessageStore
 from tidings.engines.embedded.presence import MemoryPresenceStore
 from tidings.engines.embedded.userstore import SqliteUserStore
-from tidings.errors import LimitExceeded
+from tidings.engines.redis import RedisPresenceStore
+from tidings.errors import LimitExceeded, Unavailable
 from tidings.ports import Consumer, EventBus, MessageStore, PresenceStore, Record, UserStore
 
 ENGINES = ["embedded"]
+"""Engines of every port; the presence fixture adds "redis" (a real server, see below)."""
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPS = ROOT / "scripts" / "deps"
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -80,21 +93,84 @@ class FakeClock:
         return self.now
 
 
+REDIS_TIME_UNIT = 0.1
+"""Real seconds per test second on Redis, whose TTLs run on the server's real clock."""
+
+
 @dataclass
 class PresenceEnv:
+    """A store plus its notion of time: a fake clock (embedded) or real time (Redis).
+
+    Tests express TTLs and waits in test seconds (``ttl(...)``, ``advance(...)``); the
+    embedded engine reads a fake clock moved by ``advance``, Redis gets real TTLs scaled
+    by ``unit`` and ``advance`` sleeps that long, so the assertions are the same for both.
+    """
+
     store: PresenceStore
-    clock: FakeClock
+    clock: FakeClock | None = None
+    unit: float = 1.0
+
+    def ttl(self, seconds: float) -> float:
+        return seconds * self.unit
+
+    def now(self) -> float:
+        return self.clock.now if self.clock is not None else time.time()
 
     async def advance(self, seconds: float) -> None:
-        """Let ``seconds`` pass as far as the store's TTLs are concerned."""
-        self.clock.now += seconds
+        """Let ``seconds`` (test seconds) pass as far as the store's TTLs are concerned."""
+        if self.clock is not None:
+            self.clock.now += seconds * self.unit
+        else:
+            await asyncio.sleep(seconds * self.unit)
 
 
-@pytest.fixture(params=ENGINES)
-async def presence(request: pytest.FixtureRequest) -> PresenceEnv:
-    assert request.param == "embedded"
-    clock = FakeClock()
-    return PresenceEnv(MemoryPresenceStore(clock=clock), clock)
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Start Redis once per session with ``scripts/deps`` (never skips: fails loudly)."""
+    up = subprocess.run(
+        [str(DEPS), "up", "redis"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    if up.returncode != 0:
+        pytest.fail(
+            f"scripts/deps up redis failed (exit {up.returncode}):\n{up.stdout}{up.stderr}",
+            pytrace=False,
+        )
+    env = subprocess.run([str(DEPS), "env"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    found = re.search(r"^export REDIS_URL='([^']+)'$", env.stdout, re.MULTILINE)
+    if env.returncode != 0 or found is None:
+        pytest.fail(
+            f"scripts/deps env gave no REDIS_URL (exit {env.returncode}):\n"
+            f"{env.stdout}{env.stderr}",
+            pytrace=False,
+        )
+    return found.group(1)
+
+
+async def delete_prefixed(url: str, prefix: str) -> None:
+    """SCAN + DEL every key under ``prefix``."""
+    client = Redis.from_url(url)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*", count=500):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=[*ENGINES, "redis"])
+async def presence(request: pytest.FixtureRequest) -> AsyncIterator[PresenceEnv]:
+    if request.param == "embedded":
+        clock = FakeClock()
+        yield PresenceEnv(MemoryPresenceStore(clock=clock), clock)
+        return
+    assert request.param == "redis"
+    url: str = request.getfixturevalue("redis_url")
+    # Per-test prefix for keys and channels: tests never see each other's state.
+    store = RedisPresenceStore.from_url(url, prefix=f"test:{uuid.uuid4().hex}:")
+    try:
+        yield PresenceEnv(store, unit=REDIS_TIME_UNIT)
+    finally:
+        await store.close()
+        await delete_prefixed(url, store.prefix)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -604,18 +680,21 @@ async def test_presence_subscription_ends_on_close(presence: PresenceEnv) -> Non
 
 async def test_presence_put_if_absent(presence: PresenceEnv) -> None:
     store = presence.store
-    assert await store.put_if_absent("k", b"first", ttl=10) is None
-    assert await store.put_if_absent("k", b"second", ttl=10) == b"first"
+    assert await store.put_if_absent("k", b"first", ttl=presence.ttl(2)) is None
+    assert await store.put_if_absent("k", b"second", ttl=presence.ttl(2)) == b"first"
     assert await store.get("k") == b"first"
-    await presence.advance(10.5)
+    await presence.advance(2.5)
     assert await store.get("k") is None
-    assert await store.put_if_absent("k", b"third", ttl=10) is None
+    assert await store.put_if_absent("k", b"third", ttl=presence.ttl(2)) is None
     assert await store.get("k") == b"third"
 
 
 async def test_presence_put_if_absent_is_atomic_under_concurrency(presence: PresenceEnv) -> None:
     results = await asyncio.gather(
-        *(presence.store.put_if_absent("race", str(i).encode(), ttl=60) for i in range(20))
+        *(
+            presence.store.put_if_absent("race", str(i).encode(), ttl=presence.ttl(60))
+            for i in range(20)
+        )
     )
     winners = [i for i, r in enumerate(results) if r is None]
     assert len(winners) == 1
@@ -626,25 +705,27 @@ async def test_presence_put_if_absent_is_atomic_under_concurrency(presence: Pres
 
 async def test_presence_incr_with_ttl(presence: PresenceEnv) -> None:
     store = presence.store
-    assert [await store.incr("attempts", ttl=60) for _ in range(3)] == [1, 2, 3]
-    await presence.advance(30)
-    assert await store.incr("attempts", ttl=60) == 4  # increments keep the first expiry
-    await presence.advance(31)
-    assert await store.incr("attempts", ttl=60) == 1
-    assert await store.incr("other", ttl=60) == 1
+    ttl = presence.ttl(4)
+    assert [await store.incr("attempts", ttl=ttl) for _ in range(3)] == [1, 2, 3]
+    await presence.advance(2)
+    assert await store.incr("attempts", ttl=ttl) == 4  # increments keep the first expiry
+    await presence.advance(2.5)
+    assert await store.incr("attempts", ttl=ttl) == 1
+    assert await store.incr("other", ttl=ttl) == 1
 
 
 async def test_presence_set_get_delete_with_ttl(presence: PresenceEnv) -> None:
     store = presence.store
+    ttl = presence.ttl(5)
     assert await store.get("k") is None
-    await store.set("k", b"v", ttl=5)
+    await store.set("k", b"v", ttl=ttl)
     assert await store.get("k") == b"v"
-    await store.set("k", b"w", ttl=5)
-    await presence.advance(4.9)
+    await store.set("k", b"w", ttl=ttl)
+    await presence.advance(3)
     assert await store.get("k") == b"w"
-    await presence.advance(0.2)
+    await presence.advance(2.5)
     assert await store.get("k") is None
-    await store.set("k", b"x", ttl=5)
+    await store.set("k", b"x", ttl=ttl)
     await store.delete("k")
     await store.delete("missing")
     assert await store.get("k") is None
@@ -652,24 +733,43 @@ async def test_presence_set_get_delete_with_ttl(presence: PresenceEnv) -> None:
 
 async def test_presence_online_expires(presence: PresenceEnv) -> None:
     store = presence.store
-    await store.set_online("bob", 1, ttl=30)
+    await store.set_online("bob", 1, ttl=presence.ttl(3))
     (bob,) = await store.get_presence(["bob"])
     assert bob.online
-    await presence.advance(31)
+    await presence.advance(3.5)
     (bob, carol) = await store.get_presence(["bob", "carol"])
     assert not bob.online
     assert not carol.online
     assert carol.last_seen is None
 
-    await store.set_online("bob", 1, ttl=30)
-    await store.set_offline("bob", 1, now=presence.clock.now)
+    await store.set_online("bob", 1, ttl=presence.ttl(3))
+    now = presence.now()
+    await store.set_offline("bob", 1, now=now)
     (bob,) = await store.get_presence(["bob"])
-    assert (bob.online, bob.last_seen) == (False, presence.clock.now)
+    assert (bob.online, bob.last_seen) == (False, now)
+
+
+async def test_presence_online_while_any_device_is(presence: PresenceEnv) -> None:
+    store = presence.store
+    assert await store.get_presence([]) == []
+    await store.set_online("bob", 1, ttl=presence.ttl(3))
+    await store.set_online("bob", 2, ttl=presence.ttl(60))
+    await store.set_online("carol", 1, ttl=presence.ttl(60))
+    now = presence.now()
+    await store.set_offline("carol", 1, now=now)
+    await presence.advance(3.5)  # device 1 lapsed, device 2 still online
+    bob, carol, dave = await store.get_presence(["bob", "carol", "dave"])
+    assert (bob.online, bob.last_seen) == (True, None)
+    assert (carol.online, carol.last_seen) == (False, now)
+    assert (dave.online, dave.last_seen) == (False, None)
+    await store.set_offline("bob", 2, now=now + 1.5)
+    (bob,) = await store.get_presence(["bob"])
+    assert (bob.online, bob.last_seen) == (False, now + 1.5)
 
 
 async def test_presence_take_token(presence: PresenceEnv) -> None:
     limit = Limit(rate=1.0, burst=2)
-    now = presence.clock.now
+    now = presence.now()
     assert (await presence.store.take_token("send:bob", limit, now)).allowed
     assert (await presence.store.take_token("send:bob", limit, now)).allowed
     refused = await presence.store.take_token("send:bob", limit, now)
@@ -679,5 +779,37 @@ async def test_presence_take_token(presence: PresenceEnv) -> None:
     assert (await presence.store.take_token("send:bob", limit, now + 1.0)).allowed
 
 
+async def test_presence_take_token_decides_like_core_ratelimit(presence: PresenceEnv) -> None:
+    """Exactly the decisions of ``core.ratelimit.take`` with the idle expiry of buckets."""
+    rng = random.Random(7)
+    limits = {"a": Limit(rate=2.5, burst=3), "b": Limit(rate=0.3, burst=1), "c": Limit(0.0, 2)}
+    held: dict[str, tuple[Bucket, float]] = {}
+    now = presence.now()
+    for _ in range(300):
+        now += rng.choice([0.0, 0.0, 0.01, 0.1, 0.37, 1.0, 4.0, 12.0])
+        key = rng.choice(sorted(limits))
+        cost = rng.choice([1.0, 1.0, 0.5, 2.0])
+        limit = limits[key]
+        bucket = held[key][0] if key in held and held[key][1] > now else None
+        expected, updated = take(bucket, limit, now, cost)
+        held[key] = (updated, now + idle_expiry(limit))
+        assert await presence.store.take_token(key, limit, now, cost) == expected
+
+
 async def test_presence_ping(presence: PresenceEnv) -> None:
     await presence.store.ping()
+
+
+async def test_redis_engine_down_is_unavailable() -> None:
+    """Driver errors come back as ``Unavailable`` (nothing listens on port 1)."""
+    store = RedisPresenceStore.from_url("redis://127.0.0.1:1/0", prefix="nowhere:")
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await store.ping()
+        assert caught.value.retryable
+        with pytest.raises(Unavailable):
+            await store.publish("chan", b"x")
+        with pytest.raises(Unavailable):
+            await store.subscribe("chan")
+    finally:
+        await store.close()

@@ -1,0 +1,319 @@
+"""PresenceStore on a real Redis server (redis-py's asyncio client).
+
+Layout, every key and channel under ``prefix`` (default ``tidings:``):
+
+- ``presence:<user>:<device>``: ``1`` with a PX TTL while the device is online;
+- ``presence-devices:<user>``: the set of device ids that were set online (an index,
+  so ``get_presence`` never scans the keyspace; it expires with the longest TTL given);
+- ``last-seen``: hash user -> last ``set_offline`` time (``repr`` of the float);
+- ``bucket:<key>``: token bucket hash ``tokens``/``updated``/``expires``;
+- ``kv:<key>``: ``put_if_absent``/``get``/``set``/``delete``/``incr`` values;
+- pub/sub channel ``<prefix><channel>`` (Pub/Sub ignores the database number, so the
+  prefix is what isolates two stores sharing a server).
+
+Every driver error is translated into ``tidings.errors.Unavailable`` (``raise ... from``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tidings.core.model import Presence
+from tidings.core.ratelimit import Decision, Limit, idle_expiry
+from tidings.errors import Unavailable
+
+_QUEUE_DEPTH = 1024
+_CONFIRM_TIMEOUT = 5.0
+
+# Mirrors tidings.core.ratelimit.take step by step (and MemoryPresenceStore.take_token's
+# idle expiry), in the same IEEE-754 double arithmetic and operation order, so the Redis
+# engine makes exactly the decisions the in-memory one makes: keep the two in sync.
+# Floats cross the boundary as "%.17g" / Python repr strings, which round-trip exactly
+# (a Lua number returned as such would be truncated to an integer by Redis).
+# KEYS[1] bucket hash; ARGV: rate, burst, now, cost, idle expiry (s), key PX (ms).
+_TAKE_TOKEN_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local idle = tonumber(ARGV[5])
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'updated', 'expires')
+local tokens
+if held[1] and held[2] and held[3] and tonumber(held[3]) > now then
+  local elapsed = math.max(0.0, now - tonumber(held[2]))
+  tokens = math.min(burst, tonumber(held[1]) + elapsed * rate)
+else
+  tokens = burst
+end
+local allowed = 0
+local wait = 0.0
+if tokens >= cost then
+  allowed = 1
+  tokens = tokens - cost
+elseif rate > 0 then
+  wait = (cost - tokens) / rate
+else
+  wait = math.huge
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
+  'updated', string.format('%.17g', now), 'expires', string.format('%.17g', now + idle))
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {allowed, string.format('%.17g', wait)}
+"""
+
+# KEYS[1] counter; ARGV[1] TTL (ms), set only when INCR creates the key (at 1).
+_INCR_LUA = """
+local value = redis.call('INCR', KEYS[1])
+if value == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return value
+"""
+
+
+def _as_bytes(value: object) -> bytes | None:
+    """Replies are bytes (the client never decodes); anything else is a protocol error."""
+    if value is None or isinstance(value, bytes):
+        return value
+    raise Unavailable(f"redis: unexpected reply {value!r}")
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise Unavailable(f"redis: {what} failed: {exc}") from exc
+
+
+class RedisSubscription:
+    """One channel on its own pub/sub connection; yields message payloads as bytes.
+
+    A reader task moves messages into a bounded queue (the oldest is dropped when a
+    consumer falls behind, as in the in-memory engine); ``close`` unsubscribes, waits for
+    the server to confirm (so a later ``publish`` no longer counts it) and ends iteration.
+    """
+
+    def __init__(
+        self, pubsub: Any, channel: str, registry: set[RedisSubscription] | None = None
+    ) -> None:
+        self._pubsub, self.channel = pubsub, channel
+        self._registry = registry
+        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(
+            maxsize=_QUEUE_DEPTH
+        )
+        self._unsubscribed = asyncio.Event()
+        self._closed = False
+        self._reader: asyncio.Task[None] | None = None
+
+    async def _start(self) -> None:
+        with _translated("subscribe"):
+            await self._pubsub.subscribe(self.channel)
+            # Wait for the server's confirmation: once subscribe() returns, publish counts us.
+            async with asyncio.timeout(_CONFIRM_TIMEOUT):
+                while True:
+                    message = await self._pubsub.get_message(timeout=None)
+                    if message is not None and message["type"] == "subscribe":
+                        break
+        self._reader = asyncio.create_task(self._read(), name=f"redis-sub:{self.channel}")
+
+    def _offer(self, item: bytes | BaseException | None) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(item)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self._pubsub.get_message(timeout=None)
+                if message is None:
+                    continue
+                if message["type"] == "message":
+                    self._offer(bytes(message["data"]))
+                elif message["type"] == "unsubscribe":
+                    self._unsubscribed.set()
+                    return
+        except (RedisError, OSError) as exc:
+            if not self._closed:
+                self._offer(Unavailable(f"redis: subscription {self.channel} lost: {exc}"))
+        finally:
+            self._unsubscribed.set()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._registry is not None:
+            self._registry.discard(self)
+        try:
+            if self._reader is not None and not self._reader.done():
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await self._pubsub.unsubscribe(self.channel)
+                    async with asyncio.timeout(_CONFIRM_TIMEOUT):
+                        await self._unsubscribed.wait()
+        finally:
+            if self._reader is not None and not self._reader.done():
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+            self._offer(None)
+
+
+class RedisPresenceStore:
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "tidings:") -> None:
+        self._redis = client
+        self.prefix = prefix
+        self._take_token = client.register_script(_TAKE_TOKEN_LUA)
+        self._incr = client.register_script(_INCR_LUA)
+        self._subscriptions: set[RedisSubscription] = set()
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "tidings:") -> RedisPresenceStore:
+        """``redis://host:port/db`` (see redis-py's ``from_url`` for the options)."""
+        return cls(aioredis.Redis.from_url(url), prefix=prefix)
+
+    # keys
+    def _device_key(self, user_id: str, device_id: int) -> str:
+        return f"{self.prefix}presence:{user_id}:{device_id}"
+
+    def _devices_key(self, user_id: str) -> str:
+        return f"{self.prefix}presence-devices:{user_id}"
+
+    @property
+    def _last_seen_key(self) -> str:
+        return f"{self.prefix}last-seen"
+
+    def _kv(self, key: str) -> str:
+        return f"{self.prefix}kv:{key}"
+
+    # presence
+    async def set_online(self, user_id: str, device_id: int, ttl: float) -> None:
+        ms = _ms(ttl)
+        devices = self._devices_key(user_id)
+        with _translated("set_online"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._device_key(user_id, device_id), b"1", px=ms)
+                pipe.sadd(devices, str(device_id))
+                pipe.pexpire(devices, ms, nx=True)  # the index lives as long as the
+                pipe.pexpire(devices, ms, gt=True)  # longest-lived device key
+                await pipe.execute()
+
+    async def set_offline(self, user_id: str, device_id: int, now: float) -> None:
+        with _translated("set_offline"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._device_key(user_id, device_id))
+                pipe.srem(self._devices_key(user_id), str(device_id))
+                pipe.hset(self._last_seen_key, user_id, repr(now))
+                await pipe.execute()
+
+    async def get_presence(self, user_ids: Sequence[str]) -> list[Presence]:
+        if not user_ids:
+            return []
+        with _translated("get_presence"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id in user_ids:
+                    pipe.smembers(self._devices_key(user_id))
+                pipe.hmget(self._last_seen_key, list(user_ids))
+                *device_sets, last_seen = await pipe.execute()
+            checks: list[tuple[int, str]] = [
+                (index, self._device_key(user_id, int(device)))
+                for index, (user_id, devices) in enumerate(zip(user_ids, device_sets, strict=True))
+                for device in devices
+            ]
+            online: set[int] = set()
+            if checks:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for _, key in checks:
+                        pipe.exists(key)
+                    found = await pipe.execute()
+                online = {index for (index, _), n in zip(checks, found, strict=True) if n}
+        return [
+            Presence(user_id, index in online, float(seen) if seen is not None else None)
+            for index, (user_id, seen) in enumerate(zip(user_ids, last_seen, strict=True))
+        ]
+
+    # channels
+    async def publish(self, channel: str, message: bytes) -> int:
+        with _translated("publish"):
+            return int(await self._redis.publish(self.prefix + channel, message))
+
+    async def subscribe(self, channel: str) -> RedisSubscription:
+        sub = RedisSubscription(self._redis.pubsub(), self.prefix + channel, self._subscriptions)
+        self._subscriptions.add(sub)
+        try:
+            await sub._start()
+        except BaseException:
+            await sub.close()
+            raise
+        return sub
+
+    # rate limits
+    async def take_token(self, key: str, limit: Limit, now: float, cost: float = 1.0) -> Decision:
+        idle = idle_expiry(limit)
+        args = [repr(float(limit.rate)), str(limit.burst), repr(now), repr(float(cost))]
+        # The key's own PX (real time) only reclaims memory: the script decides with
+        # ``expires`` (caller time), like the in-memory engine; a second of slack keeps
+        # the key at least that long.
+        args += [repr(idle), str(_ms(idle) + 1000)]
+        with _translated("take_token"):
+            allowed, wait = await self._take_token(keys=[f"{self.prefix}bucket:{key}"], args=args)
+        return Decision(bool(allowed), float(wait))
+
+    # TTL keys
+    async def put_if_absent(self, key: str, value: bytes, ttl: float) -> bytes | None:
+        with _translated("put_if_absent"):
+            # SET NX GET (Redis >= 7.0): sets unless present, answers the existing value.
+            existing = await self._redis.set(self._kv(key), value, px=_ms(ttl), nx=True, get=True)
+        return _as_bytes(existing)
+
+    async def get(self, key: str) -> bytes | None:
+        with _translated("get"):
+            value = await self._redis.get(self._kv(key))
+        return _as_bytes(value)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        with _translated("set"):
+            await self._redis.set(self._kv(key), value, px=_ms(ttl))
+
+    async def delete(self, key: str) -> None:
+        with _translated("delete"):
+            await self._redis.delete(self._kv(key))
+
+    async def incr(self, key: str, ttl: float) -> int:
+        with _translated("incr"):
+            return int(await self._incr(keys=[self._kv(key)], args=[_ms(ttl)]))
+
+    async def ping(self) -> None:
+        with _translated("ping"):
+            await self._redis.ping()
+
+    async def close(self) -> None:
+        for sub in list(self._subscriptions):
+            await sub.close()
+        with _translated("close"):
+            await self._redis.aclose()
