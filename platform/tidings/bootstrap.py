@@ -41,8 +41,9 @@ from tidings.engines.embedded.inbox import SqliteMessageStore
 from tidings.engines.embedded.otp import LoggingOtpSender
 from tidings.engines.embedded.presence import MemoryPresenceStore
 from tidings.engines.embedded.userstore import SqliteUserStore
+from tidings.engines.redis import RedisPresenceStore
 from tidings.metrics import Metrics
-from tidings.ports import OtpSender, PushSender
+from tidings.ports import OtpSender, PresenceStore, PushSender
 from tidings.services.context import Context
 from tidings.services.push import PushWorker
 from tidings.services.registry import Services
@@ -135,6 +136,10 @@ class Platform:
             await close()
 
 
+def _nothing_to_sweep() -> None:
+    """Redis expires keys itself."""
+
+
 def build(
     settings: Settings,
     *,
@@ -142,7 +147,8 @@ def build(
     clock: Callable[[], float] = time.time,
     push_senders: Mapping[Provider, PushSender] | None = None,
 ) -> Platform:
-    """Engines and services for ``settings`` (embedded engines; real ones arrive later)."""
+    """Engines and services for ``settings``: embedded engines, with presence in Redis
+    when ``redis_url`` is set."""
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     if otp is None:
@@ -154,7 +160,17 @@ def build(
     bus = EmbeddedBus(data / "bus.db")
     users = SqliteUserStore.at(data / "users.db")
     messages = SqliteMessageStore.at(data / "inbox.db")
-    presence = MemoryPresenceStore(clock)
+    presence: PresenceStore
+    closers: list[Callable[[], Awaitable[None]]] = [bus.close, users.close, messages.close]
+    if settings.redis_url:
+        shared = RedisPresenceStore.from_url(
+            settings.redis_url, prefix=f"tidings:{settings.region}:"
+        )
+        presence, sweep = shared, _nothing_to_sweep
+        closers.append(shared.close)
+    else:
+        memory = MemoryPresenceStore(clock)
+        presence, sweep = memory, memory.sweep
     blobs = FileBlobStore(data / "blobs", _secret(data / "secret.key"), settings.public_url, clock)
     limits = replace(
         DEFAULT_LIMITS,
@@ -179,9 +195,9 @@ def build(
         settings=settings,
         services=Services.build(ctx),
         starters=[bus.start, users.start, messages.start],
-        closers=[bus.close, users.close, messages.close],
+        closers=closers,
         routers=[blob_router(blobs)],
-        sweep=presence.sweep,
+        sweep=sweep,
         push_senders=push_senders,
     )
 

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     # push (names match the PushPool custom resource) ------------------------------
+    redis_url: str = ""
+    """When set (e.g. ``redis://127.0.0.1:6390/0``), presence, device channels, rate-limit
+    buckets, one-time codes and dedupe keys live in Redis and are shared by every process
+    (several gateways, push workers); empty keeps them in process memory."""
     push_providers: str = ""
     """Comma-separated providers this process pushes through: ``fcm``, ``apns`` or
     ``fcm,apns``. Empty: no push worker (push jobs wait on the bus)."""

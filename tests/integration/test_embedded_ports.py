@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
-import subprocess
 import time
 import uuid
 from collections import defaultdict
@@ -46,8 +44,6 @@ from tidings.ports import Consumer, EventBus, MessageStore, PresenceStore, Recor
 ENGINES = ["embedded"]
 """Engines of every port; the presence fixture adds "redis" (a real server, see below)."""
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPS = ROOT / "scripts" / "deps"
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -122,28 +118,6 @@ class PresenceEnv:
             self.clock.now += seconds * self.unit
         else:
             await asyncio.sleep(seconds * self.unit)
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """Start Redis once per session with ``scripts/deps`` (never skips: fails loudly)."""
-    up = subprocess.run(
-        [str(DEPS), "up", "redis"], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    if up.returncode != 0:
-        pytest.fail(
-            f"scripts/deps up redis failed (exit {up.returncode}):\n{up.stdout}{up.stderr}",
-            pytrace=False,
-        )
-    env = subprocess.run([str(DEPS), "env"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    found = re.search(r"^export REDIS_URL='([^']+)'$", env.stdout, re.MULTILINE)
-    if env.returncode != 0 or found is None:
-        pytest.fail(
-            f"scripts/deps env gave no REDIS_URL (exit {env.returncode}):\n"
-            f"{env.stdout}{env.stderr}",
-            pytrace=False,
-        )
-    return found.group(1)
 
 
 async def delete_prefixed(url: str, prefix: str) -> None:
