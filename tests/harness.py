@@ -193,6 +193,13 @@ async def register(gateway: Gateway, phone: str | None = None, registration_id: 
     )
 
 
+async def online(device: Device) -> Socket:
+    """Connect ``device`` and wait until its offline backlog is drained (queue-empty)."""
+    sock = await device.connect()
+    await sock.frame("queue-empty")
+    return sock
+
+
 def ciphertexts(devices: dict[str, list[int]], text: str) -> dict[str, list[dict[str, Any]]]:
     """Opaque per-device bodies (the server never decrypts; tests check routing)."""
     return {

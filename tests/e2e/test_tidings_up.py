@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 import procs
-from harness import body_text, ciphertexts, register
+from harness import body_text, ciphertexts, online, register
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,7 @@ async def test_tidings_up_serves_health_metrics_openapi_and_a_conversation(tmp_p
 
         gw = proc.gateway(data)
         alice, bob = await register(gw), await register(gw)
-        bob_ws = await bob.connect()
-        await bob_ws.frame("queue-empty")
+        bob_ws = await online(bob)
         alice_ws = await alice.connect()
         body = {
             "id": "hello",

@@ -28,6 +28,7 @@ from harness import (
     Socket,
     body_text,
     ciphertexts,
+    online,
     register,
     run_gateway,
 )
@@ -386,8 +387,7 @@ async def test_websocket_answers_malformed_frames_with_errors_and_stays_usable(
     gateway: Gateway,
 ) -> None:
     alice, bob = await pair(gateway)
-    sock = await alice.connect()
-    await sock.frame("queue-empty")
+    sock = await online(alice)
     try:
         frame = await error_frame(sock, "this is not json")
         assert frame["id"] is None
@@ -474,10 +474,8 @@ async def test_websocket_answers_malformed_frames_with_errors_and_stays_usable(
 async def test_websocket_frame_over_1_mib_closes_only_that_socket(gateway: Gateway) -> None:
     alice, bob = await pair(gateway)
     carol = await register(gateway)
-    bob_sock = await bob.connect()
-    await bob_sock.frame("queue-empty")
-    sock = await alice.connect()
-    await sock.frame("queue-empty")
+    bob_sock = await online(bob)
+    sock = await online(alice)
     await sock.ws.send("x" * (1024 * KIB + 10))
     with pytest.raises(websockets.ConnectionClosed):
         await sock.frame("response", timeout=10)
@@ -493,8 +491,7 @@ async def test_websocket_frame_over_1_mib_closes_only_that_socket(gateway: Gatew
 async def test_garbage_from_one_client_does_not_disturb_another(gateway: Gateway) -> None:
     mallory, alice = await pair(gateway)
     bob = await register(gateway)
-    bob_sock = await bob.connect()
-    await bob_sock.frame("queue-empty")
+    bob_sock = await online(bob)
     alice_sock = await alice.connect()
     mallory_sock = await mallory.connect()
     garbage = [

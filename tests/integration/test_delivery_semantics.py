@@ -14,6 +14,7 @@ from harness import (
     ciphertexts,
     inbox_writes,
     next_frame,
+    online,
     register,
     settle,
     until_stored,
@@ -45,8 +46,7 @@ async def test_offline_backlog_arrives_in_send_order_then_queue_empty_then_live_
 ) -> None:
     alice = await register(gateway)
     bob = await register(gateway)
-    alice_ws = await alice.connect()
-    await alice_ws.frame("queue-empty")
+    alice_ws = await online(alice)
 
     stored = await inbox_writes(gateway)
     texts = [f"offline {i}" for i in range(6)]
@@ -151,8 +151,7 @@ async def test_retried_ws_send_with_same_client_id_is_accepted_once_and_delivere
 ) -> None:
     alice = await register(gateway)
     bob = await register(gateway)
-    alice_ws = await alice.connect()
-    await alice_ws.frame("queue-empty")
+    alice_ws = await online(alice)
     stored = await inbox_writes(gateway)
 
     body = direct(bob, "retry-me", "only once")
@@ -193,8 +192,7 @@ async def test_retried_rest_send_with_same_client_id_is_accepted_once_and_delive
     assert second["server_id"] == first["server_id"]
     assert second["timestamp"] == first["timestamp"]
     # The same client id over the socket is the same message too.
-    alice_ws = await alice.connect()
-    await alice_ws.frame("queue-empty")
+    alice_ws = await online(alice)
     third = await alice_ws.request("send", body)
     assert third["status"] == 200, third
     assert third["body"] == {**first, "duplicate": True}
@@ -250,10 +248,8 @@ async def test_connecting_the_same_device_twice_closes_the_older_socket_with_400
 ) -> None:
     alice = await register(gateway)
     bob = await register(gateway)
-    old = await bob.connect()
-    await old.frame("queue-empty")
-    new = await bob.connect()
-    await new.frame("queue-empty")
+    old = await online(bob)
+    new = await online(bob)
 
     await asyncio.wait_for(old.ws.wait_closed(), timeout=5.0)
     assert old.ws.close_code == wsproto.CLOSE_CONNECTED_ELSEWHERE == 4001
@@ -273,10 +269,8 @@ async def test_typing_reaches_online_recipient_as_event_and_is_never_stored(
 ) -> None:
     alice = await register(gateway)
     bob = await register(gateway)
-    alice_ws = await alice.connect()
-    await alice_ws.frame("queue-empty")
-    bob_ws = await bob.connect()
-    await bob_ws.frame("queue-empty")
+    alice_ws = await online(alice)
+    bob_ws = await online(bob)
 
     reply = await alice_ws.request("typing", {"to": {"user": bob.user_id}, "state": "started"})
     assert reply["status"] == 200, reply
@@ -291,8 +285,7 @@ async def test_typing_reaches_online_recipient_as_event_and_is_never_stored(
     # device order, so once the laptop sees the event the primary's copy is gone by.
     carol = await register(gateway)
     laptop = await carol.link()
-    laptop_ws = await laptop.connect()
-    await laptop_ws.frame("queue-empty")
+    laptop_ws = await online(laptop)
     reply = await alice_ws.request("typing", {"to": {"user": carol.user_id}, "state": "started"})
     assert reply["status"] == 200, reply
     event = await laptop_ws.frame("typing")

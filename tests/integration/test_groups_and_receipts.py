@@ -16,17 +16,12 @@ from harness import (
     ciphertexts,
     inbox_writes,
     next_frame,
+    online,
     register,
     until_stored,
 )
 
 # helpers -------------------------------------------------------------------------------
-
-
-async def online(device: Device) -> Socket:
-    sock = await device.connect()
-    await sock.frame("queue-empty")
-    return sock
 
 
 def recipient_of(delivery: dict[str, Any]) -> tuple[str, int]:

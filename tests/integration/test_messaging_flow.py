@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import Gateway, body_text, ciphertexts, register
+from harness import Gateway, body_text, ciphertexts, online, register
 
 
 async def test_two_users_register_exchange_keys_and_messages(gateway: Gateway) -> None:
@@ -18,8 +18,7 @@ async def test_two_users_register_exchange_keys_and_messages(gateway: Gateway) -
     assert [d["device_id"] for d in bundle["devices"]] == [1]
     assert bundle["devices"][0]["one_time_prekey"] is not None
 
-    bob_ws = await bob.connect()
-    await bob_ws.frame("queue-empty")
+    bob_ws = await online(bob)
     alice_ws = await alice.connect()
     reply = await alice_ws.request(
         "send",

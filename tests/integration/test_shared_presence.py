@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 import procs
-from harness import Device, body_text, ciphertexts, register
+from harness import Device, body_text, ciphertexts, online, register
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +46,7 @@ async def test_a_device_connecting_to_another_gateway_process_closes_the_old_soc
     data = tmp_path / "data"
     async with _cluster(tmp_path, redis_url) as (first, second):
         bob = await register(first.gateway(data))
-        old = await bob.connect()
-        await old.frame("queue-empty")
+        old = await online(bob)
         new = await _on(bob, second, data).connect()
         await new.frame("queue-empty")
         with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -64,8 +63,7 @@ async def test_a_message_sent_through_one_gateway_reaches_a_device_on_the_other(
     async with _cluster(tmp_path, redis_url) as (first, second):
         alice = await register(first.gateway(data))
         bob = _on(await register(first.gateway(data)), second, data)
-        sock = await bob.connect()
-        await sock.frame("queue-empty")
+        sock = await online(bob)
         alice_sock = await alice.connect()
         body = {
             "id": "across",
