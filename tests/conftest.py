@@ -21,23 +21,44 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         yield gw
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """Start Redis once per session with ``scripts/deps`` (never skips: fails loudly)."""
+def deps_up(service: str) -> dict[str, str]:
+    """Start ``service`` with ``scripts/deps`` (idempotent) and return its exported
+    settings (``scripts/deps env``). Fails the test, never skips, when it cannot start."""
     up = subprocess.run(
-        [str(DEPS), "up", "redis"], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [str(DEPS), "up", service], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     if up.returncode != 0:
         pytest.fail(
-            f"scripts/deps up redis failed (exit {up.returncode}):\n{up.stdout}{up.stderr}",
+            f"scripts/deps up {service} failed (exit {up.returncode}):\n{up.stdout}{up.stderr}",
             pytrace=False,
         )
     env = subprocess.run([str(DEPS), "env"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    found = re.search(r"^export REDIS_URL='([^']+)'$", env.stdout, re.MULTILINE)
-    if env.returncode != 0 or found is None:
-        pytest.fail(
-            f"scripts/deps env gave no REDIS_URL (exit {env.returncode}):\n"
-            f"{env.stdout}{env.stderr}",
-            pytrace=False,
-        )
-    return found.group(1)
+    if env.returncode != 0:
+        pytest.fail(f"scripts/deps env failed:\n{env.stdout}{env.stderr}", pytrace=False)
+    return dict(re.findall(r"^export ([A-Z0-9_]+)='([^']*)'$", env.stdout, re.MULTILINE))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A real Redis, started once per session."""
+    return deps_up("redis")["REDIS_URL"]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """A real Kafka broker (KRaft, one node), started once per session."""
+    return deps_up("kafka")["KAFKA_BOOTSTRAP"]
+
+
+@pytest.fixture(scope="session")
+def cassandra_env() -> dict[str, str]:
+    """A real Cassandra node; ``TIDINGS_CASSANDRA_*`` settings (contact points, port, dc)."""
+    env = deps_up("cassandra")
+    return {k: v for k, v in env.items() if k.startswith("TIDINGS_CASSANDRA_")}
+
+
+@pytest.fixture(scope="session")
+def s3_env() -> dict[str, str]:
+    """A real S3-compatible server; ``TIDINGS_S3_*`` settings (endpoint, bucket, keys)."""
+    env = deps_up("s3")
+    return {k: v for k, v in env.items() if k.startswith("TIDINGS_S3_")}

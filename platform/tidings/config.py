@@ -18,7 +18,9 @@ when a provider is configured, see ``up_components``)."""
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="forbid")
 
-    engine: Literal["embedded"] = "embedded"
+    engine: Literal["embedded", "distributed"] = "embedded"
+    """``embedded``: SQLite, in-process bus and local files, one process (``tidings up``).
+    ``distributed``: Kafka, Cassandra, Redis and S3, every service its own process."""
     data_dir: Path = Path(".tidings-data")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -32,6 +34,37 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=32, ge=1, le=1024)
     heartbeat_timeout_s: float = Field(default=90.0, gt=0)
     log_level: str = "info"
+
+    # distributed engines (names match the ChatRegion custom resource) ----------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers, comma-separated ``host:port``."""
+    kafka_replication_factor: int = Field(default=1, ge=1, le=7)
+    """Replication of topics the platform creates when missing (the operator normally
+    creates them first)."""
+    kafka_client_id: str = "tidings"
+    cassandra_contact_points: str = "127.0.0.1"
+    """Cassandra contact points, comma-separated hosts."""
+    cassandra_port: int = Field(default=9042, ge=1, le=65535)
+    cassandra_local_dc: str = "local"
+    """This region's datacenter: queries go there at LOCAL_QUORUM."""
+    cassandra_keyspace: str = Field(default="tidings", pattern=r"^[a-z][a-z0-9_]{0,47}$")
+    cassandra_replication: str = ""
+    """``dc:replicas`` pairs for NetworkTopologyStrategy, e.g. ``us-east:3,eu-west:3``;
+    empty means ``<local_dc>:1``."""
+    cassandra_username: str = ""
+    cassandra_password: str = ""
+    cassandra_migrate: bool = True
+    """Apply schema migrations at start-up (idempotent); off when the operator owns them."""
+    inbox_ttl_days: int = Field(default=30, ge=1, le=365)
+    """Undelivered envelopes expire after this many days."""
+    s3_endpoint: str = ""
+    """S3 API URL; empty means AWS for ``s3_region``."""
+    s3_public_endpoint: str = ""
+    """URL clients reach the S3 store at, when it differs from ``s3_endpoint``."""
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "tidings"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
 
     # push (names match the PushPool custom resource) ------------------------------
     redis_url: str = ""
