@@ -1,24 +1,48 @@
-"""Shared fixtures: a fresh gateway per test on its own data directory."""
+"""Shared fixtures: a fresh platform per test on each engine set, and the real servers."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from harness import Gateway, run_gateway
+from tidings.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPS = ROOT / "scripts" / "deps"
 
 
+ENGINE_SETS = ["embedded", "distributed"]
+
+
+@pytest.fixture(params=ENGINE_SETS)
+async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Gateway]:
+    """A fresh platform per test (every component in one process) on each engine set:
+    embedded (its own data directory) and distributed (the real servers, a region of its
+    own, so topics, Redis keys and channels are the test's alone)."""
+    overrides: dict[str, str] = {}
+    if request.param == "distributed":
+        env = request.getfixturevalue("distributed_env")
+        overrides = {k.removeprefix("TIDINGS_").lower(): v for k, v in env.items()}
+        overrides["region"] = unique_region()
+    async with run_gateway(tmp_path / "data", **overrides) as gw:
+        yield gw
+
+
 @pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+async def embedded_gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """For behaviour of the embedded engines themselves (e.g. their blob URLs)."""
     async with run_gateway(tmp_path / "data") as gw:
         yield gw
+
+
+def unique_region() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
 
 
 def deps_up(service: str) -> dict[str, str]:
@@ -55,6 +79,25 @@ def cassandra_env() -> dict[str, str]:
     """A real Cassandra node; ``TIDINGS_CASSANDRA_*`` settings (contact points, port, dc)."""
     env = deps_up("cassandra")
     return {k: v for k, v in env.items() if k.startswith("TIDINGS_CASSANDRA_")}
+
+
+@pytest.fixture(scope="session")
+def distributed_env(
+    redis_url: str, kafka_bootstrap: str, cassandra_env: dict[str, str], s3_env: dict[str, str]
+) -> dict[str, str]:
+    """``TIDINGS_*`` settings that run the platform on the real Kafka, Cassandra, Redis and
+    S3 servers (one keyspace for the whole session: tests use fresh users)."""
+    env = {
+        "TIDINGS_ENGINE": "distributed",
+        "TIDINGS_REDIS_URL": redis_url,
+        "TIDINGS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TIDINGS_CASSANDRA_KEYSPACE": "tidings_test",
+        "TIDINGS_PARTITIONS": "4",
+        **cassandra_env,
+        **s3_env,
+    }
+    known = {f"TIDINGS_{name.upper()}" for name in Settings.model_fields}
+    return {k: v for k, v in env.items() if k in known}
 
 
 @pytest.fixture(scope="session")

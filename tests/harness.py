@@ -52,6 +52,7 @@ class Gateway:
     url: str
     data_dir: Path
     running: server.Running | None = None
+    engine: str = "embedded"
 
     @property
     def ws_url(self) -> str:
@@ -80,7 +81,7 @@ async def run_gateway(
     app = create_app(settings, components=components, push_senders=push_senders)
     running = await server.start(server.uvicorn_config(app, "127.0.0.1", 0, "warning"))
     try:
-        yield Gateway(running.url, data_dir, running)
+        yield Gateway(running.url, data_dir, running, settings.engine)
     finally:
         await running.stop()
 

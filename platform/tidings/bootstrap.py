@@ -27,13 +27,14 @@ from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI
 
-from tidings.aio import wait_event
 from tidings.api.app import create_app as create_api
+from tidings.api.app import routers_for
 from tidings.config import COMPONENTS, Settings, up_components
 from tidings.core.limits import DEFAULT_LIMITS
 from tidings.core.push import Provider
 from tidings.core.pushjob import PushPolicy
-from tidings.core.shardmap import deliveries_topic, push_topic, single_region
+from tidings.core.shardmap import analytics_topic, deliveries_topic, push_topic, single_region
+from tidings.engines.embedded.analytics import SqliteAnalyticsStore
 from tidings.engines.embedded.blob_routes import blob_router
 from tidings.engines.embedded.blobs import FileBlobStore
 from tidings.engines.embedded.bus import EmbeddedBus
@@ -42,9 +43,21 @@ from tidings.engines.embedded.otp import LoggingOtpSender
 from tidings.engines.embedded.presence import MemoryPresenceStore
 from tidings.engines.embedded.userstore import SqliteUserStore
 from tidings.engines.redis import RedisPresenceStore
+from tidings.errors import TidingsError
 from tidings.metrics import Metrics
-from tidings.ports import OtpSender, PresenceStore, PushSender
+from tidings.ports import (
+    AnalyticsStore,
+    BlobStore,
+    EventBus,
+    MessageStore,
+    OtpSender,
+    PresenceStore,
+    PushSender,
+    UserStore,
+)
+from tidings.services.analytics import AnalyticsWorker, EventShipper
 from tidings.services.context import Context
+from tidings.services.presence import PresenceService
 from tidings.services.push import PushWorker
 from tidings.services.registry import Services
 
@@ -90,40 +103,149 @@ def build_push_senders(settings: Settings) -> dict[Provider, PushSender]:
 
 
 @dataclass
+class Engines:
+    """One engine per port, with what opening and closing them takes."""
+
+    users: UserStore
+    messages: MessageStore
+    presence: PresenceStore
+    bus: EventBus
+    blobs: BlobStore
+    aggregates: AnalyticsStore
+    starters: list[Callable[[], Awaitable[None]]]
+    closers: list[Callable[[], Awaitable[None]]]
+    routers: list[APIRouter] = field(default_factory=list)
+    """HTTP routes an engine needs served next to media (the embedded blob URLs)."""
+
+
+def _presence(settings: Settings, clock: Callable[[], float]) -> PresenceStore:
+    if settings.redis_url:
+        return RedisPresenceStore.from_url(settings.redis_url, prefix=f"tidings:{settings.region}:")
+    return MemoryPresenceStore(clock)
+
+
+def embedded_engines(settings: Settings, clock: Callable[[], float]) -> Engines:
+    """SQLite, the SQLite-backed bus and local files under ``data_dir``; presence in Redis
+    when ``redis_url`` is set (several gateway processes), else in memory."""
+    data = settings.data_dir
+    bus = EmbeddedBus(data / "bus.db")
+    users = SqliteUserStore.at(data / "users.db")
+    messages = SqliteMessageStore.at(data / "inbox.db")
+    aggregates = SqliteAnalyticsStore.at(data / "analytics.db")
+    presence = _presence(settings, clock)
+    blobs = FileBlobStore(data / "blobs", _secret(data / "secret.key"), settings.public_url, clock)
+    closers: list[Callable[[], Awaitable[None]]] = [
+        bus.close,
+        users.close,
+        messages.close,
+        aggregates.close,
+    ]
+    if isinstance(presence, RedisPresenceStore):
+        closers.append(presence.close)
+    return Engines(
+        users=users,
+        messages=messages,
+        presence=presence,
+        bus=bus,
+        blobs=blobs,
+        aggregates=aggregates,
+        starters=[bus.start, users.start, messages.start, aggregates.start],
+        closers=closers,
+        routers=[blob_router(blobs)],
+    )
+
+
+def distributed_engines(settings: Settings, clock: Callable[[], float]) -> Engines:
+    """Kafka, Cassandra, Redis and S3: what production runs."""
+    # Imported here: an embedded platform never loads the drivers.
+    from tidings.engines.cassandra import CassandraConfig, CassandraEngine, parse_replication
+    from tidings.engines.kafka import KafkaBus
+    from tidings.engines.s3 import S3BlobStore
+
+    if not settings.redis_url:
+        raise SystemExit(
+            "the distributed engines need Redis: set TIDINGS_REDIS_URL "
+            "(e.g. redis://127.0.0.1:6379/0)"
+        )
+    try:
+        replication = parse_replication(settings.cassandra_replication, settings.cassandra_local_dc)
+    except ValueError as exc:
+        raise SystemExit(f"TIDINGS_CASSANDRA_REPLICATION: {exc}") from exc
+    bus = KafkaBus(
+        settings.kafka_bootstrap,
+        client_id=settings.kafka_client_id,
+        replication_factor=settings.kafka_replication_factor,
+    )
+    cassandra = CassandraEngine(
+        CassandraConfig(
+            contact_points=tuple(
+                h.strip() for h in settings.cassandra_contact_points.split(",") if h.strip()
+            ),
+            port=settings.cassandra_port,
+            local_dc=settings.cassandra_local_dc,
+            keyspace=settings.cassandra_keyspace,
+            replication=replication,
+            username=settings.cassandra_username,
+            password=settings.cassandra_password,
+            migrate=settings.cassandra_migrate,
+            inbox_ttl_s=settings.inbox_ttl_days * 86_400,
+        )
+    )
+    presence = _presence(settings, clock)
+    assert isinstance(presence, RedisPresenceStore)
+    blobs = S3BlobStore(
+        bucket=settings.s3_bucket,
+        region=settings.s3_region,
+        endpoint=settings.s3_endpoint,
+        public_endpoint=settings.s3_public_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        clock=clock,
+    )
+    return Engines(
+        users=cassandra.users,
+        messages=cassandra.messages,
+        presence=presence,
+        bus=bus,
+        blobs=blobs,
+        aggregates=cassandra.analytics,
+        starters=[bus.start, cassandra.start, blobs.start],
+        closers=[bus.close, cassandra.close, blobs.close, presence.close],
+    )
+
+
+@dataclass
 class Platform:
     settings: Settings
     services: Services
-    starters: list[Callable[[], Awaitable[None]]]
-    closers: list[Callable[[], Awaitable[None]]]
-    routers: list[APIRouter]
-    sweep: Callable[[], None]
+    engines: Engines
+    shipper: EventShipper
     push_senders: Mapping[Provider, PushSender] | None = None
     """Provider clients of the push worker (built from settings by ``create_app``)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, components: Collection[str]) -> None:
-        for start in self.starters:
+        for start in self.engines.starters:
             await start()
         ctx = self.services.ctx
-        await ctx.bus.ensure_topic(deliveries_topic(ctx.region), ctx.partitions)
-        await ctx.bus.ensure_topic(push_topic(ctx.region), ctx.partitions)
+        for topic in (deliveries_topic, push_topic, analytics_topic):
+            await ctx.bus.ensure_topic(topic(ctx.region), ctx.partitions)
         if "delivery" in components:
             self._spawn(self.services.delivery.run(self._stop), "delivery worker")
         if "push" in components and self.push_senders:
             worker = PushWorker(ctx, self.push_senders, push_policy(self.settings))
             self._spawn(worker.run(self._stop), "push worker")
-        self._spawn(self._sweeper(), "presence sweeper")
+        if "presence" in components:
+            self._spawn(PresenceService(ctx).run(self._stop), "presence reaper")
+        if "analytics" in components:
+            self._spawn(AnalyticsWorker(ctx, ctx.aggregates).run(self._stop), "analytics worker")
+        self._spawn(self.shipper.run(self._stop), "analytics shipper")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
         task.add_done_callback(_report_crash)
         self._tasks.append(task)
-
-    async def _sweeper(self) -> None:
-        while not self._stop.is_set():
-            await wait_event(self._stop, 30.0)
-            self.sweep()
 
     async def stop(self) -> None:
         self._stop.set()
@@ -132,12 +254,10 @@ class Platform:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for close in reversed(self.closers):
+        with contextlib.suppress(TidingsError):
+            await self.shipper.flush()  # what the last interval emitted
+        for close in reversed(self.engines.closers):
             await close()
-
-
-def _nothing_to_sweep() -> None:
-    """Redis expires keys itself."""
 
 
 def build(
@@ -147,8 +267,7 @@ def build(
     clock: Callable[[], float] = time.time,
     push_senders: Mapping[Provider, PushSender] | None = None,
 ) -> Platform:
-    """Engines and services for ``settings``: embedded engines, with presence in Redis
-    when ``redis_url`` is set."""
+    """Engines and services for ``settings`` (``settings.engine`` picks the engine set)."""
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     if otp is None:
@@ -157,32 +276,22 @@ def build(
                 "no SMS gateway is configured: set TIDINGS_DEV_MODE=1 to log one-time codes"
             )
         otp = LoggingOtpSender(data / "otp-outbox.jsonl")
-    bus = EmbeddedBus(data / "bus.db")
-    users = SqliteUserStore.at(data / "users.db")
-    messages = SqliteMessageStore.at(data / "inbox.db")
-    presence: PresenceStore
-    closers: list[Callable[[], Awaitable[None]]] = [bus.close, users.close, messages.close]
-    if settings.redis_url:
-        shared = RedisPresenceStore.from_url(
-            settings.redis_url, prefix=f"tidings:{settings.region}:"
-        )
-        presence, sweep = shared, _nothing_to_sweep
-        closers.append(shared.close)
+    if settings.engine == "distributed":
+        engines = distributed_engines(settings, clock)
     else:
-        memory = MemoryPresenceStore(clock)
-        presence, sweep = memory, memory.sweep
-    blobs = FileBlobStore(data / "blobs", _secret(data / "secret.key"), settings.public_url, clock)
+        engines = embedded_engines(settings, clock)
     limits = replace(
         DEFAULT_LIMITS,
         max_in_flight=settings.max_in_flight,
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
     )
     ctx = Context(
-        users=users,
-        messages=messages,
-        presence=presence,
-        bus=bus,
-        blobs=blobs,
+        users=engines.users,
+        messages=engines.messages,
+        presence=engines.presence,
+        bus=engines.bus,
+        blobs=engines.blobs,
+        aggregates=engines.aggregates,
         otp=otp,
         clock=clock,
         metrics=Metrics.create(),
@@ -194,10 +303,8 @@ def build(
     return Platform(
         settings=settings,
         services=Services.build(ctx),
-        starters=[bus.start, users.start, messages.start],
-        closers=closers,
-        routers=[blob_router(blobs)],
-        sweep=sweep,
+        engines=engines,
+        shipper=EventShipper(ctx),
         push_senders=push_senders,
     )
 
@@ -210,8 +317,8 @@ def create_app(
     clock: Callable[[], float] = time.time,
     push_senders: Mapping[Provider, PushSender] | None = None,
 ) -> FastAPI:
-    """The ASGI app running ``components`` (default: what ``tidings up`` runs). Gateway:
-    REST + WebSocket; delivery and push: workers (health and metrics only)."""
+    """The ASGI app running ``components`` (default: what ``tidings up`` runs); see
+    ``api.app.routers_for`` for the routes each serves."""
     if components is None:
         components = COMPONENTS if push_senders else up_components(settings)
     unknown = set(components) - set(COMPONENTS)
@@ -230,7 +337,7 @@ def create_app(
             raise SystemExit(f"push is misconfigured: {exc}") from exc
         push_senders = owned
     platform = build(settings, otp=otp, clock=clock, push_senders=push_senders)
-    platform.closers.extend(sender.close for sender in owned.values())
+    platform.engines.closers.extend(sender.close for sender in owned.values())
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -240,12 +347,14 @@ def create_app(
         finally:
             await platform.stop()
 
+    routers = routers_for(components)
+    if {"gateway", "media"} & set(components):
+        routers += platform.engines.routers
     app = create_api(
         platform.services,
         lifespan=lifespan,
-        extra_routers=platform.routers,
+        routers=routers,
         inbox_poll_interval=settings.inbox_poll_interval,
-        api="gateway" in components,
     )
     app.state.platform = platform
     return app

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from tidings.client import commands, loadgen
-from tidings.config import COMPONENTS, Settings, up_components
+from tidings.config import COMPONENTS, CONFIG_FILE_ENV, Settings, up_components
 from tidings.engines.embedded.otp import latest_code
 
 
@@ -36,6 +37,8 @@ async def _serve(settings: Settings, components: Sequence[str]) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    if args.config is not None:
+        os.environ[CONFIG_FILE_ENV] = str(args.config)
     overrides = {
         k: v
         for k, v in (("host", args.host), ("port", args.port), ("data_dir", args.data_dir))
@@ -53,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (
         ("up", "run every service in one process on the embedded engines"),
-        ("serve", "run one service (push needs TIDINGS_PUSH_PROVIDERS)"),
+        ("serve", "run one service as its own process (push needs TIDINGS_PUSH_PROVIDERS)"),
     ):
         p = sub.add_parser(name, help=helptext)
         if name == "serve":
@@ -61,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--host")
         p.add_argument("--port", type=int)
         p.add_argument("--data-dir", type=Path)
+        p.add_argument(
+            "--config", type=Path, help="TOML settings file (environment variables override it)"
+        )
     code = sub.add_parser("code", help="dev mode: print the latest one-time code sent to PHONE")
     code.add_argument("phone")
     code.add_argument("--data-dir", type=Path, default=None)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from tidings.core.push import Provider
 
-COMPONENTS = ("gateway", "delivery", "push")
+COMPONENTS = ("gateway", "router", "media", "presence", "delivery", "push", "analytics")
 """What ``tidings serve`` can run alone; ``tidings up`` runs them all (``push`` only
 when a provider is configured, see ``up_components``)."""
+
+CONFIG_FILE_ENV = "TIDINGS_CONFIG_FILE"
+"""A TOML file of settings (keys are the setting names without ``TIDINGS_``, lower
+case); environment variables override it."""
 
 
 class Settings(BaseSettings):
@@ -108,6 +118,22 @@ class Settings(BaseSettings):
     """The app's bundle ID (``apns-topic``)."""
     apns_ca_file: Path | None = None
     """CA bundle to verify a non-Apple APNs endpoint (local provider servers)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = os.environ.get(CONFIG_FILE_ENV)
+        if not path:
+            return init_settings, env_settings
+        if not Path(path).is_file():
+            raise ValueError(f"{CONFIG_FILE_ENV}={path}: no such file")
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, Path(path))
 
     @field_validator("push_providers")
     @classmethod

@@ -31,6 +31,11 @@ class Metrics:
     push_tokens_removed: Counter
     pushes_collapsed: Counter
     push_seconds: Histogram
+    presence_reaped: Counter
+    analytics_events: Counter
+    analytics_bytes: Counter
+    analytics_latency: Histogram
+    analytics_skipped: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -119,5 +124,34 @@ class Metrics:
             ),
             push_seconds=Histogram(
                 "tidings_push_seconds", "Provider send latency", ["provider"], registry=r
+            ),
+            presence_reaped=Counter(
+                "tidings_presence_reaped",
+                "Devices announced offline after their gateway stopped heartbeating",
+                registry=r,
+            ),
+            analytics_events=Counter(
+                "tidings_analytics_events",
+                "Metadata events folded by the analytics worker",
+                ["event", "kind"],
+                registry=r,
+            ),
+            analytics_bytes=Counter(
+                "tidings_analytics_bytes",
+                "Ciphertext bytes reported by analytics events (sizes only)",
+                ["event", "kind"],
+                registry=r,
+            ),
+            analytics_latency=Histogram(
+                "tidings_analytics_latency_seconds",
+                "Accept-to-store and accept-to-ack latency reported by analytics events",
+                ["event"],
+                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+                registry=r,
+            ),
+            analytics_skipped=Counter(
+                "tidings_analytics_skipped",
+                "Malformed analytics events skipped by the analytics worker",
+                registry=r,
             ),
         )

@@ -18,7 +18,7 @@ Semantics every engine must keep (the port contract suite in ``tests/`` checks t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -170,6 +170,11 @@ class PresenceStore(Protocol):
     async def set_offline(self, user_id: str, device_id: int, now: float) -> None: ...
     async def get_presence(self, user_ids: Sequence[str]) -> list[Presence]: ...
 
+    async def reap_expired(self, now: float, limit: int) -> list[tuple[str, int]]:
+        """Devices whose online TTL ran out by ``now`` without a ``set_offline`` (their
+        gateway died), each handed to exactly one caller; the user's last-seen becomes
+        the expiry time. Also forgets other expired state the engine keeps itself."""
+
     async def publish(self, channel: str, message: bytes) -> int:
         """Send to current subscribers; returns how many received it."""
 
@@ -205,6 +210,20 @@ class BlobStore(Protocol):
     async def size_of(self, key: str) -> int | None:
         """Size of the stored blob, or None when nothing was uploaded."""
 
+    async def ping(self) -> None: ...
+
+
+class AnalyticsStore(Protocol):
+    """Daily aggregates of analytics counters (metadata only)."""
+
+    async def add(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add to the (day, counter name) totals."""
+
+    async def day(self, day: str) -> dict[str, int]:
+        """Every counter of ``day`` (``YYYY-MM-DD``)."""
+
+    async def ping(self) -> None: ...
+
 
 class PushSender(Protocol):
     """One provider client (FCM HTTP v1 or APNs over HTTP/2)."""
@@ -226,6 +245,7 @@ class Clock(Protocol):
 
 
 __all__ = [
+    "AnalyticsStore",
     "BlobStore",
     "Clock",
     "Consumer",

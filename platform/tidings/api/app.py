@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -14,22 +14,44 @@ from starlette.responses import Response
 from tidings import __version__
 from tidings.api import errors, ws
 from tidings.api.middleware import BodyLimit, HttpMetrics
-from tidings.api.routes import auth, groups, keys, messages, users
+from tidings.api.routes import analytics, auth, groups, keys, media, messages, users
 from tidings.errors import TidingsError
 from tidings.services.registry import Services
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
+def routers_for(components: Collection[str]) -> list[APIRouter]:
+    """The HTTP routes each component serves. The gateway is the whole client edge
+    (REST + WebSocket, sends through its in-process router); ``router`` and ``media``
+    serve their slice of it, so an ingress can scale those paths separately. Workers
+    (delivery, push, presence) serve health and metrics only."""
+    found: list[APIRouter] = []
+    if "gateway" in components:
+        found += [auth.router, keys.router, users.router, groups.router, messages.router]
+        found += [media.router, ws.router]
+    if "router" in components:
+        found.append(messages.router)
+    if "media" in components:
+        found.append(media.router)
+    if "analytics" in components:
+        found.append(analytics.router)
+    unique: list[APIRouter] = []
+    for router in found:
+        if all(router is not seen for seen in unique):
+            unique.append(router)
+    return unique
+
+
 def create_app(
     services: Services,
     *,
     lifespan: Lifespan | None = None,
-    extra_routers: Sequence[APIRouter] = (),
+    routers: Sequence[APIRouter] = (),
     inbox_poll_interval: float = 2.0,
-    api: bool = True,
 ) -> FastAPI:
-    """Build the app around ready-made services (``api=False``: health and metrics only)."""
+    """Build the app around ready-made services, serving ``routers`` plus health and
+    metrics."""
     app = FastAPI(
         title="Tidings",
         version=__version__,
@@ -39,12 +61,8 @@ def create_app(
     app.state.services = services
     app.state.inbox_poll_interval = inbox_poll_interval
     errors.install(app)
-    if api:
-        for module in (auth, keys, users, groups, messages):
-            app.include_router(module.router)
-        app.include_router(ws.router)
-        for extra in extra_routers:
-            app.include_router(extra)
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -60,6 +78,8 @@ def create_app(
             "messages": ctx.messages.ping,
             "presence": ctx.presence.ping,
             "bus": ctx.bus.ping,
+            "blobs": ctx.blobs.ping,
+            "aggregates": ctx.aggregates.ping,
         }
         failed = {}
         for name, ping in checks.items():

@@ -35,6 +35,8 @@ from tidings.client.loadsim import LoadError
 SEND_RATE_PER_DEVICE = 20.0
 """The server's send limit per device (``RateLimits.send_rate``); above it, sends get 429."""
 
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
     def parse(text: str) -> int | float:
@@ -71,7 +73,7 @@ def _config(args: argparse.Namespace) -> LoadConfig:
         data_dir = args.data_dir or Path(os.environ.get("TIDINGS_DATA_DIR", ".tidings-data"))
         outbox = data_dir / "otp-outbox.jsonl"
     return LoadConfig(
-        server=args.server,
+        servers=tuple(args.server or [DEFAULT_SERVER]),
         clients=args.clients,
         rate=args.rate,
         duration=args.duration,
@@ -130,7 +132,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    load.add_argument("--server", default="http://127.0.0.1:8080", help="gateway base URL")
+    load.add_argument(
+        "--server",
+        action="append",
+        help=f"gateway base URL (default {DEFAULT_SERVER}); repeat it to spread the "
+        "simulated devices over several gateways",
+    )
     load.add_argument("--clients", type=_positive(int), default=10, help="simulated devices")
     load.add_argument("--rate", type=_positive(float), default=20.0, help="total msgs/s")
     load.add_argument("--duration", type=_positive(float), default=10.0, help="seconds")

@@ -170,7 +170,7 @@ def table(result: dict[str, Any]) -> str:
     mode = "e2ee (real SDK)" if c["e2ee"] else "no e2ee (server only)"
     kinds = ", ".join(f"{k} {v}" for k, v in result["error_kinds"].items())
     rows = [
-        ("server", c["server"]),
+        ("servers", ", ".join(c["servers"])),
         ("mode", mode),
         (
             "load",

@@ -34,7 +34,8 @@ WARMUP_ATTEMPTS = 30
 class LoadConfig:
     """What to run: see ``tidings bench load --help`` for each field."""
 
-    server: str
+    servers: tuple[str, ...]
+    """Gateways; device ``i`` uses ``servers[i % len(servers)]``."""
     clients: int
     rate: float
     duration: float
@@ -89,9 +90,9 @@ class LoadRun:
         self.phases = Phases()
         sink = TallySink(self.tally)
         self.devices: list[SimDevice] = [
-            SdkDevice(i, sink, config.server, work / f"device-{i}.db")
+            SdkDevice(i, sink, config.servers[i % len(config.servers)], work / f"device-{i}.db")
             if config.e2ee
-            else RawDevice(i, sink, config.server)
+            else RawDevice(i, sink, config.servers[i % len(config.servers)])
             for i in range(config.clients)
         ]
         self.group_ids: list[str] = []

@@ -25,6 +25,10 @@ def push_topic(region: str) -> str:
     return f"tidings.{region}.push"
 
 
+def analytics_topic(region: str) -> str:
+    return f"tidings.{region}.analytics"
+
+
 @dataclass(frozen=True)
 class Shard:
     name: str

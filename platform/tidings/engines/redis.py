@@ -6,6 +6,8 @@ Layout, every key and channel under ``prefix`` (default ``tidings:``):
 - ``presence-devices:<user>``: the set of device ids that were set online (an index,
   so ``get_presence`` never scans the keyspace; it expires with the longest TTL given);
 - ``last-seen``: hash user -> last ``set_offline`` time (``repr`` of the float);
+- ``presence-expiry``: sorted set ``<user>\n<device>`` scored by when the device's
+  online TTL runs out, so ``reap_expired`` finds devices whose gateway died;
 - ``bucket:<key>``: token bucket hash ``tokens``/``updated``/``expires``;
 - ``kv:<key>``: ``put_if_absent``/``get``/``set``/``delete``/``incr`` values;
 - pub/sub channel ``<prefix><channel>`` (Pub/Sub ignores the database number, so the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -75,6 +78,27 @@ if value == 1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 return value
+"""
+
+
+# KEYS[1] expiry zset, KEYS[2] last-seen hash; ARGV: now, limit, devices-index key prefix.
+# One script, so each expired device goes to exactly one reaper.
+_REAP_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+local out = {}
+for i = 1, #due, 2 do
+  local member, expired_at = due[i], due[i + 1]
+  redis.call('ZREM', KEYS[1], member)
+  local sep = string.find(member, '\\n', 1, true)
+  local user, device = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+  redis.call('SREM', ARGV[3] .. user, device)
+  local seen = tonumber(redis.call('HGET', KEYS[2], user) or '0')
+  if tonumber(expired_at) > seen then
+    redis.call('HSET', KEYS[2], user, string.format('%.17g', tonumber(expired_at)))
+  end
+  out[#out + 1] = member
+end
+return out
 """
 
 
@@ -190,6 +214,7 @@ class RedisPresenceStore:
         self.prefix = prefix
         self._take_token = client.register_script(_TAKE_TOKEN_LUA)
         self._incr = client.register_script(_INCR_LUA)
+        self._reap = client.register_script(_REAP_LUA)
         self._subscriptions: set[RedisSubscription] = set()
 
     @classmethod
@@ -208,6 +233,10 @@ class RedisPresenceStore:
     def _last_seen_key(self) -> str:
         return f"{self.prefix}last-seen"
 
+    @property
+    def _expiry_key(self) -> str:
+        return f"{self.prefix}presence-expiry"
+
     def _kv(self, key: str) -> str:
         return f"{self.prefix}kv:{key}"
 
@@ -221,6 +250,7 @@ class RedisPresenceStore:
                 pipe.sadd(devices, str(device_id))
                 pipe.pexpire(devices, ms, nx=True)  # the index lives as long as the
                 pipe.pexpire(devices, ms, gt=True)  # longest-lived device key
+                pipe.zadd(self._expiry_key, {f"{user_id}\n{device_id}": time.time() + ttl})
                 await pipe.execute()
 
     async def set_offline(self, user_id: str, device_id: int, now: float) -> None:
@@ -229,7 +259,20 @@ class RedisPresenceStore:
                 pipe.delete(self._device_key(user_id, device_id))
                 pipe.srem(self._devices_key(user_id), str(device_id))
                 pipe.hset(self._last_seen_key, user_id, repr(now))
+                pipe.zrem(self._expiry_key, f"{user_id}\n{device_id}")
                 await pipe.execute()
+
+    async def reap_expired(self, now: float, limit: int) -> list[tuple[str, int]]:
+        keys = [self._expiry_key, self._last_seen_key]
+        with _translated("reap_expired"):
+            members = await self._reap(
+                keys=keys, args=[repr(now), limit, f"{self.prefix}presence-devices:"]
+            )
+        out: list[tuple[str, int]] = []
+        for member in members:
+            user_id, _, device = bytes(member).decode().partition("\n")
+            out.append((user_id, int(device)))
+        return out
 
     async def get_presence(self, user_ids: Sequence[str]) -> list[Presence]:
         if not user_ids:

@@ -6,12 +6,14 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tidings.core.analytics import Event, EventBuffer
 from tidings.core.limits import DEFAULT_LIMITS, DEFAULT_RATES, Limits, RateLimits
 from tidings.core.ratelimit import Limit
 from tidings.core.shardmap import ShardMap, single_region
 from tidings.errors import RateLimited
 from tidings.metrics import Metrics
 from tidings.ports import (
+    AnalyticsStore,
     BlobStore,
     Clock,
     EventBus,
@@ -37,6 +39,7 @@ class Context:
     presence: PresenceStore
     bus: EventBus
     blobs: BlobStore
+    aggregates: AnalyticsStore
     otp: OtpSender
     clock: Clock
     metrics: Metrics
@@ -46,9 +49,17 @@ class Context:
     rates: RateLimits = DEFAULT_RATES
     token_bytes: Callable[[int], bytes] = secrets.token_bytes
     partitions: int = 8
+    events: EventBuffer = field(default_factory=EventBuffer)
+    """Analytics events waiting to be shipped (see ``services.analytics``)."""
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def emit(
+        self, name: str, kind: str, *, count: int = 1, size: int = 0, latency_ms: int | None = None
+    ) -> None:
+        """Record a metadata-only analytics event (never content or identifiers)."""
+        self.events.emit(Event(name, kind, self.now_ms(), count, size, latency_ms))
 
     async def limit(self, name: str, key: str, limit: Limit, cost: float = 1.0) -> None:
         """Take from the ``name`` bucket of ``key`` or raise ``RateLimited``."""

@@ -11,17 +11,48 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
+from tidings.aio import wait_event
 from tidings.core.envelopes import Envelope, EnvelopeKind
 from tidings.core.shardmap import deliveries_topic, push_topic
 from tidings.errors import TidingsError
-from tidings.ports import Record
+from tidings.ports import Consumer, Record
 from tidings.services.context import Context, device_channel
 
 log = logging.getLogger("tidings.delivery")
 
 GROUP = "tidings-delivery"
 WAKE = json.dumps({"t": "wake"}).encode()
+
+
+async def retrying(work: Callable[[], Awaitable[None]], stop: asyncio.Event, what: str) -> bool:
+    """Run ``work`` until it succeeds (True) or ``stop`` is set (False), pausing after
+    each retryable failure: a batch is never skipped, and never committed unhandled."""
+    pause = 0.5
+    while not stop.is_set():
+        try:
+            await work()
+            return True
+        except TidingsError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("%s batch failed, retrying in %.1fs: %s", what, pause, exc.message)
+            await wait_event(stop, pause)
+            pause = min(pause * 2, 10.0)
+    return False
+
+
+async def commit(consumer: Consumer, records: Sequence[Record]) -> None:
+    """Commit; a refused commit (the partitions moved in a rebalance) is not an error:
+    the new owner gets the records again and the inbox ignores what it already has."""
+    try:
+        await consumer.commit(records)
+    except TidingsError as exc:
+        if not exc.retryable:
+            raise
+        log.warning("commit refused, the records will be handled again: %s", exc.message)
 
 
 class DeliveryWorker:
@@ -39,17 +70,14 @@ class DeliveryWorker:
             while not stop.is_set():
                 try:
                     records = await consumer.poll(self.batch, timeout=0.5)
-                    if records:
-                        await self.handle(records)
-                        await consumer.commit(records)
                 except TidingsError as exc:
                     if not exc.retryable:
                         raise
-                    # Offsets were not committed: the same records come back after the pause.
-                    log.warning("delivery batch failed, retrying: %s", exc.message)
-                    await consumer.close()
-                    await asyncio.sleep(1.0)
-                    consumer = ctx.bus.consumer(self.topic, GROUP)
+                    log.warning("polling %s failed, retrying: %s", self.topic, exc.message)
+                    await wait_event(stop, 1.0)
+                    continue
+                if records and await retrying(partial(self.handle, records), stop, "delivery"):
+                    await commit(consumer, records)
         finally:
             await consumer.close()
 
@@ -65,6 +93,10 @@ class DeliveryWorker:
         ]
         if stored:
             ctx.metrics.inbox_writes.inc(await ctx.messages.append(stored))
+            now = ctx.now_ms()
+            for e in envelopes:
+                if not e.ephemeral:
+                    ctx.emit("stored", e.kind.value, latency_ms=max(0, now - e.timestamp))
         for envelope in envelopes:
             await self._notify(envelope)
         ctx.metrics.delivery_batch_seconds.observe(time.perf_counter() - started)

@@ -21,6 +21,7 @@ from tidings.core.envelopes import Envelope
 from tidings.core.model import User
 from tidings.errors import LimitExceeded
 from tidings.services.context import Context, Principal, device_channel, presence_channel
+from tidings.services.presence import announce
 from tidings.services.router import Router
 from tidings.services.users import UserService
 
@@ -118,9 +119,7 @@ class SocketSession:
             )
         else:
             await ctx.presence.set_offline(me.user_id, me.device_id, ctx.clock())
-        (presence,) = await ctx.presence.get_presence([me.user_id])
-        update = {"user": me.user_id, "online": presence.online, "last_seen": presence.last_seen}
-        await ctx.presence.publish(presence_channel(me.user_id), json.dumps(update).encode())
+        await announce(ctx, me.user_id)
 
     async def _read(self) -> None:
         while True:
@@ -147,6 +146,12 @@ class SocketSession:
         me = self.principal
         acked = await self.ctx.messages.ack(me.user_id, me.device_id, [server_id])
         self.ctx.metrics.deliveries_acked.inc(len(acked))
+        now = self.ctx.now_ms()
+        for item in acked:
+            envelope = Envelope.decode(item.envelope)
+            self.ctx.emit(
+                "delivered", envelope.kind.value, latency_ms=max(0, now - envelope.timestamp)
+            )
         self._wake.set()
         if acked:
             await self.router.delivered(me, acked)

@@ -139,7 +139,7 @@ class PushWorker:
             return []
 
     async def _commit(self, consumer: Consumer, tracker: OffsetTracker[Record]) -> None:
-        """Commit what is finished; a failed commit is retried with the next one."""
+        """Commit what is finished."""
         for partition, record in tracker.ready().items():
             held = self._unsent_commits.get(partition)
             if held is None or held.offset < record.offset:
@@ -151,8 +151,10 @@ class PushWorker:
         except TidingsError as exc:
             if not exc.retryable:
                 raise
-            log.warning("push commit failed, retrying: %s", exc.message)
-            return
+            # Not kept for the next commit: if the partitions moved, their new owner
+            # replays the jobs (collapse marks stop a second push), and an old offset
+            # committed later could move the group backwards.
+            log.warning("push commit refused, the jobs may run again: %s", exc.message)
         self._unsent_commits.clear()
 
     # one job ---------------------------------------------------------------------------
@@ -212,6 +214,7 @@ class PushWorker:
             provider = token.provider.value
             if step.action is Action.DONE:
                 metrics.pushes_sent.labels(provider).inc()
+                ctx.emit("push", f"{provider}:sent")
                 await ctx.presence.set(
                     window, SENT_MARK + job.server_id.encode(), self.policy.collapse_s
                 )
@@ -232,6 +235,7 @@ class PushWorker:
                     result.detail,
                 )
                 metrics.pushes_failed.labels(step.reason).inc()
+                ctx.emit("push", f"{provider}:{step.reason}")
 
     def _device_lock(self, user: str, device: int) -> asyncio.Lock:
         lock = self._locks.get((user, device))

@@ -123,7 +123,11 @@ class Router:
             json.dumps({"ts": state["ts"], "produced": True}).encode(),
             ctx.limits.dedupe_ttl_s,
         )
-        ctx.metrics.messages_accepted.labels("group" if out.to_group else "direct").inc()
+        kind = "group" if out.to_group else "direct"
+        ctx.metrics.messages_accepted.labels(kind).inc()
+        ctx.emit(
+            "accepted", kind, count=len(envelopes), size=sum(len(e.body or "") for e in envelopes)
+        )
         return Accepted(server_id, int(state["ts"]), duplicate=False)
 
     async def produce(self, envelopes: Sequence[Envelope]) -> None:

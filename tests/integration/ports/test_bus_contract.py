@@ -3,27 +3,60 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tidings.engines.embedded.bus import EmbeddedBus
+from tidings.engines.kafka import KafkaBus
 from tidings.ports import Consumer, EventBus, Record
 
 # --------------------------------------------------------------------------- fixture
 
 
-@pytest.fixture(params=["embedded"])
-async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventBus]:
-    assert request.param == "embedded"
-    engine = EmbeddedBus(tmp_path / "bus.db")
+@pytest.fixture
+def suffix() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def name(suffix: str) -> Callable[[str], str]:
+    """Topic and group names of this test: unique, as one Kafka broker serves the session."""
+    return lambda base: f"{base}-{suffix}"
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+async def bus(
+    request: pytest.FixtureRequest, tmp_path: Path, suffix: str
+) -> AsyncIterator[EventBus]:
+    engine: EmbeddedBus | KafkaBus
+    if request.param == "kafka":
+        engine = KafkaBus(request.getfixturevalue("kafka_bootstrap"))
+    else:
+        engine = EmbeddedBus(tmp_path / "bus.db")
     await engine.start()
     try:
         yield engine
     finally:
         await engine.close()
+        if isinstance(engine, KafkaBus):
+            await delete_topics(engine.bootstrap, suffix)
+
+
+async def delete_topics(bootstrap: str, suffix: str) -> None:
+    """Drop this test's topics, so the session's broker does not pile them up."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.endswith(f"-{suffix}")]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -48,6 +81,32 @@ async def drain_all(consumers: Sequence[Consumer], quiet: float = 0.05) -> list[
             progressed = progressed or bool(batch)
         if not progressed:
             return seen
+
+
+async def join(members: Sequence[Consumer]) -> None:
+    """Let every member join its group before records flow (call on an empty topic).
+
+    A Kafka member joins on its first poll; one that polls alone first rightly reads
+    every partition, and what it read without committing goes again to the member
+    joining after it (``test_kafka_bus`` covers that rebalance).
+    """
+    assert await drain_all(members) == [[] for _ in members]
+
+
+async def drain_until(
+    consumer: Consumer, wanted: set[bytes], patience: float = 30.0
+) -> list[Record]:
+    """Poll until every ``wanted`` value came, or ``patience`` seconds passed.
+
+    For a handover: a Kafka member learns that partitions moved to it at its next
+    heartbeat, so a quiet poll does not yet mean nothing more will come.
+    """
+    out: list[Record] = []
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + patience
+    while not wanted <= set(values(out)) and loop.time() < give_up:
+        out.extend(await consumer.poll(max_records=7, timeout=0.05))
+    return out
 
 
 def values(records: Sequence[Record]) -> list[bytes]:
@@ -79,10 +138,13 @@ def identity(records: Sequence[Record]) -> set[tuple[int, int]]:
 # --------------------------------------------------------------------------- event bus
 
 
-async def test_bus_keeps_produce_order_per_key_and_same_key_same_partition(bus: EventBus) -> None:
-    await bus.ensure_topic("orders", 4)
-    produced = await produce_spread(bus, "orders")
-    consumer = bus.consumer("orders", "g")
+async def test_bus_keeps_produce_order_per_key_and_same_key_same_partition(
+    bus: EventBus, name: Callable[[str], str]
+) -> None:
+    topic = name("orders")
+    await bus.ensure_topic(topic, 4)
+    produced = await produce_spread(bus, topic)
+    consumer = bus.consumer(topic, name("g"))
     try:
         records = await drain(consumer)
     finally:
@@ -91,7 +153,7 @@ async def test_bus_keeps_produce_order_per_key_and_same_key_same_partition(bus: 
     assert sorted(values(records)) == sorted(v for _, v in produced)
     per_key: dict[str, list[Record]] = defaultdict(list)
     for record in records:
-        assert record.topic == "orders"
+        assert record.topic == topic
         assert 0 <= record.partition < 4
         per_key[record.key].append(record)
     for key in KEYS:
@@ -104,32 +166,38 @@ async def test_bus_keeps_produce_order_per_key_and_same_key_same_partition(bus: 
     assert len(by_partition(records)) > 1  # many keys spread over partitions
 
 
-async def test_bus_poll_returns_nothing_on_empty_topic(bus: EventBus) -> None:
-    await bus.ensure_topic("empty", 2)
-    consumer = bus.consumer("empty", "g")
+async def test_bus_poll_returns_nothing_on_empty_topic(
+    bus: EventBus, name: Callable[[str], str]
+) -> None:
+    await bus.ensure_topic(name("empty"), 2)
+    consumer = bus.consumer(name("empty"), name("g"))
     try:
         assert await consumer.poll(max_records=10, timeout=0.05) == []
     finally:
         await consumer.close()
 
 
-async def test_bus_poll_wakes_up_on_produce(bus: EventBus) -> None:
-    await bus.ensure_topic("wake", 1)
-    consumer = bus.consumer("wake", "g")
+async def test_bus_poll_wakes_up_on_produce(bus: EventBus, name: Callable[[str], str]) -> None:
+    topic = name("wake")
+    await bus.ensure_topic(topic, 1)
+    consumer = bus.consumer(topic, name("g"))
     try:
         polling = asyncio.create_task(consumer.poll(max_records=10, timeout=5.0))
         await asyncio.sleep(0.05)
-        await bus.produce("wake", [("k", b"v")])
+        await bus.produce(topic, [("k", b"v")])
         records = await asyncio.wait_for(polling, timeout=5.0)
         assert values(records) == [b"v"]
     finally:
         await consumer.close()
 
 
-async def test_bus_resumes_after_last_commit_at_least_once(bus: EventBus) -> None:
-    await bus.ensure_topic("jobs", 3)
-    produced = await produce_spread(bus, "jobs")
-    first = bus.consumer("jobs", "workers")
+async def test_bus_resumes_after_last_commit_at_least_once(
+    bus: EventBus, name: Callable[[str], str]
+) -> None:
+    topic, group = name("jobs"), name("workers")
+    await bus.ensure_topic(topic, 3)
+    produced = await produce_spread(bus, topic)
+    first = bus.consumer(topic, group)
     records = await drain(first)
     assert len(records) == len(produced)
     # commit the first half of every partition, then "crash" without committing the rest
@@ -139,7 +207,7 @@ async def test_bus_resumes_after_last_commit_at_least_once(bus: EventBus) -> Non
     await first.commit(committed)
     await first.close()
 
-    second = bus.consumer("jobs", "workers")
+    second = bus.consumer(topic, group)
     try:
         again = await drain(second)
         assert identity(again) == identity(records) - identity(committed)
@@ -150,34 +218,41 @@ async def test_bus_resumes_after_last_commit_at_least_once(bus: EventBus) -> Non
     finally:
         await second.close()
 
-    third = bus.consumer("jobs", "workers")
+    third = bus.consumer(topic, group)
     try:
         assert await drain(third) == []
-        await bus.produce("jobs", [("late", b"late")])
+        await bus.produce(topic, [("late", b"late")])
         assert values(await drain(third)) == [b"late"]
     finally:
         await third.close()
 
 
-async def test_bus_commit_covers_everything_before_in_the_partition(bus: EventBus) -> None:
-    await bus.ensure_topic("single", 1)
-    await bus.produce("single", [("k", str(i).encode()) for i in range(6)])
-    first = bus.consumer("single", "g")
+async def test_bus_commit_covers_everything_before_in_the_partition(
+    bus: EventBus, name: Callable[[str], str]
+) -> None:
+    topic, group = name("single"), name("g")
+    await bus.ensure_topic(topic, 1)
+    await bus.produce(topic, [("k", str(i).encode()) for i in range(6)])
+    first = bus.consumer(topic, group)
     records = await drain(first)
     await first.commit([records[3]])  # only the fourth: implies 0..3
     await first.close()
-    second = bus.consumer("single", "g")
+    second = bus.consumer(topic, group)
     try:
         assert values(await drain(second)) == [b"4", b"5"]
     finally:
         await second.close()
 
 
-async def test_bus_group_members_split_partitions(bus: EventBus) -> None:
-    await bus.ensure_topic("split", 4)
-    produced = await produce_spread(bus, "split")
-    members = [bus.consumer("split", "g"), bus.consumer("split", "g")]
+async def test_bus_group_members_split_partitions(
+    bus: EventBus, name: Callable[[str], str]
+) -> None:
+    topic, group = name("split"), name("g")
+    await bus.ensure_topic(topic, 4)
+    members = [bus.consumer(topic, group), bus.consumer(topic, group)]
     try:
+        await join(members)
+        produced = await produce_spread(bus, topic)
         seen = await drain_all(members)
     finally:
         for member in members:
@@ -190,27 +265,33 @@ async def test_bus_group_members_split_partitions(bus: EventBus) -> None:
     assert not {r.partition for r in seen[0]} & {r.partition for r in seen[1]}
 
 
-async def test_bus_member_leaving_mid_poll_hands_over_its_partitions(bus: EventBus) -> None:
-    await bus.ensure_topic("handover", 4)
-    produced = await produce_spread(bus, "handover")
-    stays = bus.consumer("handover", "g")
-    leaves = bus.consumer("handover", "g")
+async def test_bus_member_leaving_mid_poll_hands_over_its_partitions(
+    bus: EventBus, name: Callable[[str], str]
+) -> None:
+    topic, group = name("handover"), name("g")
+    await bus.ensure_topic(topic, 4)
+    stays = bus.consumer(topic, group)
+    leaves = bus.consumer(topic, group)
     try:
+        await join([stays, leaves])
+        produced = await produce_spread(bus, topic)
         polling = asyncio.create_task(stays.poll(max_records=1, timeout=1.0))
         await asyncio.sleep(0)  # the poll is now waiting on the log
         await leaves.close()
         first = await polling
-        records = first + await drain(stays)
+        records = first + await drain_until(stays, {v for _, v in produced})
     finally:
         await stays.close()
+        await leaves.close()
     assert {v for _, v in produced} <= set(values(records))
 
 
-async def test_bus_groups_are_independent(bus: EventBus) -> None:
-    await bus.ensure_topic("shared", 2)
-    produced = await produce_spread(bus, "shared", per_key=2)
-    a = bus.consumer("shared", "group-a")
-    b = bus.consumer("shared", "group-b")
+async def test_bus_groups_are_independent(bus: EventBus, name: Callable[[str], str]) -> None:
+    topic = name("shared")
+    await bus.ensure_topic(topic, 2)
+    produced = await produce_spread(bus, topic, per_key=2)
+    a = bus.consumer(topic, name("group-a"))
+    b = bus.consumer(topic, name("group-b"))
     seen_a = await drain(a)
     seen_b = await drain(b)
     assert sorted(values(seen_a)) == sorted(values(seen_b)) == sorted(v for _, v in produced)
@@ -219,8 +300,8 @@ async def test_bus_groups_are_independent(bus: EventBus) -> None:
     await a.close()
     await b.close()
 
-    b_again = bus.consumer("shared", "group-b")
-    a_again = bus.consumer("shared", "group-a")
+    b_again = bus.consumer(topic, name("group-b"))
+    a_again = bus.consumer(topic, name("group-a"))
     try:
         assert identity(await drain(b_again)) == identity(seen_b)
         assert await drain(a_again) == []
@@ -229,12 +310,13 @@ async def test_bus_groups_are_independent(bus: EventBus) -> None:
         await a_again.close()
 
 
-async def test_bus_ensure_topic_never_shrinks(bus: EventBus) -> None:
-    await bus.ensure_topic("grow", 4)
-    await bus.ensure_topic("grow", 1)
-    await bus.ensure_topic("grow", 4)  # idempotent
-    await produce_spread(bus, "grow", per_key=1)
-    consumer = bus.consumer("grow", "g")
+async def test_bus_ensure_topic_never_shrinks(bus: EventBus, name: Callable[[str], str]) -> None:
+    topic = name("grow")
+    await bus.ensure_topic(topic, 4)
+    await bus.ensure_topic(topic, 1)
+    await bus.ensure_topic(topic, 4)  # idempotent
+    await produce_spread(bus, topic, per_key=1)
+    consumer = bus.consumer(topic, name("g"))
     try:
         records = await drain(consumer)
     finally:

@@ -137,6 +137,43 @@ async def test_presence_online_expires(presence: PresenceEnv) -> None:
     assert (bob.online, bob.last_seen) == (False, now)
 
 
+async def test_presence_reap_hands_each_expired_device_to_one_caller(
+    presence: PresenceEnv,
+) -> None:
+    store = presence.store
+    started = presence.now()
+    await store.set_online("bob", 1, ttl=presence.ttl(2))
+    await store.set_online("bob", 2, ttl=presence.ttl(20))
+    await store.set_online("carol", 1, ttl=presence.ttl(2))
+    await store.set_offline("carol", 1, now=started)  # a clean disconnect is never reaped
+    await store.set_online("dave", 1, ttl=presence.ttl(2))
+    await store.set_online("dave", 1, ttl=presence.ttl(20))  # a heartbeat extends it
+    assert await store.reap_expired(presence.now(), limit=10) == []
+
+    await presence.advance(3)
+    reaped = await asyncio.gather(*(store.reap_expired(presence.now(), limit=10) for _ in range(4)))
+    assert sorted(d for batch in reaped for d in batch) == [("bob", 1)]
+    assert await store.reap_expired(presence.now(), limit=10) == []
+    bob, carol = await store.get_presence(["bob", "carol"])
+    assert bob.online  # device 2 still is
+    assert bob.last_seen is not None
+    assert started + presence.ttl(2) - 0.5 <= bob.last_seen <= presence.now()
+    assert (carol.online, carol.last_seen) == (False, started)
+
+
+async def test_presence_reap_respects_limit(presence: PresenceEnv) -> None:
+    store = presence.store
+    for device in range(1, 6):
+        await store.set_online("erin", device, ttl=presence.ttl(1))
+    await presence.advance(2)
+    first = await store.reap_expired(presence.now(), limit=3)
+    rest = await store.reap_expired(presence.now(), limit=3)
+    assert len(first) == 3
+    assert sorted(first + rest) == [("erin", d) for d in range(1, 6)]
+    (erin,) = await store.get_presence(["erin"])
+    assert not erin.online
+
+
 async def test_presence_online_while_any_device_is(presence: PresenceEnv) -> None:
     store = presence.store
     assert await store.get_presence([]) == []

@@ -1,20 +1,12 @@
-"""/v1/messages and /v1/media: the REST send and presigned media URLs."""
+"""/v1/messages: the REST send."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from tidings.api.deps import Me, Svc
-from tidings.api.schemas import (
-    AcceptedOut,
-    MediaDownloadOut,
-    MediaUploadIn,
-    MediaUploadOut,
-    PresignedOut,
-    SendBody,
-)
+from tidings.api.schemas import AcceptedOut, SendBody
 from tidings.core import validation
-from tidings.ports import PresignedUrl
 from tidings.services.router import Outgoing
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -38,24 +30,4 @@ async def send(body: SendBody, me: Me, svc: Svc) -> AcceptedOut:
     accepted = await svc.router.send(me, outgoing(body))
     return AcceptedOut(
         server_id=accepted.server_id, timestamp=accepted.timestamp, duplicate=accepted.duplicate
-    )
-
-
-def _presigned(url: PresignedUrl) -> PresignedOut:
-    return PresignedOut(
-        url=url.url, method=url.method, headers=url.headers, expires_at=url.expires_at
-    )
-
-
-@router.post("/media", status_code=201)
-async def media_upload(body: MediaUploadIn, me: Me, svc: Svc) -> MediaUploadOut:
-    """A URL to PUT exactly ``size`` bytes of encrypted media to, before it expires."""
-    media_id, url = await svc.media.upload(me, body.size)
-    return MediaUploadOut(media_id=media_id, upload=_presigned(url))
-
-
-@router.get("/media/{media_id}")
-async def media_download(media_id: str, me: Me, svc: Svc) -> MediaDownloadOut:
-    return MediaDownloadOut(
-        media_id=media_id, download=_presigned(await svc.media.download(me, media_id))
     )

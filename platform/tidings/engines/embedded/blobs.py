@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from tidings.errors import Forbidden, InvalidInput, PayloadTooLarge
+from tidings.errors import Forbidden, InvalidInput, PayloadTooLarge, Unavailable
 from tidings.ports import PresignedUrl
 
 BLOB_ROUTE = "/v1/blobs"
@@ -54,6 +54,10 @@ class FileBlobStore:
     async def size_of(self, key: str) -> int | None:
         path = self._path(key)
         return path.stat().st_size if path.is_file() else None
+
+    async def ping(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise Unavailable(f"blob directory {self.root} is not writable; check its owner")
 
     def _path(self, key: str) -> Path:
         digest = hashlib.sha256(key.encode()).hexdigest()

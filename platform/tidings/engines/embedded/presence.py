@@ -69,6 +69,17 @@ class MemoryPresenceStore:
         online = {u for (u, _), expires in self._online.items() if expires > now}
         return [Presence(u, u in online, self._last_seen.get(u)) for u in user_ids]
 
+    async def reap_expired(self, now: float, limit: int) -> list[tuple[str, int]]:
+        expired = sorted(
+            ((expires, key) for key, expires in self._online.items() if expires <= now)
+        )[:limit]
+        for expires, key in expired:
+            del self._online[key]
+            self._last_seen[key[0]] = max(expires, self._last_seen.get(key[0], expires))
+        self._values = {k: v for k, v in self._values.items() if v[1] > now}
+        self._buckets = {k: v for k, v in self._buckets.items() if v[1] > now}
+        return [key for _, key in expired]
+
     async def publish(self, channel: str, message: bytes) -> int:
         subs = list(self._channels.get(channel, ()))
         for sub in subs:
@@ -124,9 +135,3 @@ class MemoryPresenceStore:
 
     async def ping(self) -> None:
         return None
-
-    def sweep(self) -> None:
-        """Forget expired keys (called periodically by the presence service)."""
-        now = self._clock()
-        self._values = {k: v for k, v in self._values.items() if v[1] > now}
-        self._online = {k: v for k, v in self._online.items() if v > now}

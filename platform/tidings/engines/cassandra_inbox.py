@@ -1,0 +1,358 @@
+"""MessageStore on Cassandra: one inbox per device, day partitions, range-deleted acks.
+
+Tables (see ``cassandra_schema``), per device ``(user_id, device_id)``:
+
+- ``inbox``, partition ``(user, device, day)``, rows clustered by ``(pos, server_id)``.
+  ``pos`` is the envelope's timestamp (ms, ``Envelope.decode(envelope).timestamp``),
+  raised to ``last + 1`` when an envelope arrives with a timestamp at or below the
+  device's last position, so positions follow append order. ``day = pos // 86400000``.
+- ``inbox_index``: server id -> (day, pos) for every id appended within the inbox TTL,
+  plus the static ``last_pos``. ``append`` reads it (one query per device) and skips
+  known ids: a re-append is a no-op and an acked id never comes back. ``ack`` uses it
+  to find rows.
+- ``inbox_state``: the watermark (static ``wm_pos``/``wm_sid``: everything up to it is
+  acked and range-deleted) and one clustering row per day that may hold unacked rows
+  (the first is the oldest non-empty day).
+- ``inbox_acked``: acks above the watermark (out of order, at most the in-flight window),
+  skipped by ``fetch`` and range-deleted when the watermark passes them.
+
+Acks never write one tombstone per message: when the contiguous acked prefix grows, the
+rows up to the new watermark go with one range delete of its day partition, always from
+the partition's start, so each delete supersedes the previous one (Cassandra merges
+them: a partition holds one range tombstone however many acks moved it), plus a
+partition delete for each earlier day. The deletes carry ``USING TIMESTAMP`` of the
+moment the ack started reading, so a row appended meanwhile is never covered.
+
+Cursors are ``DDDDDD.PPPPPPPPPPPPPPP.<server id>`` (day, position, server id; fixed-width
+numbers, so cursors sort as positions do).
+
+Envelopes must be decodable ``tidings.core.envelopes.Envelope`` bytes (the position comes
+from their timestamp); ``append`` raises ``InvalidInput`` for anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tidings.core.envelopes import Envelope
+from tidings.core.model import InboxItem
+from tidings.engines.cassandra_schema import Cql, Query, Row, Statements, gather_bounded
+from tidings.errors import InvalidInput
+
+DAY_MS = 86_400_000
+FANOUT = 32
+"""Concurrent queries of one call (devices of an append batch, rows of a device)."""
+INDEX_BATCH = 50
+"""Index rows per single-partition batch (well under the server's batch-size warning)."""
+IN_LIMIT = 100
+"""Server ids per ``IN`` lookup of the index."""
+
+Key = tuple[int, str]
+"""A row's position in its inbox: (pos, server_id), ordered as Cassandra orders them."""
+_START: Key = (-1, "")
+
+
+def encode_cursor(key: Key) -> str:
+    pos, server_id = key
+    return f"{pos // DAY_MS:06d}.{pos:015d}.{server_id}"
+
+
+def decode_cursor(cursor: str) -> Key:
+    try:
+        day, pos, server_id = cursor.split(".", 2)
+        key = (int(pos), server_id)
+        if int(day) != key[0] // DAY_MS:
+            raise ValueError(cursor)
+    except ValueError as exc:
+        raise InvalidInput(f"inbox cursor {cursor!r} is not one this store issued") from exc
+    return key
+
+
+def _timestamp(user_id: str, device_id: int, server_id: str, envelope: bytes) -> int:
+    try:
+        return int(Envelope.decode(envelope).timestamp)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidInput(
+            f"inbox of {user_id}/{device_id}: envelope {server_id} is not an encoded Envelope "
+            f"({type(exc).__name__}: {exc}); the Cassandra inbox orders by its timestamp"
+        ) from exc
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class _Inbox:
+    """What ``inbox_state`` and ``inbox_acked`` say about one device's inbox."""
+
+    def __init__(self, state: list[Row], acked: list[Row]) -> None:
+        head = state[0] if state else {}
+        wm_pos, wm_sid = head.get("wm_pos"), head.get("wm_sid")
+        self.watermark: Key | None = (
+            None if wm_pos is None or wm_sid is None else (int(wm_pos), str(wm_sid))
+        )
+        self.floor: Key = self.watermark or _START
+        self.days = sorted({int(r["day"]) for r in state if r.get("day") is not None})
+        self.acked = {
+            key for r in acked if (key := (int(r["pos"]), str(r["server_id"]))) > self.floor
+        }
+
+    def days_from(self, start: Key) -> list[int]:
+        first = start[0] // DAY_MS if start[0] >= 0 else None
+        return [d for d in self.days if first is None or d >= first]
+
+
+class CassandraMessageStore:
+    def __init__(self, cql: Cql, keyspace: str, ttl_s: int) -> None:
+        if ttl_s < 1:
+            raise ValueError("the inbox TTL must be at least one second")
+        self.cql = cql
+        self.ks = keyspace
+        self.ttl_s = ttl_s
+        self.q = Statements()
+
+    async def prepare(self) -> None:
+        ks = self.ks
+        device = "user_id = ? AND device_id = ?"
+        statements = {
+            "ping": "SELECT release_version FROM system.local",
+            "inbox.put": f"INSERT INTO {ks}.inbox (user_id, device_id, day, pos, server_id, "
+            "envelope) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?",
+            "inbox.after": f"SELECT pos, server_id, envelope FROM {ks}.inbox WHERE {device} "
+            "AND day = ? AND (pos, server_id) > (?, ?) LIMIT ?",
+            "inbox.keys_after": f"SELECT pos, server_id FROM {ks}.inbox WHERE {device} "
+            "AND day = ? AND (pos, server_id) > (?, ?)",
+            "inbox.get": f"SELECT envelope FROM {ks}.inbox WHERE {device} AND day = ? "
+            "AND pos = ? AND server_id = ?",
+            "inbox.delete_through": f"DELETE FROM {ks}.inbox USING TIMESTAMP ? WHERE {device} "
+            "AND day = ? AND (pos, server_id) <= (?, ?)",
+            "inbox.delete_day": f"DELETE FROM {ks}.inbox USING TIMESTAMP ? WHERE {device} "
+            "AND day = ?",
+            "index.get": f"SELECT server_id, day, pos FROM {ks}.inbox_index WHERE {device} "
+            "AND server_id IN ?",
+            "index.last": f"SELECT last_pos FROM {ks}.inbox_index WHERE {device} LIMIT 1",
+            "index.put": f"INSERT INTO {ks}.inbox_index (user_id, device_id, server_id, day, "
+            "pos) VALUES (?, ?, ?, ?, ?) USING TTL ?",
+            "index.last_put": f"UPDATE {ks}.inbox_index USING TTL ? SET last_pos = ? "
+            f"WHERE {device}",
+            "index.drop": f"DELETE FROM {ks}.inbox_index WHERE {device}",
+            "state.get": f"SELECT day, wm_pos, wm_sid FROM {ks}.inbox_state WHERE {device}",
+            "state.day": f"INSERT INTO {ks}.inbox_state (user_id, device_id, day) "
+            "VALUES (?, ?, ?) USING TTL ?",
+            "state.prune": f"DELETE FROM {ks}.inbox_state USING TIMESTAMP ? WHERE {device} "
+            "AND day < ?",
+            "state.watermark": f"UPDATE {ks}.inbox_state USING TTL ? SET wm_pos = ?, "
+            f"wm_sid = ? WHERE {device}",
+            "state.drop": f"DELETE FROM {ks}.inbox_state WHERE {device}",
+            "acked.list": f"SELECT pos, server_id FROM {ks}.inbox_acked WHERE {device}",
+            "acked.put": f"INSERT INTO {ks}.inbox_acked (user_id, device_id, pos, server_id) "
+            "VALUES (?, ?, ?, ?) USING TTL ?",
+            "acked.delete_through": f"DELETE FROM {ks}.inbox_acked USING TIMESTAMP ? "
+            f"WHERE {device} AND (pos, server_id) <= (?, ?)",
+            "acked.drop": f"DELETE FROM {ks}.inbox_acked WHERE {device}",
+        }
+        prepared = await asyncio.gather(
+            *(self.cql.prepare(name, cql) for name, cql in statements.items())
+        )
+        self.q = Statements({query.name: query for query in prepared})
+
+    async def ping(self) -> None:
+        await self.cql.run(self.q["ping"])
+
+    async def _locate(self, user_id: str, device_id: int, server_ids: list[str]) -> list[Row]:
+        """Index rows (server_id, day, pos) of those ``server_ids`` appended to the inbox."""
+        chunks = [server_ids[i : i + IN_LIMIT] for i in range(0, len(server_ids), IN_LIMIT)]
+        found = await asyncio.gather(
+            *(self.cql.run(self.q["index.get"], (user_id, device_id, c)) for c in chunks)
+        )
+        return [row for rows in found for row in rows]
+
+    async def _read(self, user_id: str, device_id: int) -> _Inbox:
+        state, acked = await asyncio.gather(
+            self.cql.run(self.q["state.get"], (user_id, device_id)),
+            self.cql.run(self.q["acked.list"], (user_id, device_id)),
+        )
+        return _Inbox(state, acked)
+
+    # append ------------------------------------------------------------------------
+    async def append(self, items: Sequence[tuple[str, int, str, bytes]]) -> int:
+        inboxes: dict[tuple[str, int], dict[str, tuple[int, bytes]]] = {}
+        for user_id, device_id, server_id, envelope in items:
+            rows = inboxes.setdefault((user_id, device_id), {})
+            if server_id not in rows:  # the first copy wins, as on replays
+                ts = _timestamp(user_id, device_id, server_id, envelope)
+                rows[server_id] = (ts, envelope)
+        added = await gather_bounded(
+            FANOUT,
+            *(self._append(uid, did, rows) for (uid, did), rows in inboxes.items()),
+        )
+        return sum(added)
+
+    async def _append(
+        self, user_id: str, device_id: int, rows: dict[str, tuple[int, bytes]]
+    ) -> int:
+        q, cql, ttl = self.q, self.cql, self.ttl_s
+        known, last = await asyncio.gather(
+            self._locate(user_id, device_id, list(rows)),
+            cql.one(q["index.last"], (user_id, device_id)),
+        )
+        seen = {str(r["server_id"]): int(r["pos"]) for r in known}
+        previous = max([int((last or {}).get("last_pos") or 0), *seen.values()])
+        new: list[tuple[str, int, bytes]] = []
+        for server_id, (ts, envelope) in rows.items():
+            if server_id in seen:
+                continue
+            previous = max(ts, previous + 1)
+            new.append((server_id, previous, envelope))
+        if not new:
+            return 0
+        # 1. rows and their days; 2. only then the index and last position (a crash
+        # before 2 leaves ids unindexed, so the replay rewrites the same rows).
+        days = sorted({pos // DAY_MS for _, pos, _ in new})
+        await gather_bounded(
+            FANOUT,
+            *(
+                cql.run(
+                    q["inbox.put"],
+                    (user_id, device_id, pos // DAY_MS, pos, sid, envelope, ttl),
+                )
+                for sid, pos, envelope in new
+            ),
+            cql.batch(
+                "inbox: record days",
+                [(q["state.day"], (user_id, device_id, day, ttl)) for day in days],
+            ),
+        )
+        index: list[tuple[Query, Sequence[Any]]] = [
+            (q["index.put"], (user_id, device_id, sid, pos // DAY_MS, pos, ttl))
+            for sid, pos, _ in new
+        ]
+        chunks = [index[i : i + INDEX_BATCH] for i in range(0, len(index), INDEX_BATCH)]
+        chunks[-1].append((q["index.last_put"], (ttl, previous, user_id, device_id)))
+        for chunk in chunks:  # in order: the last position goes with the last ids
+            await cql.batch("inbox: index", chunk)
+        return len(new)
+
+    # fetch -------------------------------------------------------------------------
+    async def fetch(
+        self, user_id: str, device_id: int, after: str | None, limit: int
+    ) -> list[InboxItem]:
+        if limit <= 0:
+            return []
+        inbox = await self._read(user_id, device_id)
+        start = inbox.floor if after is None else max(inbox.floor, decode_cursor(after))
+        out: list[InboxItem] = []
+        for day in inbox.days_from(start):
+            want = limit - len(out) + len(inbox.acked)  # acked rows are skipped
+            rows = await self.cql.run(
+                self.q["inbox.after"], (user_id, device_id, day, *start, want)
+            )
+            for row in rows:
+                key = (int(row["pos"]), str(row["server_id"]))
+                if key in inbox.acked:
+                    continue
+                out.append(InboxItem(encode_cursor(key), key[1], bytes(row["envelope"])))
+                if len(out) == limit:
+                    return out
+        return out
+
+    # ack ---------------------------------------------------------------------------
+    async def ack(self, user_id: str, device_id: int, server_ids: Sequence[str]) -> list[InboxItem]:
+        wanted = list(dict.fromkeys(server_ids))
+        if not wanted:
+            return []
+        q, cql = self.q, self.cql
+        started = _now_us()  # the deletes below shadow only what existed by now
+        inbox, located = await asyncio.gather(
+            self._read(user_id, device_id),
+            self._locate(user_id, device_id, wanted),
+        )
+        targets: dict[Key, int] = {}  # pending keys acked now -> day
+        for r in located:
+            key = (int(r["pos"]), str(r["server_id"]))
+            if key > inbox.floor and key not in inbox.acked:
+                targets[key] = int(r["day"])
+        if not targets:
+            return []
+
+        # Walk from the watermark: the acked prefix ends at the first row not acked. Every
+        # row before it is acked, so the walk reads at most len(acked) + 1 rows.
+        acked = inbox.acked | targets.keys()
+        found: dict[Key, bytes] = {}
+        watermark, stopped_on, budget = inbox.watermark, None, len(acked) + 1
+        for day in inbox.days_from(inbox.floor):
+            rows = await cql.run(q["inbox.after"], (user_id, device_id, day, *inbox.floor, budget))
+            budget -= len(rows)
+            for row in rows:
+                key = (int(row["pos"]), str(row["server_id"]))
+                if key in targets:
+                    found[key] = bytes(row["envelope"])
+                if key not in acked:
+                    stopped_on = day
+                    break
+                watermark = key
+            if stopped_on is not None or budget <= 0:
+                break
+        beyond = [key for key in targets if key not in found]  # past the first unacked row
+        envelopes = await asyncio.gather(
+            *(cql.one(q["inbox.get"], (user_id, device_id, targets[k], *k)) for k in beyond)
+        )
+        found.update({k: bytes(r["envelope"]) for k, r in zip(beyond, envelopes, strict=True) if r})
+        if not found:  # indexed, but the rows are gone (expired)
+            return []
+
+        ttl = self.ttl_s
+        writes = [
+            cql.run(q["acked.put"], (user_id, device_id, *key, ttl))
+            for key in found
+            if watermark is None or key > watermark
+        ]
+        if watermark is not None and watermark != inbox.watermark:
+            day = watermark[0] // DAY_MS
+            writes += [
+                cql.run(q["inbox.delete_day"], (started, user_id, device_id, d))
+                for d in inbox.days
+                if d < day
+            ]
+            writes += [
+                cql.run(q["inbox.delete_through"], (started, user_id, device_id, day, *watermark)),
+                cql.run(q["state.watermark"], (ttl, *watermark, user_id, device_id)),
+            ]
+            if any(key <= watermark for key in inbox.acked):  # out-of-order acks it passed
+                writes.append(
+                    cql.run(q["acked.delete_through"], (started, user_id, device_id, *watermark))
+                )
+            keep_from = day if stopped_on is None else stopped_on
+            if any(d < keep_from for d in inbox.days):  # days now without unacked rows
+                writes.append(cql.run(q["state.prune"], (started, user_id, device_id, keep_from)))
+        await asyncio.gather(*writes)
+        return [InboxItem(encode_cursor(k), k[1], found[k]) for k in sorted(found)]
+
+    # pending, purge ----------------------------------------------------------------
+    async def pending(self, user_id: str, device_id: int) -> int:
+        inbox = await self._read(user_id, device_id)
+        per_day = await asyncio.gather(
+            *(
+                self.cql.run(self.q["inbox.keys_after"], (user_id, device_id, day, *inbox.floor))
+                for day in inbox.days_from(inbox.floor)
+            )
+        )
+        return sum(
+            (int(r["pos"]), str(r["server_id"])) not in inbox.acked
+            for rows in per_day
+            for r in rows
+        )
+
+    async def purge_device(self, user_id: str, device_id: int) -> None:
+        q, cql = self.q, self.cql
+        inbox = await self._read(user_id, device_id)
+        now = _now_us()
+        await asyncio.gather(
+            *(cql.run(q["inbox.delete_day"], (now, user_id, device_id, d)) for d in inbox.days),
+            cql.run(q["index.drop"], (user_id, device_id)),
+            cql.run(q["acked.drop"], (user_id, device_id)),
+            cql.run(q["state.drop"], (user_id, device_id)),
+        )

@@ -1,0 +1,100 @@
+"""Analytics: ship buffered metadata events to the bus, and fold them into metrics and
+daily aggregates.
+
+Shipping is best effort (a killed process loses at most one flush interval of events);
+the worker commits offsets after the aggregates are written, so a crash between the two
+counts one batch twice. Both are fine for statistics and keep analytics off the
+message path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from functools import partial
+
+from tidings.aio import wait_event
+from tidings.core.analytics import aggregate, decode_batch, encode_batch
+from tidings.core.shardmap import analytics_topic
+from tidings.errors import TidingsError
+from tidings.ports import AnalyticsStore
+from tidings.services.context import Context
+from tidings.services.delivery import commit, retrying
+
+log = logging.getLogger("tidings.analytics")
+
+GROUP = "tidings-analytics"
+BATCH = 1000
+
+
+class EventShipper:
+    """Moves ``ctx.events`` to the analytics topic every ``interval`` seconds."""
+
+    def __init__(self, ctx: Context, interval: float = 1.0) -> None:
+        self.ctx, self.interval = ctx, interval
+        self.topic = analytics_topic(ctx.region)
+        # Spreads processes over partitions; one process's batches stay in order.
+        self.key = f"{socket.gethostname()}:{os.getpid()}"
+
+    async def flush(self) -> None:
+        events = self.ctx.events
+        while len(events):
+            batch = events.drain(BATCH)
+            try:
+                await self.ctx.bus.produce(self.topic, [(self.key, encode_batch(batch))])
+            except TidingsError:
+                events.requeue(batch)
+                raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await wait_event(stop, self.interval)
+            try:
+                await self.flush()
+            except TidingsError as exc:
+                if not exc.retryable or stop.is_set():
+                    raise
+                log.warning("analytics events kept for the next flush: %s", exc.message)
+
+
+class AnalyticsWorker:
+    def __init__(self, ctx: Context, store: AnalyticsStore) -> None:
+        self.ctx, self.store = ctx, store
+        self.topic = analytics_topic(ctx.region)
+
+    async def handle(self, values: list[bytes]) -> None:
+        metrics = self.ctx.metrics
+        events = []
+        for value in values:
+            found, skipped = decode_batch(value)
+            events.extend(found)
+            metrics.analytics_skipped.inc(skipped)
+        await self.store.add(aggregate(events))
+        for e in events:
+            metrics.analytics_events.labels(e.name, e.kind).inc(e.count)
+            if e.size:
+                metrics.analytics_bytes.labels(e.name, e.kind).inc(e.size)
+            if e.latency_ms is not None:
+                metrics.analytics_latency.labels(e.name).observe(e.latency_ms / 1000)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        ctx = self.ctx
+        await ctx.bus.ensure_topic(self.topic, ctx.partitions)
+        consumer = ctx.bus.consumer(self.topic, GROUP)
+        try:
+            while not stop.is_set():
+                try:
+                    records = await consumer.poll(BATCH, timeout=0.5)
+                except TidingsError as exc:
+                    if not exc.retryable:
+                        raise
+                    log.warning("polling %s failed, retrying: %s", self.topic, exc.message)
+                    await wait_event(stop, 1.0)
+                    continue
+                values = [r.value for r in records]
+                if records and await retrying(partial(self.handle, values), stop, "analytics"):
+                    await commit(consumer, records)
+        finally:
+            await consumer.close()

@@ -1,0 +1,217 @@
+"""Nothing accepted is lost when processes and servers die (distributed engines).
+
+Every test runs the real ``tidings serve`` processes (two gateways, a router, two
+delivery workers, the presence service) on the real Kafka, Cassandra, Redis and S3
+servers, under a steady send load (``traffic.py``), injects one fault, and counts lost
+and duplicated messages: both must be 0. Each test has a region of its own (topics,
+Redis keys); the servers are restarted through ``scripts/deps`` like an operator would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+import procs
+from conftest import DEPS, ROOT, unique_region
+from harness import Device, Gateway, register
+from traffic import Tally, traffic
+
+pytestmark = pytest.mark.slow
+
+RECEIVERS = 4
+SENDERS = 2
+RATE = 8.0  # messages per second per sender
+
+
+@dataclass
+class Deployment:
+    data: Path
+    log: Path
+    env: dict[str, str]
+    procs: dict[str, procs.Proc]
+
+    async def start(self, name: str, service: str) -> procs.Proc:
+        proc = await procs.start(["serve", service], self.data, self.log, self.env)
+        self.procs[name] = proc
+        return proc
+
+    def gateways(self) -> list[Gateway]:
+        return [p.gateway(self.data) for n, p in sorted(self.procs.items()) if n.startswith("gw")]
+
+    async def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.kill()
+        assert await proc.wait() == -9
+
+
+@contextlib.asynccontextmanager
+async def deployment(tmp_path: Path, env: dict[str, str]) -> AsyncIterator[Deployment]:
+    dep = Deployment(
+        tmp_path / "data",
+        tmp_path / "tidings.log",
+        {**env, "TIDINGS_REGION": unique_region(), "TIDINGS_HEARTBEAT_TIMEOUT_S": "10"},
+        {},
+    )
+    try:
+        for name, service in (
+            ("gw1", "gateway"),
+            ("gw2", "gateway"),
+            ("router", "router"),
+            ("delivery1", "delivery"),
+            ("delivery2", "delivery"),
+            ("presence", "presence"),
+        ):
+            await dep.start(name, service)
+        yield dep
+    finally:
+        for proc in dep.procs.values():
+            if proc.process.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def people(dep: Deployment) -> tuple[list[Device], list[Device]]:
+    gateway = dep.gateways()[0]
+    senders = [await register(gateway) for _ in range(SENDERS)]
+    receivers = [await register(gateway) for _ in range(RECEIVERS)]
+    return senders, receivers
+
+
+async def deps(*args: str) -> None:
+    """``scripts/deps ARGS`` without blocking the event loop (the load keeps running)."""
+    process = await asyncio.create_subprocess_exec(
+        str(DEPS),
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0, out.decode()
+
+
+async def under_load(
+    dep: Deployment,
+    fault: Callable[[], Awaitable[None]],
+    *,
+    before: float = 3.0,
+    after: float = 5.0,
+) -> Tally:
+    """Run the load, inject ``fault`` after ``before`` seconds, keep the load ``after``
+    seconds more, then wait for every accepted message to arrive."""
+    senders, receivers = await people(dep)
+    gateways = dep.gateways()
+    # The router process takes REST sends too: senders rotate over every API process.
+    apis = [*gateways, dep.procs["router"].gateway(dep.data)]
+    load = traffic(senders, receivers, gateways, RATE)
+    for sender in load.senders:
+        sender.gateways = apis
+    load.start()
+    await asyncio.sleep(before)
+    await fault()
+    await asyncio.sleep(after)
+    tally = await load.finish(settle_timeout=90.0)
+    print(f"\n{tally.summary()}")
+    return tally
+
+
+def assert_nothing_lost_or_duplicated(tally: Tally) -> None:
+    assert tally.sent > 50, tally.summary()
+    assert tally.lost == 0, f"{tally.summary()}; missing {tally.missing()}"
+    assert tally.duplicates == 0, tally.summary()
+
+
+async def test_sigkilled_delivery_worker_mid_stream_loses_and_duplicates_nothing(
+    tmp_path: Path, distributed_env: dict[str, str]
+) -> None:
+    async with deployment(tmp_path, distributed_env) as dep:
+
+        async def fault() -> None:
+            await dep.kill("delivery1")
+            await asyncio.sleep(1.0)
+            await dep.kill("delivery2")  # nobody delivers for a while: the backlog grows
+            await asyncio.sleep(2.0)
+            await dep.start("delivery1", "delivery")
+            await dep.start("delivery2", "delivery")
+
+        tally = await under_load(dep, fault)
+    assert_nothing_lost_or_duplicated(tally)
+
+
+async def test_sigkilled_gateway_devices_reconnect_elsewhere_and_lose_nothing(
+    tmp_path: Path, distributed_env: dict[str, str]
+) -> None:
+    async with deployment(tmp_path, distributed_env) as dep:
+
+        async def fault() -> None:
+            await dep.kill("gw1")
+
+        tally = await under_load(dep, fault)
+        async with httpx.AsyncClient(base_url=dep.procs["presence"].url) as http:
+            metrics = (await http.get("/metrics")).text
+    assert_nothing_lost_or_duplicated(tally)
+    assert tally.reconnects >= RECEIVERS // 2  # the devices that were on gw1 moved
+    assert "tidings_presence_reaped_total" in metrics
+
+
+async def test_kafka_broker_restart_loses_and_duplicates_nothing(
+    tmp_path: Path, distributed_env: dict[str, str]
+) -> None:
+    async with deployment(tmp_path, distributed_env) as dep:
+
+        async def fault() -> None:
+            await deps("down", "kafka")
+            await asyncio.sleep(1.0)
+            await deps("up", "kafka")
+
+        tally = await under_load(dep, fault)
+    assert_nothing_lost_or_duplicated(tally)
+
+
+async def test_redis_restart_rebuilds_presence_and_loses_nothing(
+    tmp_path: Path, distributed_env: dict[str, str]
+) -> None:
+    async with deployment(tmp_path, distributed_env) as dep:
+
+        async def fault() -> None:
+            await deps("down", "redis")
+            await asyncio.sleep(1.0)
+            await deps("up", "redis")
+
+        tally = await under_load(dep, fault)
+        # Every device is online again: presence was rebuilt by the reconnects.
+        gateway = dep.gateways()[0]
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            ready = await http.get("/readyz")
+    assert_nothing_lost_or_duplicated(tally)
+    assert ready.status_code == 200, ready.text
+
+
+async def test_cassandra_stopped_briefly_refuses_sends_instead_of_dropping_them(
+    tmp_path: Path, distributed_env: dict[str, str]
+) -> None:
+    refused_while_down: list[int] = []
+    async with deployment(tmp_path, distributed_env) as dep:
+        gateway = dep.gateways()[0]
+
+        async def fault() -> None:
+            await deps("down", "cassandra")
+            async with httpx.AsyncClient(base_url=gateway.url) as http:
+                r = await http.get("/readyz")
+                refused_while_down.append(r.status_code)
+                body = json.loads(r.text)
+                assert "users" in body.get("failed", {}), body
+            await deps("up", "cassandra")
+
+        tally = await under_load(dep, fault)
+    assert refused_while_down == [503]
+    assert sum(tally.refused.values()) > 0, tally.summary()  # sends were refused, then retried
+    assert_nothing_lost_or_duplicated(tally)
