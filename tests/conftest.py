@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from harness import Gateway, run_gateway
+from servers import deps_up, unique_region
 from tidings.config import Settings
-
-ROOT = Path(__file__).resolve().parents[1]
-DEPS = ROOT / "scripts" / "deps"
-
 
 ENGINE_SETS = ["embedded", "distributed"]
 
@@ -39,27 +33,6 @@ async def embedded_gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     """For behaviour of the embedded engines themselves (e.g. their blob URLs)."""
     async with run_gateway(tmp_path / "data") as gw:
         yield gw
-
-
-def unique_region() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
-
-
-def deps_up(service: str) -> dict[str, str]:
-    """Start ``service`` with ``scripts/deps`` (idempotent) and return its exported
-    settings (``scripts/deps env``). Fails the test, never skips, when it cannot start."""
-    up = subprocess.run(
-        [str(DEPS), "up", service], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-    if up.returncode != 0:
-        pytest.fail(
-            f"scripts/deps up {service} failed (exit {up.returncode}):\n{up.stdout}{up.stderr}",
-            pytrace=False,
-        )
-    env = subprocess.run([str(DEPS), "env"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    if env.returncode != 0:
-        pytest.fail(f"scripts/deps env failed:\n{env.stdout}{env.stderr}", pytrace=False)
-    return dict(re.findall(r"^export ([A-Z0-9_]+)='([^']*)'$", env.stdout, re.MULTILINE))
 
 
 @pytest.fixture(scope="session")

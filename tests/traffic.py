@@ -6,8 +6,11 @@ accepted. Receivers hold a WebSocket each, ack every delivery, and when their so
 dies they reconnect to the next gateway. At the end:
 
 - lost: accepted server ids that never reached their receiver;
-- duplicates: deliveries of a server id the receiver had already been given (raw, before
-  any client-side dedupe, which the Tidings client would otherwise do);
+- duplicates: messages a user would see twice: one sent message (its payload) delivered
+  under two server ids (a client dedupes by server id, so only this reaches the screen);
+- redelivered: deliveries of a server id the receiver had already been given (the
+  at-least-once redeliveries a client's dedupe absorbs, e.g. after an ack died with its
+  gateway);
 - refused: send attempts answered 5xx / 429 or that failed to connect (then retried).
 """
 
@@ -26,17 +29,26 @@ from dataclasses import dataclass, field
 import httpx
 import websockets
 
-from harness import Device, Gateway, ciphertexts
+from harness import Device, Gateway, body_text, ciphertexts
 
 log = logging.getLogger("tests.traffic")
+
+PING_EVERY_S = 2.0
+"""Receivers' heartbeat: well inside the deployments' heartbeat timeout."""
 
 
 @dataclass
 class Tally:
     accepted: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     received: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    payloads: dict[str, dict[str, set[str]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(set))
+    )
+    """receiver -> payload -> the server ids it arrived under"""
     refused: Counter[str] = field(default_factory=Counter)
     reconnects: int = 0
+    closes: Counter[str] = field(default_factory=Counter)
+    """Why receivers' sockets ended (close code or error), for the summary."""
 
     @property
     def sent(self) -> int:
@@ -55,13 +67,18 @@ class Tally:
 
     @property
     def duplicates(self) -> int:
+        return sum(len(ids) - 1 for payloads in self.payloads.values() for ids in payloads.values())
+
+    @property
+    def redelivered(self) -> int:
         return sum(len(ids) - len(set(ids)) for ids in self.received.values())
 
     def summary(self) -> str:
         return (
             f"accepted {self.sent}, lost {self.lost}, duplicates {self.duplicates}, "
+            f"redelivered {self.redelivered}, "
             f"refused-and-retried {sum(self.refused.values())} {dict(self.refused)}, "
-            f"reconnects {self.reconnects}"
+            f"reconnects {self.reconnects} {dict(self.closes)}"
         )
 
 
@@ -77,7 +94,10 @@ class Receiver:
             gateway = self.gateways[self.index % len(self.gateways)]
             try:
                 await self._session(gateway, stop)
+            except websockets.ConnectionClosed as exc:
+                self.tally.closes[str(exc.rcvd.code if exc.rcvd else "no-close-frame")] += 1
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                self.tally.closes[type(exc).__name__] += 1
                 log.info("receiver %s lost %s: %r", self.device.user_id, gateway.url, exc)
             if stop.is_set():
                 return
@@ -91,7 +111,11 @@ class Receiver:
             additional_headers={"Authorization": f"Bearer {self.device.access_token}"},
             open_timeout=5,
         ) as ws:
+            last_ping = time.monotonic()
             while not stop.is_set():
+                if time.monotonic() - last_ping > PING_EVERY_S:  # as real clients do
+                    await ws.send(json.dumps({"id": "keepalive", "type": "ping"}))
+                    last_ping = time.monotonic()
                 try:
                     async with asyncio.timeout(0.5):
                         raw = await ws.recv()
@@ -101,7 +125,9 @@ class Receiver:
                 if frame.get("type") == "deliver":
                     body = frame["body"]
                     if body.get("type") == "message":
-                        self.tally.received[self.device.user_id].append(body["server_id"])
+                        me, server_id = self.device.user_id, body["server_id"]
+                        self.tally.received[me].append(server_id)
+                        self.tally.payloads[me][body_text(body)].add(server_id)
                     await ws.send(
                         json.dumps({"id": frame["id"], "type": "response", "status": 200})
                     )
@@ -153,6 +179,9 @@ class Sender:
                     base_url=gateway.url, headers=headers, timeout=10.0
                 ) as http:
                     r = await http.post("/v1/messages", json=body)
+            except httpx.ConnectError as exc:
+                self.tally.refused[type(exc).__name__] += 1
+                continue  # a process that is gone: the next one at once
             except httpx.HTTPError as exc:
                 self.tally.refused[type(exc).__name__] += 1
             else:

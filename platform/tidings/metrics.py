@@ -32,6 +32,8 @@ class Metrics:
     pushes_collapsed: Counter
     push_seconds: Histogram
     presence_reaped: Counter
+    acks_unrecorded: Counter
+    receipts_dropped: Counter
     analytics_events: Counter
     analytics_bytes: Counter
     analytics_latency: Histogram
@@ -124,6 +126,16 @@ class Metrics:
             ),
             push_seconds=Histogram(
                 "tidings_push_seconds", "Provider send latency", ["provider"], registry=r
+            ),
+            acks_unrecorded=Counter(
+                "tidings_acks_unrecorded",
+                "Acks lost to an inbox outage (the messages are delivered again)",
+                registry=r,
+            ),
+            receipts_dropped=Counter(
+                "tidings_receipts_dropped",
+                "Delivered receipts given up after retries (the bus was down too long)",
+                registry=r,
             ),
             presence_reaped=Counter(
                 "tidings_presence_reaped",

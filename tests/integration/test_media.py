@@ -58,7 +58,7 @@ async def test_upload_then_download_returns_the_same_bytes(gateway: Gateway) -> 
 
     async with gateway.http() as http:  # presigned: no bearer token needed
         r = await http.put(upload["url"], content=blob, headers=upload["headers"])
-        assert r.status_code == 201, r.text
+        assert r.status_code == (201 if gateway.engine == "embedded" else 200), r.text
 
     async with bob.http() as http:  # any signed-in user holding the id may fetch it
         r = await http.get(f"/v1/media/{media_id}")

@@ -97,9 +97,15 @@ async def test_analytics_counts_sends_stores_and_acks_without_content(gateway: G
     for leak in (alice.user_id, bob.user_id, secret):
         assert leak not in rendered
     async with httpx.AsyncClient(base_url=gateway.url) as http:
-        metrics = (await http.get("/metrics")).text
+        # The worker writes the aggregates, then counts the same events in its metrics.
+        async with asyncio.timeout(10):
+            while True:
+                metrics = (await http.get("/metrics")).text
+                if 'event="delivered"' in metrics:
+                    break
+                await asyncio.sleep(0.1)
         bad = await http.get("/analytics/daily/yesterday")
-    assert 'tidings_analytics_events_total{event="accepted",kind="direct"}' in metrics
+    assert 'tidings_analytics_events_total{event="accepted",kind="direct"} 3.0' in metrics
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "invalid_input"
     await alice_ws.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -109,7 +110,8 @@ async def websocket(ws: WebSocket) -> None:
     try:
         me = await svc.auth.authenticate(token or bearer_token(ws.headers.get("authorization")))
     except TidingsError as exc:
-        await ws.close(code=wsproto.CLOSE_UNAUTHORIZED, reason=exc.message[:120])
+        code = wsproto.CLOSE_TRY_AGAIN_LATER if exc.retryable else wsproto.CLOSE_UNAUTHORIZED
+        await ws.close(code=code, reason=exc.message[:120])
         return
     session = SocketSession(
         svc.ctx,
@@ -120,4 +122,11 @@ async def websocket(ws: WebSocket) -> None:
         FrameHandler(svc),
         poll_interval=ws.app.state.inbox_poll_interval,
     )
-    await session.run()
+    try:
+        await session.run()
+    except TidingsError as exc:
+        if not exc.retryable:
+            raise
+        log.warning("socket of %s/%s refused: %s", me.user_id, me.device_id, exc.message)
+        with contextlib.suppress(Exception):
+            await ws.close(code=wsproto.CLOSE_TRY_AGAIN_LATER, reason=exc.message[:120])

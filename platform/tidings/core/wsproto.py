@@ -21,6 +21,8 @@ CLOSE_CONNECTED_ELSEWHERE = 4001
 CLOSE_HEARTBEAT_TIMEOUT = 4002
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SERVER_SHUTDOWN = 1001
+CLOSE_TRY_AGAIN_LATER = 1013
+"""A store or the bus is down for the moment: reconnect with backoff (not a sign-out)."""
 
 CLIENT_REQUEST_TYPES = frozenset(
     {"send", "typing", "receipt", "presence.subscribe", "presence.unsubscribe", "ping"}

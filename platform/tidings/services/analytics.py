@@ -59,6 +59,11 @@ class EventShipper:
                 log.warning("analytics events kept for the next flush: %s", exc.message)
 
 
+def region_day(region: str, day: str) -> str:
+    """The aggregates key of one region's day: regions may share a keyspace."""
+    return f"{region}/{day}"
+
+
 class AnalyticsWorker:
     def __init__(self, ctx: Context, store: AnalyticsStore) -> None:
         self.ctx, self.store = ctx, store
@@ -71,7 +76,10 @@ class AnalyticsWorker:
             found, skipped = decode_batch(value)
             events.extend(found)
             metrics.analytics_skipped.inc(skipped)
-        await self.store.add(aggregate(events))
+        region = self.ctx.region
+        await self.store.add(
+            {(region_day(region, day), name): n for (day, name), n in aggregate(events).items()}
+        )
         for e in events:
             metrics.analytics_events.labels(e.name, e.kind).inc(e.count)
             if e.size:

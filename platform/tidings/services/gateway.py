@@ -18,14 +18,20 @@ from typing import Any, Protocol
 from tidings.aio import wait_event
 from tidings.core import wsproto
 from tidings.core.envelopes import Envelope
-from tidings.core.model import User
-from tidings.errors import LimitExceeded
+from tidings.core.model import InboxItem, User
+from tidings.errors import LimitExceeded, TidingsError
 from tidings.services.context import Context, Principal, device_channel, presence_channel
 from tidings.services.presence import announce
 from tidings.services.router import Router
 from tidings.services.users import UserService
 
 log = logging.getLogger("tidings.gateway")
+
+RECEIPT_ATTEMPTS = 8
+"""Tries of a ``delivered`` receipt (backoff 0.5 s doubling to 10 s: about a minute)."""
+
+_background: set[asyncio.Task[None]] = set()
+"""Receipt tasks outlive their socket; held here so they are not garbage-collected."""
 
 
 class Disconnected(Exception):
@@ -143,25 +149,72 @@ class SocketSession:
         )
 
     async def _acked(self, server_id: str) -> None:
-        me = self.principal
-        acked = await self.ctx.messages.ack(me.user_id, me.device_id, [server_id])
-        self.ctx.metrics.deliveries_acked.inc(len(acked))
-        now = self.ctx.now_ms()
+        """Record the ack, then send ``delivered`` receipts in the background.
+
+        An engine outage must not cost the socket: an ack that cannot be recorded leaves
+        the message pending (delivered again on the next connection, clients dedupe),
+        and receipts keep retrying after the socket is gone."""
+        me, ctx = self.principal, self.ctx
+        try:
+            acked = await ctx.messages.ack(me.user_id, me.device_id, [server_id])
+        except TidingsError as exc:
+            if not exc.retryable:
+                raise
+            ctx.metrics.acks_unrecorded.inc()
+            log.warning(
+                "ack of %s by %s/%s not recorded: %s",
+                server_id,
+                me.user_id,
+                me.device_id,
+                exc.message,
+            )
+            return
+        ctx.metrics.deliveries_acked.inc(len(acked))
+        now = ctx.now_ms()
         for item in acked:
             envelope = Envelope.decode(item.envelope)
-            self.ctx.emit(
-                "delivered", envelope.kind.value, latency_ms=max(0, now - envelope.timestamp)
-            )
+            ctx.emit("delivered", envelope.kind.value, latency_ms=max(0, now - envelope.timestamp))
         self._wake.set()
         if acked:
-            await self.router.delivered(me, acked)
+            task = asyncio.create_task(self._receipts(list(acked)), name="delivered-receipts")
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    async def _receipts(self, acked: list[InboxItem]) -> None:
+        pause = 0.5
+        for _ in range(RECEIPT_ATTEMPTS):
+            try:
+                await self.router.delivered(self.principal, acked)
+                return
+            except TidingsError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("delivered receipts held back, retrying: %s", exc.message)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
+        self.ctx.metrics.receipts_dropped.inc(len(acked))
+        log.error("delivered receipts for %d messages dropped after retries", len(acked))
+
+    async def _fetch(self, cursor: str | None, want: int) -> list[InboxItem]:
+        """The next inbox items; an engine outage pauses the pump instead of the socket."""
+        me = self.principal
+        while True:
+            try:
+                return await self.ctx.messages.fetch(me.user_id, me.device_id, cursor, want)
+            except TidingsError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning(
+                    "inbox of %s/%s unreadable, retrying: %s", me.user_id, me.device_id, exc.message
+                )
+                await asyncio.sleep(1.0)
 
     async def _pump(self) -> None:
-        me, cursor = self.principal, None
+        cursor: str | None = None
         while True:
             while self.proto.room > 0:
                 want = self.proto.room
-                items = await self.ctx.messages.fetch(me.user_id, me.device_id, cursor, want)
+                items = await self._fetch(cursor, want)
                 for item in items:
                     envelope = Envelope.decode(item.envelope)
                     await self.send(self.proto.deliver(item.server_id, envelope.to_client()))

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from tidings.api.deps import Svc
 from tidings.core.analytics import summary
 from tidings.errors import InvalidInput
+from tidings.services.analytics import region_day
 
 router = APIRouter(prefix="/analytics", tags=["ops"])
 
@@ -21,7 +22,7 @@ DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 @router.get("/daily/{day}")
 async def daily(day: str, svc: Svc) -> dict[str, dict[str, float]]:
-    """Counters of one UTC day (``YYYY-MM-DD``) grouped by ``<event>.<kind>``."""
+    """This region's counters of one UTC day (``YYYY-MM-DD``) by ``<event>.<kind>``."""
     if not DAY.match(day):
         raise InvalidInput("day must be YYYY-MM-DD (UTC)")
-    return summary(await svc.ctx.aggregates.day(day))
+    return summary(await svc.ctx.aggregates.day(region_day(svc.ctx.region, day)))
