@@ -22,9 +22,10 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Real servers the tests use (installs Redis from Debian if missing; idempotent).
+# Real servers the tests use: Redis (Debian), Kafka, Cassandra and s3proxy (Maven Central
+# jars on the JDK), installed on first use and cached; idempotent.
 deps:
-	scripts/deps up redis
+	scripts/deps up all
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness import Gateway, run_gateway
-from servers import deps_up, unique_region
+from servers import ENGINE_SETS, as_settings, deps_up, unique_region
 from tidings.config import Settings
-
-ENGINE_SETS = ["embedded", "distributed"]
 
 
 @pytest.fixture(params=ENGINE_SETS)
@@ -21,8 +19,7 @@ async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     own, so topics, Redis keys and channels are the test's alone)."""
     overrides: dict[str, str] = {}
     if request.param == "distributed":
-        env = request.getfixturevalue("distributed_env")
-        overrides = {k.removeprefix("TIDINGS_").lower(): v for k, v in env.items()}
+        overrides = as_settings(request.getfixturevalue("distributed_env"))
         overrides["region"] = unique_region()
     async with run_gateway(tmp_path / "data", **overrides) as gw:
         yield gw

@@ -12,6 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DEPS = ROOT / "scripts" / "deps"
 
+ENGINE_SETS = ["embedded", "distributed"]
+"""What platform fixtures run on: the embedded engines, and Kafka + Cassandra + Redis + S3."""
+
 
 def deps_up(service: str) -> dict[str, str]:
     """Start ``service`` with ``scripts/deps`` (idempotent) and return its exported
@@ -28,6 +31,11 @@ def deps_up(service: str) -> dict[str, str]:
     if env.returncode != 0:
         pytest.fail(f"scripts/deps env failed:\n{env.stdout}{env.stderr}", pytrace=False)
     return dict(re.findall(r"^export ([A-Z0-9_]+)='([^']*)'$", env.stdout, re.MULTILINE))
+
+
+def as_settings(env: dict[str, str]) -> dict[str, str]:
+    """``TIDINGS_*`` variables as ``Settings`` keyword arguments."""
+    return {k.removeprefix("TIDINGS_").lower(): v for k, v in env.items()}
 
 
 def unique_region() -> str:

@@ -75,6 +75,12 @@ class MismatchedDevices(Conflict):
     code = "mismatched_devices"
 
 
+class IdReused(Conflict):
+    """A client id that already named a message to someone else."""
+
+    code = "id_reused"
+
+
 class StaleDevices(TidingsError):
     """The sender encrypted for a device that has since been re-registered."""
 

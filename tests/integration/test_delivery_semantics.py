@@ -177,6 +177,19 @@ async def test_retried_ws_send_with_same_client_id_is_accepted_once_and_delivere
     await bob_ws.close()
 
 
+async def test_a_message_id_reused_for_another_recipient_is_409_not_a_silent_duplicate(
+    gateway: Gateway,
+) -> None:
+    alice, bob, carol = await register(gateway), await register(gateway), await register(gateway)
+    await send_rest(alice, direct(bob, "m-1", "for bob"))
+    async with alice.http() as http:
+        r = await http.post("/v1/messages", json=direct(carol, "m-1", "for carol"))
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "id_reused"
+    assert "m-1" in r.json()["error"]["message"]
+    assert (await send_rest(alice, direct(carol, "m-2", "for carol")))["duplicate"] is False
+
+
 async def test_retried_rest_send_with_same_client_id_is_accepted_once_and_delivered_once(
     gateway: Gateway,
 ) -> None:

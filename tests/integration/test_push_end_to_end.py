@@ -15,6 +15,7 @@ from harness import Gateway, register, run_gateway
 from providers.fcm_server import FakeFcm, run_fcm_server
 from providers.tls import TlsFiles, make_tls
 from push_support import send_many, set_token, until, until_token_removed
+from servers import ENGINE_SETS, as_settings, unique_region
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +29,21 @@ async def fcm(tls: TlsFiles) -> AsyncIterator[FakeFcm]:
         yield fake
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path, fcm: FakeFcm) -> AsyncIterator[Gateway]:
+@pytest.fixture(params=ENGINE_SETS)
+async def gateway(
+    request: pytest.FixtureRequest, tmp_path: Path, fcm: FakeFcm
+) -> AsyncIterator[Gateway]:
+    """Every component in one process, pushing through the real FCM client, on each
+    engine set."""
     credentials = tmp_path / "service-account.json"
     credentials.write_text(json.dumps(fcm.new_account()))
+    engines: dict[str, str] = {}
+    if request.param == "distributed":
+        engines = as_settings(request.getfixturevalue("distributed_env"))
+        engines["region"] = unique_region()
     async with run_gateway(
         tmp_path / "data",
+        **engines,
         push_providers="fcm",
         fcm_endpoint=fcm.url,
         fcm_token_uri=fcm.token_uri,
@@ -129,3 +139,58 @@ async def test_a_sigkilled_push_worker_leaves_its_job_to_the_next_worker(
             await until(lambda: len(_pushes_to(fcm, "erin-token")) == 1, timeout=20)
             await asyncio.sleep(1.0)
         assert len(_pushes_to(fcm, "erin-token")) == 1
+
+
+async def test_a_pool_of_push_worker_processes_on_kafka_pushes_once_per_device_and_survives_a_kill(
+    tmp_path: Path, fcm: FakeFcm, distributed_env: dict[str, str]
+) -> None:
+    """Two ``tidings serve push`` processes share the push topic's partitions (one Kafka
+    consumer group) and the collapse windows and rate bucket (Redis). A burst to many
+    offline devices gives one push each; killing one worker during an FCM outage leaves
+    its jobs to the other, which pushes each once after recovery."""
+    credentials = tmp_path / "service-account.json"
+    credentials.write_text(json.dumps(fcm.new_account()))
+    env = {
+        **distributed_env,
+        "TIDINGS_REGION": unique_region(),
+        "TIDINGS_PUSH_PROVIDERS": "fcm",
+        "TIDINGS_FCM_ENDPOINT": fcm.url,
+        "TIDINGS_FCM_TOKEN_URI": fcm.token_uri,
+        "TIDINGS_FCM_CREDENTIALS_FILE": str(credentials),
+        "TIDINGS_FCM_CA_FILE": str(fcm.ca_file),
+        "TIDINGS_PUSH_BACKOFF_BASE_S": "0.05",
+        "TIDINGS_PUSH_COLLAPSE_S": "30",
+    }
+    data, log = tmp_path / "data", tmp_path / "tidings.log"
+    async with (
+        procs.running(["serve", "gateway"], data, log, env) as api,
+        procs.running(["serve", "delivery"], data, log, env),
+        procs.running(["serve", "push"], data, log, env),
+    ):
+        gw = api.gateway(data)
+        second = await procs.start(["serve", "push"], data, log, env)
+        try:
+            alice = await register(gw)
+            sleepers = [await register(gw) for _ in range(6)]
+            for n, device in enumerate(sleepers):
+                await set_token(device, f"sleeper-{n}")
+            for n, device in enumerate(sleepers):  # message ids are unique per sender
+                await send_many(alice, device, 3, f"wake-{n}")
+            await until(lambda: all(_pushes_to(fcm, f"sleeper-{n}") for n in range(6)), timeout=30)
+            await asyncio.sleep(1.0)
+            assert [len(_pushes_to(fcm, f"sleeper-{n}")) for n in range(6)] == [1] * 6
+
+            late = [await register(gw) for _ in range(4)]
+            for n, device in enumerate(late):
+                await set_token(device, f"late-{n}")
+            fcm.mode, fcm.retry_after = "UNAVAILABLE", "0"
+            for n, device in enumerate(late):
+                await send_many(alice, device, 1, f"outage-{n}")
+            await until(lambda: all(f"late-{n}" in fcm.attempts for n in range(4)), timeout=30)
+        finally:
+            second.kill()
+            await second.wait()
+        fcm.mode = None
+        await until(lambda: all(_pushes_to(fcm, f"late-{n}") for n in range(4)), timeout=60)
+        await asyncio.sleep(1.0)
+    assert [len(_pushes_to(fcm, f"late-{n}")) for n in range(4)] == [1] * 4

@@ -29,6 +29,12 @@ def analytics_topic(region: str) -> str:
     return f"tidings.{region}.analytics"
 
 
+def consumer_group(region: str, worker: str) -> str:
+    """The consumer group of one worker type in one region (``delivery``, ``push``,
+    ``analytics``): regions sharing a Kafka cluster never share a group."""
+    return f"tidings.{region}.{worker}"
+
+
 @dataclass(frozen=True)
 class Shard:
     name: str

@@ -17,7 +17,7 @@ from functools import partial
 
 from tidings.aio import wait_event
 from tidings.core.analytics import aggregate, decode_batch, encode_batch
-from tidings.core.shardmap import analytics_topic
+from tidings.core.shardmap import analytics_topic, consumer_group
 from tidings.errors import TidingsError
 from tidings.ports import AnalyticsStore
 from tidings.services.context import Context
@@ -25,7 +25,6 @@ from tidings.services.delivery import commit, retrying
 
 log = logging.getLogger("tidings.analytics")
 
-GROUP = "tidings-analytics"
 BATCH = 1000
 
 
@@ -90,7 +89,7 @@ class AnalyticsWorker:
     async def run(self, stop: asyncio.Event) -> None:
         ctx = self.ctx
         await ctx.bus.ensure_topic(self.topic, ctx.partitions)
-        consumer = ctx.bus.consumer(self.topic, GROUP)
+        consumer = ctx.bus.consumer(self.topic, consumer_group(ctx.region, "analytics"))
         try:
             while not stop.is_set():
                 try:

@@ -16,14 +16,13 @@ from functools import partial
 
 from tidings.aio import wait_event
 from tidings.core.envelopes import Envelope, EnvelopeKind
-from tidings.core.shardmap import deliveries_topic, push_topic
+from tidings.core.shardmap import consumer_group, deliveries_topic, push_topic
 from tidings.errors import TidingsError
 from tidings.ports import Consumer, Record
 from tidings.services.context import Context, device_channel
 
 log = logging.getLogger("tidings.delivery")
 
-GROUP = "tidings-delivery"
 WAKE = json.dumps({"t": "wake"}).encode()
 
 
@@ -64,7 +63,7 @@ class DeliveryWorker:
         ctx = self.ctx
         await ctx.bus.ensure_topic(self.topic, ctx.partitions)
         await ctx.bus.ensure_topic(push_topic(ctx.region), ctx.partitions)
-        consumer = ctx.bus.consumer(self.topic, GROUP)
+        consumer = ctx.bus.consumer(self.topic, consumer_group(ctx.region, "delivery"))
         log.info("delivery worker consuming %s", self.topic)
         try:
             while not stop.is_set():

@@ -52,14 +52,12 @@ from tidings.core.pushjob import (
     next_step,
 )
 from tidings.core.ratelimit import Limit
-from tidings.core.shardmap import push_topic
+from tidings.core.shardmap import consumer_group, push_topic
 from tidings.errors import TidingsError
 from tidings.ports import Consumer, PushSender, Record
 from tidings.services.context import Context
 
 log = logging.getLogger("tidings.push")
-
-GROUP = "tidings-push"
 
 
 class PushWorker:
@@ -92,7 +90,7 @@ class PushWorker:
     async def run(self, stop: asyncio.Event) -> None:
         ctx = self.ctx
         await ctx.bus.ensure_topic(self.topic, ctx.partitions)
-        consumer = ctx.bus.consumer(self.topic, GROUP)
+        consumer = ctx.bus.consumer(self.topic, consumer_group(ctx.region, "push"))
         tracker: OffsetTracker[Record] = OffsetTracker()
         tasks: set[asyncio.Task[None]] = set()
         progress = asyncio.Event()

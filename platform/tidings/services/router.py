@@ -17,7 +17,7 @@ from tidings.core.fanout import check_device_list, fan_out, fan_out_same, requir
 from tidings.core.model import InboxItem
 from tidings.core.ratelimit import Limit
 from tidings.core.shardmap import deliveries_topic
-from tidings.errors import InvalidInput, MismatchedDevices, NotFound, StaleDevices
+from tidings.errors import IdReused, InvalidInput, MismatchedDevices, NotFound, StaleDevices
 from tidings.services.context import Context, Principal
 
 
@@ -92,9 +92,18 @@ class Router:
 
         server_id = ids.server_id(principal.user_id, principal.device_id, out.client_id)
         dedupe_key = f"dedupe:{server_id}"
-        first = json.dumps({"ts": ctx.now_ms(), "produced": False}).encode()
+        to = f"group:{out.to_group}" if out.to_group else f"user:{out.to_user}"
+        first = json.dumps({"ts": ctx.now_ms(), "produced": False, "to": to}).encode()
         held = await ctx.presence.put_if_absent(dedupe_key, first, ctx.limits.dedupe_ttl_s)
         state = json.loads(held or first)
+        if state.get("to", to) != to:
+            # A retry must repeat its message; a new message needs a new id. Answering
+            # "duplicate" here would silently drop the second message.
+            ctx.metrics.sends_rejected.labels(IdReused.code).inc()
+            raise IdReused(
+                f"message id {out.client_id} was already used for another recipient; "
+                "give every new message a new id"
+            )
         if state["produced"]:
             ctx.metrics.sends_deduplicated.inc()
             return Accepted(server_id, int(state["ts"]), duplicate=True)
@@ -120,7 +129,7 @@ class Router:
         await self.produce(envelopes)
         await ctx.presence.set(
             dedupe_key,
-            json.dumps({"ts": state["ts"], "produced": True}).encode(),
+            json.dumps({"ts": state["ts"], "produced": True, "to": to}).encode(),
             ctx.limits.dedupe_ttl_s,
         )
         kind = "group" if out.to_group else "direct"
