@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS processed (server_id TEXT PRIMARY KEY);
 """
 
 
+STATUS_ORDER = {"sent": 0, "received": 0, "delivered": 1, "read": 2}
+"""Message statuses in the order receipts (and reading) move them."""
+
+
 @dataclass(frozen=True)
 class StoredMessage:
     server_id: str
@@ -196,9 +200,17 @@ class LocalStore:
         return cur.rowcount == 1
 
     def set_status(self, server_ids: list[str], status: str) -> None:
+        """Move sent messages forward (sent -> delivered -> read), never back: receipts
+        travel separately and may arrive in either order."""
+        rank = STATUS_ORDER.get(status)
+        if rank is None or not server_ids:
+            return
         marks = ",".join("?" * len(server_ids))
+        before = [s for s, r in STATUS_ORDER.items() if r < rank]
         self.db.execute(
-            f"UPDATE messages SET status=? WHERE server_id IN ({marks})", (status, *server_ids)
+            f"UPDATE messages SET status=? WHERE server_id IN ({marks}) "
+            f"AND status IN ({','.join('?' * len(before))})",
+            (status, *server_ids, *before),
         )
 
     def history(self, conversation: str | None = None, limit: int = 50) -> list[StoredMessage]:

@@ -175,7 +175,13 @@ class SocketSession:
             envelope = Envelope.decode(item.envelope)
             ctx.emit("delivered", envelope.kind.value, latency_ms=max(0, now - envelope.timestamp))
         self._wake.set()
-        if acked:
+        if not acked:
+            return
+        try:  # inline first: a later read receipt from this device then follows it
+            await self.router.delivered(me, acked)
+        except TidingsError as exc:
+            if not exc.retryable:
+                raise
             task = asyncio.create_task(self._receipts(list(acked)), name="delivered-receipts")
             _background.add(task)
             task.add_done_callback(_background.discard)
@@ -183,6 +189,7 @@ class SocketSession:
     async def _receipts(self, acked: list[InboxItem]) -> None:
         pause = 0.5
         for _ in range(RECEIPT_ATTEMPTS):
+            await asyncio.sleep(pause)
             try:
                 await self.router.delivered(self.principal, acked)
                 return
@@ -190,7 +197,6 @@ class SocketSession:
                 if not exc.retryable:
                     raise
                 log.warning("delivered receipts held back, retrying: %s", exc.message)
-                await asyncio.sleep(pause)
                 pause = min(pause * 2, 10.0)
         self.ctx.metrics.receipts_dropped.inc(len(acked))
         log.error("delivered receipts for %d messages dropped after retries", len(acked))
