@@ -1,0 +1,387 @@
+"""``ChatRegion``: one region of the platform and everything it runs.
+
+The region's name is the resource's ``metadata.name`` (as a Strimzi ``Kafka`` cluster's
+is): it names the Kafka topics, the Cassandra datacenter by default, the shards and
+every child object, and Kubernetes already makes it immutable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from tidings.core.shardmap import SLOTS
+from tidings_operator.models.base import (
+    ComponentStatus,
+    Condition,
+    ObjectMeta,
+    Phase,
+    RegionName,
+    ResourceRequirements,
+    SecretKey,
+    SecretKeySelector,
+    SecretName,
+    SpecModel,
+    StatusModel,
+    cel,
+    conditions_field,
+    immutable,
+    list_map,
+    validations,
+)
+from tidings_operator.names import API_VERSION, CHAT_REGION, REGION_NAME_PATTERN
+
+REGION_COMPONENTS = ("gateway", "router", "media", "presence", "delivery", "analytics")
+"""The platform components a ChatRegion runs (``push`` runs in PushPools)."""
+SERVED_COMPONENTS = ("gateway", "router", "media")
+"""Components with client-facing HTTP routes, hence a Service."""
+
+DATACENTER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""A Cassandra datacenter name, as the platform's Cassandra engine accepts it."""
+KEYSPACE_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
+
+Replicas = Annotated[int, Field(ge=1, le=1000)]
+
+
+class Autoscaling(SpecModel):
+    """A HorizontalPodAutoscaler on CPU. While it is set the Deployment's replica count
+    belongs to the autoscaler and ``replicas`` is ignored."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas")
+        )
+    )
+
+    min_replicas: Replicas = 1
+    max_replicas: Replicas
+    target_cpu_utilization_percentage: int = Field(
+        default=70, ge=1, le=100, alias="targetCPUUtilizationPercentage"
+    )
+    """Average CPU use, in percent of the requests, the autoscaler aims for (spelled
+    as in a HorizontalPodAutoscaler)."""
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        return self
+
+
+class ComponentSpec(SpecModel):
+    """How many pods of one component run, and how big they are."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.autoscaling) || "
+                "(has(self.resources.requests) && 'cpu' in self.resources.requests)",
+                "autoscaling on CPU needs resources.requests.cpu (utilization is a share of it)",
+            )
+        )
+    )
+
+    replicas: int = Field(default=1, ge=0, le=1000)
+    """Pods to run when ``autoscaling`` is not set; 0 stops the component."""
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    autoscaling: Autoscaling | None = None
+
+    @model_validator(mode="after")
+    def _cpu_request_to_scale_on(self) -> ComponentSpec:
+        if self.autoscaling is not None and "cpu" not in self.resources.requests:
+            raise ValueError(
+                "autoscaling on CPU needs resources.requests.cpu (utilization is a share of it)"
+            )
+        return self
+
+
+class GatewaySpec(ComponentSpec):
+    """The client edge (REST + WebSocket). Two replicas by default, so a pod loss or a
+    node drain never takes every socket of the region down at once."""
+
+    replicas: int = Field(default=2, ge=0, le=1000)
+    """Pods to run when ``autoscaling`` is not set."""
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    """How clients reach the gateway; ``LoadBalancer`` publishes its address in
+    ``status.gatewayEndpoint``."""
+    service_annotations: dict[str, str] = Field(default_factory=dict, max_length=64)
+    """Annotations of the gateway Service (load balancer settings of the cloud)."""
+
+
+class ComponentsSpec(SpecModel):
+    """Per component: replicas, resources, autoscaling."""
+
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    router: ComponentSpec = Field(default_factory=ComponentSpec)
+    media: ComponentSpec = Field(default_factory=ComponentSpec)
+    presence: ComponentSpec = Field(default_factory=ComponentSpec)
+    delivery: ComponentSpec = Field(default_factory=ComponentSpec)
+    analytics: ComponentSpec = Field(default_factory=ComponentSpec)
+
+    def of(self, component: str) -> ComponentSpec:
+        if component not in REGION_COMPONENTS:
+            raise KeyError(f"{component!r} is not a ChatRegion component")
+        spec: ComponentSpec = getattr(self, component)
+        return spec
+
+
+class KafkaSpec(SpecModel):
+    """The Kafka cluster and the region's topics (``tidings.<region>.deliveries``,
+    ``.push``, ``.analytics``)."""
+
+    bootstrap_servers: str = Field(min_length=1, max_length=2048, pattern=r"^[^,\s]+(,[^,\s]+)*$")
+    """Comma-separated ``host:port`` list."""
+    partitions: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        json_schema_extra=validations(
+            cel("self >= oldSelf", "partitions can only grow: Kafka cannot remove partitions")
+        ),
+    )
+    """Partitions of each topic. Growing remaps recipients to partitions, so per-recipient
+    order is only guaranteed again once in-flight messages are delivered."""
+    replication_factor: int = Field(default=3, ge=1, le=7)
+    """Replicas of each partition. Changing it on an existing topic is refused (status
+    says why); reassign partitions with Kafka's tools, then update this field."""
+    topic_config: dict[str, str] = Field(default_factory=dict, max_length=64)
+    """Topic-level Kafka configs, e.g. ``retention.ms: "604800000"``. With three or more
+    replicas ``min.insync.replicas`` defaults to 2, so an acknowledged send survives the
+    loss of a broker."""
+
+
+class CassandraCredentials(SpecModel):
+    """A Secret with the Cassandra role's user name and password."""
+
+    name: SecretName
+    username_key: SecretKey = "username"
+    password_key: SecretKey = "password"
+
+
+class CassandraSpec(SpecModel):
+    """The Cassandra cluster: one datacenter per region, keyspace with
+    NetworkTopologyStrategy."""
+
+    contact_points: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        min_length=1, max_length=32
+    )
+    """Hosts to connect to first."""
+    port: int = Field(default=9042, ge=1, le=65535)
+    datacenter: str | None = Field(default=None, pattern=DATACENTER_PATTERN, max_length=64)
+    """This region's datacenter (queries run there at LOCAL_QUORUM); default: the
+    region's name."""
+    keyspace: str = Field(
+        default="tidings",
+        pattern=KEYSPACE_PATTERN,
+        max_length=48,
+        json_schema_extra=immutable("keyspace"),
+    )
+    """The keyspace shared by every region; immutable, data never moves keyspaces."""
+    replication: dict[str, Annotated[int, Field(ge=1, le=32)]] = Field(
+        default_factory=dict, max_length=32
+    )
+    """Replicas per datacenter, e.g. ``{us-east: 3, eu-west: 3}``; every peered region
+    lists the same map. Empty means one replica in this region's datacenter. A new
+    datacenter is added with ALTER KEYSPACE; removing one is refused."""
+    credentials_secret: CassandraCredentials | None = None
+    """Without it the platform connects without authentication."""
+
+    @model_validator(mode="after")
+    def _datacenter_names(self) -> CassandraSpec:
+        # Map keys cannot carry a schema pattern in a CRD (and a CEL rule over them
+        # would be costly), so only the operator checks them.
+        bad = [dc for dc in self.replication if not re.fullmatch(DATACENTER_PATTERN, dc)]
+        if bad:
+            raise ValueError(f"replication names invalid datacenters {bad}")
+        return self
+
+
+class RedisSpec(SpecModel):
+    """Redis for presence, device channels, rate limits and dedupe keys, shared by every
+    process of the region."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.url) != has(self.urlSecretRef)", "set exactly one of url, urlSecretRef")
+        )
+    )
+
+    url: str | None = Field(default=None, pattern=r"^rediss?://", max_length=2048)
+    """``redis://host:6379/0``; use ``urlSecretRef`` when it carries a password."""
+    url_secret_ref: SecretKeySelector | None = None
+    """A Secret key holding the URL."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RedisSpec:
+        if (self.url is None) == (self.url_secret_ref is None):
+            raise ValueError("set exactly one of url, urlSecretRef")
+        return self
+
+
+class S3Credentials(SpecModel):
+    """A Secret with the S3 access key pair."""
+
+    name: SecretName
+    access_key_key: SecretKey = "accessKey"
+    secret_key_key: SecretKey = "secretKey"
+
+
+class S3Spec(SpecModel):
+    """The S3-compatible store of encrypted media."""
+
+    endpoint: str = Field(default="", max_length=2048)
+    """S3 API URL; empty means AWS for ``region``."""
+    public_endpoint: str = Field(default="", max_length=2048)
+    """URL clients reach the store at, when it differs from ``endpoint``."""
+    region: str = Field(default="us-east-1", min_length=1, max_length=64)
+    bucket: str = Field(min_length=3, max_length=63)
+    credentials_secret: S3Credentials | None = None
+    """Without it the SDK's default chain applies (workload identity, instance role)."""
+
+
+class SlotRange(SpecModel):
+    """A contiguous range of the user space's hash slots (both ends included)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(cel("self.first <= self.last", "first must not exceed last"))
+    )
+
+    first: int = Field(default=0, ge=0, le=SLOTS - 1)
+    last: int = Field(default=SLOTS - 1, ge=0, le=SLOTS - 1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SlotRange:
+        if self.first > self.last:
+            raise ValueError("first must not exceed last")
+        return self
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+
+class Peer(SpecModel):
+    """Another region this one exchanges messages with and may take shards over from."""
+
+    name: RegionName
+    """The peer's region name (its ChatRegion's name)."""
+    gateway_endpoint: str = Field(default="", max_length=2048)
+    """The peer's gateway URL, probed for health when failover is automatic."""
+
+
+class FailoverSpec(SpecModel):
+    """Moving this region's shards to peers when it fails."""
+
+    policy: Literal["Manual", "Automatic"] = "Manual"
+    """``Manual``: only ``kubectl tidings failover`` moves shards. ``Automatic``: after
+    ``detectionWindowSeconds`` of failed health checks the operator fences the region and
+    reassigns its shards. Failback is always manual."""
+    detection_window_seconds: int = Field(default=30, ge=5, le=3600)
+    """How long a region must look dead before an automatic failover."""
+
+
+class ChatRegionSpec(SpecModel):
+    """The desired state of a region."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.shards <= self.slotRange.last - self.slotRange.first + 1",
+                "shards must not exceed the number of slots in slotRange",
+            )
+        )
+    )
+
+    image: str = Field(min_length=1, max_length=512)
+    """The platform image (runs ``tidings serve <component>``)."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    components: ComponentsSpec = Field(default_factory=ComponentsSpec)
+    kafka: KafkaSpec
+    cassandra: CassandraSpec
+    redis: RedisSpec
+    s3: S3Spec
+    slot_range: SlotRange = Field(
+        default_factory=SlotRange, json_schema_extra=immutable("slotRange")
+    )
+    """The hash slots this region is home to; regions of one deployment split the
+    slots 0..1023 between them. Immutable: changing it would move users' homes."""
+    shards: int = Field(default=8, ge=1, le=SLOTS, json_schema_extra=immutable("shards"))
+    """MessageShards cut from ``slotRange``, the unit of failover. Immutable: a shard's
+    slot range is what its owner and fencing epoch are about, and a new count would
+    re-cut every range; resharding needs a fenced protocol of its own."""
+    peers: list[Peer] = Field(
+        default_factory=list, max_length=16, json_schema_extra=list_map("name")
+    )
+    """Regions this one exchanges messages with, keyed by name."""
+    failover: FailoverSpec = Field(default_factory=FailoverSpec)
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    """What deleting the ChatRegion does to its data: ``Retain`` keeps topics and the
+    keyspace, ``Delete`` deletes the topics and drops this region's datacenter from the
+    keyspace (the keyspace itself when no other datacenter remains)."""
+    public_url: str = Field(default="", max_length=2048)
+    """Base of absolute URLs handed to clients (``TIDINGS_PUBLIC_URL``)."""
+    dev_mode: bool = False
+    """Log one-time codes instead of sending SMS. Never in production."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _enough_slots(self) -> ChatRegionSpec:
+        if self.shards > self.slot_range.size:
+            raise ValueError("shards must not exceed the number of slots in slotRange")
+        return self
+
+
+class ChatRegionStatus(StatusModel):
+    """What the operator last observed."""
+
+    observed_generation: int | None = None
+    """The ``metadata.generation`` this status describes."""
+    phase: Phase | None = None
+    """A one-word summary of the conditions."""
+    conditions: list[Condition] = conditions_field()
+    components: dict[str, ComponentStatus] = Field(default_factory=dict)
+    """Per component: ready and desired pods."""
+    components_ready: str = ""
+    """``<ready>/<total>`` components with every desired pod ready."""
+    gateway_endpoint: str = ""
+    """Where clients connect (the gateway Service's address)."""
+    owned_shards: int = 0
+    """MessageShards this region owns now (its own and any taken over)."""
+
+
+class ChatRegion(StatusModel):
+    """A Tidings region: its services, Kafka topics, Cassandra keyspace and shards."""
+
+    api_version: Literal["tidings.dev/v1alpha1"] = API_VERSION
+    kind: Literal["ChatRegion"] = CHAT_REGION
+    metadata: ObjectMeta
+    spec: ChatRegionSpec
+    status: ChatRegionStatus | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChatRegion:
+        if not re.fullmatch(REGION_NAME_PATTERN, self.metadata.name):
+            raise ValueError(f"region name {self.metadata.name!r} must match {REGION_NAME_PATTERN}")
+        if any(peer.name == self.metadata.name for peer in self.spec.peers):
+            raise ValueError("a region cannot be its own peer")
+        replication = self.spec.cassandra.replication
+        if replication and self.datacenter not in replication:
+            raise ValueError(
+                f"cassandra.replication must include this region's datacenter {self.datacenter}"
+            )
+        return self
+
+    @property
+    def region(self) -> str:
+        return self.metadata.name
+
+    @property
+    def datacenter(self) -> str:
+        return self.spec.cassandra.datacenter or self.metadata.name
+
+    @property
+    def replication(self) -> dict[str, int]:
+        """The keyspace's replicas per datacenter, the default filled in."""
+        return dict(self.spec.cassandra.replication) or {self.datacenter: 1}

@@ -1,0 +1,180 @@
+"""The pod every platform process runs in: ``tidings serve <component>``.
+
+Hardened as the Pod Security "restricted" profile asks: non-root, no privilege
+escalation, no capabilities, RuntimeDefault seccomp, read-only root filesystem (the
+data directory and ``/tmp`` are emptyDirs). The pods talk to no Kubernetes API, so no
+service account token is mounted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tidings_operator.models.base import ResourceRequirements
+from tidings_operator.names import SETTINGS_PORT
+
+DATA_DIR = "/var/lib/tidings"
+"""``TIDINGS_DATA_DIR``: scratch space (the distributed engines keep no state there)."""
+SHARD_MAP_DIR = "/etc/tidings/shardmap"
+"""The shard map ConfigMap, mounted as a volume so a failover reaches running pods."""
+SECRETS_DIR = "/var/run/secrets/tidings"
+RUN_AS = 10001
+"""UID and GID of the platform processes (any non-root id; the image must not need
+root)."""
+
+PROMETHEUS_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(SETTINGS_PORT),
+    "prometheus.io/path": "/metrics",
+}
+
+
+def volume_mount(name: str, path: str, *, read_only: bool = False) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": name, "mountPath": path}
+    if read_only:
+        mount["readOnly"] = True
+    return mount
+
+
+def secret_volume(name: str, secret: str, key: str) -> dict[str, Any]:
+    """One Secret key as a file, readable by the pod's group only."""
+    return {
+        "name": name,
+        "secret": {
+            "secretName": secret,
+            "items": [{"key": key, "path": key}],
+            "defaultMode": 0o440,
+        },
+    }
+
+
+def resources_dict(resources: ResourceRequirements) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if resources.requests:
+        out["requests"] = dict(resources.requests)
+    if resources.limits:
+        out["limits"] = dict(resources.limits)
+    return out
+
+
+def container(
+    component: str,
+    *,
+    image: str,
+    pull_policy: str,
+    env_from_config_map: str,
+    env: Sequence[Mapping[str, Any]],
+    resources: ResourceRequirements,
+    mounts: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The platform container: settings from a ConfigMap, credentials from Secrets."""
+    http = {"path": "/healthz", "port": "http"}
+    spec: dict[str, Any] = {
+        "name": component,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["tidings"],
+        "args": ["serve", component],
+        "ports": [{"name": "http", "containerPort": SETTINGS_PORT, "protocol": "TCP"}],
+        "envFrom": [{"configMapRef": {"name": env_from_config_map}}],
+        "env": [dict(e) for e in env],
+        # HTTP is served only once the engines have started (Cassandra migrations
+        # included), so the startup probe allows two minutes before liveness counts.
+        "startupProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 60},
+        "livenessProbe": {"httpGet": http, "periodSeconds": 10, "failureThreshold": 3},
+        # Ready means every engine answers: a pod cut off from Kafka or Cassandra
+        # leaves the Service instead of failing requests.
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            volume_mount("data", DATA_DIR),
+            volume_mount("tmp", "/tmp"),
+            *(dict(m) for m in mounts),
+        ],
+    }
+    if reqs := resources_dict(resources):
+        spec["resources"] = reqs
+    return spec
+
+
+def pod_template(
+    *,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    service_account: str,
+    container: Mapping[str, Any],
+    volumes: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "labels": dict(labels),
+            "annotations": {**PROMETHEUS_ANNOTATIONS, **annotations},
+        },
+        "spec": {
+            "serviceAccountName": service_account,
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS,
+                "runAsGroup": RUN_AS,
+                "fsGroup": RUN_AS,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [dict(container)],
+            "volumes": [
+                {"name": "data", "emptyDir": {}},
+                {"name": "tmp", "emptyDir": {}},
+                *(dict(v) for v in volumes),
+            ],
+        },
+    }
+
+
+def deployment(
+    *,
+    metadata: Mapping[str, Any],
+    selector: Mapping[str, str],
+    replicas: int | None,
+    template: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A Deployment; ``replicas=None`` leaves the count to an autoscaler (a value here
+    would be re-applied on every reconcile and fight it)."""
+    spec: dict[str, Any] = {}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    spec |= {
+        "selector": {"matchLabels": dict(selector)},
+        # Surge first: capacity never dips below the desired count during a rollout.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+        },
+        "template": dict(template),
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": dict(metadata), "spec": spec}
+
+
+def disruption_budget(metadata: Mapping[str, Any], selector: Mapping[str, str]) -> dict[str, Any]:
+    """At most one pod of a workload evicted at a time. ``maxUnavailable`` rather than
+    ``minAvailable``, so a one-replica component never blocks a node drain; unhealthy
+    pods may always be evicted, so a crash-looping pod cannot block one either."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": dict(metadata),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": dict(selector)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
