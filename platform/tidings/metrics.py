@@ -32,6 +32,7 @@ class Metrics:
     pushes_collapsed: Counter
     push_seconds: Histogram
     presence_reaped: Counter
+    push_jobs_skipped: Counter
     acks_unrecorded: Counter
     receipts_dropped: Counter
     analytics_events: Counter
@@ -106,7 +107,7 @@ class Metrics:
             ),
             pushes_failed=Counter(
                 "tidings_pushes_failed",
-                "Push jobs dropped without a push, by reason (no_token, no_sender, "
+                "Push jobs dropped without a push, by reason (no_token, "
                 "unregistered, rejected, exhausted, invalid_job, error)",
                 ["reason"],
                 registry=r,
@@ -135,6 +136,11 @@ class Metrics:
             receipts_dropped=Counter(
                 "tidings_receipts_dropped",
                 "Delivered receipts given up after retries (the bus was down too long)",
+                registry=r,
+            ),
+            push_jobs_skipped=Counter(
+                "tidings_push_jobs_skipped",
+                "Push jobs for a device whose token belongs to another provider's pool",
                 registry=r,
             ),
             presence_reaped=Counter(

@@ -11,15 +11,15 @@ import yaml
 
 from tidings.config import Settings
 from tidings.core.push import Provider
-from tidings.core.shardmap import consumer_group, push_topic
+from tidings.core.shardmap import push_topic
 from tidings_operator.models import ChatRegion, PushPool, parse
 from tidings_operator.resources import pool_children
 from tidings_operator.resources.env import setting_for
 from tidings_operator.resources.pushpool import (
     pool_autoscaler,
+    pool_consumer_group,
     pool_deployment,
     pool_selector_text,
-    push_consumer_group,
 )
 from tidings_operator.resources.settings import settings_data
 
@@ -139,11 +139,11 @@ def test_the_autoscaler_scales_the_pool_on_push_lag() -> None:
     external = metric["external"]
     assert external["metric"]["name"] == "kafka_consumergroup_lag"
     assert external["metric"]["selector"]["matchLabels"] == {
-        "consumergroup": consumer_group("us-east", "push"),
+        "consumergroup": "tidings.us-east.push-fcm",
         "topic": push_topic("us-east"),
     }
     assert external["target"] == {"type": "AverageValue", "averageValue": "1000"}
-    assert push_consumer_group("us-east") == "tidings.us-east.push"
+    assert pool_consumer_group("us-east", "apns") == "tidings.us-east.push-apns"
 
 
 def test_replicas_follow_the_pool_and_no_autoscaler_without_autoscaling() -> None:

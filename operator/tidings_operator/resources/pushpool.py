@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tidings.core.shardmap import consumer_group, push_topic
+from tidings.core.shardmap import push_consumer_group, push_topic
 from tidings_operator.models import ChatRegion, PushPool
 from tidings_operator.models.pushpool import ApnsSpec, FcmSpec
 from tidings_operator.names import (
@@ -55,15 +55,10 @@ CREDENTIALS_DIR = f"{SECRETS_DIR}/push"
 CA_DIR = f"{SECRETS_DIR}/ca"
 
 
-def push_consumer_group(region: str) -> str:
-    """The consumer group the pool's workers consume the push topic in.
-
-    The platform's push worker uses one group per region whatever its provider, so
-    two pools of one region (FCM and APNs) split the topic's partitions between them
-    and each drops the other provider's jobs. Until the platform gives each provider
-    its own group, this is the group the lag metric has to name.
-    """
-    return consumer_group(region, COMPONENT)
+def pool_consumer_group(region: str, provider: str) -> str:
+    """The consumer group the pool's workers consume the push topic in (one group per
+    provider, as the platform's push worker names it): the lag metric names it."""
+    return push_consumer_group(region, [provider])
 
 
 def pool_selector(pool: PushPool) -> dict[str, str]:
@@ -199,7 +194,9 @@ def pool_autoscaler(pool: PushPool, region: ChatRegion) -> dict[str, Any] | None
                             "name": LAG_METRIC,
                             "selector": {
                                 "matchLabels": {
-                                    "consumergroup": push_consumer_group(region.region),
+                                    "consumergroup": pool_consumer_group(
+                                        region.region, pool.spec.provider
+                                    ),
                                     "topic": push_topic(region.region),
                                 }
                             },

@@ -7,6 +7,7 @@ with a home region, a current owner and a fencing epoch that grows on every move
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 SLOTS = 1024
@@ -33,6 +34,13 @@ def consumer_group(region: str, worker: str) -> str:
     """The consumer group of one worker type in one region (``delivery``, ``push``,
     ``analytics``): regions sharing a Kafka cluster never share a group."""
     return f"tidings.{region}.{worker}"
+
+
+def push_consumer_group(region: str, providers: Iterable[str]) -> str:
+    """One group per pool of providers (``tidings.<region>.push-fcm``): an FCM pool and
+    an APNs pool each read every push job and send those whose token is theirs, instead
+    of splitting the partitions and dropping each other's jobs."""
+    return consumer_group(region, "push-" + "-".join(sorted(set(providers))))
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from tidings.core.pushjob import (
     next_step,
 )
 from tidings.core.ratelimit import Limit
-from tidings.core.shardmap import consumer_group, push_topic
+from tidings.core.shardmap import push_consumer_group, push_topic
 from tidings.errors import TidingsError
 from tidings.ports import Consumer, PushSender, Record
 from tidings.services.context import Context
@@ -90,7 +90,8 @@ class PushWorker:
     async def run(self, stop: asyncio.Event) -> None:
         ctx = self.ctx
         await ctx.bus.ensure_topic(self.topic, ctx.partitions)
-        consumer = ctx.bus.consumer(self.topic, consumer_group(ctx.region, "push"))
+        group = push_consumer_group(ctx.region, (p.value for p in self.senders))
+        consumer = ctx.bus.consumer(self.topic, group)
         tracker: OffsetTracker[Record] = OffsetTracker()
         tasks: set[asyncio.Task[None]] = set()
         progress = asyncio.Event()
@@ -194,8 +195,8 @@ class PushWorker:
             metrics.pushes_failed.labels("no_token").inc()
             return
         sender = self.senders.get(token.provider)
-        if sender is None:
-            metrics.pushes_failed.labels("no_sender").inc()
+        if sender is None:  # the pool of that provider reads this job too (its own group)
+            metrics.push_jobs_skipped.inc()
             return
         # One push at a time per device in this process: a replayed job and its retry
         # record (both alive after a crash) must not both pass the collapse claim.
