@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
 
+from tidings.engines.cassandra import CassandraEngine
 from tidings.ports import PresenceStore
 
 
@@ -58,3 +62,34 @@ async def delete_prefixed(url: str, prefix: str) -> None:
             await client.delete(key)
     finally:
         await client.aclose()
+
+
+class Embedded(Protocol):
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def sqlite_or_cassandra(
+    request: Any, embedded: Callable[[], Embedded], pick: Callable[[CassandraEngine], T]
+) -> AsyncIterator[Any]:
+    """The store a contract fixture's param names: ``embedded()`` for "embedded", else
+    ``pick`` of a Cassandra engine on the session's contract keyspace."""
+    if request.param == "embedded":
+        store = embedded()
+        await store.start()
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    assert request.param == "cassandra"
+    engine = CassandraEngine(request.getfixturevalue("cassandra_config"))
+    await engine.start()
+    try:
+        yield pick(engine)
+    finally:
+        await engine.close()

@@ -33,7 +33,7 @@ from tidings.config import COMPONENTS, Settings, up_components
 from tidings.core.limits import DEFAULT_LIMITS
 from tidings.core.push import Provider
 from tidings.core.pushjob import PushPolicy
-from tidings.core.shardmap import analytics_topic, deliveries_topic, push_topic, single_region
+from tidings.core.shardmap import region_topics, single_region
 from tidings.engines.embedded.analytics import SqliteAnalyticsStore
 from tidings.engines.embedded.blob_routes import blob_router
 from tidings.engines.embedded.blobs import FileBlobStore
@@ -229,8 +229,8 @@ class Platform:
         for start in self.engines.starters:
             await start()
         ctx = self.services.ctx
-        for topic in (deliveries_topic, push_topic, analytics_topic):
-            await ctx.bus.ensure_topic(topic(ctx.region), ctx.partitions)
+        for topic in region_topics(ctx.region):
+            await ctx.bus.ensure_topic(topic, ctx.partitions)
         if "delivery" in components:
             self._spawn(self.services.delivery.run(self._stop), "delivery worker")
         if "push" in components and self.push_senders:

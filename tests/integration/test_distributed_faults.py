@@ -235,7 +235,9 @@ async def test_redis_restart_rebuilds_presence_and_loses_nothing(
         gateway = dep.gateways()[0]
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             ready = await http.get("/readyz")
-    assert_nothing_lost_or_duplicated(tally)
+    # Sockets lose their device channel with Redis and reconnect: acks in flight on them
+    # come back as redeliveries, at most the in-flight window (32) of each device.
+    assert_nothing_lost_or_duplicated(tally, redeliveries_allowed=32 * RECEIVERS)
     assert ready.status_code == 200, ready.text
 
 

@@ -9,7 +9,6 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings.core.shardmap import analytics_topic, deliveries_topic, push_topic
 from tidings_operator.models import ChatRegion, parse
 from tidings_operator.resources.topics import (
     PARTITIONS_CANNOT_SHRINK,
@@ -47,9 +46,10 @@ def region(**kafka: Any) -> ChatRegion:
 def test_region_topics_are_the_platforms() -> None:
     topics = region_topics(region(partitions=16, replicationFactor=3))
     assert [t.name for t in topics] == [
-        deliveries_topic("us-east"),
-        push_topic("us-east"),
-        analytics_topic("us-east"),
+        "tidings.us-east.deliveries",
+        "tidings.us-east.receipts",
+        "tidings.us-east.push",
+        "tidings.us-east.analytics",
     ]
     assert {(t.partitions, t.replication_factor) for t in topics} == {(16, 3)}
 

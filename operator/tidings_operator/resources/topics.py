@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tidings.core.shardmap import analytics_topic, deliveries_topic, push_topic
+from tidings.core.shardmap import region_topics as platform_topics
 from tidings_operator.models import ChatRegion
 from tidings_operator.models.chatregion import KafkaSpec
 from tidings_operator.resources.refusal import Refusal
@@ -84,12 +84,12 @@ def topic_configs(kafka: KafkaSpec) -> dict[str, str]:
 
 
 def region_topics(region: ChatRegion) -> tuple[TopicSpec, ...]:
-    """``tidings.<region>.deliveries``, ``.push`` and ``.analytics``."""
+    """``tidings.<region>.deliveries``, ``.receipts``, ``.push`` and ``.analytics``."""
     kafka = region.spec.kafka
     configs = topic_configs(kafka)
     return tuple(
-        TopicSpec(topic(region.region), kafka.partitions, kafka.replication_factor, configs)
-        for topic in (deliveries_topic, push_topic, analytics_topic)
+        TopicSpec(topic, kafka.partitions, kafka.replication_factor, configs)
+        for topic in platform_topics(region.region)
     )
 
 

@@ -26,8 +26,25 @@ def push_topic(region: str) -> str:
     return f"tidings.{region}.push"
 
 
+def receipts_topic(region: str) -> str:
+    """Receipts apart from messages: a receipt storm (every message yields delivered
+    and read receipts per device) never queues messages behind it. Receipts name
+    messages their recipient already has, so they need no order with messages."""
+    return f"tidings.{region}.receipts"
+
+
 def analytics_topic(region: str) -> str:
     return f"tidings.{region}.analytics"
+
+
+def region_topics(region: str) -> tuple[str, ...]:
+    """Every topic of one region, as the platform creates them and the operator plans."""
+    return (
+        deliveries_topic(region),
+        receipts_topic(region),
+        push_topic(region),
+        analytics_topic(region),
+    )
 
 
 def consumer_group(region: str, worker: str) -> str:

@@ -13,15 +13,14 @@ import asyncio
 import logging
 import os
 import socket
-from functools import partial
 
 from tidings.aio import wait_event
 from tidings.core.analytics import aggregate, decode_batch, encode_batch
 from tidings.core.shardmap import analytics_topic, consumer_group
 from tidings.errors import TidingsError
-from tidings.ports import AnalyticsStore
+from tidings.ports import AnalyticsStore, Record
+from tidings.services.consuming import consume
 from tidings.services.context import Context
-from tidings.services.delivery import commit, retrying
 
 log = logging.getLogger("tidings.analytics")
 
@@ -89,19 +88,8 @@ class AnalyticsWorker:
     async def run(self, stop: asyncio.Event) -> None:
         ctx = self.ctx
         await ctx.bus.ensure_topic(self.topic, ctx.partitions)
-        consumer = ctx.bus.consumer(self.topic, consumer_group(ctx.region, "analytics"))
-        try:
-            while not stop.is_set():
-                try:
-                    records = await consumer.poll(BATCH, timeout=0.5)
-                except TidingsError as exc:
-                    if not exc.retryable:
-                        raise
-                    log.warning("polling %s failed, retrying: %s", self.topic, exc.message)
-                    await wait_event(stop, 1.0)
-                    continue
-                values = [r.value for r in records]
-                if records and await retrying(partial(self.handle, values), stop, "analytics"):
-                    await commit(consumer, records)
-        finally:
-            await consumer.close()
+        group = consumer_group(ctx.region, "analytics")
+        await consume(ctx.bus, self.topic, group, self._batch, stop, batch=BATCH, what="analytics")
+
+    async def _batch(self, records: list[Record]) -> None:
+        await self.handle([r.value for r in records])

@@ -11,14 +11,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 
-from tidings.aio import wait_event
 from tidings.core.envelopes import Envelope, EnvelopeKind
-from tidings.core.shardmap import consumer_group, deliveries_topic, push_topic
-from tidings.errors import TidingsError
-from tidings.ports import Consumer, Record
+from tidings.core.shardmap import consumer_group, deliveries_topic, push_topic, receipts_topic
+from tidings.ports import Record
+from tidings.services.consuming import consume
 from tidings.services.context import Context, device_channel
 
 log = logging.getLogger("tidings.delivery")
@@ -26,59 +23,37 @@ log = logging.getLogger("tidings.delivery")
 WAKE = json.dumps({"t": "wake"}).encode()
 
 
-async def retrying(work: Callable[[], Awaitable[None]], stop: asyncio.Event, what: str) -> bool:
-    """Run ``work`` until it succeeds (True) or ``stop`` is set (False), pausing after
-    each retryable failure: a batch is never skipped, and never committed unhandled."""
-    pause = 0.5
-    while not stop.is_set():
-        try:
-            await work()
-            return True
-        except TidingsError as exc:
-            if not exc.retryable:
-                raise
-            log.warning("%s batch failed, retrying in %.1fs: %s", what, pause, exc.message)
-            await wait_event(stop, pause)
-            pause = min(pause * 2, 10.0)
-    return False
-
-
-async def commit(consumer: Consumer, records: Sequence[Record]) -> None:
-    """Commit; a refused commit (the partitions moved in a rebalance) is not an error:
-    the new owner gets the records again and the inbox ignores what it already has."""
-    try:
-        await consumer.commit(records)
-    except TidingsError as exc:
-        if not exc.retryable:
-            raise
-        log.warning("commit refused, the records will be handled again: %s", exc.message)
-
-
 class DeliveryWorker:
     def __init__(self, ctx: Context, batch: int = 256) -> None:
         self.ctx, self.batch = ctx, batch
         self.topic = deliveries_topic(ctx.region)
+        self.receipts = receipts_topic(ctx.region)
 
     async def run(self, stop: asyncio.Event) -> None:
         ctx = self.ctx
         await ctx.bus.ensure_topic(self.topic, ctx.partitions)
         await ctx.bus.ensure_topic(push_topic(ctx.region), ctx.partitions)
-        consumer = ctx.bus.consumer(self.topic, consumer_group(ctx.region, "delivery"))
-        log.info("delivery worker consuming %s", self.topic)
-        try:
-            while not stop.is_set():
-                try:
-                    records = await consumer.poll(self.batch, timeout=0.5)
-                except TidingsError as exc:
-                    if not exc.retryable:
-                        raise
-                    log.warning("polling %s failed, retrying: %s", self.topic, exc.message)
-                    await wait_event(stop, 1.0)
-                    continue
-                if records and await retrying(partial(self.handle, records), stop, "delivery"):
-                    await commit(consumer, records)
-        finally:
-            await consumer.close()
+        await ctx.bus.ensure_topic(self.receipts, ctx.partitions)
+        await asyncio.gather(
+            consume(
+                ctx.bus,
+                self.topic,
+                consumer_group(ctx.region, "delivery"),
+                self.handle,
+                stop,
+                batch=self.batch,
+                what="delivery",
+            ),
+            consume(
+                ctx.bus,
+                self.receipts,
+                consumer_group(ctx.region, "receipts"),
+                self.handle,
+                stop,
+                batch=self.batch,
+                what="receipts",
+            ),
+        )
 
     async def handle(self, records: list[Record]) -> None:
         """Store the batch, then notify; the caller commits after this returns."""

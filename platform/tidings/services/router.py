@@ -16,7 +16,7 @@ from tidings.core.envelopes import Envelope, EnvelopeKind, ReceiptKind
 from tidings.core.fanout import check_device_list, fan_out, fan_out_same, required_devices
 from tidings.core.model import InboxItem
 from tidings.core.ratelimit import Limit
-from tidings.core.shardmap import deliveries_topic
+from tidings.core.shardmap import deliveries_topic, receipts_topic
 from tidings.errors import IdReused, InvalidInput, MismatchedDevices, NotFound, StaleDevices
 from tidings.services.context import Context, Principal
 
@@ -146,9 +146,8 @@ class Router:
         for envelope in envelopes:
             shard = self.ctx.shard_map.shard_for(envelope.recipient_user)
             stamped = replace(envelope, epoch=shard.epoch)
-            by_topic[deliveries_topic(shard.owner_region)].append(
-                (envelope.recipient_user, stamped.encode())
-            )
+            to = receipts_topic if envelope.kind is EnvelopeKind.RECEIPT else deliveries_topic
+            by_topic[to(shard.owner_region)].append((envelope.recipient_user, stamped.encode()))
         for topic, records in by_topic.items():
             await self.ctx.bus.produce(topic, records)
             self.ctx.metrics.envelopes_produced.labels(topic).inc(len(records))

@@ -9,28 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from tidings.engines.cassandra import CassandraConfig, CassandraEngine
+from contract_support import sqlite_or_cassandra
 from tidings.engines.embedded.analytics import SqliteAnalyticsStore
 from tidings.ports import AnalyticsStore
 
 
 @pytest.fixture(params=["embedded", "cassandra"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AnalyticsStore]:
-    if request.param == "embedded":
-        embedded = SqliteAnalyticsStore.at(tmp_path / "analytics.db")
-        await embedded.start()
-        try:
-            yield embedded
-        finally:
-            await embedded.close()
-        return
-    config: CassandraConfig = request.getfixturevalue("cassandra_config")
-    engine = CassandraEngine(config)
-    await engine.start()
-    try:
-        yield engine.analytics
-    finally:
-        await engine.close()
+    async with sqlite_or_cassandra(
+        request,
+        lambda: SqliteAnalyticsStore.at(tmp_path / "analytics.db"),
+        lambda engine: engine.analytics,
+    ) as found:
+        yield found
 
 
 @pytest.fixture

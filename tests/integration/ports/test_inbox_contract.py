@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from contract_support import sqlite_or_cassandra
 from tidings.core.envelopes import Envelope, EnvelopeKind
 from tidings.core.model import InboxItem
-from tidings.engines.cassandra import CassandraEngine
 from tidings.engines.embedded.inbox import SqliteMessageStore
 from tidings.ports import MessageStore
 
@@ -21,21 +21,12 @@ from tidings.ports import MessageStore
 
 @pytest.fixture(params=["embedded", "cassandra"])
 async def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
-    if request.param == "embedded":
-        embedded = SqliteMessageStore.at(tmp_path / "inbox.db")
-        await embedded.start()
-        try:
-            yield embedded
-        finally:
-            await embedded.close()
-        return
-    assert request.param == "cassandra"
-    engine = CassandraEngine(request.getfixturevalue("cassandra_config"))
-    await engine.start()
-    try:
-        yield engine.messages
-    finally:
-        await engine.close()
+    async with sqlite_or_cassandra(
+        request,
+        lambda: SqliteMessageStore.at(tmp_path / "inbox.db"),
+        lambda engine: engine.messages,
+    ) as found:
+        yield found
 
 
 class Mail:

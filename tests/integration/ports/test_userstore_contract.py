@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from contract_support import sqlite_or_cassandra
 from tidings.core.model import (
     PRIMARY_DEVICE,
     AuthSession,
@@ -23,7 +24,6 @@ from tidings.core.model import (
     User,
 )
 from tidings.core.push import Provider
-from tidings.engines.cassandra import CassandraEngine
 from tidings.engines.embedded.userstore import SqliteUserStore
 from tidings.errors import LimitExceeded
 from tidings.ports import UserStore
@@ -33,21 +33,12 @@ from tidings.ports import UserStore
 
 @pytest.fixture(params=["embedded", "cassandra"])
 async def users(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[UserStore]:
-    if request.param == "embedded":
-        embedded = SqliteUserStore.at(tmp_path / "users.db")
-        await embedded.start()
-        try:
-            yield embedded
-        finally:
-            await embedded.close()
-        return
-    assert request.param == "cassandra"
-    engine = CassandraEngine(request.getfixturevalue("cassandra_config"))
-    await engine.start()
-    try:
-        yield engine.users
-    finally:
-        await engine.close()
+    async with sqlite_or_cassandra(
+        request,
+        lambda: SqliteUserStore.at(tmp_path / "users.db"),
+        lambda engine: engine.users,
+    ) as found:
+        yield found
 
 
 @pytest.fixture
