@@ -229,6 +229,7 @@ class Platform:
         for start in self.engines.starters:
             await start()
         ctx = self.services.ctx
+        # Once here for every worker below: they consume and produce only these topics.
         for topic in region_topics(ctx.region):
             await ctx.bus.ensure_topic(topic, ctx.partitions)
         if "delivery" in components:

@@ -29,29 +29,32 @@ async def fcm(tls: TlsFiles) -> AsyncIterator[FakeFcm]:
         yield fake
 
 
+def fcm_env(fcm: FakeFcm, tmp_path: Path) -> dict[str, str]:
+    """``TIDINGS_*`` settings that push through the local FCM server, with a fresh
+    service account written next to the test's data."""
+    credentials = tmp_path / "service-account.json"
+    credentials.write_text(json.dumps(fcm.new_account()))
+    return {
+        "TIDINGS_PUSH_PROVIDERS": "fcm",
+        "TIDINGS_FCM_ENDPOINT": fcm.url,
+        "TIDINGS_FCM_TOKEN_URI": fcm.token_uri,
+        "TIDINGS_FCM_CREDENTIALS_FILE": str(credentials),
+        "TIDINGS_FCM_CA_FILE": str(fcm.ca_file),
+        "TIDINGS_PUSH_BACKOFF_BASE_S": "0.05",
+    }
+
+
 @pytest.fixture(params=ENGINE_SETS)
 async def gateway(
     request: pytest.FixtureRequest, tmp_path: Path, fcm: FakeFcm
 ) -> AsyncIterator[Gateway]:
     """Every component in one process, pushing through the real FCM client, on each
     engine set."""
-    credentials = tmp_path / "service-account.json"
-    credentials.write_text(json.dumps(fcm.new_account()))
-    engines: dict[str, str] = {}
+    settings = as_settings(fcm_env(fcm, tmp_path))
     if request.param == "distributed":
-        engines = as_settings(request.getfixturevalue("distributed_env"))
-        engines["region"] = unique_region()
-    async with run_gateway(
-        tmp_path / "data",
-        **engines,
-        push_providers="fcm",
-        fcm_endpoint=fcm.url,
-        fcm_token_uri=fcm.token_uri,
-        fcm_credentials_file=credentials,
-        fcm_ca_file=fcm.ca_file,
-        push_collapse_s=1.0,
-        push_backoff_base_s=0.05,
-    ) as gw:
+        settings |= as_settings(request.getfixturevalue("distributed_env"))
+        settings["region"] = unique_region()
+    async with run_gateway(tmp_path / "data", **settings, push_collapse_s=1.0) as gw:
         yield gw
 
 
@@ -111,16 +114,7 @@ async def test_a_sigkilled_push_worker_leaves_its_job_to_the_next_worker(
 ) -> None:
     """The gateway and delivery run here; the push worker is a separate ``tidings serve
     push`` process on the same data directory, killed while FCM is failing."""
-    credentials = tmp_path / "service-account.json"
-    credentials.write_text(json.dumps(fcm.new_account()))
-    env = {
-        "TIDINGS_PUSH_PROVIDERS": "fcm",
-        "TIDINGS_FCM_ENDPOINT": fcm.url,
-        "TIDINGS_FCM_TOKEN_URI": fcm.token_uri,
-        "TIDINGS_FCM_CREDENTIALS_FILE": str(credentials),
-        "TIDINGS_FCM_CA_FILE": str(fcm.ca_file),
-        "TIDINGS_PUSH_BACKOFF_BASE_S": "0.05",
-    }
+    env = fcm_env(fcm, tmp_path)
     data, log = tmp_path / "data", tmp_path / "push.log"
     async with run_gateway(data, components=("gateway", "delivery")) as gw:
         alice, erin = await register(gw), await register(gw)
@@ -148,17 +142,10 @@ async def test_a_pool_of_push_worker_processes_on_kafka_pushes_once_per_device_a
     consumer group) and the collapse windows and rate bucket (Redis). A burst to many
     offline devices gives one push each; killing one worker during an FCM outage leaves
     its jobs to the other, which pushes each once after recovery."""
-    credentials = tmp_path / "service-account.json"
-    credentials.write_text(json.dumps(fcm.new_account()))
     env = {
         **distributed_env,
+        **fcm_env(fcm, tmp_path),
         "TIDINGS_REGION": unique_region(),
-        "TIDINGS_PUSH_PROVIDERS": "fcm",
-        "TIDINGS_FCM_ENDPOINT": fcm.url,
-        "TIDINGS_FCM_TOKEN_URI": fcm.token_uri,
-        "TIDINGS_FCM_CREDENTIALS_FILE": str(credentials),
-        "TIDINGS_FCM_CA_FILE": str(fcm.ca_file),
-        "TIDINGS_PUSH_BACKOFF_BASE_S": "0.05",
         "TIDINGS_PUSH_COLLAPSE_S": "30",
     }
     data, log = tmp_path / "data", tmp_path / "tidings.log"

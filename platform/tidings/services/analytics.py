@@ -87,7 +87,6 @@ class AnalyticsWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         ctx = self.ctx
-        await ctx.bus.ensure_topic(self.topic, ctx.partitions)
         group = consumer_group(ctx.region, "analytics")
         await consume(ctx.bus, self.topic, group, self._batch, stop, batch=BATCH, what="analytics")
 

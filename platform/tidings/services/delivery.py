@@ -31,9 +31,6 @@ class DeliveryWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         ctx = self.ctx
-        await ctx.bus.ensure_topic(self.topic, ctx.partitions)
-        await ctx.bus.ensure_topic(push_topic(ctx.region), ctx.partitions)
-        await ctx.bus.ensure_topic(self.receipts, ctx.partitions)
         await asyncio.gather(
             consume(
                 ctx.bus,

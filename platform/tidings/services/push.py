@@ -89,7 +89,6 @@ class PushWorker:
     # the consume loop ----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         ctx = self.ctx
-        await ctx.bus.ensure_topic(self.topic, ctx.partitions)
         group = push_consumer_group(ctx.region, (p.value for p in self.senders))
         consumer = ctx.bus.consumer(self.topic, group)
         tracker: OffsetTracker[Record] = OffsetTracker()
