@@ -1,8 +1,8 @@
 """The delivery worker: bus -> inbox -> notify (or push job).
 
-Order per batch: store every envelope, then commit offsets, then notify. A crash
-before the commit replays the batch (the inbox ignores known server ids); a crash
-after it loses only wake-ups, which gateways repair by polling the inbox.
+Order per batch: store every envelope, notify (wake-up or push job), then commit
+offsets. A crash before the commit replays the batch: the inbox ignores known server
+ids, and a repeated push job is collapsed by the push worker's per-device window.
 """
 
 from __future__ import annotations
