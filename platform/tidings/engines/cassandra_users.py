@@ -664,8 +664,10 @@ class CassandraUserStore:
             candidates = [r for r in rows if r["key_id"] is not None]
             if not candidates:
                 return None
-            # Random order spreads concurrent claimers over different keys.
-            random.shuffle(candidates)
+            # Oldest key first, as the embedded engine hands them out; after a lost race,
+            # random order spreads concurrent claimers over different keys.
+            if attempt:
+                random.shuffle(candidates)
             for row in candidates:
                 key = OneTimePreKey(int(row["key_id"]), bytes(row["public_key"]))
                 taken, _ = await cql.applied(
