@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from harness import Gateway, run_gateway
-from servers import ENGINE_SETS, as_settings, deps_up, unique_region
+from servers import ENGINE_SETS, KubeEnv, as_settings, deps_up, kube_up, unique_region
 from tidings.config import Settings
 
 
@@ -75,3 +76,20 @@ def s3_env() -> dict[str, str]:
     """A real S3-compatible server; ``TIDINGS_S3_*`` settings (endpoint, bucket, keys)."""
     env = deps_up("s3")
     return {k: v for k, v in env.items() if k.startswith("TIDINGS_S3_")}
+
+
+@pytest.fixture(scope="session")
+def kube_env() -> KubeEnv:
+    """A real Kubernetes control plane on loopback (etcd, kube-apiserver, controller-manager,
+    scheduler, kwok's fake nodes), started once per session by ``scripts/kube``."""
+    env = kube_up()
+    return KubeEnv(kubeconfig=Path(env["TIDINGS_KUBECONFIG"]), helm=Path(env["TIDINGS_HELM"]))
+
+
+@pytest.fixture
+def kube_namespace(kube_env: KubeEnv) -> Iterator[str]:
+    """A namespace of the test's own, deleted afterwards (without waiting for it to go)."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    kube_env.kubectl("create", "namespace", name)
+    yield name
+    kube_env.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)

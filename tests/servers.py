@@ -1,36 +1,85 @@
-"""The real servers of the tests, through ``scripts/deps`` (as developers and CI run it)."""
+"""The real servers of the tests, through ``scripts/deps`` and ``scripts/kube`` (as
+developers and CI run them)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPS = ROOT / "scripts" / "deps"
+KUBE = ROOT / "scripts" / "kube"
+
+KUBE_UP_TIMEOUT = 3600.0
+"""``scripts/kube up`` builds the control plane from source on a cold machine (~20 min)."""
 
 ENGINE_SETS = ["embedded", "distributed"]
 """What platform fixtures run on: the embedded engines, and Kafka + Cassandra + Redis + S3."""
 
 
-def deps_up(service: str) -> dict[str, str]:
-    """Start ``service`` with ``scripts/deps`` (idempotent) and return its exported
-    settings (``scripts/deps env``). Fails the test, never skips, when it cannot start."""
+def _up(script: Path, args: Sequence[str], timeout: float) -> dict[str, str]:
+    """``script up ARGS`` (idempotent), then its exports (``script env``) as a dict. Fails
+    the test, never skips, when it cannot start."""
+    name = f"scripts/{script.name}"
     up = subprocess.run(
-        [str(DEPS), "up", service], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [str(script), "up", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
     if up.returncode != 0:
         pytest.fail(
-            f"scripts/deps up {service} failed (exit {up.returncode}):\n{up.stdout}{up.stderr}",
+            f"{name} up {' '.join(args)} failed (exit {up.returncode}):\n{up.stdout}{up.stderr}",
             pytrace=False,
         )
-    env = subprocess.run([str(DEPS), "env"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    env = subprocess.run([str(script), "env"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     if env.returncode != 0:
-        pytest.fail(f"scripts/deps env failed:\n{env.stdout}{env.stderr}", pytrace=False)
+        pytest.fail(f"{name} env failed:\n{env.stdout}{env.stderr}", pytrace=False)
     return dict(re.findall(r"^export ([A-Z0-9_]+)='([^']*)'$", env.stdout, re.MULTILINE))
+
+
+def deps_up(service: str) -> dict[str, str]:
+    """Start ``service`` with ``scripts/deps`` (idempotent) and return its exported
+    settings (``scripts/deps env``). Fails the test, never skips, when it cannot start."""
+    return _up(DEPS, [service], timeout=600)
+
+
+def kube_up() -> dict[str, str]:
+    """Start the loopback Kubernetes control plane with ``scripts/kube`` (idempotent; the
+    first run on a machine builds it, see ``KUBE_UP_TIMEOUT``) and return its exports:
+    ``TIDINGS_KUBECONFIG`` (cluster admin), ``TIDINGS_HELM``, ``TIDINGS_KUBE_VERSION``."""
+    return _up(KUBE, [], timeout=KUBE_UP_TIMEOUT)
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """A failed ``kubectl``; unlike its base class it shows what kubectl printed."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+@dataclass(frozen=True)
+class KubeEnv:
+    """The loopback control plane: an admin kubeconfig and the matching helm binary."""
+
+    kubeconfig: Path
+    helm: Path
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """``kubectl --kubeconfig KUBECONFIG ARGS`` with ``input`` on stdin; raises
+        ``KubectlError`` on a non-zero exit when ``check``."""
+        kubectl = shutil.which("kubectl") or "kubectl"
+        cmd = [kubectl, "--kubeconfig", str(self.kubeconfig), *args]
+        done = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise KubectlError(done.returncode, cmd, done.stdout, done.stderr)
+        return done
 
 
 def as_settings(env: dict[str, str]) -> dict[str, str]:

@@ -53,7 +53,9 @@ class _WithFactoryDefaults(GenerateJsonSchema):
             return super().get_default_value(schema)
         value = factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
-            return value.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            # Whole, not just the non-defaults: the API server checks CEL rules against
+            # a default without filling the defaults nested in it.
+            return value.model_dump(mode="json", by_alias=True, exclude_none=True)
         return value if value is not None else NoDefault
 
 

@@ -1,5 +1,6 @@
-"""The CRDs in ``crds/``: generated from the models, structural, defaulted like the
-models, with the CEL rules, printer columns and subresources the design promises.
+"""The CRDs in ``crds/`` and the chart's copies: generated from the models, structural,
+defaulted like the models, with the CEL rules, printer columns and subresources the
+design promises.
 
 No API server runs here, so the structural rules Kubernetes enforces on a CRD are
 checked by a small walker instead; CEL semantics are left to the envtest suite.
@@ -129,11 +130,48 @@ def test_committed_crds_are_what_the_models_generate() -> None:
         )
 
 
+def test_the_chart_installs_the_same_crds_and_kopfs_peering() -> None:
+    """Helm installs ``charts/tidings/crds/``: byte for byte ``crds/`` plus kopf's two."""
+    chart = REPO / "charts" / "tidings" / "crds"
+    rendered = crdgen.rendered_chart()
+    assert sorted(p.name for p in chart.glob("*.yaml")) == sorted(rendered)
+    for name in crdgen.rendered():
+        assert (chart / name).read_bytes() == (CRDS / name).read_bytes(), name
+    for name, text in rendered.items():
+        assert (chart / name).read_text() == text, (
+            f"charts/tidings/crds/{name} is stale: run .venv/bin/python -m tidings_operator.crdgen"
+        )
+
+
+def test_kopf_peering_crds() -> None:
+    by_kind = {
+        yaml.safe_load(text)["spec"]["names"]["kind"]: yaml.safe_load(text)
+        for text in crdgen.rendered_chart().values()
+    }
+    for kind, scope in (("KopfPeering", "Namespaced"), ("ClusterKopfPeering", "Cluster")):
+        crd = by_kind[kind]
+        assert crd["metadata"]["name"] == f"{kind.lower()}s.kopf.dev"
+        assert (crd["spec"]["group"], crd["spec"]["scope"]) == ("kopf.dev", scope)
+        (version,) = crd["spec"]["versions"]
+        assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
+        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert status == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
 def test_check_mode_reports_stale_files(tmp_path: Path) -> None:
     assert crdgen.main(["--out", str(tmp_path), "--check"]) == 1
     assert crdgen.main(["--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(crdgen.rendered())
     assert crdgen.main(["--out", str(tmp_path), "--check"]) == 0
+
+
+def test_check_mode_covers_the_chart_copies(tmp_path: Path) -> None:
+    plain, chart = tmp_path / "crds", tmp_path / "chart"
+    assert crdgen.main(["--out", str(plain), "--chart-out", str(chart)]) == 0
+    assert sorted(p.name for p in chart.iterdir()) == sorted(crdgen.rendered_chart())
+    assert crdgen.main(["--out", str(plain), "--chart-out", str(chart), "--check"]) == 0
+    (chart / "chatregions.tidings.dev.yaml").write_text("# edited by hand\n")
+    assert crdgen.main(["--out", str(plain), "--chart-out", str(chart), "--check"]) == 1
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -11,12 +11,10 @@ import yaml
 
 from tidings.config import Settings
 from tidings.core.push import Provider
-from tidings.core.shardmap import push_topic
 from tidings_operator.models import ChatRegion, PushPool, parse
 from tidings_operator.resources import pool_children
 from tidings_operator.resources.env import setting_for
 from tidings_operator.resources.pushpool import (
-    pool_autoscaler,
     pool_consumer_group,
     pool_deployment,
     pool_selector_text,
@@ -125,27 +123,6 @@ def test_ca_bundles_are_mounted_next_to_the_credentials() -> None:
     assert {"credentials", "ca"} <= volumes
 
 
-def test_the_autoscaler_scales_the_pool_on_push_lag() -> None:
-    hpa = pool_autoscaler(pool("pushpool-fcm.yaml"), region())
-    assert hpa is not None
-    spec = hpa["spec"]
-    assert spec["scaleTargetRef"] == {
-        "apiVersion": "tidings.dev/v1alpha1",
-        "kind": "PushPool",
-        "name": "us-east-fcm",
-    }
-    (metric,) = spec["metrics"]
-    assert metric["type"] == "External"
-    external = metric["external"]
-    assert external["metric"]["name"] == "kafka_consumergroup_lag"
-    assert external["metric"]["selector"]["matchLabels"] == {
-        "consumergroup": "tidings.us-east.push-fcm",
-        "topic": push_topic("us-east"),
-    }
-    assert external["target"] == {"type": "AverageValue", "averageValue": "1000"}
-    assert pool_consumer_group("us-east", "apns") == "tidings.us-east.push-apns"
-
-
 def test_replicas_follow_the_pool_and_no_autoscaler_without_autoscaling() -> None:
     apns = pool("pushpool-apns.yaml")
     children = pool_children(apns, region())
@@ -173,3 +150,8 @@ def test_a_pool_serves_only_its_region() -> None:
     other = pool("pushpool-fcm.yaml", region="eu-west")
     with pytest.raises(ValueError, match="belongs to eu-west"):
         pool_children(other, region())
+
+
+def test_each_provider_pool_consumes_in_its_own_group() -> None:
+    assert pool_consumer_group("us-east", "fcm") == "tidings.us-east.push-fcm"
+    assert pool_consumer_group("us-east", "apns") == "tidings.us-east.push-apns"

@@ -2,8 +2,9 @@
 
 The settings mirror the platform's ``TIDINGS_PUSH_*``, ``TIDINGS_FCM_*`` and
 ``TIDINGS_APNS_*`` (a unit test keeps bounds and defaults in step with ``Settings``).
-``replicas`` is exposed through the scale subresource, so ``kubectl scale`` and the
-pool's autoscaler (which targets the PushPool itself) both write it.
+``replicas`` is exposed through the scale subresource, so ``kubectl scale`` sets it;
+with ``autoscaling`` the operator scales the workers on the push topic's consumer lag
+instead, between the bounds given.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class PushAutoscaling(SpecModel):
     min_replicas: Replicas = 1
     max_replicas: Replicas
     lag_per_replica: int = Field(default=1000, ge=1)
-    """Push jobs waiting per worker the autoscaler aims for."""
+    """Push jobs waiting per worker the operator aims for."""
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> PushAutoscaling:
@@ -117,7 +118,7 @@ class PushPoolSpec(SpecModel):
     fcm: FcmSpec | None = None
     apns: ApnsSpec | None = None
     replicas: int = Field(default=1, ge=0, le=1000)
-    """Workers; written by the autoscaler when ``autoscaling`` is set."""
+    """Workers when ``autoscaling`` is not set (``kubectl scale`` writes it)."""
     autoscaling: PushAutoscaling | None = None
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
 

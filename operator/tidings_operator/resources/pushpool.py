@@ -1,15 +1,13 @@
-"""Everything a PushPool creates: the workers' Deployment, their PDB and, with
-autoscaling, an HPA on the push topic's consumer lag.
+"""Everything a PushPool creates: the workers' Deployment and their PDB.
 
 The workers read the region's settings ConfigMap and Secrets (Kafka, Cassandra, Redis,
 as every platform process does) plus the pool's own ``TIDINGS_PUSH_*`` and provider
-settings. The HPA scales the PushPool through its scale subresource rather than the
-Deployment, so ``spec.replicas`` stays the one number every writer agrees on.
+settings.
 
-The lag is an External metric: consumer lag describes a Kafka consumer group, not a
-Kubernetes object, so an Object metric does not fit. Its name and labels are
-kafka-exporter's (``kafka_consumergroup_lag{consumergroup, topic}``), served to the HPA
-by prometheus-adapter or KEDA's metrics server.
+Scaling on the push topic's consumer lag is the operator's own decision (it reads the
+lag from Kafka each reconcile and passes ``replicas`` in), not an HPA's: an HPA would
+need a Kafka-lag metrics adapter (kafka-exporter with prometheus-adapter, or KEDA)
+that a cluster may not run; the operator already talks to Kafka.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tidings.core.shardmap import push_consumer_group, push_topic
+from tidings.core.shardmap import push_consumer_group
 from tidings_operator.models import ChatRegion, PushPool
 from tidings_operator.models.pushpool import ApnsSpec, FcmSpec
 from tidings_operator.names import (
@@ -49,7 +47,6 @@ from tidings_operator.resources.pods import (
 from tidings_operator.resources.region import image_tag
 from tidings_operator.resources.settings import client_id_env, secret_env, settings_data
 
-LAG_METRIC = "kafka_consumergroup_lag"
 COMPONENT = "push"
 CREDENTIALS_DIR = f"{SECRETS_DIR}/push"
 CA_DIR = f"{SECRETS_DIR}/ca"
@@ -116,8 +113,12 @@ def _ca_secret(pool: PushPool) -> tuple[str, str] | None:
 
 
 def pool_deployment(
-    pool: PushPool, region: ChatRegion, secret_versions: Mapping[str, str] | None = None
+    pool: PushPool,
+    region: ChatRegion,
+    secret_versions: Mapping[str, str] | None = None,
+    replicas: int | None = None,
 ) -> dict[str, Any]:
+    """``replicas``: the count the lag decision chose; default ``spec.replicas``."""
     spec = pool.spec
     image = spec.image or region.spec.image
     pod_labels = labels(
@@ -160,72 +161,26 @@ def pool_deployment(
     return deployment(
         metadata=object_meta(push_pool_workload(pool.metadata.name), pool, pod_labels),
         selector=pool_selector(pool),
-        replicas=spec.replicas,
+        replicas=spec.replicas if replicas is None else replicas,
         template=template,
     )
 
 
-def pool_autoscaler(pool: PushPool, region: ChatRegion) -> dict[str, Any] | None:
-    """An HPA on the push topic's consumer lag that scales the PushPool, or None."""
-    scaling = pool.spec.autoscaling
-    if scaling is None:
-        return None
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": object_meta(
-            push_pool_workload(pool.metadata.name),
-            pool,
-            labels(pool.metadata.name, COMPONENT, {REGION_LABEL: region.region}),
-        ),
-        "spec": {
-            "scaleTargetRef": {
-                "apiVersion": pool.api_version,
-                "kind": pool.kind,
-                "name": pool.metadata.name,
-            },
-            "minReplicas": scaling.min_replicas,
-            "maxReplicas": scaling.max_replicas,
-            "metrics": [
-                {
-                    "type": "External",
-                    "external": {
-                        "metric": {
-                            "name": LAG_METRIC,
-                            "selector": {
-                                "matchLabels": {
-                                    "consumergroup": pool_consumer_group(
-                                        region.region, pool.spec.provider
-                                    ),
-                                    "topic": push_topic(region.region),
-                                }
-                            },
-                        },
-                        "target": {
-                            "type": "AverageValue",
-                            "averageValue": str(scaling.lag_per_replica),
-                        },
-                    },
-                }
-            ],
-        },
-    }
-
-
 def pool_children(
-    pool: PushPool, region: ChatRegion, *, secret_versions: Mapping[str, str] | None = None
+    pool: PushPool,
+    region: ChatRegion,
+    *,
+    secret_versions: Mapping[str, str] | None = None,
+    replicas: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every child of a PushPool, in creation order. ``region`` is the ChatRegion the
     pool names (same namespace)."""
     if pool.spec.region != region.region:
         raise ValueError(f"PushPool {pool.metadata.name} belongs to {pool.spec.region}")
     name = push_pool_workload(pool.metadata.name)
-    children = [
-        pool_deployment(pool, region, secret_versions),
+    return [
+        pool_deployment(pool, region, secret_versions, replicas),
         disruption_budget(
             object_meta(name, pool, labels(pool.metadata.name, COMPONENT)), pool_selector(pool)
         ),
     ]
-    if (hpa := pool_autoscaler(pool, region)) is not None:
-        children.append(hpa)
-    return children

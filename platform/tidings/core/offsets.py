@@ -3,11 +3,15 @@
 A worker that finishes records in any order may only commit, per partition, up to
 the last record before the oldest one still unfinished (a bus commit covers every
 earlier offset of the partition).
+
+``consumer_lag`` is the one rule for how far a consumer group is behind, shared by the
+Kafka bus and the operator.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -48,3 +52,20 @@ class OffsetTracker(Generic[T]):
     @property
     def in_flight(self) -> int:
         return sum(len(p) for p in self._parts.values())
+
+
+def consumer_lag(
+    beginning: Mapping[int, int], end: Mapping[int, int], committed: Mapping[int, int]
+) -> dict[int, int]:
+    """Records per partition (those of ``end``) a consumer group has not committed yet.
+
+    ``beginning`` and ``end`` are the partitions' log start and end offsets; ``committed``
+    the group's next offset to read per partition (absent or ``-1``: no commit). Without
+    a commit the group starts at the log start (``auto_offset_reset=earliest``), and a
+    commit below the log start (records removed by retention) counts from there too.
+    """
+    lag = {}
+    for partition, last in end.items():
+        position = max(beginning.get(partition, 0), committed.get(partition, -1))
+        lag[partition] = max(0, last - position)
+    return lag

@@ -56,6 +56,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     for_code,
 )
 
+from tidings.core.offsets import consumer_lag
 from tidings.errors import NotFound, PayloadTooLarge, Unavailable
 from tidings.ports import Record
 
@@ -307,13 +308,12 @@ class KafkaBus:
             committed = await admin.list_consumer_group_offsets(group, partitions=parts)
             starts = await lookup.beginning_offsets(parts)
             ends = await lookup.end_offsets(parts)
-        total = 0
-        for tp in parts:
-            done = committed.get(tp)
-            # Without a commit (offset -1) the group starts at the log start ("earliest").
-            position = max(starts[tp], -1 if done is None else done.offset)
-            total += max(0, ends[tp] - position)
-        return total
+        lag = consumer_lag(
+            {tp.partition: starts[tp] for tp in parts},
+            {tp.partition: ends[tp] for tp in parts},
+            {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic},
+        )
+        return sum(lag.values())
 
     async def ping(self) -> None:
         async with self.guard("ping", _PING_S):

@@ -1,0 +1,130 @@
+"""Operator figures on the loopback control plane with the real Kafka and Cassandra.
+
+    .venv/bin/python bench/operator.py [--shards 1000]
+
+Prints: time from ``kubectl apply`` of a ChatRegion to ``Ready=True``; time to repair a
+deleted child Deployment (until it exists again, and until the region is Ready again);
+time until ``--shards`` MessageShards of one region exist and report status, and the
+operator's resident memory before and after. Starts what it needs with ``scripts/kube``
+and ``scripts/deps`` (the first run on a machine builds the control plane).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from operator_support import (
+    apply,
+    condition,
+    get_json,
+    install_crds,
+    region_manifest,
+    running_operator,
+)
+from servers import KubeEnv, deps_up, kube_up
+
+
+def wait(check: Any, what: str, timeout: float = 600.0, step: float = 0.1) -> float:
+    """Seconds until ``check()`` is truthy."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", type=int, default=1000)
+    args = parser.parse_args()
+
+    env = kube_up()
+    kube = KubeEnv(Path(env["TIDINGS_KUBECONFIG"]), Path(env["TIDINGS_HELM"]))
+    kafka = deps_up("kafka")["KAFKA_BOOTSTRAP"]
+    cassandra = {k: v for k, v in deps_up("cassandra").items() if k.startswith("TIDINGS_")}
+    install_crds(kube)
+    run = uuid.uuid4().hex[:6]
+    namespaces = [f"bench-{run}-a", f"bench-{run}-b"]
+    for ns in namespaces:
+        kube.kubectl("create", "namespace", ns)
+    log = Path(tempfile.mkdtemp()) / "operator.log"
+    try:
+        with running_operator(kube, namespaces, log, interval=30.0) as op:
+            print(f"operator up, RSS {mib(op.rss_bytes())}")
+            name, ns = f"b{run}", namespaces[0]
+            manifest = region_manifest(
+                name, ns, kafka=kafka, cassandra=cassandra, keyspace=f"bench_{run}"
+            )
+
+            def ready() -> bool:
+                body = get_json(kube, "-n", ns, "chatregion", name)
+                cond = condition(body, "Ready")
+                return bool(cond and cond["status"] == "True")
+
+            started = time.monotonic()
+            apply(kube, manifest)
+            wait(ready, "the ChatRegion to turn Ready")
+            print(f"apply -> Ready: {time.monotonic() - started:.2f} s (7 components, 4 shards)")
+
+            gateway = f"{name}-gateway"
+            before = (get_json(kube, "-n", ns, "deployment", gateway) or {})["metadata"]["uid"]
+            started = time.monotonic()
+            kube.kubectl("-n", ns, "delete", "deployment", gateway, "--wait=false")
+            back = wait(
+                lambda: (
+                    (get_json(kube, "-n", ns, "deployment", gateway) or {})
+                    .get("metadata", {})
+                    .get("uid", before)
+                    != before
+                ),
+                "the deleted Deployment to come back",
+            )
+            print(f"deleted Deployment -> recreated: {back:.2f} s")
+            wait(lambda: not ready(), "the region to notice", timeout=30, step=0.05)
+            wait(ready, "the region to be Ready again")
+            print(f"deleted Deployment -> Ready again: {time.monotonic() - started:.2f} s")
+
+            big, big_ns = f"s{run}", namespaces[1]
+            manifest = region_manifest(
+                big,
+                big_ns,
+                kafka=kafka,
+                cassandra=cassandra,
+                keyspace=f"bench_{run}_s",
+                shards=args.shards,
+            )
+            rss_before = op.rss_bytes()
+            started = time.monotonic()
+            apply(kube, manifest)
+
+            def shards_serving() -> bool:
+                found = get_json(kube, "-n", big_ns, "messageshards") or {}
+                items = found.get("items") or []
+                serving = sum(1 for s in items if (s.get("status") or {}).get("phase") == "Serving")
+                return len(items) == args.shards and serving == args.shards
+
+            took = wait(shards_serving, f"{args.shards} MessageShards serving", step=2.0)
+            print(f"{args.shards} MessageShards created and serving: {took:.1f} s")
+            print(f"operator RSS: {mib(rss_before)} before, {mib(op.rss_bytes())} after")
+            time.sleep(65)  # one shard resync period: steady state, not just the burst
+            print(f"operator RSS after a resync period: {mib(op.rss_bytes())}")
+    finally:
+        for ns in namespaces:
+            kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The state the operator keeps outside Kubernetes: Kafka topics and the Cassandra
+keyspace. ``External`` is the port the reconciler calls; ``KafkaCassandra`` is the
+engine that talks to the real systems (``kafka_admin``, ``cassandra_admin``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tidings_operator.cassandra_admin import (
+    connect,
+    converge_keyspace,
+    delete_datacenter,
+    ensure_schema,
+)
+from tidings_operator.kafka_admin import (
+    apply_topic_decision,
+    delete_topics,
+    group_lag,
+    kafka_admin,
+    observe_topics,
+)
+from tidings_operator.models import ChatRegion, MessageShard, PushPool
+from tidings_operator.names import MANAGER
+from tidings_operator.resources.keyspace import KeyspacePlan
+from tidings_operator.resources.lag import (
+    pool_lag_source,
+    pool_replicas,
+    shard_lag,
+    shard_lag_sources,
+    total_lag,
+)
+from tidings_operator.resources.meta import digest
+from tidings_operator.resources.refusal import Refusal
+from tidings_operator.resources.topics import decide_topic, region_topics
+
+CLIENT_ID = MANAGER
+
+CassandraLogin = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ExternalOutcome:
+    refusals: list[Refusal] = field(default_factory=list)
+    """Spec changes refused (shown as ``Ready=False`` with the reason; retried)."""
+    errors: list[Refusal] = field(default_factory=list)
+    """Failures to reach or change a system (``Degraded``; retried)."""
+    done: list[str] = field(default_factory=list)
+    """What changed this time, one line each, for Events."""
+
+
+class External(Protocol):
+    async def sync_region(
+        self, region: ChatRegion, login: CassandraLogin | None
+    ) -> ExternalOutcome:
+        """Converge the region's topics and its datacenter's keyspace replication."""
+        ...
+
+    async def delete_region(self, region: ChatRegion, login: CassandraLogin | None) -> list[str]:
+        """``deletionPolicy: Delete``: remove the region's topics and its datacenter's
+        replicas (the keyspace itself when no other datacenter remains)."""
+        ...
+
+    async def pool_scale(self, pool: PushPool, region: ChatRegion) -> tuple[int, int]:
+        """(consumer lag of the pool's group on the push topic, replicas to run)."""
+        ...
+
+    async def shard_lag(self, shard: MessageShard, owner: ChatRegion) -> int:
+        """Delivery records of the shard's recipients not yet consumed."""
+        ...
+
+
+class KafkaCassandra:
+    """``External`` on the real systems. A region's topics and keyspace are converged
+    when its spec changes and at least every ``resync`` seconds (drift such as a
+    deleted topic is repaired then), not on every reconcile: a Cassandra connection
+    costs more than the rest of a reconcile together."""
+
+    def __init__(
+        self,
+        *,
+        resync: float = 60.0,
+        lag_ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resync = resync
+        self._lag_ttl = lag_ttl
+        self._clock = clock
+        self._synced: dict[tuple[str, str], tuple[str, float]] = {}
+        self._lags: dict[tuple[str, str, str], tuple[dict[int, int], float]] = {}
+        self._lag_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+
+    async def _group_lag(self, bootstrap: str, group: str, topic: str) -> dict[int, int]:
+        """``group_lag``, shared for ``lag_ttl`` seconds: every shard of a region reads
+        the same groups, and a thousand shards must not mean a thousand Kafka sessions."""
+        key = (bootstrap, group, topic)
+        async with self._lag_locks.setdefault(key, asyncio.Lock()):
+            cached = self._lags.get(key)
+            if cached is not None and self._clock() - cached[1] < self._lag_ttl:
+                return cached[0]
+            lag = await group_lag(bootstrap, group, topic)
+            self._lags[key] = (lag, self._clock())
+            return lag
+
+    def _fresh(self, region: ChatRegion) -> bool:
+        seen = self._synced.get((region.metadata.namespace, region.region))
+        return (
+            seen is not None
+            and seen[0] == _external_digest(region)
+            and self._clock() - seen[1] < self._resync
+        )
+
+    async def sync_region(
+        self, region: ChatRegion, login: CassandraLogin | None
+    ) -> ExternalOutcome:
+        if self._fresh(region):
+            return ExternalOutcome()
+        outcome = ExternalOutcome()
+        await self._sync_topics(region, outcome)
+        await asyncio.to_thread(self._sync_keyspace, region, login, outcome)
+        if not outcome.refusals:
+            self._synced[(region.metadata.namespace, region.region)] = (
+                _external_digest(region),
+                self._clock(),
+            )
+        return outcome
+
+    async def _sync_topics(self, region: ChatRegion, outcome: ExternalOutcome) -> None:
+        wanted = region_topics(region)
+        async with kafka_admin(region.spec.kafka.bootstrap_servers, CLIENT_ID) as admin:
+            observed = await observe_topics(admin, [t.name for t in wanted])
+            for spec in wanted:
+                decision = decide_topic(spec, observed.get(spec.name))
+                outcome.refusals.extend(decision.refusals)
+                if decision.changes:
+                    await apply_topic_decision(admin, decision)
+                    outcome.done.append(decision.describe())
+
+    def _sync_keyspace(
+        self, region: ChatRegion, login: CassandraLogin | None, outcome: ExternalOutcome
+    ) -> None:
+        cassandra = region.spec.cassandra
+        with self._session(region, login) as session:
+            plan = converge_keyspace(session, cassandra.keyspace, cassandra.replication)
+            outcome.refusals.extend(plan.refusals)
+            outcome.done.extend(plan.statements)
+            outcome.done.extend(f"to do by hand: {step}" for step in plan.follow_up)
+            if not plan.refusals:
+                applied = ensure_schema(session, cassandra.keyspace)
+                if applied:
+                    outcome.done.append(
+                        f"keyspace {cassandra.keyspace}: schema migrations "
+                        f"{', '.join(map(str, applied))} applied"
+                    )
+
+    @staticmethod
+    def _session(region: ChatRegion, login: CassandraLogin | None) -> Any:
+        cassandra = region.spec.cassandra
+        username, password = login if login else (None, None)
+        return connect(
+            cassandra.contact_points,
+            cassandra.port,
+            username=username,
+            password=password,
+            local_dc=region.datacenter,
+        )
+
+    async def delete_region(self, region: ChatRegion, login: CassandraLogin | None) -> list[str]:
+        self._synced.pop((region.metadata.namespace, region.region), None)
+        async with kafka_admin(region.spec.kafka.bootstrap_servers, CLIENT_ID) as admin:
+            deleted = await delete_topics(admin, [t.name for t in region_topics(region)])
+        done = [f"deleted topic {name}" for name in deleted]
+
+        def drop() -> KeyspacePlan:
+            with self._session(region, login) as session:
+                return delete_datacenter(session, region.spec.cassandra.keyspace, region.datacenter)
+
+        plan = await asyncio.to_thread(drop)
+        done.extend(plan.statements)
+        return done
+
+    async def pool_scale(self, pool: PushPool, region: ChatRegion) -> tuple[int, int]:
+        source = pool_lag_source(pool)
+        lag = total_lag(
+            await self._group_lag(region.spec.kafka.bootstrap_servers, source.group, source.topic)
+        )
+        return lag, pool_replicas(pool, lag, pool.status.replicas if pool.status else None)
+
+    async def shard_lag(self, shard: MessageShard, owner: ChatRegion) -> int:
+        measured = [
+            await self._group_lag(owner.spec.kafka.bootstrap_servers, source.group, source.topic)
+            for source in shard_lag_sources(shard)
+        ]
+        return shard_lag(shard, measured)
+
+
+def _external_digest(region: ChatRegion) -> str:
+    spec = region.spec
+    return digest(spec.kafka.model_dump(mode="json"), spec.cassandra.model_dump(mode="json"))

@@ -1,0 +1,155 @@
+"""``tidings-operator``: the command line of the operator.
+
+    tidings-operator run --namespace tidings          # one namespace (repeatable)
+    tidings-operator run --all-namespaces
+    tidings-operator crds                              # the CRDs, as YAML
+
+Every ``run`` option can come from the environment as ``TIDINGS_OPERATOR_<NAME>``
+(``TIDINGS_OPERATOR_NAMESPACES`` comma-separated), so the Helm chart sets them there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+
+DEFAULT_PEERING = "tidings-operator"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"TIDINGS_OPERATOR_{name}", default)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("tidings")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="tidings-operator",
+        description="Kubernetes operator of Tidings: ChatRegion, MessageShard, PushPool.",
+    )
+    top.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="watch and reconcile the custom resources")
+    scope = run.add_mutually_exclusive_group()
+    env_namespaces = [n for n in _env("NAMESPACES", "").split(",") if n.strip()]
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        dest="namespaces",
+        action="append",
+        help="a namespace to watch (repeatable; glob patterns allowed)",
+    )
+    scope.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        default=_env("ALL_NAMESPACES", "").lower() == "true",
+        help="watch every namespace (needs cluster-wide RBAC)",
+    )
+    peering = run.add_mutually_exclusive_group()
+    peering.add_argument(
+        "--peering",
+        default=_env("PEERING", DEFAULT_PEERING),
+        help="kopf peering object: of several operators in a namespace one acts "
+        f"(default {DEFAULT_PEERING}; its KopfPeering must exist)",
+    )
+    peering.add_argument(
+        "--standalone",
+        action="store_true",
+        default=_env("STANDALONE", "").lower() == "true",
+        help="no peering: for one operator alone (development, tests)",
+    )
+    run.add_argument("--health-port", type=int, default=int(_env("HEALTH_PORT", "8080")))
+    run.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "9090")))
+    run.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=float(_env("RECONCILE_INTERVAL", "30")),
+        help="seconds between level-based resyncs of each resource (drift repair)",
+    )
+    run.add_argument(
+        "--watch-timeout",
+        type=int,
+        default=int(_env("WATCH_TIMEOUT", "300")),
+        help="server-side timeout of each watch request, seconds",
+    )
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=_env("LOG_LEVEL", "info"),
+    )
+    run.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None)
+    run.set_defaults(env_namespaces=env_namespaces)
+
+    sub.add_parser("crds", help="print the CustomResourceDefinitions as YAML")
+    return top
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.kubeconfig:
+        # Before kopf and kubernetes are imported: the client library reads $KUBECONFIG
+        # once, at import, and kopf's login goes through it.
+        args.kubeconfig = os.path.abspath(args.kubeconfig)
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    import kopf
+    from prometheus_client import start_http_server
+
+    from tidings_operator.external_state import KafkaCassandra
+    from tidings_operator.handlers import Options, register
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    namespaces = args.namespaces or args.env_namespaces
+    if not namespaces and not args.all_namespaces:
+        sys.exit(
+            "tidings-operator: say which namespaces to watch: --namespace NAME (repeatable) "
+            "or --all-namespaces"
+        )
+    registry = kopf.OperatorRegistry()
+    register(
+        registry,
+        Options(
+            kubeconfig=args.kubeconfig,
+            reconcile_interval=args.reconcile_interval,
+            watch_timeout=args.watch_timeout,
+        ),
+        KafkaCassandra(),
+    )
+    start_http_server(args.metrics_port)
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=args.all_namespaces,
+            namespaces=() if args.all_namespaces else namespaces,
+            standalone=args.standalone,
+            peering_name=None if args.standalone else args.peering,
+            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.command == "crds":
+        from tidings_operator.crdgen import rendered
+
+        sys.stdout.write("---\n".join(text for _, text in sorted(rendered().items())))
+        return
+    _run(args)
+
+
+if __name__ == "__main__":
+    main()

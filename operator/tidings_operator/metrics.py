@@ -1,0 +1,41 @@
+"""The operator's Prometheus metrics (served on ``--metrics-port`` at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter(
+    "tidings_operator_reconcile_total",
+    "Reconciles run, by resource kind and result (ok, error, paused, deleting).",
+    ["kind", "result"],
+)
+RECONCILE_FAILURES = Counter(
+    "tidings_operator_reconcile_failures_total",
+    "Reconciles that raised, by kind and exception type; each is retried with back-off.",
+    ["kind", "error"],
+)
+RECONCILE_SECONDS = Histogram(
+    "tidings_operator_reconcile_duration_seconds",
+    "Time one reconcile took, by kind.",
+    ["kind"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+PAUSED = Gauge(
+    "tidings_operator_paused_resources",
+    "Resources whose reconciliation the paused annotation stops, by kind.",
+    ["kind"],
+)
+CHILD_CHANGES = Counter(
+    "tidings_operator_child_changes_total",
+    "Children created, updated (drift repaired or spec followed) or pruned, by kind.",
+    ["kind", "change"],
+)
+REFUSALS = Gauge(
+    "tidings_operator_refusals",
+    "Spec changes the operator refuses now (topic shrink, datacenter removal...), by kind.",
+    ["kind"],
+)
+QUEUE_ACTIVE = Gauge(
+    "tidings_operator_queue_active_keys",
+    "Objects with a reconcile queued or running.",
+)

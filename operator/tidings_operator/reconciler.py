@@ -1,0 +1,447 @@
+"""The reconcile loop's I/O half: read the cluster, call the pure builders and
+decisions, apply, write status.
+
+Every reconcile starts from what is there now (the object fetched fresh, its children
+listed), never from the watch event that triggered it, so any trigger (spec change,
+child deleted, timer) leads to the same converged state.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from tidings_operator import metrics
+from tidings_operator.children import (
+    ChildKey,
+    Manifest,
+    change_of,
+    index_live,
+    is_unmanaged,
+    key_of,
+    plan_children,
+)
+from tidings_operator.external import ExternalUnavailable
+from tidings_operator.external_state import External, ExternalOutcome
+from tidings_operator.kube import ApiError, Kube
+from tidings_operator.models import REGION_COMPONENTS, ChatRegion, MessageShard, PushPool
+from tidings_operator.names import (
+    CHAT_REGION,
+    INSTANCE_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGER,
+    MESSAGE_SHARD,
+    PAUSED_ANNOTATION,
+    PUSH_POOL,
+    component_name,
+    is_true,
+    push_pool_workload,
+)
+from tidings_operator.resources import pool_children, region_children
+from tidings_operator.resources.refusal import Refusal
+from tidings_operator.resources.settings import secret_names
+from tidings_operator.status import (
+    Observation,
+    Summary,
+    deployment_state,
+    gateway_endpoint,
+    pool_status,
+    region_status,
+    summarize,
+)
+from tidings_operator.workqueue import Key
+
+log = logging.getLogger(__name__)
+
+CHILD_KINDS = (
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "Deployment",
+    "Service",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    MESSAGE_SHARD,
+)
+"""Every kind a ChatRegion or PushPool creates, listed by label on each reconcile."""
+
+APPLY_FAILED = "ApplyFailed"
+INVALID_SPEC = "InvalidSpec"
+REGION_MISSING = "RegionNotFound"
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dumped
+
+
+class Reconciler:
+    """Handles work-queue keys of the three kinds."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        external: External,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC).replace(microsecond=0),
+    ) -> None:
+        self.kube = kube
+        self.external = external
+        self.now = now
+        self._paused: dict[str, set[Key]] = {}
+
+    async def __call__(self, key: Key) -> None:
+        started = time.perf_counter()
+        try:
+            handler = {
+                CHAT_REGION: self.reconcile_region,
+                PUSH_POOL: self.reconcile_pool,
+                MESSAGE_SHARD: self.reconcile_shard,
+            }[key.kind]
+            result = await handler(key)
+        except Exception as exc:
+            metrics.RECONCILES.labels(key.kind, "error").inc()
+            metrics.RECONCILE_FAILURES.labels(key.kind, type(exc).__name__).inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.labels(key.kind).observe(time.perf_counter() - started)
+        metrics.RECONCILES.labels(key.kind, result).inc()
+
+    # ---- shared steps --------------------------------------------------------------------
+
+    def _track_paused(self, key: Key, paused: bool) -> None:
+        keys = self._paused.setdefault(key.kind, set())
+        (keys.add if paused else keys.discard)(key)
+        metrics.PAUSED.labels(key.kind).set(len(keys))
+
+    async def _live_children(self, namespace: str, instance: str) -> dict[ChildKey, Manifest]:
+        found: list[Manifest] = []
+        for kind in CHILD_KINDS:
+            found.extend(
+                await self.kube.list(
+                    kind, namespace, labels={INSTANCE_LABEL: instance, MANAGED_BY_LABEL: MANAGER}
+                )
+            )
+        return index_live(found)
+
+    async def _secret_versions(self, namespace: str, names: Sequence[str]) -> dict[str, str]:
+        """Secret -> resourceVersion ("" when missing), so a rotation rolls the pods."""
+        versions = {}
+        for name in names:
+            secret = await self.kube.get("Secret", namespace, name)
+            versions[name] = (secret or {}).get("metadata", {}).get("resourceVersion", "")
+        return versions
+
+    async def _converge(
+        self, owner: Mapping[str, Any], desired: Sequence[Manifest], live: dict[ChildKey, Manifest]
+    ) -> list[Refusal]:
+        """Apply the plan; returns the children that could not be applied (retried by the
+        next reconcile, reported as Degraded meanwhile)."""
+        plan = plan_children(desired, live, owner["metadata"]["uid"])
+        errors: list[Refusal] = []
+        changes: list[tuple[str, ChildKey]] = []
+        for obj in plan.apply:
+            key = key_of(obj)
+            try:
+                after = await self.kube.apply(obj)
+            except ApiError as exc:
+                errors.append(Refusal(APPLY_FAILED, f"applying {key} failed: {exc.message}"))
+                continue
+            if change := change_of(live.get(key), after):
+                changes.append((change, key))
+            live[key] = after
+        for obj in plan.create:
+            key = key_of(obj)
+            try:
+                live[key] = await self.kube.create(obj)
+            except ApiError as exc:
+                if not exc.conflict:
+                    errors.append(Refusal(APPLY_FAILED, f"creating {key} failed: {exc.message}"))
+                continue
+            changes.append(("Created", key))
+        for key in plan.prune:
+            if await self.kube.delete(key.kind, owner["metadata"]["namespace"], key.name):
+                changes.append(("Deleted", key))
+            live.pop(key, None)
+        for (change, kind), names in group_changes(changes).items():
+            metrics.CHILD_CHANGES.labels(kind, change).inc(len(names))
+            message = f"{change.lower()} {kind} {', '.join(names[:10])}" + (
+                f" and {len(names) - 10} more" if len(names) > 10 else ""
+            )
+            log.info("%s %s: %s", owner["kind"], owner["metadata"]["name"], message)
+            await self.kube.event(owner, reason=f"Child{change}", message=message)
+        return errors
+
+    async def _write_status(
+        self, key: Key, body: Mapping[str, Any], status: dict[str, Any], summary: Summary
+    ) -> None:
+        """Patch the status when it differs; an Event when the phase changes."""
+        before = body.get("status") or {}
+        if status == before:
+            return
+        await self.kube.patch_status(key.kind, key.namespace, key.name, status)
+        if (event := phase_event(before.get("phase"), summary)) is not None:
+            reason, message, warning = event
+            await self.kube.event(body, reason=reason, message=message, warning=warning)
+
+    async def _invalid(self, key: Key, body: Mapping[str, Any], exc: ValidationError) -> str:
+        """A stored object the models refuse (an older CRD let it in): say so, touch nothing."""
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        refusal = Refusal(INVALID_SPEC, f"the spec is not valid: {message}")
+        generation = int((body.get("metadata") or {}).get("generation", 0))
+        summary = summarize(
+            Observation(generation=generation, workloads={}, refusals=[refusal]),
+            [],
+            self.now(),
+        )
+        status = {
+            "observedGeneration": generation,
+            "phase": summary.phase,
+            "conditions": [_dump(c) for c in summary.conditions],
+        }
+        await self._write_status(key, body, status, summary)
+        return "invalid"
+
+    # ---- ChatRegion ------------------------------------------------------------------------
+
+    async def reconcile_region(self, key: Key) -> str:
+        body = await self.kube.get(CHAT_REGION, key.namespace, key.name)
+        if body is None:
+            self._track_paused(key, False)
+            return "gone"
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            return "deleting"  # the finalizer handler owns this phase
+        try:
+            region = ChatRegion.model_validate(body)
+        except ValidationError as exc:
+            return await self._invalid(key, body, exc)
+        paused = is_true(region.metadata.annotations, PAUSED_ANNOTATION)
+        self._track_paused(key, paused)
+        live = await self._live_children(key.namespace, region.region)
+        shard_objects = await self.kube.list(MESSAGE_SHARD, key.namespace)
+        shards = [MessageShard.model_validate(s) for s in shard_objects]
+        errors: list[Refusal] = []
+        outcome = ExternalOutcome()
+        if not paused:
+            versions = await self._secret_versions(key.namespace, secret_names(region))
+            desired = region_children(
+                region, shards=[s.as_core_shard() for s in shards], secret_versions=versions
+            )
+            errors = await self._converge(body, desired, live)
+            outcome = await self._external_region(body, region)
+            for done in outcome.done:
+                await self.kube.event(body, reason="ExternalUpdated", message=done)
+        metrics.REFUSALS.labels(CHAT_REGION).set(len(outcome.refusals))
+        workloads = {
+            component: (
+                deployment_state(dep)
+                if (
+                    dep := live.get(
+                        ChildKey("Deployment", component_name(region.region, component))
+                    )
+                )
+                else None
+            )
+            for component in REGION_COMPONENTS
+        }
+        summary = summarize(
+            Observation(
+                generation=region.metadata.generation,
+                workloads=workloads,
+                refusals=outcome.refusals,
+                errors=[*errors, *outcome.errors],
+                paused=paused,
+            ),
+            region.status.conditions if region.status else [],
+            self.now(),
+        )
+        service = live.get(ChildKey("Service", component_name(region.region, "gateway")))
+        status = region_status(
+            region,
+            summary,
+            gateway=gateway_endpoint(service) if service else "",
+            shards=[
+                s for s in shards if s.spec.region == region.region or s.spec.owner == region.region
+            ],
+        )
+        await self._write_status(key, body, _dump(status), summary)
+        return "paused" if paused else "ok"
+
+    async def _external_region(
+        self, body: Mapping[str, Any], region: ChatRegion
+    ) -> ExternalOutcome:
+        try:
+            login = await self._cassandra_login(region)
+            return await self.external.sync_region(region, login)
+        except ExternalUnavailable as exc:
+            return ExternalOutcome(errors=[Refusal(exc.reason, str(exc))])
+
+    async def _cassandra_login(self, region: ChatRegion) -> tuple[str, str] | None:
+        ref = region.spec.cassandra.credentials_secret
+        if ref is None:
+            return None
+        secret = await self.kube.get("Secret", region.metadata.namespace, ref.name)
+        data = (secret or {}).get("data") or {}
+        if ref.username_key not in data or ref.password_key not in data:
+            raise ExternalUnavailable(
+                "CassandraCredentialsMissing",
+                f"Secret {ref.name} needs keys {ref.username_key} and {ref.password_key}",
+            )
+        return (
+            base64.b64decode(data[ref.username_key]).decode(),
+            base64.b64decode(data[ref.password_key]).decode(),
+        )
+
+    async def finalize_region(self, body: Mapping[str, Any]) -> list[str]:
+        """On deletion: ``Retain`` keeps topics and keyspace, ``Delete`` removes them.
+        Raises while external systems are unreachable (kopf retries, the finalizer
+        holds the object)."""
+        region = ChatRegion.model_validate(body)
+        if region.spec.deletion_policy != "Delete":
+            message = (
+                f"deletionPolicy Retain: kept topics tidings.{region.region}.* and keyspace "
+                f"{region.spec.cassandra.keyspace}"
+            )
+            await self.kube.event(body, reason="ExternalRetained", message=message)
+            return [message]
+        login = await self._cassandra_login(region)
+        done = await self.external.delete_region(region, login)
+        for message in done:
+            await self.kube.event(body, reason="ExternalDeleted", message=message)
+        return done
+
+    # ---- PushPool --------------------------------------------------------------------------
+
+    async def reconcile_pool(self, key: Key) -> str:
+        body = await self.kube.get(PUSH_POOL, key.namespace, key.name)
+        if body is None:
+            self._track_paused(key, False)
+            return "gone"
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            return "deleting"
+        try:
+            pool = PushPool.model_validate(body)
+        except ValidationError as exc:
+            return await self._invalid(key, body, exc)
+        paused = is_true(pool.metadata.annotations, PAUSED_ANNOTATION)
+        self._track_paused(key, paused)
+        live = await self._live_children(key.namespace, pool.metadata.name)
+        region_body = await self.kube.get(CHAT_REGION, key.namespace, pool.spec.region)
+        errors: list[Refusal] = []
+        lag = 0
+        replicas = pool.spec.replicas
+        if region_body is None:
+            errors.append(
+                Refusal(
+                    REGION_MISSING,
+                    f"ChatRegion {pool.spec.region} does not exist in namespace {key.namespace}; "
+                    "create it or fix spec.region",
+                )
+            )
+        elif not paused:
+            region = ChatRegion.model_validate(region_body)
+            try:
+                lag, replicas = await self.external.pool_scale(pool, region)
+            except ExternalUnavailable as exc:
+                errors.append(Refusal(exc.reason, str(exc)))
+            versions = await self._secret_versions(key.namespace, _pool_secrets(pool))
+            desired = pool_children(pool, region, secret_versions=versions, replicas=replicas)
+            errors.extend(await self._converge(body, desired, live))
+        dep = live.get(ChildKey("Deployment", push_pool_workload(pool.metadata.name)))
+        workload = deployment_state(dep) if dep else None
+        summary = summarize(
+            Observation(
+                generation=pool.metadata.generation,
+                workloads={"push": workload},
+                errors=errors,
+                paused=paused,
+            ),
+            pool.status.conditions if pool.status else [],
+            self.now(),
+        )
+        status = pool_status(
+            pool,
+            summary,
+            replicas=workload.desired if workload else 0,
+            ready_replicas=workload.ready if workload else 0,
+            consumer_lag=lag,
+        )
+        await self._write_status(key, body, _dump(status), summary)
+        return "paused" if paused else "ok"
+
+    # ---- MessageShard ----------------------------------------------------------------------
+
+    async def reconcile_shard(self, key: Key) -> str:
+        """The owner acknowledges the shard: status owner/epoch follow the spec once the
+        owner region exists; lag is the delivery group's on the shard's partitions."""
+        body = await self.kube.get(MESSAGE_SHARD, key.namespace, key.name)
+        if body is None:
+            return "gone"
+        shard = MessageShard.model_validate(body)
+        owner_body = await self.kube.get(CHAT_REGION, key.namespace, shard.spec.owner)
+        status: dict[str, Any] = dict(body.get("status") or {})
+        status["observedGeneration"] = shard.metadata.generation
+        if owner_body is None:
+            status["phase"] = "Pending"
+        else:
+            owner = ChatRegion.model_validate(owner_body)
+            status.update(phase="Serving", owner=shard.spec.owner, epoch=shard.spec.epoch)
+            try:
+                status["consumerLag"] = await self.external.shard_lag(shard, owner)
+            except ExternalUnavailable as exc:
+                log.warning("lag of %s unknown: %s", key, exc)
+        if status != (body.get("status") or {}):
+            await self.kube.patch_status(MESSAGE_SHARD, key.namespace, key.name, status)
+        return "ok"
+
+
+def group_changes(changes: Sequence[tuple[str, ChildKey]]) -> dict[tuple[str, str], list[str]]:
+    """(change, kind) -> names, in order: one Event per group, so a thousand shards
+    created make one Event, not a thousand."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for change, key in changes:
+        grouped.setdefault((change, key.kind), []).append(key.name)
+    return grouped
+
+
+def phase_event(before: str | None, summary: Summary) -> tuple[str, str, bool] | None:
+    """(reason, message, warning) of the Event for a phase change, or None. The reason
+    is the Ready condition's: it names what the phase is waiting for or refusing."""
+    if before == summary.phase:
+        return None
+    ready = next(c for c in summary.conditions if c.type == "Ready")
+    message = f"{before or 'New'} -> {summary.phase}" + (
+        f": {ready.message}" if ready.message else ""
+    )
+    return ready.reason, message, summary.phase in ("Degraded", "Conflict")
+
+
+def _pool_secrets(pool: PushPool) -> list[str]:
+    names = {pool.spec.credentials_secret.name}
+    for provider in (pool.spec.fcm, pool.spec.apns):
+        if provider is not None and provider.ca_secret is not None:
+            names.add(provider.ca_secret.name)
+    return sorted(names)
+
+
+def owner_key(obj: Mapping[str, Any]) -> Key | None:
+    """The work-queue key of a child's controlling custom resource."""
+    meta = obj.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") in (CHAT_REGION, PUSH_POOL):
+            return Key(str(ref["kind"]), str(meta.get("namespace", "")), str(ref["name"]))
+    return None
+
+
+def is_ours(obj: Mapping[str, Any]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get(MANAGED_BY_LABEL) == MANAGER and not is_unmanaged(obj)

@@ -1,0 +1,104 @@
+"""A work queue in controller-runtime's manner: keys, not events.
+
+Watch events, timers and child changes only say "look at this object again". Triggers
+for a key that is already queued fold into one; one worker at a time handles a key, and
+a trigger that arrives while it works makes it run once more afterwards, so the last
+state is always reconciled and two reconciles of one object never race. A failure is
+retried with exponential back-off until a trigger or a success resets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, order=True)
+class Key:
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+Handler = Callable[[Key], Awaitable[None]]
+
+
+class WorkQueue:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        debounce: float = 0.2,
+        first_retry: float = 1.0,
+        max_retry: float = 60.0,
+    ) -> None:
+        self._handler = handler
+        self._debounce = debounce
+        self._first_retry = first_retry
+        self._max_retry = max_retry
+        self._dirty: set[Key] = set()
+        self._workers: dict[Key, asyncio.Task[None]] = {}
+        self._retries: dict[Key, asyncio.TimerHandle] = {}
+        self._failures: dict[Key, int] = {}
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def trigger(self, key: Key) -> None:
+        if self._closed:
+            return
+        self._dirty.add(key)
+        if key not in self._workers:
+            self._workers[key] = asyncio.get_running_loop().create_task(
+                self._work(key), name=f"reconcile {key}"
+            )
+
+    def forget(self, key: Key) -> None:
+        """The object is gone: drop pending retries and back-off."""
+        self._dirty.discard(key)
+        self._failures.pop(key, None)
+        if (handle := self._retries.pop(key, None)) is not None:
+            handle.cancel()
+
+    async def _work(self, key: Key) -> None:
+        try:
+            while key in self._dirty and not self._closed:
+                await asyncio.sleep(self._debounce)  # fold bursts of watch events
+                self._dirty.discard(key)
+                if (handle := self._retries.pop(key, None)) is not None:
+                    handle.cancel()
+                try:
+                    await self._handler(key)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    failures = self._failures.get(key, 0) + 1
+                    self._failures[key] = failures
+                    delay = min(self._first_retry * 2 ** (failures - 1), self._max_retry)
+                    log.exception(
+                        "reconcile of %s failed (attempt %d), retry in %.0fs", key, failures, delay
+                    )
+                    self._retries[key] = asyncio.get_running_loop().call_later(
+                        delay, self.trigger, key
+                    )
+                else:
+                    self._failures.pop(key, None)
+        finally:
+            self._workers.pop(key, None)
+
+    async def close(self) -> None:
+        self._closed = True
+        for handle in self._retries.values():
+            handle.cancel()
+        workers = list(self._workers.values())
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)

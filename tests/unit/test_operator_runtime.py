@@ -1,0 +1,175 @@
+"""The operator's runtime decisions without a cluster: which children to apply, create,
+leave alone or prune; how the work queue folds triggers; which Events a status change
+produces."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tidings_operator.children import ChildKey, change_of, index_live, plan_children
+from tidings_operator.reconciler import owner_key, phase_event
+from tidings_operator.resources.refusal import Refusal
+from tidings_operator.status import Observation, Rollout, WorkloadState, summarize
+from tidings_operator.workqueue import Key, WorkQueue
+
+OWNER = "uid-region"
+
+
+def obj(
+    kind: str, name: str, *, owner: str | None = OWNER, rv: str = "1", **annotations: str
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "resourceVersion": rv}
+    if owner:
+        meta["ownerReferences"] = [
+            {"kind": "ChatRegion", "name": "us-east", "uid": owner, "controller": True}
+        ]
+    if annotations:
+        meta["annotations"] = annotations
+    return {"kind": kind, "metadata": meta}
+
+
+def test_every_desired_child_is_applied_so_drift_is_repaired() -> None:
+    desired = [obj("Deployment", "a"), obj("Service", "b")]
+    plan = plan_children(desired, index_live([obj("Deployment", "a")]), OWNER)
+    assert [c["metadata"]["name"] for c in plan.apply] == ["a", "b"]
+    assert plan.prune == ()
+
+
+def test_an_unmanaged_child_is_neither_applied_nor_pruned() -> None:
+    live = index_live(
+        [
+            obj("Deployment", "a", **{"tidings.dev/unmanaged": "true"}),
+            obj("HorizontalPodAutoscaler", "old", **{"tidings.dev/unmanaged": "TRUE"}),
+        ]
+    )
+    plan = plan_children([obj("Deployment", "a")], live, OWNER)
+    assert plan.apply == ()
+    assert plan.unmanaged == (ChildKey("Deployment", "a"),)
+    assert plan.prune == ()
+
+
+def test_message_shards_are_created_once_and_never_reapplied() -> None:
+    shard = obj("MessageShard", "us-east-0")
+    assert plan_children([shard], {}, OWNER).create == (shard,)
+    moved = plan_children([shard], index_live([obj("MessageShard", "us-east-0", rv="9")]), OWNER)
+    assert moved.create == ()
+    assert moved.apply == ()
+
+
+def test_only_children_of_this_owner_are_pruned() -> None:
+    live = index_live(
+        [
+            obj("HorizontalPodAutoscaler", "mine"),
+            obj("HorizontalPodAutoscaler", "someone-elses", owner="uid-other"),
+            obj("ConfigMap", "orphan", owner=None),
+        ]
+    )
+    assert plan_children([], live, OWNER).prune == (ChildKey("HorizontalPodAutoscaler", "mine"),)
+
+
+def test_a_change_is_reported_only_when_the_apply_wrote_something() -> None:
+    assert change_of(None, obj("Service", "s")) == "Created"
+    assert change_of(obj("Service", "s", rv="4"), obj("Service", "s", rv="5")) == "Updated"
+    assert change_of(obj("Service", "s", rv="5"), obj("Service", "s", rv="5")) is None
+
+
+def test_a_child_names_its_owner_key() -> None:
+    child = obj("Deployment", "us-east-gateway")
+    child["metadata"]["namespace"] = "chat"
+    assert owner_key(child) == Key("ChatRegion", "chat", "us-east")
+    assert owner_key(obj("Deployment", "x", owner=None)) is None
+
+
+NOW = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def summary_of(**workloads: WorkloadState | None) -> Any:
+    return summarize(Observation(generation=3, workloads=workloads), [], NOW)
+
+
+def test_a_phase_change_gives_one_event_named_by_the_ready_reason() -> None:
+    done = WorkloadState(desired=1, ready=1, rollout=Rollout.COMPLETE)
+    event = phase_event("Progressing", summary_of(gateway=done))
+    assert event == ("Ready", "Progressing -> Ready: 1/1 components ready", False)
+    assert phase_event("Ready", summary_of(gateway=done)) is None
+
+
+def test_a_refusal_is_a_warning_event() -> None:
+    refused = summarize(
+        Observation(
+            generation=4,
+            workloads={},
+            refusals=[Refusal("PartitionsCannotShrink", "topic t has 4 partitions")],
+        ),
+        [],
+        NOW,
+    )
+    reason, message, warning = phase_event("Ready", refused) or ("", "", False)
+    assert reason == "PartitionsCannotShrink"
+    assert "topic t has 4 partitions" in message
+    assert warning
+
+
+async def test_triggers_for_a_busy_key_fold_into_one_more_run() -> None:
+    runs: list[Key] = []
+    release = asyncio.Event()
+
+    async def handler(key: Key) -> None:
+        runs.append(key)
+        await release.wait()
+
+    queue = WorkQueue(handler, debounce=0)
+    key = Key("ChatRegion", "ns", "a")
+    queue.trigger(key)
+    await asyncio.sleep(0.01)
+    for _ in range(5):
+        queue.trigger(key)  # arrive while the first run is in progress
+    release.set()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(queue) == 0:
+            break
+    assert runs == [key, key]
+    await queue.close()
+
+
+async def test_a_failed_reconcile_is_retried() -> None:
+    attempts = 0
+    done = asyncio.Event()
+
+    async def handler(key: Key) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise RuntimeError("API server unreachable")
+        done.set()
+
+    queue = WorkQueue(handler, debounce=0, first_retry=0.01, max_retry=0.02)
+    queue.trigger(Key("PushPool", "ns", "p"))
+    await asyncio.wait_for(done.wait(), 5)
+    assert attempts == 3
+    await queue.close()
+
+
+@pytest.mark.parametrize("closed_first", [True, False])
+async def test_a_closed_queue_takes_no_more_work(closed_first: bool) -> None:
+    seen: list[Key] = []
+
+    async def handler(key: Key) -> None:
+        seen.append(key)
+
+    queue = WorkQueue(handler, debounce=0)
+    if closed_first:
+        await queue.close()
+        queue.trigger(Key("ChatRegion", "ns", "a"))
+        await asyncio.sleep(0.02)
+        assert seen == []
+    else:
+        queue.trigger(Key("ChatRegion", "ns", "a"))
+        await asyncio.sleep(0.02)
+        await queue.close()
+        assert seen == [Key("ChatRegion", "ns", "a")]
