@@ -77,7 +77,7 @@ def main() -> None:
             started = time.monotonic()
             apply(kube, manifest)
             wait(ready, "the ChatRegion to turn Ready")
-            print(f"apply -> Ready: {time.monotonic() - started:.2f} s (7 components, 4 shards)")
+            print(f"apply -> Ready: {time.monotonic() - started:.2f} s (6 components, 4 shards)")
 
             gateway = f"{name}-gateway"
             before = (get_json(kube, "-n", ns, "deployment", gateway) or {})["metadata"]["uid"]
