@@ -13,6 +13,15 @@ from servers import ENGINE_SETS, KubeEnv, as_settings, deps_up, kube_up, unique_
 from tidings.config import Settings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the Kubernetes control plane are marked ``kube``: ``make test`` runs
+    them after the rest, so the control plane's CPU does not weigh on the timing-bound
+    fault tests of the messaging path."""
+    for item in items:
+        if "kube_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kube)
+
+
 @pytest.fixture(params=ENGINE_SETS)
 async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Gateway]:
     """A fresh platform per test (every component in one process) on each engine set:

@@ -257,7 +257,11 @@ def test_image_and_names_follow_the_values(helm: Helm) -> None:
 
 
 def test_notes_say_how_to_apply_the_examples_and_see_status(helm: Helm) -> None:
-    # helm template leaves NOTES.txt out; an install's dry run prints it.
+    # helm template leaves NOTES.txt out; an install's dry run prints it. The server's
+    # dry run needs the CRDs and the namespace (helm skips both when dry-running).
+    helm.kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART_CRDS))
+    ns = helm.kube.kubectl("create", "namespace", RELEASE_NS, "--dry-run=client", "-o", "yaml")
+    helm.kube.kubectl("apply", "-f", "-", input=ns.stdout)
     done = helm.run("install", "tidings", str(CHART), "--namespace", RELEASE_NS, "--dry-run=server")
     assert "kubectl -n tidings-system apply -f examples/us-east.yaml" in done.stdout
     assert "get chatregions,messageshards,pushpools" in done.stdout
