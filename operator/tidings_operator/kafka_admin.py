@@ -45,8 +45,10 @@ from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
     ConfigResourceType,
 )
 from aiokafka.errors import (  # type: ignore[import-untyped]
+    GroupCoordinatorNotAvailableError,
     InvalidPartitionsError,
     KafkaError,
+    NotCoordinatorForGroupError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
     for_code,
@@ -337,6 +339,17 @@ async def delete_topics(admin: KafkaAdmin, names: Iterable[str]) -> list[str]:
 # --------------------------------------------------------------------------- lag
 
 
+async def _group_offsets(admin: KafkaAdmin, group: str, parts: list[Any]) -> Any:
+    """The group's committed offsets; retried while Kafka has no coordinator for the
+    group yet (a fresh broker creates ``__consumer_offsets`` on first use). The caller's
+    guard bounds the retries in time."""
+    while True:
+        try:
+            return await admin.client.list_consumer_group_offsets(group, partitions=parts)
+        except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError):
+            await asyncio.sleep(_SETTLE_POLL_S)
+
+
 async def group_lag(
     bootstrap_servers: str,
     group: str,
@@ -353,7 +366,7 @@ async def group_lag(
             return {}
         parts = [TopicPartition(topic, p["partition"]) for p in metadata[topic]]
         async with admin.guard(f"reading the offsets of group {group} on {topic}"):
-            committed = await admin.client.list_consumer_group_offsets(group, partitions=parts)
+            committed = await _group_offsets(admin, group, parts)
         # Log offsets come from a consumer outside any group (the admin API of aiokafka
         # 0.14 has no ListOffsets); it only ever names a topic that exists.
         lookup = AIOKafkaConsumer(

@@ -360,6 +360,7 @@ def test_deleting_with_retain_keeps_topics_and_keyspace(
     )
 
 
+@pytest.mark.timeout(300)  # topic deletion and a keyspace drop on a loaded machine
 @pytest.mark.region(deletion_policy="Delete")
 def test_deleting_with_delete_removes_topics_and_keyspace(
     region: Region, kafka_bootstrap: str, cassandra_env: dict[str, str]
