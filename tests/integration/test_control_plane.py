@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
 
+from operator_support import eventually as _eventually
 from servers import KubeEnv
 
 pytestmark = pytest.mark.slow
@@ -23,18 +23,9 @@ WAIT = 90.0
 """Upper bound for the control plane to converge (typically a few seconds)."""
 
 
-def eventually(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    """Poll ``check`` until it returns something other than None/False; fail after
-    ``timeout`` seconds with ``what`` and the last value seen."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        last = check()
-        if last is not None and last is not False:
-            return last
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out waiting for {what} (last: {last!r})")
-        time.sleep(0.5)
+def eventually(check: Callable[[], T | None], what: str) -> T:
+    """The shared poll, bounded by this module's ``WAIT``."""
+    return _eventually(check, what, timeout=WAIT)
 
 
 def get_json(kube: KubeEnv, *args: str) -> dict[str, Any]:
