@@ -144,9 +144,11 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         group=GROUP, version=VERSION, plural="chatregions", registry=registry, id="deletion-policy"
     )
     async def finalize_region(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
-        rt().queue.forget(Key(CHAT_REGION, namespace or "", name))
+        key = Key(CHAT_REGION, namespace or "", name)
+        rt().queue.forget(key)
         try:
-            await rt().reconciler.finalize_region(dict(body))
+            async with rt().queue.exclusive(key):
+                await rt().reconciler.finalize_region(dict(body))
         except Exception as exc:
             raise kopf.TemporaryError(
                 f"deletion policy not carried out yet: {exc}", delay=10

@@ -35,6 +35,12 @@ REFUSALS = Gauge(
     "Spec changes the operator refuses now (topic shrink, datacenter removal...), by kind.",
     ["kind"],
 )
+EVENTS_DROPPED = Counter(
+    "tidings_operator_events_dropped_total",
+    "Events the API server refused (a terminating namespace, RBAC), by reason; the "
+    "reconcile goes on without them.",
+    ["reason"],
+)
 QUEUE_ACTIVE = Gauge(
     "tidings_operator_queue_active_keys",
     "Objects with a reconcile queued or running.",

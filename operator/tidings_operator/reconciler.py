@@ -176,20 +176,42 @@ class Reconciler:
                 f" and {len(names) - 10} more" if len(names) > 10 else ""
             )
             log.info("%s %s: %s", owner["kind"], owner["metadata"]["name"], message)
-            await self.kube.event(owner, reason=f"Child{change}", message=message)
+            await self._event(owner, reason=f"Child{change}", message=message)
         return errors
+
+    async def _event(
+        self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None:
+        """Events are best-effort: a namespace being terminated refuses new ones, and a
+        refused Event must not hold up the reconcile or the finalizer that posts it."""
+        try:
+            await self.kube.event(involved, reason=reason, message=message, warning=warning)
+        except ApiError as exc:
+            metrics.EVENTS_DROPPED.labels(reason).inc()
+            log.warning(
+                "event %s about %s not posted: %s", reason, involved["metadata"]["name"], exc
+            )
+
+    async def _patch_status(self, key: Key, status: Mapping[str, Any]) -> bool:
+        """False when the object went away meanwhile (nothing left to report on)."""
+        try:
+            await self.kube.patch_status(key.kind, key.namespace, key.name, status)
+        except ApiError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
 
     async def _write_status(
         self, key: Key, body: Mapping[str, Any], status: dict[str, Any], summary: Summary
     ) -> None:
         """Patch the status when it differs; an Event when the phase changes."""
         before = body.get("status") or {}
-        if status == before:
+        if status == before or not await self._patch_status(key, status):
             return
-        await self.kube.patch_status(key.kind, key.namespace, key.name, status)
         if (event := phase_event(before.get("phase"), summary)) is not None:
             reason, message, warning = event
-            await self.kube.event(body, reason=reason, message=message, warning=warning)
+            await self._event(body, reason=reason, message=message, warning=warning)
 
     async def _invalid(self, key: Key, body: Mapping[str, Any], exc: ValidationError) -> str:
         """A stored object the models refuse (an older CRD let it in): say so, touch nothing."""
@@ -239,7 +261,7 @@ class Reconciler:
             errors = await self._converge(body, desired, live)
             outcome = await self._external_region(body, region)
             for done in outcome.done:
-                await self.kube.event(body, reason="ExternalUpdated", message=done)
+                await self._event(body, reason="ExternalUpdated", message=done)
         metrics.REFUSALS.labels(CHAT_REGION).set(len(outcome.refusals))
         workloads = {
             component: (
@@ -311,12 +333,12 @@ class Reconciler:
                 f"deletionPolicy Retain: kept topics tidings.{region.region}.* and keyspace "
                 f"{region.spec.cassandra.keyspace}"
             )
-            await self.kube.event(body, reason="ExternalRetained", message=message)
+            await self._event(body, reason="ExternalRetained", message=message)
             return [message]
         login = await self._cassandra_login(region)
         done = await self.external.delete_region(region, login)
         for message in done:
-            await self.kube.event(body, reason="ExternalDeleted", message=message)
+            await self._event(body, reason="ExternalDeleted", message=message)
         return done
 
     # ---- PushPool --------------------------------------------------------------------------
@@ -399,8 +421,8 @@ class Reconciler:
                 status["consumerLag"] = await self.external.shard_lag(shard, owner)
             except ExternalUnavailable as exc:
                 log.warning("lag of %s unknown: %s", key, exc)
-        if status != (body.get("status") or {}):
-            await self.kube.patch_status(MESSAGE_SHARD, key.namespace, key.name, status)
+        if status != (body.get("status") or {}) and not await self._patch_status(key, status):
+            return "gone"
         return "ok"
 
 

@@ -5,13 +5,19 @@ for a key that is already queued fold into one; one worker at a time handles a k
 a trigger that arrives while it works makes it run once more afterwards, so the last
 state is always reconciled and two reconciles of one object never race. A failure is
 retried with exponential back-off until a trigger or a success resets it.
+
+``exclusive(key)`` lets other code (the deletion finalizer) act on an object with no
+reconcile of it running: it waits out the one in flight and holds later triggers until
+it is done. Without it, a reconcile that read the object just before deletion could
+recreate what the finalizer has just removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,7 @@ class WorkQueue:
         self._workers: dict[Key, asyncio.Task[None]] = {}
         self._retries: dict[Key, asyncio.TimerHandle] = {}
         self._failures: dict[Key, int] = {}
+        self._held: set[Key] = set()
         self._closed = False
 
     def __len__(self) -> int:
@@ -56,7 +63,7 @@ class WorkQueue:
         if self._closed:
             return
         self._dirty.add(key)
-        if key not in self._workers:
+        if key not in self._workers and key not in self._held:
             self._workers[key] = asyncio.get_running_loop().create_task(
                 self._work(key), name=f"reconcile {key}"
             )
@@ -68,9 +75,23 @@ class WorkQueue:
         if (handle := self._retries.pop(key, None)) is not None:
             handle.cancel()
 
+    @contextlib.asynccontextmanager
+    async def exclusive(self, key: Key) -> AsyncIterator[None]:
+        """No reconcile of ``key`` runs inside this block: the one in flight finishes
+        first, and triggers that arrive meanwhile run once after the block."""
+        self._held.add(key)
+        try:
+            if (worker := self._workers.get(key)) is not None:
+                await asyncio.shield(worker)
+            yield
+        finally:
+            self._held.discard(key)
+            if key in self._dirty:
+                self.trigger(key)
+
     async def _work(self, key: Key) -> None:
         try:
-            while key in self._dirty and not self._closed:
+            while key in self._dirty and key not in self._held and not self._closed:
                 await asyncio.sleep(self._debounce)  # fold bursts of watch events
                 self._dirty.discard(key)
                 if (handle := self._retries.pop(key, None)) is not None:

@@ -173,3 +173,55 @@ async def test_a_closed_queue_takes_no_more_work(closed_first: bool) -> None:
         await asyncio.sleep(0.02)
         await queue.close()
         assert seen == [Key("ChatRegion", "ns", "a")]
+
+
+async def test_exclusive_waits_for_the_reconcile_in_flight_and_holds_later_ones() -> None:
+    log: list[str] = []
+    release = asyncio.Event()
+
+    async def handler(key: Key) -> None:
+        log.append("reconcile started")
+        await release.wait()
+        log.append("reconcile finished")
+
+    queue = WorkQueue(handler, debounce=0)
+    key = Key("ChatRegion", "ns", "a")
+    queue.trigger(key)
+    await asyncio.sleep(0.01)
+
+    async def finalize() -> None:
+        async with queue.exclusive(key):
+            log.append("finalizer ran")
+            queue.trigger(key)  # a child event during the finalizer
+            await asyncio.sleep(0.02)
+            log.append("finalizer done")
+
+    finalizer = asyncio.create_task(finalize())
+    await asyncio.sleep(0.02)
+    assert log == ["reconcile started"]  # the finalizer waits
+    release.set()
+    await asyncio.wait_for(finalizer, 5)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(queue) == 0:
+            break
+    assert log == [
+        "reconcile started",
+        "reconcile finished",
+        "finalizer ran",
+        "finalizer done",
+        "reconcile started",  # the held trigger, after the block
+        "reconcile finished",
+    ]
+    await queue.close()
+
+
+async def test_exclusive_on_an_idle_key_runs_at_once() -> None:
+    async def handler(key: Key) -> None:
+        raise AssertionError("nothing triggered this key")
+
+    queue = WorkQueue(handler, debounce=0)
+    async with queue.exclusive(Key("ChatRegion", "ns", "idle")):
+        pass
+    assert len(queue) == 0
+    await queue.close()

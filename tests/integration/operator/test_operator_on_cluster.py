@@ -368,10 +368,33 @@ def test_deleting_with_delete_removes_topics_and_keyspace(
     apply(region.kube, region.manifest)
     eventually(region.ready, "the ChatRegion to turn Ready")
     _delete_region(region)
+    # The finalizer lets the region go only once both are removed...
+    assert kafka_topics(kafka_bootstrap, f"tidings.{region.name}.") == {}
+    assert keyspace_replication(cassandra_env, region.keyspace) is None
+    # ...and no reconcile that was running at the time brings them back.
     eventually(
-        lambda: not kafka_topics(kafka_bootstrap, f"tidings.{region.name}."),
-        "the region's topics to be deleted",
+        lambda: region.get("messageshard", f"{region.name}-0") is None,
+        "the MessageShards to be garbage-collected",
     )
+    assert kafka_topics(kafka_bootstrap, f"tidings.{region.name}.") == {}
+    assert keyspace_replication(cassandra_env, region.keyspace) is None
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.region(deletion_policy="Delete")
+def test_deleting_the_namespace_carries_out_the_deletion_policy(
+    region: Region, kafka_bootstrap: str, cassandra_env: dict[str, str]
+) -> None:
+    """A terminating namespace refuses new Events; the finalizer must not hang on them
+    (it would hold the namespace in Terminating for ever)."""
+    apply(region.kube, region.manifest)
+    eventually(region.ready, "the ChatRegion to turn Ready")
+    region.kube.kubectl("delete", "namespace", region.namespace, "--wait=false")
+    eventually(
+        lambda: get_json(region.kube, "namespace", region.namespace) is None,
+        "the namespace to finish terminating",
+    )
+    assert kafka_topics(kafka_bootstrap, f"tidings.{region.name}.") == {}
     assert keyspace_replication(cassandra_env, region.keyspace) is None
 
 
