@@ -1,12 +1,16 @@
 """Operator figures on the loopback control plane with the real Kafka and Cassandra.
 
     .venv/bin/python bench/operator.py [--shards 1000]
+    .venv/bin/python bench/operator.py --failover [--window 30] [--heartbeat 5]
 
 Prints: time from ``kubectl apply`` of a ChatRegion to ``Ready=True``; time to repair a
 deleted child Deployment (until it exists again, and until the region is Ready again);
 time until ``--shards`` MessageShards of one region exist and report status, and the
-operator's resident memory before and after. Starts what it needs with ``scripts/kube``
-and ``scripts/deps`` (the first run on a machine builds the control plane).
+operator's resident memory before and after. ``--failover`` instead runs two regions
+(8 shards each) with one operator process per region, SIGKILLs one and prints the time
+until the other judges it failed and until its shards are fenced and moved, then the
+time ``kubectl tidings failback`` takes. Starts what it needs with ``scripts/kube`` and
+``scripts/deps`` (the first run on a machine builds the control plane).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ def mib(n: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=int, default=1000)
+    parser.add_argument("--failover", action="store_true", help="measure failover instead")
+    parser.add_argument("--window", type=int, default=30, help="detection window, seconds")
+    parser.add_argument("--heartbeat", type=float, default=5.0, help="heartbeat interval, s")
     args = parser.parse_args()
 
     env = kube_up()
@@ -56,6 +63,9 @@ def main() -> None:
     kafka = deps_up("kafka")["KAFKA_BOOTSTRAP"]
     cassandra = {k: v for k, v in deps_up("cassandra").items() if k.startswith("TIDINGS_")}
     install_crds(kube)
+    if args.failover:
+        failover_figures(kube, kafka, cassandra, args.window, args.heartbeat)
+        return
     run = uuid.uuid4().hex[:6]
     namespaces = [f"bench-{run}-a", f"bench-{run}-b"]
     for ns in namespaces:
@@ -124,6 +134,78 @@ def main() -> None:
     finally:
         for ns in namespaces:
             kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def failover_figures(
+    kube: KubeEnv, kafka: str, cassandra: dict[str, str], window: int, heartbeat: float
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    ns = f"bench-{run}-fo"
+    kube.kubectl("create", "namespace", ns)
+    a, b = f"a{run}", f"b{run}"
+    logs = Path(tempfile.mkdtemp())
+
+    def operator(region: str) -> Any:
+        return running_operator(
+            kube,
+            [ns],
+            logs / f"{region}.log",
+            "--region",
+            region,
+            "--heartbeat-interval",
+            str(heartbeat),
+            interval=30.0,
+        )
+
+    def region(name: str) -> dict[str, Any]:
+        return get_json(kube, "-n", ns, "chatregion", name) or {}
+
+    def health(name: str, peer: str) -> str | None:
+        peers = (region(name).get("status") or {}).get("peers") or []
+        return next((p["health"] for p in peers if p["name"] == peer), None)
+
+    def owners(home: str) -> set[tuple[str, int]]:
+        items = (get_json(kube, "-n", ns, "messageshards") or {}).get("items") or []
+        return {
+            (s["spec"]["owner"], s["spec"]["epoch"]) for s in items if s["spec"]["region"] == home
+        }
+
+    try:
+        with operator(a):
+            with operator(b) as op_b:
+                for name, peer, first, last in ((a, b, 0, 511), (b, a, 512, 1023)):
+                    apply(
+                        kube,
+                        region_manifest(
+                            name,
+                            ns,
+                            kafka=kafka,
+                            cassandra=cassandra,
+                            keyspace=f"bench_{name}",
+                            shards=8,
+                            slotRange={"first": first, "last": last},
+                            peers=[{"name": peer}],
+                            failover={"policy": "Automatic", "detectionWindowSeconds": window},
+                        ),
+                    )
+                wait(lambda: health(a, b) == "Healthy", "the regions to see each other")
+                started = time.monotonic()
+                op_b.process.kill()
+                op_b.process.wait(10)
+                failed = wait(lambda: health(a, b) == "Failed", "the peer to be judged failed")
+                moved = wait(lambda: owners(b) == {(a, 2)}, "the shards to move")
+                print(
+                    f"failover (window {window} s, heartbeat {heartbeat} s, 8 shards): "
+                    f"SIGKILL -> Failed {failed:.1f} s, -> shards moved "
+                    f"{time.monotonic() - started:.1f} s ({moved:.2f} s after Failed)"
+                )
+            started = time.monotonic()
+            done = kube.kubectl("tidings", "-n", ns, "failback", b, plugins=True)
+            took = time.monotonic() - started
+            assert owners(b) == {(b, 3)}, done.stdout
+            print(f"kubectl tidings failback of 8 shards: {took:.2f} s")
+    finally:
+        kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@ developers and CI run them)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,13 +72,28 @@ class KubeEnv:
     helm: Path
 
     def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60.0,
+        plugins: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         """``kubectl --kubeconfig KUBECONFIG ARGS`` with ``input`` on stdin; raises
-        ``KubectlError`` on a non-zero exit when ``check``."""
+        ``KubectlError`` on a non-zero exit when ``check``. ``plugins``: this virtualenv's
+        scripts on ``PATH``, where kubectl finds ``kubectl-tidings`` (kubectl takes no
+        flags before a plugin's name, so the kubeconfig goes by ``$KUBECONFIG``)."""
         kubectl = shutil.which("kubectl") or "kubectl"
-        cmd = [kubectl, "--kubeconfig", str(self.kubeconfig), *args]
-        done = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        env = dict(os.environ)
+        if plugins:
+            env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+            env["KUBECONFIG"] = str(self.kubeconfig)
+            cmd = [kubectl, *args]
+        else:
+            cmd = [kubectl, "--kubeconfig", str(self.kubeconfig), *args]
+        done = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout, env=env
+        )
         if check and done.returncode != 0:
             raise KubectlError(done.returncode, cmd, done.stdout, done.stderr)
         return done

@@ -16,16 +16,17 @@ import kopf
 
 from tidings_operator import metrics
 from tidings_operator.external_state import External
+from tidings_operator.kopf_fixes import keep_watching_terminating_namespaces
 from tidings_operator.kube import Kube
 from tidings_operator.names import (
     CHAT_REGION,
-    FINALIZER,
     GROUP,
     MANAGED_BY_LABEL,
     MANAGER,
     MESSAGE_SHARD,
     PUSH_POOL,
     VERSION,
+    finalizer_for,
 )
 from tidings_operator.reconciler import Reconciler, owner_key
 from tidings_operator.workqueue import Key, WorkQueue
@@ -53,6 +54,13 @@ class Options:
     watch_timeout: int = 300
     shard_interval: float = 60.0
     """MessageShard status (owner, epoch, lag) refresh."""
+    heartbeat_interval: float = 5.0
+    """Seconds between renewals of each region's heartbeat Lease (which holds for three
+    intervals) and between judgements of its peers."""
+    regions: frozenset[str] | None = None
+    """The ChatRegions this operator runs; None: all it watches."""
+    holder: str = MANAGER
+    """Who renews the heartbeats (the Lease's holderIdentity)."""
 
 
 @dataclass
@@ -66,6 +74,7 @@ class Runtime:
 
 def register(registry: kopf.OperatorRegistry, options: Options, external: External) -> None:
     """Register every handler on ``registry``."""
+    keep_watching_terminating_namespaces()
     runtime: dict[str, Runtime] = {}
 
     def rt() -> Runtime:
@@ -73,7 +82,7 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.finalizer = FINALIZER
+        settings.persistence.finalizer = finalizer_for(options.regions)
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration"
@@ -83,7 +92,13 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         settings.watching.connect_timeout = 30
         settings.posting.enabled = False  # we post our own Events, one per change
         kube = Kube.from_kubeconfig(options.kubeconfig)
-        reconciler = Reconciler(kube, external)
+        reconciler = Reconciler(
+            kube,
+            external,
+            regions=options.regions,
+            holder=options.holder,
+            heartbeat_seconds=max(1, round(3 * options.heartbeat_interval)),
+        )
         runtime["rt"] = Runtime(kube, WorkQueue(reconciler), reconciler)
 
     @kopf.on.login(registry=registry)
@@ -101,6 +116,9 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         rt().queue.trigger(key)
         metrics.QUEUE_ACTIVE.set(len(rt().queue))
 
+    regions_seen: dict[str, set[str]] = {}
+    """ChatRegion names per namespace, from their watch events."""
+
     for kind, plural in PLURALS.items():
 
         async def on_event(
@@ -111,10 +129,19 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
             **_: Any,
         ) -> None:
             key = Key(str(resource.kind), namespace or "", name)
-            if event.get("type") == "DELETED":
+            gone = event.get("type") == "DELETED"
+            if gone:
                 rt().queue.forget(key)
             else:
                 trigger(key)
+            if key.kind == CHAT_REGION:
+                seen = regions_seen.setdefault(key.namespace, set())
+                (seen.discard if gone else seen.add)(key.name)
+            elif key.kind == MESSAGE_SHARD:
+                # Every region's shard map lists every shard: a move changes them all
+                # (the old owner's included, which the new object no longer names).
+                for region in sorted(regions_seen.get(key.namespace, ())):
+                    trigger(Key(CHAT_REGION, key.namespace, region))
 
         kopf.on.event(
             group=GROUP,
@@ -140,8 +167,29 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
             id=f"resync-{plural}",
         )(on_timer)
 
+    @kopf.timer(
+        group=GROUP,
+        version=VERSION,
+        plural="chatregions",
+        interval=options.heartbeat_interval,
+        registry=registry,
+        id="heartbeat",
+    )
+    async def heartbeat(name: str, namespace: str | None, **_: Any) -> None:
+        key = Key(CHAT_REGION, namespace or "", name)
+        if await rt().reconciler.heartbeat(key):
+            trigger(key)  # judge the peers as often as they beat
+
+    def served(name: str, **_: Any) -> bool:
+        return options.regions is None or name in options.regions
+
     @kopf.on.delete(
-        group=GROUP, version=VERSION, plural="chatregions", registry=registry, id="deletion-policy"
+        group=GROUP,
+        version=VERSION,
+        plural="chatregions",
+        registry=registry,
+        id="deletion-policy",
+        when=served,  # another region's operator holds its own finalizer
     )
     async def finalize_region(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
         key = Key(CHAT_REGION, namespace or "", name)

@@ -56,6 +56,7 @@ KINDS: Mapping[str, Kind] = {
     "RoleBinding": Kind("rbac.authorization.k8s.io/v1", "rolebindings"),
     "HorizontalPodAutoscaler": Kind("autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets"),
+    "Lease": Kind("coordination.k8s.io/v1", "leases"),
     "ChatRegion": Kind("tidings.dev/v1alpha1", "chatregions"),
     "MessageShard": Kind("tidings.dev/v1alpha1", "messageshards"),
     "PushPool": Kind("tidings.dev/v1alpha1", "pushpools"),
@@ -221,6 +222,20 @@ class Kube:
                 return False
             raise
         return True
+
+    async def patch(
+        self, kind: str, namespace: str | None, name: str, patch: Mapping[str, Any]
+    ) -> Manifest:
+        """A JSON merge patch. With ``metadata.resourceVersion`` in ``patch`` the API
+        server applies it only to that version (409 Conflict otherwise)."""
+        result: Manifest = await self.request(
+            "PATCH",
+            KINDS[kind].path(namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+            params={"fieldManager": MANAGER},
+        )
+        return result
 
     async def patch_status(
         self, kind: str, namespace: str | None, name: str, status: Mapping[str, Any]

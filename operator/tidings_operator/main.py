@@ -2,6 +2,7 @@
 
     tidings-operator run --namespace tidings          # one namespace (repeatable)
     tidings-operator run --all-namespaces
+    tidings-operator run -n tidings --region us-east   # one region's operator
     tidings-operator crds                              # the CRDs, as YAML
 
 Every ``run`` option can come from the environment as ``TIDINGS_OPERATOR_<NAME>``
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -70,6 +72,27 @@ def parser() -> argparse.ArgumentParser:
         default=_env("STANDALONE", "").lower() == "true",
         help="no peering: for one operator alone (development, tests)",
     )
+    run.add_argument(
+        "--region",
+        dest="regions",
+        action="append",
+        help="run only this ChatRegion (repeatable; default: every region watched). Other "
+        "regions in the namespaces are peers: their heartbeats are read, their shards may "
+        "be taken over. One operator per region, as across clusters.",
+    )
+    run.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=float(_env("HEARTBEAT_INTERVAL", "5")),
+        help="seconds between heartbeat Lease renewals and peer health checks",
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=int(_env("PRIORITY", "0")),
+        help="peering priority: of the operators in a peering the highest acts and the "
+        "others pause (equal priorities pause all of them)",
+    )
     run.add_argument("--health-port", type=int, default=int(_env("HEALTH_PORT", "8080")))
     run.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "9090")))
     run.add_argument(
@@ -113,6 +136,7 @@ def _run(args: argparse.Namespace) -> None:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     namespaces = args.namespaces or args.env_namespaces
+    regions = args.regions or [r.strip() for r in _env("REGIONS", "").split(",") if r.strip()]
     if not namespaces and not args.all_namespaces:
         sys.exit(
             "tidings-operator: say which namespaces to watch: --namespace NAME (repeatable) "
@@ -125,6 +149,9 @@ def _run(args: argparse.Namespace) -> None:
             kubeconfig=args.kubeconfig,
             reconcile_interval=args.reconcile_interval,
             watch_timeout=args.watch_timeout,
+            heartbeat_interval=args.heartbeat_interval,
+            regions=frozenset(regions) if regions else None,
+            holder=f"{socket.gethostname()}/{os.getpid()}",
         ),
         KafkaCassandra(),
     )
@@ -136,6 +163,7 @@ def _run(args: argparse.Namespace) -> None:
             namespaces=() if args.all_namespaces else namespaces,
             standalone=args.standalone,
             peering_name=None if args.standalone else args.peering,
+            priority=args.priority,
             liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
         )
     )

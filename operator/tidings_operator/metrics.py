@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "tidings_operator_reconcile_total",
-    "Reconciles run, by resource kind and result (ok, error, paused, deleting).",
+    "Reconciles run, by resource kind and result (ok, error, paused, deleting, gone, "
+    "invalid, skipped: a region another operator runs).",
     ["kind", "result"],
 )
 RECONCILE_FAILURES = Counter(
@@ -40,6 +41,21 @@ EVENTS_DROPPED = Counter(
     "Events the API server refused (a terminating namespace, RBAC), by reason; the "
     "reconcile goes on without them.",
     ["reason"],
+)
+HEARTBEATS = Counter(
+    "tidings_operator_heartbeats_total",
+    "Heartbeat Leases renewed, by region (a region whose count stops is failing).",
+    ["region"],
+)
+PEER_HEALTH_CHANGES = Counter(
+    "tidings_operator_peer_health_changes_total",
+    "Peers entering a health state (Healthy, Suspect, Failed, Unknown).",
+    ["health"],
+)
+SHARD_MOVES = Counter(
+    "tidings_operator_shard_moves_total",
+    "MessageShards fenced and moved to another owner, by trigger (automatic takeover).",
+    ["trigger"],
 )
 QUEUE_ACTIVE = Gauge(
     "tidings_operator_queue_active_keys",

@@ -7,6 +7,7 @@ reconcile finds what an earlier one created and server-side apply stays idempote
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Final
 
@@ -22,6 +23,21 @@ PUSH_POOL: Final = "PushPool"
 FINALIZER = f"{GROUP}/finalizer"
 """Held by every custom resource until its external state (topics, keyspace) is handled
 per ``deletionPolicy``; Kubernetes children go by garbage collection."""
+
+
+def finalizer_for(regions: frozenset[str] | None) -> str:
+    """The finalizer of an operator running ``regions`` (None: every region it watches).
+
+    Operators of different regions watch the same ChatRegions, and kopf removes its
+    finalizer from any object no handler of its own needs: one shared name would be
+    taken off one region by another region's operator. So each has its own."""
+    if regions is None:
+        return FINALIZER
+    if len(regions) == 1:
+        return f"{FINALIZER}-{next(iter(regions))}"
+    joined = ",".join(sorted(regions))
+    return f"{FINALIZER}-{hashlib.sha256(joined.encode()).hexdigest()[:12]}"
+
 
 PAUSED_ANNOTATION = f"{GROUP}/paused"
 """``"true"`` on a custom resource: reconciliation stops (status says ``Paused``)."""

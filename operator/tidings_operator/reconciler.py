@@ -11,10 +11,11 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 from pydantic import ValidationError
 
 from tidings_operator import metrics
@@ -29,6 +30,14 @@ from tidings_operator.children import (
 )
 from tidings_operator.external import ExternalUnavailable
 from tidings_operator.external_state import External, ExternalOutcome
+from tidings_operator.failover import (
+    Health,
+    PeerObservation,
+    PeerVerdict,
+    heartbeat_lease_name,
+    judge_peer,
+    plan_takeover,
+)
 from tidings_operator.kube import ApiError, Kube
 from tidings_operator.models import REGION_COMPONENTS, ChatRegion, MessageShard, PushPool
 from tidings_operator.names import (
@@ -44,20 +53,26 @@ from tidings_operator.names import (
     push_pool_workload,
 )
 from tidings_operator.resources import pool_children, region_children
+from tidings_operator.resources.heartbeat import heartbeat_lease, read_heartbeat
 from tidings_operator.resources.refusal import Refusal
 from tidings_operator.resources.settings import secret_names
+from tidings_operator.shard_moves import move_shards, shard_views
 from tidings_operator.status import (
     Observation,
     Summary,
     deployment_state,
     gateway_endpoint,
     pool_status,
+    previous_verdicts,
     region_status,
     summarize,
 )
 from tidings_operator.workqueue import Key
 
 log = logging.getLogger(__name__)
+
+Owner = TypeVar("Owner", ChatRegion, PushPool)
+"""The kinds whose reconcile owns children and can be paused."""
 
 CHILD_KINDS = (
     "ServiceAccount",
@@ -91,11 +106,24 @@ class Reconciler:
         external: External,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC).replace(microsecond=0),
+        regions: frozenset[str] | None = None,
+        holder: str = MANAGER,
+        heartbeat_seconds: int = 15,
+        probe: Probe | None = None,
     ) -> None:
         self.kube = kube
         self.external = external
         self.now = now
+        self.regions = regions
+        """The regions this operator runs (None: every region it watches). Others are
+        only peers to it: it reads their heartbeats and may take their shards over."""
+        self.holder = holder
+        self.heartbeat_seconds = heartbeat_seconds
+        self.probe = probe or probe_gateway
         self._paused: dict[str, set[Key]] = {}
+
+    def serves(self, region: str) -> bool:
+        return self.regions is None or region in self.regions
 
     async def __call__(self, key: Key) -> None:
         started = time.perf_counter()
@@ -120,6 +148,25 @@ class Reconciler:
         keys = self._paused.setdefault(key.kind, set())
         (keys.add if paused else keys.discard)(key)
         metrics.PAUSED.labels(key.kind).set(len(keys))
+
+    async def _load(
+        self, key: Key, model: type[Owner]
+    ) -> tuple[Mapping[str, Any], Owner, bool] | str:
+        """(body, model, paused) of the object to reconcile, or the result that says why
+        there is nothing to do: gone, being deleted (the finalizer's turn) or invalid."""
+        body = await self.kube.get(key.kind, key.namespace, key.name)
+        if body is None:
+            self._track_paused(key, False)
+            return "gone"
+        if _deleting(body):
+            return "deleting"
+        try:
+            obj = model.model_validate(body)
+        except ValidationError as exc:
+            return await self._invalid(key, body, exc)
+        paused = is_true(obj.metadata.annotations, PAUSED_ANNOTATION)
+        self._track_paused(key, paused)
+        return body, obj, paused
 
     async def _live_children(self, namespace: str, instance: str) -> dict[ChildKey, Manifest]:
         found: list[Manifest] = []
@@ -236,19 +283,16 @@ class Reconciler:
     # ---- ChatRegion ------------------------------------------------------------------------
 
     async def reconcile_region(self, key: Key) -> str:
-        body = await self.kube.get(CHAT_REGION, key.namespace, key.name)
-        if body is None:
-            self._track_paused(key, False)
-            return "gone"
-        if (body.get("metadata") or {}).get("deletionTimestamp"):
-            return "deleting"  # the finalizer handler owns this phase
-        try:
-            region = ChatRegion.model_validate(body)
-        except ValidationError as exc:
-            return await self._invalid(key, body, exc)
-        paused = is_true(region.metadata.annotations, PAUSED_ANNOTATION)
-        self._track_paused(key, paused)
+        if not self.serves(key.name):  # a peer: its own operator runs it
+            return "skipped"
+        loaded = await self._load(key, ChatRegion)
+        if isinstance(loaded, str):
+            return loaded
+        body, region, paused = loaded
         live = await self._live_children(key.namespace, region.region)
+        verdicts: list[PeerVerdict] | None = None
+        if not paused and region.spec.peers:
+            verdicts = await self._watch_peers(body, region)
         shard_objects = await self.kube.list(MESSAGE_SHARD, key.namespace)
         shards = [MessageShard.model_validate(s) for s in shard_objects]
         errors: list[Refusal] = []
@@ -294,9 +338,95 @@ class Reconciler:
             shards=[
                 s for s in shards if s.spec.region == region.region or s.spec.owner == region.region
             ],
+            peers=verdicts if region.spec.peers else [],
+            now=self.now(),
         )
         await self._write_status(key, body, _dump(status), summary)
         return "paused" if paused else "ok"
+
+    # ---- heartbeat and failover --------------------------------------------------------------
+
+    async def heartbeat(self, key: Key) -> bool:
+        """Renew the region's heartbeat Lease; True when the region watches peers (its
+        reconcile should then run as often as the heartbeat, to judge them in time)."""
+        if not self.serves(key.name):
+            return False
+        body = await self.kube.get(CHAT_REGION, key.namespace, key.name)
+        if body is None or _deleting(body):
+            return False
+        try:
+            region = ChatRegion.model_validate(body)
+        except ValidationError:
+            return False  # the reconcile reports it
+        await self.kube.apply(
+            heartbeat_lease(
+                region,
+                holder=self.holder,
+                now=datetime.now(UTC),
+                duration_seconds=self.heartbeat_seconds,
+            )
+        )
+        metrics.HEARTBEATS.labels(region.region).inc()
+        return bool(region.spec.peers)
+
+    async def _watch_peers(self, body: Mapping[str, Any], region: ChatRegion) -> list[PeerVerdict]:
+        """Judge every peer; with ``failover.policy: Automatic``, take over the shards of
+        those that failed. Health changes and moves are Events."""
+        namespace = region.metadata.namespace
+        previous = previous_verdicts(region)
+        now = self.now()
+        verdicts = []
+        for peer in region.spec.peers:
+            lease = await self.kube.get("Lease", namespace, heartbeat_lease_name(peer.name))
+            problem = await self.probe(peer.gateway_endpoint) if peer.gateway_endpoint else None
+            verdict = judge_peer(
+                PeerObservation(peer.name, read_heartbeat(lease), problem),
+                previous.get(peer.name),
+                now,
+                region.spec.failover.detection_window_seconds,
+            )
+            before = previous.get(peer.name)
+            if before is None or before.health is not verdict.health:
+                metrics.PEER_HEALTH_CHANGES.labels(verdict.health.value).inc()
+                await self._event(
+                    body,
+                    reason=f"Peer{verdict.health.value}",
+                    message=f"peer {peer.name}: {verdict.message}",
+                    warning=verdict.health in (Health.SUSPECT, Health.FAILED),
+                )
+            verdicts.append(verdict)
+        if region.spec.failover.policy == "Automatic":
+            healthy = [v.name for v in verdicts if v.health is Health.HEALTHY]
+            for failed in (v for v in verdicts if v.health is Health.FAILED):
+                await self._take_over(body, region, failed.name, healthy)
+        return verdicts
+
+    async def _take_over(
+        self, body: Mapping[str, Any], region: ChatRegion, failed: str, healthy: list[str]
+    ) -> None:
+        namespace = region.metadata.namespace
+        shards = shard_views(await self.kube.list(MESSAGE_SHARD, namespace))
+        moves = plan_takeover(failed, region.region, healthy, shards)
+        if not moves:
+            return
+        result = await move_shards(self.kube, namespace, moves)
+        for move in result.moved:
+            metrics.SHARD_MOVES.labels("automatic").inc()
+            log.warning("failover: %s", move.describe())
+            await self._event(
+                body, reason="ShardTakenOver", message=f"{failed} failed: {move.describe()}"
+            )
+        home = await self.kube.get(CHAT_REGION, namespace, failed)
+        if home is not None and result.moved:
+            await self._event(
+                home,
+                reason="ShardsTakenOver",
+                message=f"{len(result.moved)} shards fenced and moved to {region.region}: "
+                f"{_names_of(m.shard for m in result.moved)}",
+                warning=True,
+            )
+        for move, why in result.refused:
+            log.info("failover: %s not made (%s); re-planned next time", move.describe(), why)
 
     async def _external_region(
         self, body: Mapping[str, Any], region: ChatRegion
@@ -344,18 +474,12 @@ class Reconciler:
     # ---- PushPool --------------------------------------------------------------------------
 
     async def reconcile_pool(self, key: Key) -> str:
-        body = await self.kube.get(PUSH_POOL, key.namespace, key.name)
-        if body is None:
-            self._track_paused(key, False)
-            return "gone"
-        if (body.get("metadata") or {}).get("deletionTimestamp"):
-            return "deleting"
-        try:
-            pool = PushPool.model_validate(body)
-        except ValidationError as exc:
-            return await self._invalid(key, body, exc)
-        paused = is_true(pool.metadata.annotations, PAUSED_ANNOTATION)
-        self._track_paused(key, paused)
+        loaded = await self._load(key, PushPool)
+        if isinstance(loaded, str):
+            return loaded
+        body, pool, paused = loaded
+        if not self.serves(pool.spec.region):
+            return "skipped"
         live = await self._live_children(key.namespace, pool.metadata.name)
         region_body = await self.kube.get(CHAT_REGION, key.namespace, pool.spec.region)
         errors: list[Refusal] = []
@@ -372,7 +496,8 @@ class Reconciler:
         elif not paused:
             region = ChatRegion.model_validate(region_body)
             try:
-                lag, replicas = await self.external.pool_scale(pool, region)
+                if not _deleting(region_body):  # (as in reconcile_shard)
+                    lag, replicas = await self.external.pool_scale(pool, region)
             except ExternalUnavailable as exc:
                 errors.append(Refusal(exc.reason, str(exc)))
             versions = await self._secret_versions(key.namespace, _pool_secrets(pool))
@@ -409,11 +534,15 @@ class Reconciler:
         if body is None:
             return "gone"
         shard = MessageShard.model_validate(body)
+        if not self.serves(shard.spec.owner):
+            return "skipped"  # the owner's operator acknowledges it
         owner_body = await self.kube.get(CHAT_REGION, key.namespace, shard.spec.owner)
         status: dict[str, Any] = dict(body.get("status") or {})
         status["observedGeneration"] = shard.metadata.generation
         if owner_body is None:
             status["phase"] = "Pending"
+        elif _deleting(owner_body):
+            pass  # its topics may be going; a lag read could bring them back (auto-creation)
         else:
             owner = ChatRegion.model_validate(owner_body)
             status.update(phase="Serving", owner=shard.spec.owner, epoch=shard.spec.epoch)
@@ -424,6 +553,29 @@ class Reconciler:
         if status != (body.get("status") or {}) and not await self._patch_status(key, status):
             return "gone"
         return "ok"
+
+
+Probe = Callable[[str], Awaitable[str | None]]
+"""A gateway health check: None when it answered ready, else what went wrong."""
+
+
+async def probe_gateway(endpoint: str, timeout: float = 3.0) -> str | None:
+    url = f"{endpoint.rstrip('/')}/readyz"
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.get(url)
+    except httpx.HTTPError as exc:
+        return f"{url}: {type(exc).__name__} {exc}".strip()
+    return None if response.is_success else f"{url}: HTTP {response.status_code}"
+
+
+def _deleting(body: Mapping[str, Any]) -> bool:
+    return bool((body.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _names_of(names: Iterable[str]) -> str:
+    listed = list(names)
+    return ", ".join(listed[:10]) + (f" and {len(listed) - 10} more" if len(listed) > 10 else "")
 
 
 def group_changes(changes: Sequence[tuple[str, ChildKey]]) -> dict[tuple[str, str], list[str]]:

@@ -13,19 +13,22 @@ Conditions (kstatus-style, polarity as in Kubernetes itself):
 - ``Degraded``: something that ran is worse than asked: a rollout stalled, pods of a
   finished rollout are not ready, or applying a child failed.
 - ``Paused``: the ``tidings.dev/paused`` annotation stops reconciliation.
+- ``PeersHealthy`` (regions with peers): every peer's heartbeat is current; False names
+  the first peer that is ``Suspect``, ``Failed`` or ``Unknown`` (``failover`` decides).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from tidings_operator.failover import Health, PeerVerdict
 from tidings_operator.models import ChatRegion, Condition, MessageShard, PushPool
 from tidings_operator.models.base import ComponentStatus, ConditionStatus, Phase
-from tidings_operator.models.chatregion import ChatRegionStatus
+from tidings_operator.models.chatregion import ChatRegionStatus, PeerStatus
 from tidings_operator.models.pushpool import PushPoolStatus
 from tidings_operator.names import PAUSED_ANNOTATION
 from tidings_operator.resources.pushpool import pool_selector_text
@@ -35,6 +38,7 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 PAUSED = "Paused"
+PEERS_HEALTHY = "PeersHealthy"
 
 
 class Rollout(StrEnum):
@@ -244,22 +248,83 @@ def owned_shards(region: str, shards: Sequence[MessageShard]) -> int:
     return sum(1 for s in shards if s.spec.owner == region)
 
 
+def peers_condition(
+    verdicts: Sequence[PeerVerdict], generation: int, now: datetime
+) -> Condition | None:
+    """``PeersHealthy``, for a region with peers: False names the first peer that is not
+    healthy (a failover in progress or done shows here and in Events)."""
+    if not verdicts:
+        return None
+    unwell = [v for v in verdicts if v.health is not Health.HEALTHY]
+    if not unwell:
+        return _condition(
+            PEERS_HEALTHY,
+            "True",
+            "AllPeersHealthy",
+            f"{_names([v.name for v in verdicts])}: heartbeat current",
+            generation,
+            now,
+        )
+    first = unwell[0]
+    more = f" ({len(unwell) - 1} more peers not healthy)" if len(unwell) > 1 else ""
+    return _condition(
+        PEERS_HEALTHY,
+        "False",
+        f"Peer{first.health.value}",
+        f"{first.name}: {first.message}{more}",
+        generation,
+        now,
+    )
+
+
+def peer_statuses(verdicts: Sequence[PeerVerdict]) -> list[PeerStatus]:
+    return [
+        PeerStatus(
+            name=v.name, health=v.health.value, since=v.since, reason=v.reason, message=v.message
+        )
+        for v in verdicts
+    ]
+
+
+def previous_verdicts(region: ChatRegion) -> dict[str, PeerVerdict]:
+    """The verdicts in the region's status (detection time survives operator restarts)."""
+    return {
+        p.name: PeerVerdict(p.name, Health(p.health), p.since, p.reason, p.message)
+        for p in (region.status.peers if region.status else [])
+    }
+
+
 def region_status(
     region: ChatRegion,
     summary: Summary,
     *,
     gateway: str = "",
     shards: Sequence[MessageShard] = (),
+    peers: Sequence[PeerVerdict] | None = None,
+    now: datetime | None = None,
 ) -> ChatRegionStatus:
-    """The ChatRegion status to write."""
+    """The ChatRegion status to write. ``peers`` None keeps the last verdicts (a
+    paused region does not look at its peers)."""
+    previous = region.status
+    conditions = list(summary.conditions)
+    if peers is None:
+        kept = [c for c in (previous.conditions if previous else []) if c.type == PEERS_HEALTHY]
+        conditions.extend(kept)
+        peer_list = list(previous.peers) if previous else []
+    else:
+        cond = peers_condition(peers, region.metadata.generation, now or datetime.now(UTC))
+        if cond is not None:
+            conditions.extend(merge_conditions(previous.conditions if previous else [], [cond]))
+        peer_list = peer_statuses(peers)
     return ChatRegionStatus(
         observed_generation=region.metadata.generation,
         phase=summary.phase,
-        conditions=list(summary.conditions),
+        conditions=conditions,
         components=summary.components,
         components_ready=summary.components_ready,
         gateway_endpoint=gateway,
         owned_shards=owned_shards(region.region, shards),
+        peers=peer_list,
     )
 
 

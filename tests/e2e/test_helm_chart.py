@@ -20,8 +20,10 @@ pytestmark = pytest.mark.slow
 RELEASE_NS = "tidings-system"
 MULTI = {
     "watchNamespaces": ["team-a", "team-b", "team-a"],
-    "peering": {"name": "tidings-ops", "standalone": False},
+    "peering": {"name": "tidings-ops", "standalone": False, "priority": 100},
     "logLevel": "debug",
+    "regions": ["us-east", "eu-west"],
+    "heartbeatInterval": 2,
     "reconcileInterval": 10,
     "watchTimeout": 60,
 }
@@ -140,8 +142,10 @@ def test_the_operator_deployment(helm: Helm) -> None:
     assert env_of(deployment) == {
         "TIDINGS_OPERATOR_NAMESPACES": RELEASE_NS,
         "TIDINGS_OPERATOR_PEERING": "tidings-operator",
+        "TIDINGS_OPERATOR_PRIORITY": "0",
         "TIDINGS_OPERATOR_HEALTH_PORT": "8080",
         "TIDINGS_OPERATOR_METRICS_PORT": "9090",
+        "TIDINGS_OPERATOR_HEARTBEAT_INTERVAL": "5",
         "TIDINGS_OPERATOR_RECONCILE_INTERVAL": "30",
         "TIDINGS_OPERATOR_WATCH_TIMEOUT": "300",
         "TIDINGS_OPERATOR_LOG_LEVEL": "info",
@@ -173,6 +177,9 @@ def test_several_namespaces_get_a_role_and_a_peering_each(helm: Helm) -> None:
     env = env_of(one(objects, "Deployment"))
     assert env["TIDINGS_OPERATOR_NAMESPACES"] == "team-a,team-b"
     assert env["TIDINGS_OPERATOR_PEERING"] == "tidings-ops"
+    assert env["TIDINGS_OPERATOR_PRIORITY"] == "100"
+    assert env["TIDINGS_OPERATOR_REGIONS"] == "us-east,eu-west"
+    assert env["TIDINGS_OPERATOR_HEARTBEAT_INTERVAL"] == "2"
     assert env["TIDINGS_OPERATOR_LOG_LEVEL"] == "debug"
     assert env["TIDINGS_OPERATOR_RECONCILE_INTERVAL"] == "10"
     assert env["TIDINGS_OPERATOR_WATCH_TIMEOUT"] == "60"

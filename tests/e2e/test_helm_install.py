@@ -326,6 +326,8 @@ CAN = [
     ("create", "events", WATCHED, ""),
     ("create", "events.events.k8s.io", WATCHED, ""),
     ("patch", "kopfpeerings.kopf.dev", WATCHED, ""),
+    ("get", "leases.coordination.k8s.io", WATCHED, ""),
+    ("patch", "leases.coordination.k8s.io", WATCHED, ""),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", CLUSTER, ""),
 ]
 CANNOT = [
@@ -345,6 +347,8 @@ CANNOT = [
     ("escalate", "roles.rbac.authorization.k8s.io", WATCHED, ""),
     ("bind", "roles.rbac.authorization.k8s.io", WATCHED, ""),
     ("patch", "kopfpeerings.kopf.dev", OTHER, ""),
+    ("delete", "leases.coordination.k8s.io", WATCHED, ""),
+    ("patch", "leases.coordination.k8s.io", OTHER, ""),
     ("delete", "nodes", CLUSTER, ""),
     ("list", "nodes", CLUSTER, ""),
     ("create", "clusterroles.rbac.authorization.k8s.io", CLUSTER, ""),

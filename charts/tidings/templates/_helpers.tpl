@@ -138,6 +138,11 @@ of the ClusterRole bound cluster-wide when it watches every namespace.
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Region heartbeats (renewed by server-side apply) and peers' heartbeats, read for
+# failover; they go with their ChatRegion by garbage collection, never deleted here.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "patch"]
 {{- if and (include "tidings.peering" .) (not .Values.watchAllNamespaces) }}
 # kopf's peering: heartbeats in the KopfPeering's status.
 - apiGroups: ["kopf.dev"]

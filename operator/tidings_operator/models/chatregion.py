@@ -8,6 +8,7 @@ every child object, and Kubernetes already makes it immutable.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -333,6 +334,18 @@ class ChatRegionSpec(SpecModel):
         return self
 
 
+class PeerStatus(StatusModel):
+    """How this region sees one of its peers (the failover detector's verdict)."""
+
+    name: str
+    health: Literal["Healthy", "Suspect", "Failed", "Unknown"]
+    since: datetime
+    """When the peer entered this state (Suspect and Failed count from the first failed
+    check)."""
+    reason: str = ""
+    message: str = ""
+
+
 class ChatRegionStatus(StatusModel):
     """What the operator last observed."""
 
@@ -349,6 +362,8 @@ class ChatRegionStatus(StatusModel):
     """Where clients connect (the gateway Service's address)."""
     owned_shards: int = 0
     """MessageShards this region owns now (its own and any taken over)."""
+    peers: list[PeerStatus] = Field(default_factory=list, json_schema_extra=list_map("name"))
+    """Health of each peer, as the failover detector last judged it."""
 
 
 class ChatRegion(StatusModel):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cassandra.cluster import Cluster
 
@@ -426,8 +427,10 @@ def test_invalid_specs_are_refused_by_the_api_server(
     assert message in done.stderr, done.stderr
 
 
-def test_a_push_pool_runs_its_workers_and_follows_kubectl_scale(region: Region) -> None:
-    apply(region.kube, region.manifest)
+def run_push_pool(region: Region, **spec: Any) -> str:
+    """An FCM PushPool of the region (and its credentials Secret); returns its name once
+    it is Ready."""
+    name = f"{region.name}-fcm"
     region.kube.kubectl(
         "-n",
         region.namespace,
@@ -440,30 +443,50 @@ def test_a_push_pool_runs_its_workers_and_follows_kubectl_scale(region: Region) 
     pool = {
         "apiVersion": "tidings.dev/v1alpha1",
         "kind": "PushPool",
-        "metadata": {"name": f"{region.name}-fcm", "namespace": region.namespace},
+        "metadata": {"name": name, "namespace": region.namespace},
         "spec": {
             "region": region.name,
             "provider": "fcm",
             "credentialsSecret": {"name": "fcm-credentials", "key": "service-account.json"},
             "fcm": {},
-            "replicas": 1,
+            **spec,
         },
     }
     apply(region.kube, pool)
-    workers = f"{region.name}-fcm-push"
 
     def pool_ready() -> dict[str, Any] | None:
-        body = region.get("pushpool", f"{region.name}-fcm")
+        body = region.get("pushpool", name)
         cond = condition(body, "Ready")
         return body if cond and cond["status"] == "True" else None
 
     eventually(pool_ready, "the PushPool to turn Ready")
+    return name
+
+
+def produce(bootstrap: str, topic: str, count: int) -> None:
+    """``count`` records on ``topic``, keyed like the router's (one key per record)."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for i in range(count):
+                await producer.send(topic, b"ciphertext", key=f"user-{i}".encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def test_a_push_pool_runs_its_workers_and_follows_kubectl_scale(region: Region) -> None:
+    apply(region.kube, region.manifest)
+    pool = run_push_pool(region, replicas=1)
+    workers = f"{pool}-push"
     deployment = region.get("deployment", workers)
     assert deployment is not None
     assert deployment["metadata"]["ownerReferences"][0]["kind"] == "PushPool"
-    region.kube.kubectl(
-        "-n", region.namespace, "scale", "pushpool", f"{region.name}-fcm", "--replicas=3"
-    )
+    region.kube.kubectl("-n", region.namespace, "scale", "pushpool", pool, "--replicas=3")
     eventually(
         lambda: (
             (region.get("deployment", workers) or {}).get("status", {}).get("readyReplicas") == 3
@@ -472,13 +495,63 @@ def test_a_push_pool_runs_its_workers_and_follows_kubectl_scale(region: Region) 
     )
     body = eventually(
         lambda: (
-            (b := region.get("pushpool", f"{region.name}-fcm"))
+            (b := region.get("pushpool", pool))
             and (b.get("status") or {}).get("readyReplicas") == 3
             and b
         ),
         "the PushPool status to count 3 ready workers",
     )
     assert body["status"]["replicas"] == 3
+
+
+def test_a_push_pool_scales_on_its_topic_lag_between_its_bounds(
+    region: Region, kafka_bootstrap: str
+) -> None:
+    apply(region.kube, region.manifest)
+    eventually(region.ready, "the ChatRegion (and its push topic) to turn Ready")
+    autoscaling = {"minReplicas": 1, "maxReplicas": 4, "lagPerReplica": 10}
+    pool = run_push_pool(region, autoscaling=autoscaling)
+    workers = f"{pool}-push"
+
+    def scaled_to(replicas: int, lag: int) -> dict[str, Any] | None:
+        deployment = region.get("deployment", workers) or {}
+        status = (region.get("pushpool", pool) or {}).get("status") or {}
+        if deployment.get("spec", {}).get("replicas") == replicas and (
+            status.get("consumerLag") == lag
+        ):
+            return status
+        return None
+
+    eventually(lambda: scaled_to(1, 0), "an idle pool to run its minimum of 1 worker")
+    # No worker consumes (the pods are kwok's): every record stays as lag.
+    produce(kafka_bootstrap, f"tidings.{region.name}.push", 25)
+    eventually(lambda: scaled_to(3, 25), "25 waiting jobs at 10 per worker to need 3")
+    produce(kafka_bootstrap, f"tidings.{region.name}.push", 100)
+    status = eventually(lambda: scaled_to(4, 125), "125 waiting jobs to stop at maxReplicas 4")
+    assert status["replicas"] == 4
+
+
+def test_a_shard_reports_the_records_waiting_for_its_owner(
+    region: Region, kafka_bootstrap: str
+) -> None:
+    apply(region.kube, region.manifest)
+    eventually(region.ready, "the ChatRegion to turn Ready")
+    produce(kafka_bootstrap, f"tidings.{region.name}.deliveries", 7)
+    produce(kafka_bootstrap, f"tidings.{region.name}.receipts", 3)
+
+    def lags() -> dict[str, int] | None:
+        shards = (region.get("messageshards") or {}).get("items") or []
+        found = {s["metadata"]["name"]: (s.get("status") or {}).get("consumerLag") for s in shards}
+        return found if len(found) == 4 and set(found.values()) == {10} else None
+
+    lags_now = eventually(lags, "every shard's consumerLag to count the 10 waiting records")
+    body = region.get("messageshard", f"{region.name}-0")
+    assert body is not None
+    assert (body["status"]["owner"], body["status"]["epoch"]) == (
+        region.name,
+        body["spec"]["epoch"],
+    )
+    assert sorted(lags_now) == [f"{region.name}-{i}" for i in range(4)]
 
 
 def test_the_operator_exports_reconcile_metrics(region: Region, operator: OperatorProcess) -> None:
