@@ -199,11 +199,15 @@ def failover_figures(
                     f"SIGKILL -> Failed {failed:.1f} s, -> shards moved "
                     f"{time.monotonic() - started:.1f} s ({moved:.2f} s after Failed)"
                 )
-            started = time.monotonic()
-            done = kube.kubectl("tidings", "-n", ns, "failback", b, plugins=True)
-            took = time.monotonic() - started
-            assert owners(b) == {(b, 3)}, done.stdout
-            print(f"kubectl tidings failback of 8 shards: {took:.2f} s")
+            with operator(b):  # back, but its shards stay away until failback
+                back = wait(lambda: health(a, b) == "Healthy", "the region to be back")
+                print(f"operator restarted -> judged Healthy again: {back:.1f} s")
+                started = time.monotonic()
+                done = kube.kubectl("tidings", "-n", ns, "failback", b, plugins=True)
+                took = time.monotonic() - started
+                if owners(b) != {(b, 3)}:
+                    raise SystemExit(f"failback did not bring every shard home:\n{done.stdout}")
+                print(f"kubectl tidings failback of 8 shards: {took:.2f} s")
     finally:
         kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
