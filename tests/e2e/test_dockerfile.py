@@ -323,7 +323,9 @@ def test_the_image_install_commands_work_in_a_clean_venv(tmp_path: Path) -> None
             timeout=60,
         )
         assert helped.returncode == 0, helped.stdout + helped.stderr
-        assert f"usage: {script}" in helped.stdout
+        # A kubectl plugin names itself as kubectl shows it: `kubectl-tidings` is
+        # `kubectl tidings`.
+        assert f"usage: {script.replace('kubectl-', 'kubectl ')}" in helped.stdout
     operator_run = subprocess.run(
         [str(venv / "bin" / "tidings-operator"), "run", "--help"],
         cwd=tmp_path,
