@@ -8,14 +8,16 @@ protocol pings do not count. Against a gateway with a 1 s timeout, a client ping
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import new_phone, run_gateway
+from harness import new_phone, online, register, run_gateway
 from tidings.client import receiving
 from tidings.client.sdk import Client
+from tidings.services.gateway import SocketSession
 
 
 async def _connections_in(
@@ -58,3 +60,31 @@ async def test_a_client_that_does_not_ping_is_dropped_and_reconnects(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert await _connections_in(tmp_path, monkeypatch, heartbeat_s=60.0, seconds=3.0) > 1
+
+
+async def test_a_slow_request_does_not_count_as_the_clients_silence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the server handles one frame (a send waiting out a broker restart), the
+    client's next frames wait unread: that is the server's delay, not a dead client."""
+    real_heartbeat = SocketSession.heartbeat
+    calls = 0
+
+    async def slow_first_ping(self: SocketSession) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(2.5)  # 2.5 times the heartbeat timeout
+        await real_heartbeat(self)
+
+    monkeypatch.setattr(SocketSession, "heartbeat", slow_first_ping)
+    async with run_gateway(tmp_path / "data", heartbeat_timeout_s=1.0) as gateway:
+        sock = await online(await register(gateway))
+        slow = asyncio.create_task(sock.request("ping"))
+        for i in range(10):  # the client stays lively meanwhile
+            await asyncio.sleep(0.2)
+            await sock.ws.send(json.dumps({"id": f"p{i}", "type": "ping"}))
+        assert (await slow)["status"] == 200
+        assert (await sock.request("ping"))["status"] == 200  # still the same socket
+        assert sock.ws.close_code is None
+        await sock.close()

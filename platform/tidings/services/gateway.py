@@ -75,6 +75,7 @@ class SocketSession:
         self._send_lock = asyncio.Lock()
         self._close: tuple[int, str] | None = None
         self._last_frame = ctx.clock()
+        self._handling = False
         self._presence_tasks: dict[str, asyncio.Task[None]] = {}
         self.queue_empty_sent = False
 
@@ -131,16 +132,26 @@ class SocketSession:
         while True:
             text = await self.transport.receive_text()
             self._last_frame = self.ctx.clock()
-            event = self.proto.receive(text)
-            if isinstance(event, wsproto.Request):
-                await self.send(await self.handler(event, self))
-            elif isinstance(event, wsproto.Acked):
-                await self._acked(event.server_id)
-            elif isinstance(event, wsproto.Nacked):
-                self._wake.set()
-            else:
-                self.ctx.metrics.ws_frames_rejected.labels(str(event.status)).inc()
-                await self.send(wsproto.error(event.id, event.status, "bad_frame", event.message))
+            self._handling = True
+            try:
+                await self._handle(text)
+            finally:
+                # Frames that came while this one was handled (a send waiting out a slow
+                # broker) are still unread: the silence counts from here, not from before.
+                self._handling = False
+                self._last_frame = self.ctx.clock()
+
+    async def _handle(self, text: str) -> None:
+        event = self.proto.receive(text)
+        if isinstance(event, wsproto.Request):
+            await self.send(await self.handler(event, self))
+        elif isinstance(event, wsproto.Acked):
+            await self._acked(event.server_id)
+        elif isinstance(event, wsproto.Nacked):
+            self._wake.set()
+        else:
+            self.ctx.metrics.ws_frames_rejected.labels(str(event.status)).inc()
+            await self.send(wsproto.error(event.id, event.status, "bad_frame", event.message))
 
     async def heartbeat(self) -> None:
         me = self.principal
@@ -254,7 +265,7 @@ class SocketSession:
         timeout = self.ctx.limits.heartbeat_timeout_s
         while True:
             await asyncio.sleep(min(5.0, timeout / 3))
-            if self.ctx.clock() - self._last_frame > timeout:
+            if not self._handling and self.ctx.clock() - self._last_frame > timeout:
                 self._close = (wsproto.CLOSE_HEARTBEAT_TIMEOUT, f"no frame for {timeout:.0f}s")
                 return
 
