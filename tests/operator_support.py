@@ -70,6 +70,13 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
     return None
 
 
+def ready_now(obj: dict[str, Any] | None) -> bool:
+    """``Ready=True``, written for the object's current generation."""
+    cond = condition(obj, "Ready")
+    generation = ((obj or {}).get("metadata") or {}).get("generation")
+    return bool(cond and cond["status"] == "True" and cond.get("observedGeneration") == generation)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

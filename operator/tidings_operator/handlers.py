@@ -181,7 +181,7 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
             trigger(key)  # judge the peers as often as they beat
 
     def served(name: str, **_: Any) -> bool:
-        return options.regions is None or name in options.regions
+        return rt().reconciler.serves(name)
 
     @kopf.on.delete(
         group=GROUP,

@@ -219,9 +219,7 @@ class Reconciler:
             live.pop(key, None)
         for (change, kind), names in group_changes(changes).items():
             metrics.CHILD_CHANGES.labels(kind, change).inc(len(names))
-            message = f"{change.lower()} {kind} {', '.join(names[:10])}" + (
-                f" and {len(names) - 10} more" if len(names) > 10 else ""
-            )
+            message = f"{change.lower()} {kind} {_names_of(names)}"
             log.info("%s %s: %s", owner["kind"], owner["metadata"]["name"], message)
             await self._event(owner, reason=f"Child{change}", message=message)
         return errors
@@ -379,13 +377,13 @@ class Reconciler:
         for peer in region.spec.peers:
             lease = await self.kube.get("Lease", namespace, heartbeat_lease_name(peer.name))
             problem = await self.probe(peer.gateway_endpoint) if peer.gateway_endpoint else None
+            before = previous.get(peer.name)
             verdict = judge_peer(
                 PeerObservation(peer.name, read_heartbeat(lease), problem),
-                previous.get(peer.name),
+                before,
                 now,
                 region.spec.failover.detection_window_seconds,
             )
-            before = previous.get(peer.name)
             if before is None or before.health is not verdict.health:
                 metrics.PEER_HEALTH_CHANGES.labels(verdict.health.value).inc()
                 await self._event(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -304,7 +304,8 @@ def region_status(
     now: datetime | None = None,
 ) -> ChatRegionStatus:
     """The ChatRegion status to write. ``peers`` None keeps the last verdicts (a
-    paused region does not look at its peers)."""
+    paused region does not look at its peers); judged ``peers`` come with the ``now``
+    they were judged at."""
     previous = region.status
     conditions = list(summary.conditions)
     if peers is None:
@@ -312,7 +313,9 @@ def region_status(
         conditions.extend(kept)
         peer_list = list(previous.peers) if previous else []
     else:
-        cond = peers_condition(peers, region.metadata.generation, now or datetime.now(UTC))
+        if now is None:
+            raise ValueError("peer verdicts need the time they were judged at")
+        cond = peers_condition(peers, region.metadata.generation, now)
         if cond is not None:
             conditions.extend(merge_conditions(previous.conditions if previous else [], [cond]))
         peer_list = peer_statuses(peers)

@@ -22,6 +22,7 @@ from operator_support import (
     eventually,
     get_json,
     install_crds,
+    ready_now,
     region_manifest,
     running_operator,
 )
@@ -58,9 +59,7 @@ class Pair:
         )
 
     def ready(self, region: str) -> bool:
-        body = self.get("chatregion", region) or {}
-        cond = condition(body, "Ready")
-        return bool(cond and cond["status"] == "True")
+        return ready_now(self.get("chatregion", region))
 
     def peer_health(self, region: str, peer: str) -> str | None:
         body = self.get("chatregion", region) or {}

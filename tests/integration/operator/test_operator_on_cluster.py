@@ -23,6 +23,7 @@ from operator_support import (
     eventually,
     get_json,
     install_crds,
+    ready_now,
     region_manifest,
     running_operator,
 )
@@ -78,14 +79,7 @@ class Region:
 
     def ready(self) -> dict[str, Any] | None:
         body = self.body()
-        cond = condition(body, "Ready")
-        if (
-            cond
-            and cond["status"] == "True"
-            and cond.get("observedGeneration") == body["metadata"]["generation"]
-        ):
-            return body
-        return None
+        return body if ready_now(body) else None
 
     def reconciled(self) -> dict[str, Any] | None:
         """The body once the operator has written status for its current generation."""

@@ -15,10 +15,10 @@ from helm_support import CHART_CRDS
 from operator_support import (
     OperatorProcess,
     apply,
-    condition,
     eventually,
     get_json,
     install_crds,
+    ready_now,
     region_manifest,
     running_operator,
 )
@@ -98,13 +98,7 @@ def test_only_the_higher_priority_operator_acts_and_the_other_takes_over_when_it
     gateway = f"{name}-gateway"
 
     def ready() -> bool:
-        body = get_json(kube_env, "-n", namespace, "chatregion", name) or {}
-        cond = condition(body, "Ready")
-        return bool(
-            cond
-            and cond["status"] == "True"
-            and cond.get("observedGeneration") == body["metadata"]["generation"]
-        )
+        return ready_now(get_json(kube_env, "-n", namespace, "chatregion", name))
 
     def scale_gateway(replicas: int) -> None:
         manifest["spec"]["components"]["gateway"]["replicas"] = replicas
