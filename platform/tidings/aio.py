@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -18,3 +23,16 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+class KeyedLocks(Generic[K]):
+    """One ``asyncio.Lock`` per key, forgotten once nobody holds or waits on it."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[K, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __call__(self, key: K) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock

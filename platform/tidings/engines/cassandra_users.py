@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from tidings.aio import KeyedLocks
 from tidings.core.model import (
     PRIMARY_DEVICE,
     AuthSession,
@@ -111,6 +112,7 @@ class CassandraUserStore:
         self.cql = cql
         self.ks = keyspace
         self.q = Statements()
+        self._claiming: KeyedLocks[tuple[str, int]] = KeyedLocks()
 
     async def prepare(self) -> None:
         ks = self.ks
@@ -658,6 +660,14 @@ class CassandraUserStore:
         return 0 if row is None else int(row["n"])
 
     async def claim_one_time_prekey(self, user_id: str, device_id: int) -> OneTimePreKey | None:
+        # Paxos contends per partition, and one device's keys share one: a burst of
+        # bundle fetches racing from this process would exhaust Cassandra's own
+        # contention retries (a CAS WriteTimeout, outcome unknown). Claims for one device
+        # therefore go one at a time here; only other processes race them.
+        async with self._claiming((user_id, device_id)):
+            return await self._claim_one_time_prekey(user_id, device_id)
+
+    async def _claim_one_time_prekey(self, user_id: str, device_id: int) -> OneTimePreKey | None:
         q, cql = self.q, self.cql
         for attempt in range(CAS_ATTEMPTS):
             rows = await cql.run(q["otpk.candidates"], (user_id, device_id, CLAIM_CANDIDATES))

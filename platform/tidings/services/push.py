@@ -35,9 +35,9 @@ import contextlib
 import functools
 import logging
 import time
-import weakref
 from collections.abc import Callable, Mapping
 
+from tidings.aio import KeyedLocks
 from tidings.core.model import PushToken
 from tidings.core.offsets import OffsetTracker
 from tidings.core.push import Outcome, Provider, PushMessage, PushResult
@@ -81,10 +81,7 @@ class PushWorker:
         self._slots = asyncio.Semaphore(self.policy.concurrency)
         self._limit = Limit(self.policy.rate, self.policy.burst)
         self._unsent_commits: dict[int, Record] = {}
-        # Weak: a device's lock lives only while some job holds or awaits it.
-        self._locks: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._device_lock: KeyedLocks[tuple[str, int]] = KeyedLocks()
 
     # the consume loop ----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -199,7 +196,7 @@ class PushWorker:
             return
         # One push at a time per device in this process: a replayed job and its retry
         # record (both alive after a crash) must not both pass the collapse claim.
-        async with self._device_lock(job.user, job.device):
+        async with self._device_lock((job.user, job.device)):
             window = f"push-collapse:{job.user}:{job.device}"
             existing = await ctx.presence.put_if_absent(
                 window, job.server_id.encode(), self.policy.collapse_s
@@ -234,12 +231,6 @@ class PushWorker:
                 )
                 metrics.pushes_failed.labels(step.reason).inc()
                 ctx.emit("push", f"{provider}:{step.reason}")
-
-    def _device_lock(self, user: str, device: int) -> asyncio.Lock:
-        lock = self._locks.get((user, device))
-        if lock is None:
-            lock = self._locks[(user, device)] = asyncio.Lock()
-        return lock
 
     async def _enqueue(self, job: PushJob) -> None:
         await self.ctx.bus.produce(self.topic, [(job.user, job.encode())])
