@@ -33,7 +33,7 @@ from tidings.config import COMPONENTS, Settings, up_components
 from tidings.core.limits import DEFAULT_LIMITS
 from tidings.core.push import Provider
 from tidings.core.pushjob import PushPolicy
-from tidings.core.shardmap import region_topics, single_region
+from tidings.core.shardmap import ShardMapError, region_topics, single_region
 from tidings.engines.embedded.analytics import SqliteAnalyticsStore
 from tidings.engines.embedded.blob_routes import blob_router
 from tidings.engines.embedded.blobs import FileBlobStore
@@ -60,6 +60,7 @@ from tidings.services.context import Context
 from tidings.services.presence import PresenceService
 from tidings.services.push import PushWorker
 from tidings.services.registry import Services
+from tidings.services.shard_map_file import ShardMapFile
 
 log = logging.getLogger("tidings")
 
@@ -222,6 +223,7 @@ class Platform:
     shipper: EventShipper
     push_senders: Mapping[Provider, PushSender] | None = None
     """Provider clients of the push worker (built from settings by ``create_app``)."""
+    shard_map_file: ShardMapFile | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -242,6 +244,8 @@ class Platform:
         if "analytics" in components:
             self._spawn(AnalyticsWorker(ctx, ctx.aggregates).run(self._stop), "analytics worker")
         self._spawn(self.shipper.run(self._stop), "analytics shipper")
+        if self.shard_map_file is not None:
+            self._spawn(self.shard_map_file.run(self._stop), "shard map watch")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -301,12 +305,20 @@ def build(
         limits=limits,
         partitions=settings.partitions,
     )
+    watch = None
+    if settings.shard_map_file is not None:
+        watch = ShardMapFile(ctx, settings.shard_map_file)
+        try:
+            watch.load()
+        except ShardMapError as exc:
+            raise SystemExit(str(exc)) from exc
     return Platform(
         settings=settings,
         services=Services.build(ctx),
         engines=engines,
         shipper=EventShipper(ctx),
         push_senders=push_senders,
+        shard_map_file=watch,
     )
 
 

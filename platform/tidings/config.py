@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     """Base of absolute blob URLs; empty means URLs relative to the gateway."""
     region: str = Field(default="local", pattern=r"^[a-z0-9-]{1,40}$")
     partitions: int = Field(default=8, ge=1, le=1024)
+    shard_map_file: Path | None = None
+    """The shard map the operator publishes (JSON, ``shardmap.json``), re-read while
+    running: it says which region owns each user. Unset: this region serves every user."""
     dev_mode: bool = True
     """Dev mode logs one-time codes instead of sending SMS. Never in production."""
     inbox_poll_interval: float = Field(default=2.0, gt=0)

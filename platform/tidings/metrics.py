@@ -16,6 +16,9 @@ class Metrics:
     sends_deduplicated: Counter
     sends_rejected: Counter
     envelopes_produced: Counter
+    envelopes_forwarded: Counter
+    shard_map_reloads: Counter
+    shard_map_epoch: Gauge
     inbox_writes: Counter
     deliveries_sent: Counter
     deliveries_acked: Counter
@@ -72,6 +75,23 @@ class Metrics:
                 "tidings_envelopes_produced",
                 "Per-device envelopes produced",
                 ["topic"],
+                registry=r,
+            ),
+            envelopes_forwarded=Counter(
+                "tidings_envelopes_forwarded",
+                "Consumed envelopes sent on to the region a newer shard map names owner",
+                ["region"],
+                registry=r,
+            ),
+            shard_map_reloads=Counter(
+                "tidings_shard_map_reloads",
+                "Shard map file reads by result (loaded, or invalid and kept the old map)",
+                ["result"],
+                registry=r,
+            ),
+            shard_map_epoch=Gauge(
+                "tidings_shard_map_epoch_sum",
+                "Sum of the shard epochs in the map in use: it grows on every shard move",
                 registry=r,
             ),
             inbox_writes=Counter(

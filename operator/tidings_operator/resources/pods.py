@@ -37,6 +37,13 @@ def volume_mount(name: str, path: str, *, read_only: bool = False) -> dict[str, 
     return mount
 
 
+def shard_map_volume(config_map: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The shard map ConfigMap as a volume, and its read-only mount at ``SHARD_MAP_DIR``
+    (every platform pod has it: ``TIDINGS_SHARD_MAP_FILE`` names the file there)."""
+    volume = {"name": "shardmap", "configMap": {"name": config_map}}
+    return volume, volume_mount("shardmap", SHARD_MAP_DIR, read_only=True)
+
+
 def secret_volume(name: str, secret: str, key: str) -> dict[str, Any]:
     """One Secret key as a file, readable by the pod's group only."""
     return {

@@ -26,6 +26,7 @@ from tidings_operator.names import (
     push_pool_workload,
     service_account,
     settings_config_map,
+    shard_map_config_map,
 )
 from tidings_operator.resources.env import literal
 from tidings_operator.resources.meta import (
@@ -42,6 +43,7 @@ from tidings_operator.resources.pods import (
     disruption_budget,
     pod_template,
     secret_volume,
+    shard_map_volume,
     volume_mount,
 )
 from tidings_operator.resources.region import image_tag
@@ -132,8 +134,9 @@ def pool_deployment(
     )
     own_env = push_env(pool)
     creds = spec.credentials_secret
-    volumes = [secret_volume("credentials", creds.name, creds.key)]
-    mounts = [volume_mount("credentials", CREDENTIALS_DIR, read_only=True)]
+    shard_map, shard_map_mount = shard_map_volume(shard_map_config_map(region.region))
+    volumes = [shard_map, secret_volume("credentials", creds.name, creds.key)]
+    mounts = [shard_map_mount, volume_mount("credentials", CREDENTIALS_DIR, read_only=True)]
     if (ca := _ca_secret(pool)) is not None:
         volumes.append(secret_volume("ca", *ca))
         mounts.append(volume_mount("ca", CA_DIR, read_only=True))

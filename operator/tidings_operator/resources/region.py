@@ -22,12 +22,11 @@ from tidings_operator.names import (
 )
 from tidings_operator.resources.meta import digest, labels, object_meta, selector_labels
 from tidings_operator.resources.pods import (
-    SHARD_MAP_DIR,
     container,
     deployment,
     disruption_budget,
     pod_template,
-    volume_mount,
+    shard_map_volume,
 )
 from tidings_operator.resources.rbac import (
     role_binding_manifest,
@@ -74,6 +73,7 @@ def component_deployment(
     spec = region.spec.components.of(component)
     name = component_name(region.region, component)
     pod_labels = component_labels(region, component)
+    shard_map, shard_map_mount = shard_map_volume(shard_map_config_map(region.region))
     main = container(
         component,
         image=region.spec.image,
@@ -81,14 +81,14 @@ def component_deployment(
         env_from_config_map=settings_config_map(region.region),
         env=[client_id_env(region.region, component), *secret_env(region)],
         resources=spec.resources,
-        mounts=[volume_mount("shardmap", SHARD_MAP_DIR, read_only=True)],
+        mounts=[shard_map_mount],
     )
     template = pod_template(
         labels=pod_labels,
         annotations={SETTINGS_HASH_ANNOTATION: settings_hash(region, secret_versions)},
         service_account=service_account(region.region),
         container=main,
-        volumes=[{"name": "shardmap", "configMap": {"name": shard_map_config_map(region.region)}}],
+        volumes=[shard_map],
     )
     return deployment(
         metadata=object_meta(name, region, pod_labels),

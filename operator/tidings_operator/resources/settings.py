@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
+from tidings.core.shardmap import SHARD_MAP_FILE_NAME
 from tidings_operator.models import ChatRegion
 from tidings_operator.names import SETTINGS_PORT, settings_config_map
 from tidings_operator.resources.env import SettingValue, from_secret, literal, settings_env
 from tidings_operator.resources.meta import labels, object_meta
-from tidings_operator.resources.pods import DATA_DIR
+from tidings_operator.resources.pods import DATA_DIR, SHARD_MAP_DIR
 
 
 def settings_data(region: ChatRegion) -> dict[str, str]:
@@ -25,6 +27,7 @@ def settings_data(region: ChatRegion) -> dict[str, str]:
         "log_level": spec.log_level,
         "public_url": spec.public_url,
         "partitions": spec.kafka.partitions,
+        "shard_map_file": PurePosixPath(SHARD_MAP_DIR) / SHARD_MAP_FILE_NAME,
         "kafka_bootstrap": spec.kafka.bootstrap_servers,
         "kafka_replication_factor": spec.kafka.replication_factor,
         "cassandra_contact_points": ",".join(spec.cassandra.contact_points),

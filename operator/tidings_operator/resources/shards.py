@@ -6,11 +6,10 @@ space, so a one-region deployment gets the very shards the platform builds for i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tidings.core.shardmap import Shard, ShardMap
+from tidings.core.shardmap import SHARD_MAP_FILE_NAME, Shard, ShardMap, shard_map_document
 from tidings_operator.models import ChatRegion
 from tidings_operator.names import (
     API_VERSION,
@@ -21,7 +20,7 @@ from tidings_operator.names import (
 )
 from tidings_operator.resources.meta import labels, object_meta
 
-SHARD_MAP_KEY = "shardmap.json"
+SHARD_MAP_KEY = SHARD_MAP_FILE_NAME
 
 
 def slot_bounds(first: int, last: int, count: int) -> list[tuple[int, int]]:
@@ -68,26 +67,6 @@ def message_shard(region: ChatRegion, index: int, shard: Shard) -> dict[str, Any
 
 def message_shards(region: ChatRegion) -> list[dict[str, Any]]:
     return [message_shard(region, i, s) for i, s in enumerate(home_shards(region))]
-
-
-def shard_map_document(shards: Iterable[Shard]) -> str:
-    """The shard map as JSON, sorted by first slot. Shards of peers the operator cannot
-    see leave gaps; ``shard_map_problem`` says whether the map is whole."""
-    ordered = sorted(shards, key=lambda s: s.first_slot)
-    doc = {
-        "shards": [
-            {
-                "name": s.name,
-                "firstSlot": s.first_slot,
-                "lastSlot": s.last_slot,
-                "homeRegion": s.home_region,
-                "ownerRegion": s.owner_region,
-                "epoch": s.epoch,
-            }
-            for s in ordered
-        ]
-    }
-    return json.dumps(doc, indent=2) + "\n"
 
 
 def shard_map_problem(shards: Sequence[Shard]) -> str | None:

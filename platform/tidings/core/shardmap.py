@@ -7,6 +7,7 @@ with a home region, a current owner and a fencing epoch that grows on every move
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -123,6 +124,76 @@ def single_region(region: str, shards: int = 1) -> ShardMap:
             for i in range(shards)
         )
     )
+
+
+SHARD_MAP_FILE_NAME = "shardmap.json"
+"""The shard map's file: the operator's ConfigMap key, mounted into every pod."""
+
+
+def shard_map_document(shards: Iterable[Shard]) -> str:
+    """Shards as the JSON the operator publishes and the platform reads, sorted by first
+    slot. It may leave gaps (shards of peers the operator cannot see)."""
+    ordered = sorted(shards, key=lambda s: s.first_slot)
+    doc = {
+        "shards": [
+            {
+                "name": s.name,
+                "firstSlot": s.first_slot,
+                "lastSlot": s.last_slot,
+                "homeRegion": s.home_region,
+                "ownerRegion": s.owner_region,
+                "epoch": s.epoch,
+            }
+            for s in ordered
+        ]
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def parse_shard_map(text: str, here: str) -> ShardMap:
+    """The map in ``text`` (``shard_map_document``'s JSON); slots no shard covers are
+    served by ``here`` at epoch 0, as a region alone serves every slot.
+
+    Raises ``ShardMapError`` for malformed JSON, missing fields or overlapping shards.
+    """
+    try:
+        doc = json.loads(text)
+        entries = doc["shards"]
+        shards = [
+            Shard(
+                name=str(e["name"]),
+                first_slot=_int(e["firstSlot"]),
+                last_slot=_int(e["lastSlot"]),
+                home_region=str(e["homeRegion"]),
+                owner_region=str(e["ownerRegion"]),
+                epoch=_int(e["epoch"]),
+            )
+            for e in entries
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ShardMapError(f"not a shard map document ({type(exc).__name__}: {exc})") from exc
+    return ShardMap(tuple(shards) + tuple(_gaps(shards, here)))
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def _gaps(shards: Iterable[Shard], here: str) -> list[Shard]:
+    """Shards owned by ``here`` at epoch 0 over the slots ``shards`` leave uncovered."""
+    gaps: list[Shard] = []
+    expected = 0
+    for shard in sorted(shards, key=lambda s: s.first_slot):
+        if shard.first_slot > expected:
+            gaps.append(
+                Shard(f"{here}-unmapped-{expected}", expected, shard.first_slot - 1, here, here, 0)
+            )
+        expected = max(expected, shard.last_slot + 1)
+    if expected < SLOTS:
+        gaps.append(Shard(f"{here}-unmapped-{expected}", expected, SLOTS - 1, here, here, 0))
+    return gaps
 
 
 def partition_for(key: str, partitions: int) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tidings.core.analytics import Event, EventBuffer
+from tidings.core.envelopes import Envelope
 from tidings.core.limits import DEFAULT_LIMITS, DEFAULT_RATES, Limits, RateLimits
 from tidings.core.ratelimit import Limit
+from tidings.core.routing import routed
 from tidings.core.shardmap import ShardMap, single_region
 from tidings.errors import RateLimited
 from tidings.metrics import Metrics
@@ -70,6 +72,13 @@ class Context:
                 f"{name} rate limit reached; retry after {decision.retry_after:.1f}s",
                 retry_after=decision.retry_after,
             )
+
+
+async def produce_routed(ctx: Context, envelopes: Sequence[Envelope]) -> None:
+    """Produce ``envelopes`` to their recipients' owning regions (``core.routing``)."""
+    for topic, records in routed(ctx.shard_map, envelopes).items():
+        await ctx.bus.produce(topic, records)
+        ctx.metrics.envelopes_produced.labels(topic).inc(len(records))
 
 
 def device_channel(user_id: str, device_id: int) -> str:

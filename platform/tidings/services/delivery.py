@@ -1,8 +1,10 @@
 """The delivery worker: bus -> inbox -> notify (or push job).
 
-Order per batch: store every envelope, notify (wake-up or push job), then commit
-offsets. A crash before the commit replays the batch: the inbox ignores known server
-ids, and a repeated push job is collapsed by the push worker's per-device window.
+Order per batch: forward what a newer shard map moved to another region, store every
+other envelope, notify (wake-up or push job), then commit offsets. A crash before the
+commit replays the batch: the inbox ignores known server ids, clients dedupe a repeated
+forward by server id, and a repeated push job is collapsed by the push worker's
+per-device window.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 
 from tidings.core.envelopes import Envelope, EnvelopeKind
+from tidings.core.routing import moved_away
 from tidings.core.shardmap import consumer_group, deliveries_topic, push_topic, receipts_topic
 from tidings.ports import Record
 from tidings.services.consuming import consume
-from tidings.services.context import Context, device_channel
+from tidings.services.context import Context, device_channel, produce_routed
 
 log = logging.getLogger("tidings.delivery")
 
@@ -56,7 +60,17 @@ class DeliveryWorker:
         """Store the batch, then notify; the caller commits after this returns."""
         ctx = self.ctx
         started = time.perf_counter()
-        envelopes = [Envelope.decode(r.value) for r in records]
+        envelopes, moved = moved_away(
+            ctx.shard_map, ctx.region, (Envelope.decode(r.value) for r in records)
+        )
+        if moved:
+            # Fenced: this region no longer owns these recipients (a failover moved
+            # their shards); the owner delivers them, so nothing accepted is lost.
+            await produce_routed(ctx, moved)
+            for region, count in Counter(
+                ctx.shard_map.owner_region(e.recipient_user) for e in moved
+            ).items():
+                ctx.metrics.envelopes_forwarded.labels(region).inc(count)
         stored = [
             (e.recipient_user, e.recipient_device, e.server_id, e.encode())
             for e in envelopes

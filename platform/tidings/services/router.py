@@ -16,9 +16,8 @@ from tidings.core.envelopes import Envelope, EnvelopeKind, ReceiptKind
 from tidings.core.fanout import check_device_list, fan_out, fan_out_same, required_devices
 from tidings.core.model import InboxItem
 from tidings.core.ratelimit import Limit
-from tidings.core.shardmap import deliveries_topic, receipts_topic
 from tidings.errors import IdReused, InvalidInput, MismatchedDevices, NotFound, StaleDevices
-from tidings.services.context import Context, Principal
+from tidings.services.context import Context, Principal, produce_routed
 
 
 @dataclass(frozen=True)
@@ -140,17 +139,7 @@ class Router:
         return Accepted(server_id, int(state["ts"]), duplicate=False)
 
     async def produce(self, envelopes: Sequence[Envelope]) -> None:
-        """Stamp each envelope with its recipient's shard epoch and produce it to the
-        recipient's home region, keyed by recipient (per-recipient order)."""
-        by_topic: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
-        for envelope in envelopes:
-            shard = self.ctx.shard_map.shard_for(envelope.recipient_user)
-            stamped = replace(envelope, epoch=shard.epoch)
-            to = receipts_topic if envelope.kind is EnvelopeKind.RECEIPT else deliveries_topic
-            by_topic[to(shard.owner_region)].append((envelope.recipient_user, stamped.encode()))
-        for topic, records in by_topic.items():
-            await self.ctx.bus.produce(topic, records)
-            self.ctx.metrics.envelopes_produced.labels(topic).inc(len(records))
+        await produce_routed(self.ctx, envelopes)
 
     async def _all_devices(self, user_ids: Sequence[str], skip: Principal) -> dict[str, list[int]]:
         devices = await self.ctx.users.devices_of(list(user_ids))

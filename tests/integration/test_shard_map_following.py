@@ -1,0 +1,146 @@
+"""The platform follows the operator's shard map file: sends go to the owner region, and
+what a moved shard left on the old owner's topic is forwarded, not lost.
+
+Two regions share the real Kafka, Cassandra and Redis (as two regions share a
+multi-datacenter keyspace). Every process runs ``tidings serve`` with
+``TIDINGS_SHARD_MAP_FILE`` pointing at its region's copy of the map, written the way the
+kubelet updates a mounted ConfigMap (a new file swapped in whole).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+import procs
+from harness import body_text, ciphertexts, online, register
+from servers import unique_region
+from tidings.core.shardmap import SLOTS, Shard, shard_map_document, slot_for
+
+pytestmark = pytest.mark.slow
+
+
+def publish(path: Path, shards: list[Shard]) -> None:
+    """Swap the whole file in at once, as the kubelet does for a ConfigMap volume."""
+    staged = path.with_suffix(".next")
+    staged.write_text(shard_map_document(shards))
+    os.replace(staged, path)
+
+
+def moving(slot: int, rest: str, mover: str, owner: str, epoch: int) -> list[Shard]:
+    """``rest`` owns every slot but ``slot``, whose one-slot shard is home to ``mover``
+    and owned by ``owner`` at ``epoch``."""
+    shards = [Shard(f"{mover}-0", slot, slot, mover, owner, epoch)]
+    if slot > 0:
+        shards.append(Shard(f"{rest}-0", 0, slot - 1, rest, rest))
+    if slot < SLOTS - 1:
+        shards.append(Shard(f"{rest}-1", slot + 1, SLOTS - 1, rest, rest))
+    return shards
+
+
+async def metric(url: str, name: str, **labels: str) -> float:
+    """One sample of a counter from the process's real /metrics endpoint (0 if absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+    async with httpx.AsyncClient(base_url=url, timeout=5.0) as http:
+        text = (await http.get("/metrics")).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def until_metric(url: str, name: str, at_least: float, **labels: str) -> float:
+    for _ in range(100):
+        value = await metric(url, name, **labels)
+        if value >= at_least:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{name}{labels} stayed below {at_least} at {url}")
+
+
+async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_failover(
+    tmp_path: Path, distributed_env: dict[str, str]
+) -> None:
+    a, b = unique_region(), unique_region()
+    maps = {a: tmp_path / f"{a}.json", b: tmp_path / f"{b}.json"}
+    data, log = tmp_path / "data", tmp_path / "tidings.log"
+
+    def env(region: str) -> dict[str, str]:
+        return {
+            **distributed_env,
+            "TIDINGS_REGION": region,
+            "TIDINGS_SHARD_MAP_FILE": str(maps[region]),
+        }
+
+    # Until bob is registered, each region's map is the region alone.
+    publish(maps[a], [Shard(f"{a}-0", 0, SLOTS - 1, a, a)])
+    publish(maps[b], [Shard(f"{b}-0", 0, SLOTS - 1, b, b)])
+    async with (
+        procs.running(["serve", "gateway"], data, log, env(a)) as gw_a,
+        procs.running(["serve", "delivery"], data, log, env(a)) as delivery_a,
+        procs.running(["serve", "gateway"], data, log, env(b)),  # b's topics exist
+    ):
+        gateway = gw_a.gateway(data)
+        alice, bob = await register(gateway), await register(gateway)
+        bob_slot = slot_for(bob.user_id)
+        if slot_for(alice.user_id) == bob_slot:
+            pytest.skip("alice and bob share a hash slot (1 in 1,024)")
+
+        # bob's shard is b's: a's router sends to b, whose delivery worker is down.
+        before_b = moving(bob_slot, a, b, b, 1)
+        publish(maps[a], before_b)
+        publish(maps[b], before_b)
+        await until_metric(gw_a.url, "tidings_shard_map_reloads_total", 2, result="loaded")
+        bob_ws = await online(bob)
+        alice_ws = await alice.connect()
+        reply = await alice_ws.request(
+            "send",
+            {
+                "id": "m1",
+                "to": {"user": bob.user_id},
+                "ciphertexts": ciphertexts({bob.user_id: [1]}, "stranded"),
+            },
+        )
+        assert reply["status"] == 200, reply
+        stranded_id = reply["body"]["server_id"]
+        assert (
+            await metric(
+                gw_a.url, "tidings_envelopes_produced_total", topic=f"tidings.{b}.deliveries"
+            )
+            == 1
+        )
+        await bob_ws.nothing_for("deliver", 2.0)
+
+        # Failover: the shard moves to a at epoch 2, in both regions' maps.
+        after = moving(bob_slot, a, b, a, 2)
+        publish(maps[a], after)
+        publish(maps[b], after)
+        await until_metric(gw_a.url, "tidings_shard_map_reloads_total", 3, result="loaded")
+
+        # New sends go straight to a.
+        reply = await alice_ws.request(
+            "send",
+            {
+                "id": "m2",
+                "to": {"user": bob.user_id},
+                "ciphertexts": ciphertexts({bob.user_id: [1]}, "direct"),
+            },
+        )
+        assert reply["status"] == 200, reply
+        (direct,) = await bob_ws.deliveries(1)
+        assert body_text(direct) == "direct"
+
+        # b comes back: its delivery worker forwards the stranded record to a (a fenced,
+        # stale owner never writes to the moved users' inboxes itself).
+        async with procs.running(["serve", "delivery"], data, log, env(b)) as delivery_b:
+            (stranded,) = await bob_ws.deliveries(1, timeout=30.0)
+            assert body_text(stranded) == "stranded"
+            assert stranded["server_id"] == stranded_id
+            assert await metric(delivery_b.url, "tidings_envelopes_forwarded_total", region=a) == 1
+            assert await metric(delivery_b.url, "tidings_inbox_writes_total") == 0
+        assert await metric(delivery_a.url, "tidings_inbox_writes_total") == 2
+        await bob_ws.nothing_for("deliver", 1.0)
+        await alice_ws.close()
+        await bob_ws.close()
