@@ -74,6 +74,10 @@ async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_fail
             "TIDINGS_SHARD_MAP_FILE": str(maps[region]),
         }
 
+    def publish_both(shards: list[Shard]) -> None:
+        for path in maps.values():
+            publish(path, shards)
+
     # Until bob is registered, each region's map is the region alone.
     publish(maps[a], [Shard(f"{a}-0", 0, SLOTS - 1, a, a)])
     publish(maps[b], [Shard(f"{b}-0", 0, SLOTS - 1, b, b)])
@@ -89,22 +93,19 @@ async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_fail
             pytest.skip("alice and bob share a hash slot (1 in 1,024)")
 
         # bob's shard is b's: a's router sends to b, whose delivery worker is down.
-        before_b = moving(bob_slot, a, b, b, 1)
-        publish(maps[a], before_b)
-        publish(maps[b], before_b)
+        publish_both(moving(bob_slot, a, b, b, 1))
         await until_metric(gw_a.url, "tidings_shard_map_reloads_total", 2, result="loaded")
         bob_ws = await online(bob)
         alice_ws = await alice.connect()
-        reply = await alice_ws.request(
-            "send",
-            {
-                "id": "m1",
-                "to": {"user": bob.user_id},
-                "ciphertexts": ciphertexts({bob.user_id: [1]}, "stranded"),
-            },
-        )
-        assert reply["status"] == 200, reply
-        stranded_id = reply["body"]["server_id"]
+
+        async def to_bob(client_id: str, text: str) -> str:
+            body = {"id": client_id, "to": {"user": bob.user_id}}
+            body["ciphertexts"] = ciphertexts({bob.user_id: [1]}, text)
+            reply = await alice_ws.request("send", body)
+            assert reply["status"] == 200, reply
+            return str(reply["body"]["server_id"])
+
+        stranded_id = await to_bob("m1", "stranded")
         assert (
             await metric(
                 gw_a.url, "tidings_envelopes_produced_total", topic=f"tidings.{b}.deliveries"
@@ -114,21 +115,11 @@ async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_fail
         await bob_ws.nothing_for("deliver", 2.0)
 
         # Failover: the shard moves to a at epoch 2, in both regions' maps.
-        after = moving(bob_slot, a, b, a, 2)
-        publish(maps[a], after)
-        publish(maps[b], after)
+        publish_both(moving(bob_slot, a, b, a, 2))
         await until_metric(gw_a.url, "tidings_shard_map_reloads_total", 3, result="loaded")
 
         # New sends go straight to a.
-        reply = await alice_ws.request(
-            "send",
-            {
-                "id": "m2",
-                "to": {"user": bob.user_id},
-                "ciphertexts": ciphertexts({bob.user_id: [1]}, "direct"),
-            },
-        )
-        assert reply["status"] == 200, reply
+        await to_bob("m2", "direct")
         (direct,) = await bob_ws.deliveries(1)
         assert body_text(direct) == "direct"
 
@@ -140,7 +131,8 @@ async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_fail
             assert stranded["server_id"] == stranded_id
             assert await metric(delivery_b.url, "tidings_envelopes_forwarded_total", region=a) == 1
             assert await metric(delivery_b.url, "tidings_inbox_writes_total") == 0
-        assert await metric(delivery_a.url, "tidings_inbox_writes_total") == 2
+        # a stored both messages to bob and both delivered receipts to alice.
+        assert await until_metric(delivery_a.url, "tidings_inbox_writes_total", 4) == 4
         await bob_ws.nothing_for("deliver", 1.0)
         await alice_ws.close()
         await bob_ws.close()
