@@ -131,6 +131,16 @@ def main() -> None:
             print(f"operator RSS: {mib(rss_before)} before, {mib(op.rss_bytes())} after")
             time.sleep(65)  # one shard resync period: steady state, not just the burst
             print(f"operator RSS after a resync period: {mib(op.rss_bytes())}")
+            # While the operator runs: it carries out the regions' deletion policy.
+            started = time.monotonic()
+            for ns in namespaces:
+                kube.kubectl("delete", "namespace", ns, "--wait=false")
+            wait(
+                lambda: not any(get_json(kube, "namespace", ns) for ns in namespaces),
+                "the namespaces to go",
+                step=1.0,
+            )
+            print(f"both namespaces deleted: {time.monotonic() - started:.1f} s")
     finally:
         for ns in namespaces:
             kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)

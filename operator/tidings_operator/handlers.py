@@ -9,6 +9,7 @@ go.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from tidings_operator.names import (
     finalizer_for,
 )
 from tidings_operator.reconciler import Reconciler, owner_key
+from tidings_operator.resync import Inventory
 from tidings_operator.workqueue import Key, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ class Options:
     reconcile_interval: float = 30.0
     watch_timeout: int = 300
     shard_interval: float = 60.0
+    max_concurrent_reconciles: int = 8
+    """Reconciles of one kind at once (see ``WorkQueue``)."""
     """MessageShard status (owner, epoch, lag) refresh."""
     heartbeat_interval: float = 5.0
     """Seconds between renewals of each region's heartbeat Lease (which holds for three
@@ -99,7 +103,9 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
             holder=options.holder,
             heartbeat_seconds=max(1, round(3 * options.heartbeat_interval)),
         )
-        runtime["rt"] = Runtime(kube, WorkQueue(reconciler), reconciler)
+        queue = WorkQueue(reconciler, concurrency=options.max_concurrent_reconciles)
+        runtime["rt"] = Runtime(kube, queue, reconciler)
+        metrics.RECONCILES_RUNNING.set_function(lambda: queue.running)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -116,10 +122,11 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         rt().queue.trigger(key)
         metrics.QUEUE_ACTIVE.set(len(rt().queue))
 
-    regions_seen: dict[str, set[str]] = {}
-    """ChatRegion names per namespace, from their watch events."""
+    watched = Inventory(
+        {MESSAGE_SHARD: options.shard_interval, PUSH_POOL: options.reconcile_interval}
+    )
 
-    for kind, plural in PLURALS.items():
+    for plural in PLURALS.values():
 
         async def on_event(
             event: kopf.RawEvent,
@@ -129,18 +136,17 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
             **_: Any,
         ) -> None:
             key = Key(str(resource.kind), namespace or "", name)
-            gone = event.get("type") == "DELETED"
-            if gone:
+            if event.get("type") == "DELETED":
                 rt().queue.forget(key)
+                watched.gone(key)
+                routes_changed = key.kind == MESSAGE_SHARD
             else:
                 trigger(key)
-            if key.kind == CHAT_REGION:
-                seen = regions_seen.setdefault(key.namespace, set())
-                (seen.discard if gone else seen.add)(key.name)
-            elif key.kind == MESSAGE_SHARD:
+                routes_changed = watched.seen(key, event.get("object") or {})
+            if routes_changed:
                 # Every region's shard map lists every shard: a move changes them all
                 # (the old owner's included, which the new object no longer names).
-                for region in sorted(regions_seen.get(key.namespace, ())):
+                for region in watched.regions(key.namespace):
                     trigger(Key(CHAT_REGION, key.namespace, region))
 
         kopf.on.event(
@@ -151,21 +157,24 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
             id=f"watch-{plural}",
         )(on_event)
 
-        interval = options.shard_interval if kind == MESSAGE_SHARD else options.reconcile_interval
+    def served(name: str, **_: Any) -> bool:
+        return rt().reconciler.serves(name)
 
-        async def on_timer(
-            name: str, namespace: str | None, resource: kopf.Resource, **_: Any
-        ) -> None:
-            trigger(Key(str(resource.kind), namespace or "", name))
-
-        kopf.timer(
-            group=GROUP,
-            version=VERSION,
-            plural=plural,
-            interval=interval,
-            registry=registry,
-            id=f"resync-{plural}",
-        )(on_timer)
+    # Timers only on the regions this operator runs: kopf puts its finalizer on whatever
+    # it times (see ``resync``).
+    @kopf.timer(
+        group=GROUP,
+        version=VERSION,
+        plural="chatregions",
+        interval=options.reconcile_interval,
+        registry=registry,
+        id="resync-chatregions",
+        when=served,
+    )
+    async def resync(name: str, namespace: str | None, **_: Any) -> None:
+        trigger(Key(CHAT_REGION, namespace or "", name))
+        for key in watched.due(namespace or "", name, time.monotonic()):
+            trigger(key)
 
     @kopf.timer(
         group=GROUP,
@@ -174,14 +183,12 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         interval=options.heartbeat_interval,
         registry=registry,
         id="heartbeat",
+        when=served,
     )
     async def heartbeat(name: str, namespace: str | None, **_: Any) -> None:
         key = Key(CHAT_REGION, namespace or "", name)
         if await rt().reconciler.heartbeat(key):
             trigger(key)  # judge the peers as often as they beat
-
-    def served(name: str, **_: Any) -> bool:
-        return rt().reconciler.serves(name)
 
     @kopf.on.delete(
         group=GROUP,

@@ -102,6 +102,13 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between level-based resyncs of each resource (drift repair)",
     )
     run.add_argument(
+        "--max-concurrent-reconciles",
+        type=int,
+        default=int(_env("MAX_CONCURRENT_RECONCILES", "8")),
+        help="reconciles of one kind running at once (ChatRegions, MessageShards and "
+        "PushPools each have this many); the rest wait their turn",
+    )
+    run.add_argument(
         "--watch-timeout",
         type=int,
         default=int(_env("WATCH_TIMEOUT", "300")),
@@ -149,6 +156,7 @@ def _run(args: argparse.Namespace) -> None:
             kubeconfig=args.kubeconfig,
             reconcile_interval=args.reconcile_interval,
             watch_timeout=args.watch_timeout,
+            max_concurrent_reconciles=args.max_concurrent_reconciles,
             heartbeat_interval=args.heartbeat_interval,
             regions=frozenset(regions) if regions else None,
             holder=f"{socket.gethostname()}/{os.getpid()}",

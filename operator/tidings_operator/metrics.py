@@ -61,3 +61,7 @@ QUEUE_ACTIVE = Gauge(
     "tidings_operator_queue_active_keys",
     "Objects with a reconcile queued or running.",
 )
+RECONCILES_RUNNING = Gauge(
+    "tidings_operator_reconciles_running",
+    "Reconciles in progress (at most --max-concurrent-reconciles per kind).",
+)

@@ -6,6 +6,11 @@ a trigger that arrives while it works makes it run once more afterwards, so the 
 state is always reconciled and two reconciles of one object never race. A failure is
 retried with exponential back-off until a trigger or a success resets it.
 
+At most ``concurrency`` reconciles of one kind run at once (controller-runtime's
+``MaxConcurrentReconciles``), the others wait for a slot: a thousand MessageShards
+created together must not open a thousand API requests and Kafka reads at once, and a
+kind of its own keeps ChatRegions from queueing behind them.
+
 ``exclusive(key)`` lets other code (the deletion finalizer) act on an object with no
 reconcile of it running: it waits out the one in flight and holds later triggers until
 it is done. Without it, a reconcile that read the object just before deletion could
@@ -44,7 +49,10 @@ class WorkQueue:
         debounce: float = 0.2,
         first_retry: float = 1.0,
         max_retry: float = 60.0,
+        concurrency: int = 8,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self._handler = handler
         self._debounce = debounce
         self._first_retry = first_retry
@@ -55,9 +63,22 @@ class WorkQueue:
         self._failures: dict[Key, int] = {}
         self._held: set[Key] = set()
         self._closed = False
+        self._concurrency = concurrency
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._running = 0
 
     def __len__(self) -> int:
         return len(self._workers)
+
+    @property
+    def running(self) -> int:
+        """Reconciles in progress now (the others queued wait for a slot)."""
+        return self._running
+
+    def _slot(self, kind: str) -> asyncio.Semaphore:
+        if (slot := self._slots.get(kind)) is None:
+            slot = self._slots[kind] = asyncio.Semaphore(self._concurrency)
+        return slot
 
     def trigger(self, key: Key) -> None:
         if self._closed:
@@ -93,27 +114,38 @@ class WorkQueue:
         try:
             while key in self._dirty and key not in self._held and not self._closed:
                 await asyncio.sleep(self._debounce)  # fold bursts of watch events
-                self._dirty.discard(key)
-                if (handle := self._retries.pop(key, None)) is not None:
-                    handle.cancel()
-                try:
-                    await self._handler(key)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    failures = self._failures.get(key, 0) + 1
-                    self._failures[key] = failures
-                    delay = min(self._first_retry * 2 ** (failures - 1), self._max_retry)
-                    log.exception(
-                        "reconcile of %s failed (attempt %d), retry in %.0fs", key, failures, delay
-                    )
-                    self._retries[key] = asyncio.get_running_loop().call_later(
-                        delay, self.trigger, key
-                    )
-                else:
+                async with self._slot(key.kind):
+                    if key in self._held or self._closed:
+                        break  # the finalizer took the key while this waited for a slot
+                    self._dirty.discard(key)
+                    if (handle := self._retries.pop(key, None)) is not None:
+                        handle.cancel()
+                    failed = await self._run(key)
+                if not failed:
                     self._failures.pop(key, None)
         finally:
             self._workers.pop(key, None)
+
+    async def _run(self, key: Key) -> bool:
+        """One reconcile of ``key``; True when it failed (a retry is scheduled)."""
+        self._running += 1
+        try:
+            try:
+                await self._handler(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(self._first_retry * 2 ** (failures - 1), self._max_retry)
+                log.exception(
+                    "reconcile of %s failed (attempt %d), retry in %.0fs", key, failures, delay
+                )
+                self._retries[key] = asyncio.get_running_loop().call_later(delay, self.trigger, key)
+                return True
+            return False
+        finally:
+            self._running -= 1
 
     async def close(self) -> None:
         self._closed = True

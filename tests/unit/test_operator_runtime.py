@@ -225,3 +225,71 @@ async def test_exclusive_on_an_idle_key_runs_at_once() -> None:
         pass
     assert len(queue) == 0
     await queue.close()
+
+
+async def test_at_most_concurrency_reconciles_of_one_kind_run_at_once() -> None:
+    running: dict[str, int] = {"MessageShard": 0, "ChatRegion": 0}
+    peak: dict[str, int] = {"MessageShard": 0, "ChatRegion": 0}
+    done: list[Key] = []
+
+    async def handler(key: Key) -> None:
+        running[key.kind] += 1
+        peak[key.kind] = max(peak[key.kind], running[key.kind])
+        await asyncio.sleep(0.01)
+        running[key.kind] -= 1
+        done.append(key)
+
+    queue = WorkQueue(handler, debounce=0, concurrency=3)
+    shards = [Key("MessageShard", "ns", f"s-{i}") for i in range(30)]
+    for key in shards:
+        queue.trigger(key)
+    region = Key("ChatRegion", "ns", "a")
+    queue.trigger(region)
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if len(queue) == 0:
+            break
+    assert sorted(done) == sorted([*shards, region])  # every key reconciled once
+    assert peak == {"MessageShard": 3, "ChatRegion": 1}
+    # A kind of its own: the region did not wait behind thirty shards.
+    assert done.index(region) < len(shards) // 3
+    assert queue.running == 0
+    await queue.close()
+
+
+async def test_a_key_waiting_for_a_slot_yields_to_the_finalizer() -> None:
+    release = asyncio.Event()
+    log: list[str] = []
+
+    async def handler(key: Key) -> None:
+        log.append(f"reconcile {key.name}")
+        await release.wait()
+
+    queue = WorkQueue(handler, debounce=0, concurrency=1)
+    busy, waiting = Key("ChatRegion", "ns", "busy"), Key("ChatRegion", "ns", "waiting")
+    queue.trigger(busy)
+    await asyncio.sleep(0.01)
+    queue.trigger(waiting)  # queued behind busy for the one slot
+    await asyncio.sleep(0.01)
+
+    async def finalize() -> None:
+        async with queue.exclusive(waiting):
+            log.append("finalizer ran")
+            await asyncio.sleep(0.02)
+
+    finalizer = asyncio.create_task(finalize())
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.wait_for(finalizer, 5)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(queue) == 0:
+            break
+    # It did not run while the finalizer held it; its trigger ran after the block.
+    assert log == ["reconcile busy", "finalizer ran", "reconcile waiting"]
+    await queue.close()
+
+
+def test_a_queue_needs_at_least_one_slot() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        WorkQueue(lambda key: asyncio.sleep(0), concurrency=0)

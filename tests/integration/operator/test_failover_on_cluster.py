@@ -149,6 +149,11 @@ def test_a_region_whose_operator_dies_is_fenced_and_its_shards_taken_over(pair: 
             start(pair)
             home = {f"{pair.b}-0": (pair.b, 1), f"{pair.b}-1": (pair.b, 1)}
             assert pair.shards_of(pair.b) == home
+            # Each region waits for its own operator only when deleted: a failed
+            # region's operator holds nothing of its peers'.
+            for region in (pair.a, pair.b):
+                finalizers = (pair.get("chatregion", region) or {})["metadata"]["finalizers"]
+                assert finalizers == [f"tidings.dev/finalizer-{region}"]
             kill(op_b)
 
         moved = {f"{pair.b}-0": (pair.a, 2), f"{pair.b}-1": (pair.a, 2)}

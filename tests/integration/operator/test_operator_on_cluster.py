@@ -496,6 +496,13 @@ def test_a_push_pool_runs_its_workers_and_follows_kubectl_scale(region: Region) 
         "the PushPool status to count 3 ready workers",
     )
     assert body["status"]["replicas"] == 3
+    # Only the ChatRegion holds a finalizer (for its deletion policy): pools and shards
+    # never wait for an operator to go, nor keep their namespace from going.
+    assert not body["metadata"].get("finalizers")
+    shards = (region.get("messageshards") or {}).get("items") or []
+    assert shards
+    assert [s["metadata"].get("finalizers") for s in shards] == [None] * len(shards)
+    assert region.body()["metadata"]["finalizers"] == ["tidings.dev/finalizer"]
 
 
 def test_a_push_pool_scales_on_its_topic_lag_between_its_bounds(
