@@ -17,13 +17,16 @@ def test_run_options_come_from_flags() -> None:
     assert args.regions == ["us-east"]
     assert args.priority == 7
     assert args.heartbeat_interval == 5.0
+    assert args.max_concurrent_reconciles == 8
 
 
 def test_run_options_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIDINGS_OPERATOR_PRIORITY", "3")
     monkeypatch.setenv("TIDINGS_OPERATOR_HEARTBEAT_INTERVAL", "2.5")
+    monkeypatch.setenv("TIDINGS_OPERATOR_MAX_CONCURRENT_RECONCILES", "2")
     args = operator_main.parser().parse_args(["run", "-A"])
     assert (args.priority, args.heartbeat_interval, args.all_namespaces) == (3, 2.5, True)
+    assert args.max_concurrent_reconciles == 2
 
 
 def test_peering_and_standalone_exclude_each_other() -> None:
