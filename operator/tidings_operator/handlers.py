@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+import kopf.on as kopf_on
 
 from tidings_operator import metrics
 from tidings_operator.external_state import External
@@ -162,29 +163,24 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
 
     # Timers only on the regions this operator runs: kopf puts its finalizer on whatever
     # it times (see ``resync``).
-    @kopf.timer(
-        group=GROUP,
-        version=VERSION,
-        plural="chatregions",
-        interval=options.reconcile_interval,
-        registry=registry,
-        id="resync-chatregions",
-        when=served,
-    )
+    def region_timer(id: str, interval: float) -> kopf_on.TimerDecorator:
+        return kopf.timer(
+            group=GROUP,
+            version=VERSION,
+            plural="chatregions",
+            interval=interval,
+            registry=registry,
+            id=id,
+            when=served,
+        )
+
+    @region_timer("resync-chatregions", options.reconcile_interval)
     async def resync(name: str, namespace: str | None, **_: Any) -> None:
         trigger(Key(CHAT_REGION, namespace or "", name))
         for key in watched.due(namespace or "", name, time.monotonic()):
             trigger(key)
 
-    @kopf.timer(
-        group=GROUP,
-        version=VERSION,
-        plural="chatregions",
-        interval=options.heartbeat_interval,
-        registry=registry,
-        id="heartbeat",
-        when=served,
-    )
+    @region_timer("heartbeat", options.heartbeat_interval)
     async def heartbeat(name: str, namespace: str | None, **_: Any) -> None:
         key = Key(CHAT_REGION, namespace or "", name)
         if await rt().reconciler.heartbeat(key):

@@ -114,6 +114,14 @@ def test_a_refusal_is_a_warning_event() -> None:
     assert warning
 
 
+async def drained(queue: WorkQueue, seconds: float = 1.0) -> None:
+    """Wait until no key is queued or running (at most ``seconds``)."""
+    for _ in range(int(seconds * 100)):
+        await asyncio.sleep(0.01)
+        if len(queue) == 0:
+            return
+
+
 async def test_triggers_for_a_busy_key_fold_into_one_more_run() -> None:
     runs: list[Key] = []
     release = asyncio.Event()
@@ -129,10 +137,7 @@ async def test_triggers_for_a_busy_key_fold_into_one_more_run() -> None:
     for _ in range(5):
         queue.trigger(key)  # arrive while the first run is in progress
     release.set()
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if len(queue) == 0:
-            break
+    await drained(queue)
     assert runs == [key, key]
     await queue.close()
 
@@ -201,10 +206,7 @@ async def test_exclusive_waits_for_the_reconcile_in_flight_and_holds_later_ones(
     assert log == ["reconcile started"]  # the finalizer waits
     release.set()
     await asyncio.wait_for(finalizer, 5)
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if len(queue) == 0:
-            break
+    await drained(queue)
     assert log == [
         "reconcile started",
         "reconcile finished",
@@ -245,10 +247,7 @@ async def test_at_most_concurrency_reconciles_of_one_kind_run_at_once() -> None:
         queue.trigger(key)
     region = Key("ChatRegion", "ns", "a")
     queue.trigger(region)
-    for _ in range(500):
-        await asyncio.sleep(0.01)
-        if len(queue) == 0:
-            break
+    await drained(queue, 5)
     assert sorted(done) == sorted([*shards, region])  # every key reconciled once
     assert peak == {"MessageShard": 3, "ChatRegion": 1}
     # A kind of its own: the region did not wait behind thirty shards.
@@ -281,10 +280,7 @@ async def test_a_key_waiting_for_a_slot_yields_to_the_finalizer() -> None:
     await asyncio.sleep(0.01)
     release.set()
     await asyncio.wait_for(finalizer, 5)
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if len(queue) == 0:
-            break
+    await drained(queue)
     # It did not run while the finalizer held it; its trigger ran after the block.
     assert log == ["reconcile busy", "finalizer ran", "reconcile waiting"]
     await queue.close()
