@@ -147,6 +147,10 @@ async def test_a_pool_of_push_worker_processes_on_kafka_pushes_once_per_device_a
         **fcm_env(fcm, tmp_path),
         "TIDINGS_REGION": unique_region(),
         "TIDINGS_PUSH_COLLAPSE_S": "30",
+        # The outage below lasts until every late device has seen an attempt (up to
+        # 30 s): fifty retries a second apart outlast it. With the default five and
+        # Retry-After 0, a job could be dropped as exhausted before the recovery.
+        "TIDINGS_PUSH_MAX_ATTEMPTS": "50",
     }
     data, log = tmp_path / "data", tmp_path / "tidings.log"
     async with (
@@ -170,7 +174,7 @@ async def test_a_pool_of_push_worker_processes_on_kafka_pushes_once_per_device_a
             late = [await register(gw) for _ in range(4)]
             for n, device in enumerate(late):
                 await set_token(device, f"late-{n}")
-            fcm.mode, fcm.retry_after = "UNAVAILABLE", "0"
+            fcm.mode, fcm.retry_after = "UNAVAILABLE", "1"
             for n, device in enumerate(late):
                 await send_many(alice, device, 1, f"outage-{n}")
             await until(lambda: all(f"late-{n}" in fcm.attempts for n in range(4)), timeout=30)
