@@ -33,16 +33,10 @@ class ShardMapFile:
         """Read and apply the map now; raises ``ShardMapError`` naming the file."""
         try:
             raw = self.path.read_bytes()
-            shard_map = parse_shard_map(raw.decode(), self.ctx.region)
-        except (OSError, UnicodeDecodeError, ShardMapError) as exc:
+        except OSError as exc:
             self.ctx.metrics.shard_map_reloads.labels("invalid").inc()
-            raise ShardMapError(
-                f"shard map {self.path}: {exc}; the operator publishes it in the "
-                "ConfigMap tidings-<region>-shardmap (TIDINGS_SHARD_MAP_FILE)"
-            ) from exc
-        self._seen = raw
-        self._apply(shard_map)
-        return shard_map
+            raise self._error(exc) from exc
+        return self._take(raw)
 
     def refresh(self) -> bool:
         """Re-read the file; True when a changed, valid map was applied."""
@@ -54,12 +48,29 @@ class ShardMapFile:
         if raw == self._seen:
             return False
         try:
-            self.load()
+            self._take(raw)
         except ShardMapError as exc:
             self._seen = raw  # one report per bad version, not one per poll
             log.error("%s; keeping the last good map", exc)
             return False
         return True
+
+    def _take(self, raw: bytes) -> ShardMap:
+        """Parse ``raw`` (the file's bytes, read once) and apply it."""
+        try:
+            shard_map = parse_shard_map(raw.decode(), self.ctx.region)
+        except (UnicodeDecodeError, ShardMapError) as exc:
+            self.ctx.metrics.shard_map_reloads.labels("invalid").inc()
+            raise self._error(exc) from exc
+        self._seen = raw
+        self._apply(shard_map)
+        return shard_map
+
+    def _error(self, exc: Exception) -> ShardMapError:
+        return ShardMapError(
+            f"shard map {self.path}: {exc}; the operator publishes it in the ConfigMap "
+            "<region>-shardmap (TIDINGS_SHARD_MAP_FILE)"
+        )
 
     def _apply(self, shard_map: ShardMap) -> None:
         before = self.ctx.shard_map
