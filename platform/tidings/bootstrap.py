@@ -51,7 +51,6 @@ from tidings.ports import (
     EventBus,
     MessageStore,
     OtpSender,
-    PresenceStore,
     PushSender,
     UserStore,
 )
@@ -109,7 +108,8 @@ class Engines:
 
     users: UserStore
     messages: MessageStore
-    presence: PresenceStore
+    presence: Ephemeral
+    """Presence, channels, rate-limit buckets and key-values: one engine, four ports."""
     bus: EventBus
     blobs: BlobStore
     aggregates: AnalyticsStore
@@ -119,7 +119,12 @@ class Engines:
     """HTTP routes an engine needs served next to media (the embedded blob URLs)."""
 
 
-def _presence(settings: Settings, clock: Callable[[], float]) -> PresenceStore:
+Ephemeral = MemoryPresenceStore | RedisPresenceStore
+"""The engines of the four ephemeral ports (``PresenceStore``, ``Channels``,
+``RateLimiter``, ``KeyValues``)."""
+
+
+def _presence(settings: Settings, clock: Callable[[], float]) -> Ephemeral:
     if settings.redis_url:
         return RedisPresenceStore.from_url(settings.redis_url, prefix=f"tidings:{settings.region}:")
     return MemoryPresenceStore(clock)
@@ -294,6 +299,9 @@ def build(
         users=engines.users,
         messages=engines.messages,
         presence=engines.presence,
+        channels=engines.presence,
+        buckets=engines.presence,
+        keys=engines.presence,
         bus=engines.bus,
         blobs=engines.blobs,
         aggregates=engines.aggregates,

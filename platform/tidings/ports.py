@@ -12,8 +12,12 @@ Semantics every engine must keep (the port contract suite in ``tests/`` checks t
   under concurrent calls.
 - ``UserStore.set_push_token`` keeps a token on one device: registering it for another
   device moves it.
-- ``PresenceStore.publish`` returns how many live subscribers received the message (0
-  means the device is not connected anywhere); ``put_if_absent`` is atomic.
+- ``Channels.publish`` returns how many live subscribers received the message (0
+  means the device is not connected anywhere); ``KeyValues.put_if_absent`` is atomic.
+
+Presence, channels, rate limits and key-values are four ports because they are four
+concerns; one engine (memory, or Redis) implements all four, and the hot path batches
+against the ``*_many`` calls.
 """
 
 from __future__ import annotations
@@ -166,6 +170,8 @@ class Subscription(Protocol):
 
 
 class PresenceStore(Protocol):
+    """Who is online, and since when they were last seen."""
+
     async def set_online(self, user_id: str, device_id: int, ttl: float) -> None: ...
     async def set_offline(self, user_id: str, device_id: int, now: float) -> None: ...
     async def get_presence(self, user_ids: Sequence[str]) -> list[Presence]: ...
@@ -175,25 +181,48 @@ class PresenceStore(Protocol):
         gateway died), each handed to exactly one caller; the user's last-seen becomes
         the expiry time. Also forgets other expired state the engine keeps itself."""
 
+    async def ping(self) -> None: ...
+
+
+class Channels(Protocol):
+    """Fire-and-forget messages to whoever listens now (wake-ups, typing, presence)."""
+
     async def publish(self, channel: str, message: bytes) -> int:
         """Send to current subscribers; returns how many received it."""
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> list[int]:
+        """``publish`` each (channel, message) in one go; the counts in the same order."""
+
     async def subscribe(self, channel: str) -> Subscription: ...
+
+
+class RateLimiter(Protocol):
+    """Token buckets, shared by every process of a region."""
 
     async def take_token(
         self, key: str, limit: Limit, now: float, cost: float = 1.0
     ) -> Decision: ...
 
+
+class KeyValues(Protocol):
+    """Small values with a TTL: send dedupe state, one-time-code attempts, link codes."""
+
     async def put_if_absent(self, key: str, value: bytes, ttl: float) -> bytes | None:
         """Atomically set ``key`` unless present; returns the existing value, else None."""
 
+    async def put_many_if_absent(
+        self, items: Sequence[tuple[str, bytes, float]]
+    ) -> list[bytes | None]:
+        """``put_if_absent`` each (key, value, ttl) in one go; answers in the same order."""
+
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl: float) -> None: ...
+    async def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
+        """``set`` each (key, value, ttl) in one go."""
+
     async def delete(self, key: str) -> None: ...
     async def incr(self, key: str, ttl: float) -> int:
         """Increment a counter (created at 1 with ``ttl``); returns the new value."""
-
-    async def ping(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -247,9 +276,11 @@ class Clock(Protocol):
 __all__ = [
     "AnalyticsStore",
     "BlobStore",
+    "Channels",
     "Clock",
     "Consumer",
     "EventBus",
+    "KeyValues",
     "MessageStore",
     "OtpSender",
     "Presence",
@@ -257,6 +288,7 @@ __all__ = [
     "PresenceStore",
     "PresignedUrl",
     "PushSender",
+    "RateLimiter",
     "Record",
     "Subscription",
     "UserStore",

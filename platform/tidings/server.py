@@ -19,6 +19,9 @@ def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str = "info") 
         log_level=log_level,
         ws="websockets-sansio",
         ws_max_size=DEFAULT_LIMITS.ws_frame_bytes,
+        # Frames carry ciphertext, which does not compress: per-message deflate would
+        # only cost CPU per frame and a zlib context (~300 KiB) per socket.
+        ws_per_message_deflate=False,
         ws_ping_interval=20.0,
         lifespan="on",
     )

@@ -35,7 +35,7 @@ async def test_a_device_whose_gateway_died_is_announced_offline_once(tmp_path: P
     for start in platform.engines.starters:
         await start()
     try:
-        follower = await ctx.presence.subscribe(presence_channel("bob"))
+        follower = await ctx.channels.subscribe(presence_channel("bob"))
         # bob's gateway set him online, then died: no set_offline will ever come.
         await ctx.presence.set_online("bob", 1, ttl=180)
         await ctx.presence.set_online("carol", 1, ttl=180)

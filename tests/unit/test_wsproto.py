@@ -94,7 +94,7 @@ def test_deliver_frames_and_window_accounting(session: Session) -> None:
     second = json.loads(session.deliver("sid-b", {}))
     assert second["id"] == "s2"
     assert session.room == 0
-    assert session.sent_server_ids == {"sid-a", "sid-b"}
+    assert session.in_flight == {"s1": "sid-a", "s2": "sid-b"}
 
     assert session.receive('{"id":"s1","type":"response","status":200}') == Acked("sid-a")
     assert session.room == 1

@@ -18,6 +18,7 @@ from tidings.core.envelopes import ReceiptKind
 from tidings.errors import TidingsError
 from tidings.services.gateway import Disconnected, SocketSession
 from tidings.services.registry import Services
+from tidings.services.router import Accepted, Outgoing
 
 log = logging.getLogger("tidings.ws")
 router = APIRouter()
@@ -50,36 +51,68 @@ class StarletteTransport:
 
 
 class FrameHandler:
-    """Answers client requests on one socket by calling the services."""
+    """Answers client requests on one socket by calling the services; the sends among a
+    batch of requests go to the router together."""
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc
 
-    async def __call__(self, request: wsproto.Request, session: SocketSession) -> str:
+    async def __call__(self, requests: list[wsproto.Request], session: SocketSession) -> list[str]:
+        answers: list[str | None] = [None] * len(requests)
+        sends: list[tuple[int, Outgoing]] = []
+        for index, request in enumerate(requests):
+            if request.type == "send":
+                try:
+                    sends.append((index, outgoing(SendBody.model_validate(request.body))))
+                except (ValidationError, TidingsError, UnicodeError) as exc:
+                    answers[index] = self._refused(request, session, exc)
+            else:
+                answers[index] = await self._answer(request, session)
+        if sends:
+            try:
+                results: list[Accepted | TidingsError] = await self.svc.router.send_many(
+                    session.principal, [out for _, out in sends]
+                )
+            except TidingsError as exc:
+                results = [exc] * len(sends)
+            for (index, _), result in zip(sends, results, strict=True):
+                request = requests[index]
+                if isinstance(result, TidingsError):
+                    answers[index] = self._refused(request, session, result)
+                else:
+                    answers[index] = wsproto.response(
+                        request.id,
+                        200,
+                        {
+                            "server_id": result.server_id,
+                            "timestamp": result.timestamp,
+                            "duplicate": result.duplicate,
+                        },
+                    )
+        return [a for a in answers if a is not None]
+
+    async def _answer(self, request: wsproto.Request, session: SocketSession) -> str:
         try:
             body = await self._dispatch(request, session)
-        except ValidationError as exc:
-            status, message, fields = validation_error_frame_parts(exc)
-            session.ctx.metrics.ws_frames_rejected.labels(str(status)).inc()
-            return wsproto.error(request.id, status, "invalid_input", message, errors=fields)
-        except TidingsError as exc:
-            session.ctx.metrics.ws_frames_rejected.labels(str(exc.status)).inc()
-            return wsproto.error(request.id, exc.status, exc.code, exc.message, **exc.details)
-        except UnicodeError:
-            session.ctx.metrics.ws_frames_rejected.labels("400").inc()
-            return wsproto.error(request.id, 400, *INVALID_UNICODE)
+        except (ValidationError, TidingsError, UnicodeError) as exc:
+            return self._refused(request, session, exc)
         return wsproto.response(request.id, 200, body)
+
+    @staticmethod
+    def _refused(request: wsproto.Request, session: SocketSession, exc: Exception) -> str:
+        metrics = session.ctx.metrics
+        if isinstance(exc, ValidationError):
+            status, message, fields = validation_error_frame_parts(exc)
+            metrics.ws_frames_rejected.labels(str(status)).inc()
+            return wsproto.error(request.id, status, "invalid_input", message, errors=fields)
+        if isinstance(exc, TidingsError):
+            metrics.ws_frames_rejected.labels(str(exc.status)).inc()
+            return wsproto.error(request.id, exc.status, exc.code, exc.message, **exc.details)
+        metrics.ws_frames_rejected.labels("400").inc()
+        return wsproto.error(request.id, 400, *INVALID_UNICODE)
 
     async def _dispatch(self, request: wsproto.Request, session: SocketSession) -> dict[str, Any]:
         me, svc = session.principal, self.svc
-        if request.type == "send":
-            send = SendBody.model_validate(request.body)
-            accepted = await svc.router.send(me, outgoing(send))
-            return {
-                "server_id": accepted.server_id,
-                "timestamp": accepted.timestamp,
-                "duplicate": accepted.duplicate,
-            }
         if request.type == "ping":
             await session.heartbeat()
             return {"time": session.ctx.now_ms()}

@@ -6,7 +6,7 @@ The body is opaque ciphertext (base64). The server reads only routing fields.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -48,19 +48,51 @@ class Envelope:
     def for_device(self, user_id: str, device_id: int) -> Envelope:
         return replace(self, recipient_user=user_id, recipient_device=device_id)
 
-    def encode(self) -> bytes:
-        data = asdict(self)
-        data["message_ids"] = list(self.message_ids)
+    def encode(self, epoch: int | None = None) -> bytes:
+        """The bus and inbox form (JSON), optionally stamped with another ``epoch``.
+
+        Written out field by field: this runs for every copy of every message, and
+        ``dataclasses.asdict`` (a deep copy) cost more than the JSON itself."""
+        data = {
+            "server_id": self.server_id,
+            "kind": self.kind.value,
+            "timestamp": self.timestamp,
+            "sender_user": self.sender_user,
+            "sender_device": self.sender_device,
+            "recipient_user": self.recipient_user,
+            "recipient_device": self.recipient_device,
+            "client_id": self.client_id,
+            "group_id": self.group_id,
+            "body": self.body,
+            "receipt_kind": None if self.receipt_kind is None else self.receipt_kind.value,
+            "message_ids": list(self.message_ids),
+            "typing": self.typing,
+            "ephemeral": self.ephemeral,
+            "epoch": self.epoch if epoch is None else epoch,
+        }
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Envelope:
         data: dict[str, Any] = json.loads(raw)
-        data["kind"] = EnvelopeKind(data["kind"])
-        if data.get("receipt_kind") is not None:
-            data["receipt_kind"] = ReceiptKind(data["receipt_kind"])
-        data["message_ids"] = tuple(data.get("message_ids", ()))
-        return cls(**data)
+        receipt_kind = data.get("receipt_kind")
+        return cls(
+            server_id=data["server_id"],
+            kind=EnvelopeKind(data["kind"]),
+            timestamp=data["timestamp"],
+            sender_user=data["sender_user"],
+            sender_device=data["sender_device"],
+            recipient_user=data["recipient_user"],
+            recipient_device=data["recipient_device"],
+            client_id=data.get("client_id"),
+            group_id=data.get("group_id"),
+            body=data.get("body"),
+            receipt_kind=None if receipt_kind is None else ReceiptKind(receipt_kind),
+            message_ids=tuple(data.get("message_ids", ())),
+            typing=data.get("typing"),
+            ephemeral=data.get("ephemeral", False),
+            epoch=data.get("epoch", 0),
+        )
 
     def to_client(self) -> dict[str, Any]:
         """The envelope as the recipient device sees it in a ``deliver`` frame."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import replace
 
 from tidings.core.envelopes import Envelope, EnvelopeKind
 from tidings.core.shardmap import ShardMap, deliveries_topic, receipts_topic
@@ -23,9 +22,9 @@ def routed(shard_map: ShardMap, envelopes: Iterable[Envelope]) -> Records:
     by_topic: Records = defaultdict(list)
     for envelope in envelopes:
         shard = shard_map.shard_for(envelope.recipient_user)
-        stamped = replace(envelope, epoch=shard.epoch)
         to = receipts_topic if envelope.kind is EnvelopeKind.RECEIPT else deliveries_topic
-        by_topic[to(shard.owner_region)].append((envelope.recipient_user, stamped.encode()))
+        record = (envelope.recipient_user, envelope.encode(epoch=shard.epoch))
+        by_topic[to(shard.owner_region)].append(record)
     return dict(by_topic)
 
 

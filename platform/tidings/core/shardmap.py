@@ -6,6 +6,7 @@ with a home region, a current owner and a fencing epoch that grows on every move
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 SLOTS = 1024
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def slot_for(user_id: str) -> int:
+    """The user's hash slot (cached: every copy of every message asks for one)."""
     digest = hashlib.sha256(user_id.encode()).digest()
     return int.from_bytes(digest[:4], "big") % SLOTS
 

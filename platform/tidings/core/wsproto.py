@@ -96,7 +96,6 @@ class Session:
     max_frame_chars: int
     in_flight: dict[str, str] = field(default_factory=dict)
     """delivery request id -> server id"""
-    sent_server_ids: set[str] = field(default_factory=set)
     _next_id: int = 0
 
     @property
@@ -108,7 +107,6 @@ class Session:
         self._next_id += 1
         request_id = f"s{self._next_id}"
         self.in_flight[request_id] = server_id
-        self.sent_server_ids.add(server_id)
         return json.dumps(
             {"id": request_id, "type": "deliver", "body": envelope}, separators=(",", ":")
         )

@@ -45,29 +45,29 @@ class AuthService:
         )
         code = f"{secrets.randbelow(1_000_000):06d}"
         ttl = ctx.limits.otp_ttl_s
-        await ctx.presence.set(f"otp:{phone}", _hash(code).encode(), ttl)
-        await ctx.presence.delete(f"otp-attempts:{phone}")
+        await ctx.keys.set(f"otp:{phone}", _hash(code).encode(), ttl)
+        await ctx.keys.delete(f"otp-attempts:{phone}")
         await ctx.otp.send(phone, code)
         ctx.metrics.otp_sent.inc()
         return ttl
 
     async def _check_code(self, phone: str, code: str) -> None:
         ctx = self.ctx
-        attempts = await ctx.presence.incr(f"otp-attempts:{phone}", ctx.limits.otp_ttl_s)
+        attempts = await ctx.keys.incr(f"otp-attempts:{phone}", ctx.limits.otp_ttl_s)
         if attempts > ctx.limits.otp_verify_attempts:
-            await ctx.presence.delete(f"otp:{phone}")
+            await ctx.keys.delete(f"otp:{phone}")
             raise RateLimited(
                 f"too many wrong codes (at most {ctx.limits.otp_verify_attempts}); "
                 "request a new code",
                 retry_after=0,
             )
-        stored = await ctx.presence.get(f"otp:{phone}")
+        stored = await ctx.keys.get(f"otp:{phone}")
         if stored is None:
             raise Unauthorized("no valid code for this number; request a new one")
         if not hmac.compare_digest(stored.decode(), _hash(code)):
             raise Unauthorized("wrong code")
-        await ctx.presence.delete(f"otp:{phone}")
-        await ctx.presence.delete(f"otp-attempts:{phone}")
+        await ctx.keys.delete(f"otp:{phone}")
+        await ctx.keys.delete(f"otp-attempts:{phone}")
 
     async def register(
         self, phone: str, code: str, device_name: str, registration_id: int
@@ -86,7 +86,7 @@ class AuthService:
             Device(user.id, PRIMARY_DEVICE, device_name, registration_id, now)
         )
         await ctx.messages.purge_device(user.id, PRIMARY_DEVICE)
-        await ctx.presence.publish(device_channel(user.id, PRIMARY_DEVICE), _KICK)
+        await ctx.channels.publish(device_channel(user.id, PRIMARY_DEVICE), _KICK)
         return await self.issue(user.id, PRIMARY_DEVICE)
 
     # tokens ------------------------------------------------------------------------
@@ -131,7 +131,7 @@ class AuthService:
     async def logout(self, principal: Principal) -> None:
         """Revoke every token of this device."""
         await self.ctx.users.delete_device_sessions(principal.user_id, principal.device_id)
-        await self.ctx.presence.publish(
+        await self.ctx.channels.publish(
             device_channel(principal.user_id, principal.device_id), _KICK
         )
 
@@ -141,17 +141,17 @@ class AuthService:
             raise Forbidden("only the primary device can link new devices")
         code = secrets.token_urlsafe(12)
         ttl = self.ctx.limits.link_code_ttl_s
-        await self.ctx.presence.set(f"link:{code}", principal.user_id.encode(), ttl)
+        await self.ctx.keys.set(f"link:{code}", principal.user_id.encode(), ttl)
         return code, ttl
 
     async def link_device(self, code: str, name: str, registration_id: int) -> Tokens:
         ctx = self.ctx
-        owner = await ctx.presence.get(f"link:{code}")
-        if owner is None or await ctx.presence.put_if_absent(
+        owner = await ctx.keys.get(f"link:{code}")
+        if owner is None or await ctx.keys.put_if_absent(
             f"link-used:{code}", b"1", ctx.limits.link_code_ttl_s
         ):
             raise Unauthorized("link code is unknown, used or expired; create a new one")
-        await ctx.presence.delete(f"link:{code}")
+        await ctx.keys.delete(f"link:{code}")
         user_id = owner.decode()
         device = await ctx.users.add_device(
             Device(user_id, 0, name, registration_id, ctx.clock()), ctx.limits.devices_per_user
@@ -170,7 +170,7 @@ class AuthService:
         if not await self.ctx.users.remove_device(principal.user_id, device_id):
             raise NotFound(f"device {device_id} is not linked to this account")
         await self.ctx.messages.purge_device(principal.user_id, device_id)
-        await self.ctx.presence.publish(device_channel(principal.user_id, device_id), _KICK)
+        await self.ctx.channels.publish(device_channel(principal.user_id, device_id), _KICK)
 
 
 _KICK = json.dumps({"t": "kick", "conn": None}).encode()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from tidings.core.analytics import Event, EventBuffer
 from tidings.core.envelopes import Envelope
 from tidings.core.limits import DEFAULT_LIMITS, DEFAULT_RATES, Limits, RateLimits
-from tidings.core.ratelimit import Limit
+from tidings.core.ratelimit import Decision, Limit
 from tidings.core.routing import routed
 from tidings.core.shardmap import ShardMap, single_region
 from tidings.errors import RateLimited
@@ -17,11 +17,14 @@ from tidings.metrics import Metrics
 from tidings.ports import (
     AnalyticsStore,
     BlobStore,
+    Channels,
     Clock,
     EventBus,
+    KeyValues,
     MessageStore,
     OtpSender,
     PresenceStore,
+    RateLimiter,
     UserStore,
 )
 
@@ -39,6 +42,9 @@ class Context:
     users: UserStore
     messages: MessageStore
     presence: PresenceStore
+    channels: Channels
+    buckets: RateLimiter
+    keys: KeyValues
     bus: EventBus
     blobs: BlobStore
     aggregates: AnalyticsStore
@@ -65,13 +71,21 @@ class Context:
 
     async def limit(self, name: str, key: str, limit: Limit, cost: float = 1.0) -> None:
         """Take from the ``name`` bucket of ``key`` or raise ``RateLimited``."""
-        decision = await self.presence.take_token(f"rl:{name}:{key}", limit, self.clock(), cost)
+        decision = await self.take(name, key, limit, cost)
         if not decision.allowed:
-            self.metrics.rate_limited.labels(name).inc()
-            raise RateLimited(
-                f"{name} rate limit reached; retry after {decision.retry_after:.1f}s",
-                retry_after=decision.retry_after,
-            )
+            raise self.refusal(name, decision)
+
+    async def take(self, name: str, key: str, limit: Limit, cost: float = 1.0) -> Decision:
+        """Take ``cost`` tokens from the ``name`` bucket of ``key`` if it holds them."""
+        return await self.buckets.take_token(f"rl:{name}:{key}", limit, self.clock(), cost)
+
+    def refusal(self, name: str, decision: Decision, count: int = 1) -> RateLimited:
+        """The error for ``count`` requests the ``name`` bucket refused."""
+        self.metrics.rate_limited.labels(name).inc(count)
+        return RateLimited(
+            f"{name} rate limit reached; retry after {decision.retry_after:.1f}s",
+            retry_after=decision.retry_after,
+        )
 
 
 async def produce_routed(ctx: Context, envelopes: Sequence[Envelope]) -> None:

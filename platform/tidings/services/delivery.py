@@ -28,41 +28,39 @@ WAKE = json.dumps({"t": "wake"}).encode()
 
 
 class DeliveryWorker:
-    def __init__(self, ctx: Context, batch: int = 256) -> None:
-        self.ctx, self.batch = ctx, batch
+    def __init__(self, ctx: Context, batch: int = 256, lanes: int = 1) -> None:
+        self.ctx, self.batch, self.lanes = ctx, batch, lanes
         self.topic = deliveries_topic(ctx.region)
         self.receipts = receipts_topic(ctx.region)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """``lanes`` consumers per topic, each a member of the group with its share of the
+        partitions: one lane's store round trip never holds up the others'."""
         ctx = self.ctx
         await asyncio.gather(
-            consume(
-                ctx.bus,
-                self.topic,
-                consumer_group(ctx.region, "delivery"),
-                self.handle,
-                stop,
-                batch=self.batch,
-                what="delivery",
-            ),
-            consume(
-                ctx.bus,
-                self.receipts,
-                consumer_group(ctx.region, "receipts"),
-                self.handle,
-                stop,
-                batch=self.batch,
-                what="receipts",
-            ),
+            *(
+                consume(
+                    ctx.bus,
+                    topic,
+                    consumer_group(ctx.region, worker),
+                    self.handle,
+                    stop,
+                    batch=self.batch,
+                    what=worker,
+                )
+                for topic, worker in ((self.topic, "delivery"), (self.receipts, "receipts"))
+                for _ in range(self.lanes)
+            )
         )
 
     async def handle(self, records: list[Record]) -> None:
         """Store the batch, then notify; the caller commits after this returns."""
         ctx = self.ctx
         started = time.perf_counter()
-        envelopes, moved = moved_away(
-            ctx.shard_map, ctx.region, (Envelope.decode(r.value) for r in records)
-        )
+        decoded = [Envelope.decode(r.value) for r in records]
+        # The inbox keeps the bytes the router encoded: each envelope is encoded once.
+        raw = {id(e): r.value for e, r in zip(decoded, records, strict=True)}
+        envelopes, moved = moved_away(ctx.shard_map, ctx.region, decoded)
         if moved:
             # Fenced: this region no longer owns these recipients (a failover moved
             # their shards); the owner delivers them, so nothing accepted is lost.
@@ -72,7 +70,7 @@ class DeliveryWorker:
             ).items():
                 ctx.metrics.envelopes_forwarded.labels(region).inc(count)
         stored = [
-            (e.recipient_user, e.recipient_device, e.server_id, e.encode())
+            (e.recipient_user, e.recipient_device, e.server_id, raw[id(e)])
             for e in envelopes
             if not e.ephemeral
         ]
@@ -82,26 +80,46 @@ class DeliveryWorker:
             for e in envelopes:
                 if not e.ephemeral:
                     ctx.emit("stored", e.kind.value, latency_ms=max(0, now - e.timestamp))
-        for envelope in envelopes:
-            await self._notify(envelope)
+        await self._notify(envelopes)
         ctx.metrics.delivery_batch_seconds.observe(time.perf_counter() - started)
 
-    async def _notify(self, envelope: Envelope) -> None:
+    async def _notify(self, envelopes: list[Envelope]) -> None:
+        """Wake each recipient device once per batch (typing goes as the event itself),
+        all in one round; a stored message nobody listened for becomes a push job."""
         ctx = self.ctx
-        channel = device_channel(envelope.recipient_user, envelope.recipient_device)
-        if envelope.ephemeral:
-            message = json.dumps({"t": "event", "envelope": envelope.to_client()}).encode()
-            await ctx.presence.publish(channel, message)
+        wakes: dict[str, int] = {}
+        messages: list[tuple[str, bytes]] = []
+        for e in envelopes:
+            channel = device_channel(e.recipient_user, e.recipient_device)
+            if e.ephemeral:
+                messages.append((channel, _event(e)))
+            elif channel not in wakes:
+                wakes[channel] = len(messages)
+                messages.append((channel, WAKE))
+        if not messages:
             return
-        listeners = await ctx.presence.publish(channel, WAKE)
-        if listeners == 0 and envelope.kind is EnvelopeKind.MESSAGE:
+        listeners = await ctx.channels.publish_many(messages)
+        jobs = [
             # Offline: a push job that carries no content, only whom to wake.
-            job = {
-                "user": envelope.recipient_user,
-                "device": envelope.recipient_device,
-                "server_id": envelope.server_id,
-            }
-            await ctx.bus.produce(
-                push_topic(ctx.region), [(envelope.recipient_user, json.dumps(job).encode())]
-            )
-            ctx.metrics.push_jobs.inc()
+            (e.recipient_user, _push_job(e))
+            for e in envelopes
+            if not e.ephemeral
+            and e.kind is EnvelopeKind.MESSAGE
+            and listeners[wakes[device_channel(e.recipient_user, e.recipient_device)]] == 0
+        ]
+        if jobs:
+            await ctx.bus.produce(push_topic(ctx.region), jobs)
+            ctx.metrics.push_jobs.inc(len(jobs))
+
+
+def _push_job(envelope: Envelope) -> bytes:
+    job = {
+        "user": envelope.recipient_user,
+        "device": envelope.recipient_device,
+        "server_id": envelope.server_id,
+    }
+    return json.dumps(job).encode()
+
+
+def _event(envelope: Envelope) -> bytes:
+    return json.dumps({"t": "event", "envelope": envelope.to_client()}).encode()

@@ -3,6 +3,12 @@
 Four tasks per socket: read frames, pump the inbox into the delivery window, listen on
 the device channel (wake-ups, ephemeral events, kicks), and watch heartbeats. The pump
 never waits on a slow client beyond its own window, so one client cannot hold up others.
+
+The reader never waits for a request to be answered: requests and acks queue up while
+the previous ones are handled, and two short-lived workers take whatever has queued in
+one go (every queued send in one router batch, every queued ack in one inbox write and
+one receipt per sender). A busy socket thus costs a round trip per batch, not per frame,
+and its pings are read while a slow send is still in flight.
 """
 
 from __future__ import annotations
@@ -46,7 +52,12 @@ class Transport(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
-RequestHandler = Callable[[wsproto.Request, "SocketSession"], Awaitable[str]]
+RequestHandler = Callable[[list[wsproto.Request], "SocketSession"], Awaitable[list[str]]]
+"""Answers a batch of requests, one response frame each, in order."""
+
+MAX_QUEUED_REQUESTS = 256
+"""Requests read but not yet handled; past this the reader stops reading (back-pressure
+on the client's TCP connection) until the handler catches up."""
 
 
 def kick_message(reason: str, conn: str | None = None) -> bytes:
@@ -75,7 +86,13 @@ class SocketSession:
         self._send_lock = asyncio.Lock()
         self._close: tuple[int, str] | None = None
         self._last_frame = ctx.clock()
-        self._handling = False
+        self._requests: list[wsproto.Request | wsproto.FrameRejected] = []
+        self._acks: list[str] = []
+        self._request_worker: asyncio.Task[None] | None = None
+        self._ack_worker: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()
+        self._room.set()
+        self._ended: asyncio.Future[None] | None = None
         self._presence_tasks: dict[str, asyncio.Task[None]] = {}
         self.queue_empty_sent = False
 
@@ -89,10 +106,11 @@ class SocketSession:
 
     async def run(self) -> None:
         ctx, me = self.ctx, self.principal
-        await ctx.presence.publish(self.channel, kick_message("elsewhere", self.conn_id))
-        subscription = await ctx.presence.subscribe(self.channel)
+        await ctx.channels.publish(self.channel, kick_message("elsewhere", self.conn_id))
+        subscription = await ctx.channels.subscribe(self.channel)
         await self._set_online(True)
         ctx.metrics.ws_connections.inc()
+        ended = self._ended = asyncio.get_running_loop().create_future()
         tasks = [
             asyncio.create_task(self._read(), name="ws-read"),
             asyncio.create_task(self._pump(), name="ws-pump"),
@@ -100,16 +118,18 @@ class SocketSession:
             asyncio.create_task(self._watch_heartbeat(), name="ws-heartbeat"),
         ]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*tasks, ended], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 exc = None if task.cancelled() else task.exception()
                 if exc is not None and not isinstance(exc, Disconnected):
                     log.error("socket of %s/%s failed", me.user_id, me.device_id, exc_info=exc)
                     self._close = self._close or (1011, "internal error; reconnect")
         finally:
-            for task in [*tasks, *self._presence_tasks.values()]:
+            workers = [w for w in (self._request_worker, self._ack_worker) if w is not None]
+            everything = [*tasks, *workers, *self._presence_tasks.values()]
+            for task in everything:
                 task.cancel()
-            await asyncio.gather(*tasks, *self._presence_tasks.values(), return_exceptions=True)
+            await asyncio.gather(*everything, return_exceptions=True)
             await subscription.close()
             if self._close is None or self._close[0] != wsproto.CLOSE_CONNECTED_ELSEWHERE:
                 await self._set_online(False)  # a replacing socket keeps the device online
@@ -132,26 +152,81 @@ class SocketSession:
         while True:
             text = await self.transport.receive_text()
             self._last_frame = self.ctx.clock()
-            self._handling = True
-            try:
-                await self._handle(text)
-            finally:
-                # Frames that came while this one was handled (a send waiting out a slow
-                # broker) are still unread: the silence counts from here, not from before.
-                self._handling = False
-                self._last_frame = self.ctx.clock()
+            event = self.proto.receive(text)
+            if isinstance(event, wsproto.Acked):
+                self._acks.append(event.server_id)
+                self._ack_worker = self._start(self._ack_worker, self._drain_acks, "ws-acks")
+            elif isinstance(event, wsproto.Nacked):
+                self._wake.set()
+            else:
+                self._requests.append(event)
+                self._request_worker = self._start(
+                    self._request_worker, self._drain_requests, "ws-requests"
+                )
+                if len(self._requests) >= MAX_QUEUED_REQUESTS:
+                    self._room.clear()
+                    await self._room.wait()
 
-    async def _handle(self, text: str) -> None:
-        event = self.proto.receive(text)
-        if isinstance(event, wsproto.Request):
-            await self.send(await self.handler(event, self))
-        elif isinstance(event, wsproto.Acked):
-            await self._acked(event.server_id)
-        elif isinstance(event, wsproto.Nacked):
-            self._wake.set()
-        else:
+    @property
+    def busy(self) -> bool:
+        """Frames are being handled: silence from the client is not idleness then."""
+        return any(w is not None and not w.done() for w in (self._request_worker, self._ack_worker))
+
+    def _start(
+        self,
+        worker: asyncio.Task[None] | None,
+        drain: Callable[[], Awaitable[None]],
+        name: str,
+    ) -> asyncio.Task[None]:
+        """The running worker, or a new one. A worker exits as soon as it finds its queue
+        empty, in the same step as its last check, so nothing queued is ever stranded."""
+        if worker is not None and not worker.done():
+            return worker
+        return asyncio.create_task(self._guarded(drain), name=name)
+
+    async def _guarded(self, drain: Callable[[], Awaitable[None]]) -> None:
+        """A worker's failure ends the socket the way a failed socket task does."""
+        try:
+            await drain()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self._ended is not None and not self._ended.done():
+                if isinstance(exc, Disconnected):
+                    self._ended.set_result(None)
+                else:
+                    self._ended.set_exception(exc)
+        finally:
+            self._last_frame = self.ctx.clock()
+
+    async def _drain_requests(self) -> None:
+        while self._requests:
+            batch, self._requests = self._requests, []
+            self._room.set()
+            for answer in await self._answer(batch):
+                await self.send(answer)
+
+    async def _answer(self, batch: list[wsproto.Request | wsproto.FrameRejected]) -> list[str]:
+        """One answer per frame, in order; runs of requests go to the handler together."""
+        answers: list[str] = []
+        run: list[wsproto.Request] = []
+        for event in batch:
+            if isinstance(event, wsproto.Request):
+                run.append(event)
+                continue
+            if run:
+                answers += await self.handler(run, self)
+                run = []
             self.ctx.metrics.ws_frames_rejected.labels(str(event.status)).inc()
-            await self.send(wsproto.error(event.id, event.status, "bad_frame", event.message))
+            answers.append(wsproto.error(event.id, event.status, "bad_frame", event.message))
+        if run:
+            answers += await self.handler(run, self)
+        return answers
+
+    async def _drain_acks(self) -> None:
+        while self._acks:
+            server_ids, self._acks = self._acks, []
+            await self._acked(server_ids)
 
     async def heartbeat(self) -> None:
         me = self.principal
@@ -159,45 +234,46 @@ class SocketSession:
             me.user_id, me.device_id, self.ctx.limits.heartbeat_timeout_s * 2
         )
 
-    async def _acked(self, server_id: str) -> None:
-        """Record the ack, then send ``delivered`` receipts in the background.
+    async def _acked(self, server_ids: list[str]) -> None:
+        """Record the acks in one inbox write, then send ``delivered`` receipts (one per
+        original sender).
 
         An engine outage must not cost the socket: an ack that cannot be recorded leaves
         the message pending (delivered again on the next connection, clients dedupe),
         and receipts keep retrying after the socket is gone."""
         me, ctx = self.principal, self.ctx
         try:
-            acked = await ctx.messages.ack(me.user_id, me.device_id, [server_id])
+            acked = await ctx.messages.ack(me.user_id, me.device_id, server_ids)
         except TidingsError as exc:
             if not exc.retryable:
                 raise
-            ctx.metrics.acks_unrecorded.inc()
+            ctx.metrics.acks_unrecorded.inc(len(server_ids))
             log.warning(
-                "ack of %s by %s/%s not recorded: %s",
-                server_id,
+                "%d acks by %s/%s not recorded: %s",
+                len(server_ids),
                 me.user_id,
                 me.device_id,
                 exc.message,
             )
             return
-        ctx.metrics.deliveries_acked.inc(len(acked))
-        now = ctx.now_ms()
-        for item in acked:
-            envelope = Envelope.decode(item.envelope)
-            ctx.emit("delivered", envelope.kind.value, latency_ms=max(0, now - envelope.timestamp))
         self._wake.set()
         if not acked:
             return
+        ctx.metrics.deliveries_acked.inc(len(acked))
+        now = ctx.now_ms()
+        envelopes = [Envelope.decode(item.envelope) for item in acked]
+        for envelope in envelopes:
+            ctx.emit("delivered", envelope.kind.value, latency_ms=max(0, now - envelope.timestamp))
         try:  # inline first: a later read receipt from this device then follows it
-            await self.router.delivered(me, acked)
+            await self.router.delivered(me, envelopes)
         except TidingsError as exc:
             if not exc.retryable:
                 raise
-            task = asyncio.create_task(self._receipts(list(acked)), name="delivered-receipts")
+            task = asyncio.create_task(self._receipts(envelopes), name="delivered-receipts")
             _background.add(task)
             task.add_done_callback(_background.discard)
 
-    async def _receipts(self, acked: list[InboxItem]) -> None:
+    async def _receipts(self, acked: list[Envelope]) -> None:
         pause = 0.5
         for _ in range(RECEIPT_ATTEMPTS):
             await asyncio.sleep(pause)
@@ -265,7 +341,7 @@ class SocketSession:
         timeout = self.ctx.limits.heartbeat_timeout_s
         while True:
             await asyncio.sleep(min(5.0, timeout / 3))
-            if not self._handling and self.ctx.clock() - self._last_frame > timeout:
+            if not self.busy and self.ctx.clock() - self._last_frame > timeout:
                 self._close = (wsproto.CLOSE_HEARTBEAT_TIMEOUT, f"no frame for {timeout:.0f}s")
                 return
 
@@ -300,7 +376,7 @@ class SocketSession:
                 task.cancel()
 
     async def _forward_presence(self, user: User) -> None:
-        subscription = await self.ctx.presence.subscribe(presence_channel(user.id))
+        subscription = await self.ctx.channels.subscribe(presence_channel(user.id))
         try:
             async for raw in subscription:
                 await self.send(wsproto.event("presence", json.loads(raw)))

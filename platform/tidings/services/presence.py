@@ -24,7 +24,7 @@ async def announce(ctx: Context, user_id: str) -> None:
     """Publish the user's current presence to whoever follows it."""
     (presence,) = await ctx.presence.get_presence([user_id])
     update = {"user": user_id, "online": presence.online, "last_seen": presence.last_seen}
-    await ctx.presence.publish(presence_channel(user_id), json.dumps(update).encode())
+    await ctx.channels.publish(presence_channel(user_id), json.dumps(update).encode())
 
 
 class PresenceService:

@@ -198,7 +198,7 @@ class PushWorker:
         # record (both alive after a crash) must not both pass the collapse claim.
         async with self._device_lock((job.user, job.device)):
             window = f"push-collapse:{job.user}:{job.device}"
-            existing = await ctx.presence.put_if_absent(
+            existing = await ctx.keys.put_if_absent(
                 window, job.server_id.encode(), self.policy.collapse_s
             )
             if claim(existing, job.server_id) is Claim.COLLAPSED:
@@ -210,7 +210,7 @@ class PushWorker:
             if step.action is Action.DONE:
                 metrics.pushes_sent.labels(provider).inc()
                 ctx.emit("push", f"{provider}:sent")
-                await ctx.presence.set(
+                await ctx.keys.set(
                     window, SENT_MARK + job.server_id.encode(), self.policy.collapse_s
                 )
             elif step.action is Action.RETRY:
@@ -261,7 +261,7 @@ class PushWorker:
         ctx = self.ctx
         key = f"push-rate:{ctx.region}:{provider.value}"
         while True:
-            decision = await ctx.presence.take_token(key, self._limit, ctx.clock())
+            decision = await ctx.buckets.take_token(key, self._limit, ctx.clock())
             if decision.allowed:
                 return
             await asyncio.sleep(min(decision.retry_after, 1.0))

@@ -37,6 +37,6 @@ class Services:
             groups=GroupService(ctx),
             router=Router(ctx),
             media=MediaService(ctx),
-            delivery=DeliveryWorker(ctx),
+            delivery=DeliveryWorker(ctx, lanes=4),
             push_tokens=PushTokenService(ctx),
         )

@@ -10,13 +10,28 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from tidings.core import ids
 from tidings.core.envelopes import Envelope, EnvelopeKind, ReceiptKind
-from tidings.core.fanout import check_device_list, fan_out, fan_out_same, required_devices
-from tidings.core.model import InboxItem
+from tidings.core.fanout import (
+    DeviceMap,
+    check_device_list,
+    fan_out,
+    fan_out_same,
+    required_devices,
+)
+from tidings.core.model import Device
 from tidings.core.ratelimit import Limit
-from tidings.errors import IdReused, InvalidInput, MismatchedDevices, NotFound, StaleDevices
+from tidings.errors import (
+    IdReused,
+    InvalidInput,
+    MismatchedDevices,
+    NotFound,
+    RateLimited,
+    StaleDevices,
+    TidingsError,
+)
 from tidings.services.context import Context, Principal, produce_routed
 
 
@@ -58,85 +73,181 @@ class Router:
         return sorted({to_user, principal.user_id})
 
     async def send(self, principal: Principal, out: Outgoing) -> Accepted:
+        (result,) = await self.send_many(principal, [out])
+        if isinstance(result, TidingsError):
+            raise result
+        return result
+
+    async def send_many(
+        self, principal: Principal, outs: Sequence[Outgoing]
+    ) -> list[Accepted | TidingsError]:
+        """Accept a socket's queued sends together, answering each on its own.
+
+        The batch costs one rate-limit take, one device lookup, one dedupe round and
+        one produce, however many sends it holds; envelopes reach the bus in the order
+        of ``outs``, so order per conversation is kept. A send that fails a check gets
+        its own error and the others go on; a bus failure fails every send it held.
+        """
         ctx = self.ctx
-        rates = ctx.rates
-        await ctx.limit(
-            "send",
-            f"{principal.user_id}:{principal.device_id}",
-            Limit(rates.send_rate, rates.send_burst),
+        results: list[Accepted | TidingsError | None] = [None] * len(outs)
+        allowed, refusal = await self._take_sends(principal, len(outs))
+        for index in range(allowed, len(outs)):
+            results[index] = refusal
+        pending = await self._check_devices(
+            principal, [(i, outs[i]) for i in range(allowed)], results
         )
-        recipients = await self._recipients(principal, out.to_user, out.to_group)
-        devices = await ctx.users.devices_of(recipients)
-        required = required_devices(devices, principal.user_id, principal.device_id)
-        if out.group_body is None:
-            supplied = {
-                u: {d: reg for d, (reg, _) in ds.items()} for u, ds in out.ciphertexts.items()
-            }
-            check = check_device_list(required, supplied)
-            if check.mismatched:
-                ctx.metrics.sends_rejected.labels(MismatchedDevices.code).inc()
-                raise MismatchedDevices(
-                    "the device list is out of date: encrypt for the missing devices, drop the "
-                    "extra ones, and send again",
-                    details={"missing": check.missing, "extra": check.extra},
-                )
-            if check.stale:
-                ctx.metrics.sends_rejected.labels(StaleDevices.code).inc()
-                raise StaleDevices(
-                    "these devices were re-registered: fetch their new bundles and send again",
-                    details={"stale": check.stale},
-                )
-        elif out.to_group is None:
-            raise InvalidInput("a single group body is only allowed for group sends")
+        if not pending:
+            return _answers(results)
 
-        server_id = ids.server_id(principal.user_id, principal.device_id, out.client_id)
-        dedupe_key = f"dedupe:{server_id}"
-        to = f"group:{out.to_group}" if out.to_group else f"user:{out.to_user}"
-        first = json.dumps({"ts": ctx.now_ms(), "produced": False, "to": to}).encode()
-        held = await ctx.presence.put_if_absent(dedupe_key, first, ctx.limits.dedupe_ttl_s)
-        state = json.loads(held or first)
-        if state.get("to", to) != to:
-            # A retry must repeat its message; a new message needs a new id. Answering
-            # "duplicate" here would silently drop the second message.
-            ctx.metrics.sends_rejected.labels(IdReused.code).inc()
-            raise IdReused(
-                f"message id {out.client_id} was already used for another recipient; "
-                "give every new message a new id"
+        # Deduplicate by the server id the client id maps to; a repeat within this batch
+        # is answered with the first one's outcome.
+        firsts: dict[str, tuple[int, str]] = {}
+        fresh: list[tuple[int, Outgoing, DeviceMap, str, str]] = []
+        repeats: list[tuple[int, int]] = []
+        for index, out, required in pending:
+            server_id = ids.server_id(principal.user_id, principal.device_id, out.client_id)
+            to = f"group:{out.to_group}" if out.to_group else f"user:{out.to_user}"
+            if server_id in firsts:
+                first, first_to = firsts[server_id]
+                if first_to == to:
+                    repeats.append((index, first))
+                else:
+                    results[index] = _id_reused(ctx, out)
+                continue
+            firsts[server_id] = (index, to)
+            fresh.append((index, out, required, server_id, to))
+        now = ctx.now_ms()
+        held = await ctx.keys.put_many_if_absent(
+            [
+                (f"dedupe:{sid}", _dedupe_state(now, False, to), ctx.limits.dedupe_ttl_s)
+                for _, _, _, sid, to in fresh
+            ]
+        )
+        envelopes: list[Envelope] = []
+        produced: list[tuple[int, Outgoing, str, str, int, int]] = []
+        for (index, out, required, server_id, to), existing in zip(fresh, held, strict=True):
+            state: dict[str, Any] = (
+                json.loads(existing) if existing is not None else {"ts": now, "to": to}
             )
-        if state["produced"]:
-            ctx.metrics.sends_deduplicated.inc()
-            return Accepted(server_id, int(state["ts"]), duplicate=True)
+            ts = int(state["ts"])
+            if state.get("to", to) != to:
+                results[index] = _id_reused(ctx, out)
+                continue
+            if state.get("produced"):
+                ctx.metrics.sends_deduplicated.inc()
+                results[index] = Accepted(server_id, ts, duplicate=True)
+                continue
+            start = len(envelopes)
+            envelopes += _envelopes(principal, out, required, server_id, ts)
+            produced.append((index, out, server_id, to, ts, len(envelopes) - start))
+        if envelopes:
+            try:
+                await self.produce(envelopes)
+            except TidingsError as exc:
+                for index, *_ in produced:
+                    results[index] = exc
+                produced = []
+        if produced:
+            await ctx.keys.set_many(
+                [
+                    (f"dedupe:{sid}", _dedupe_state(ts, True, to), ctx.limits.dedupe_ttl_s)
+                    for _, _, sid, to, ts, _ in produced
+                ]
+            )
+        for index, out, server_id, _, ts, count in produced:
+            kind = "group" if out.to_group else "direct"
+            ctx.metrics.messages_accepted.labels(kind).inc()
+            ctx.emit("accepted", kind, count=count, size=_ciphertext_size(out, count))
+            results[index] = Accepted(server_id, ts, duplicate=False)
+        for index, first in repeats:
+            earlier = results[first]
+            results[index] = (
+                Accepted(earlier.server_id, earlier.timestamp, duplicate=True)
+                if isinstance(earlier, Accepted)
+                else earlier
+            )
+        return _answers(results)
 
-        template = Envelope(
-            server_id=server_id,
-            kind=EnvelopeKind.MESSAGE,
-            timestamp=int(state["ts"]),
-            sender_user=principal.user_id,
-            sender_device=principal.device_id,
-            recipient_user="",
-            recipient_device=0,
-            client_id=out.client_id,
-            group_id=out.to_group,
-        )
+    async def _take_sends(self, principal: Principal, count: int) -> tuple[int, RateLimited | None]:
+        """How many of ``count`` sends the device's send bucket allows, and the refusal
+        for the rest: one take for the whole batch when the bucket holds enough."""
+        ctx, rates = self.ctx, self.ctx.rates
+        key = f"{principal.user_id}:{principal.device_id}"
+        limit = Limit(rates.send_rate, rates.send_burst)
+        if count > 1 and (await ctx.take("send", key, limit, cost=count)).allowed:
+            return count, None
+        for allowed in range(count):
+            decision = await ctx.take("send", key, limit)
+            if not decision.allowed:
+                return allowed, ctx.refusal("send", decision, count - allowed)
+        return count, None
+
+    async def _check_devices(
+        self,
+        principal: Principal,
+        pending: list[tuple[int, Outgoing]],
+        results: list[Accepted | TidingsError | None],
+    ) -> list[tuple[int, Outgoing, DeviceMap]]:
+        """Resolve each send's recipients and check its device list; the failures get
+        their error in ``results`` and the sends that pass are returned."""
+        ctx = self.ctx
+        recipients: dict[int, list[str]] = {}
+        resolved: dict[tuple[str | None, str | None], list[str] | TidingsError] = {}
+        for index, out in pending:
+            target = (out.to_user, out.to_group)
+            if target not in resolved:
+                try:
+                    resolved[target] = await self._recipients(principal, *target)
+                except NotFound as exc:
+                    resolved[target] = exc
+            found = resolved[target]
+            if isinstance(found, TidingsError):
+                results[index] = found
+            else:
+                recipients[index] = found
+        everyone = sorted({u for users in recipients.values() for u in users})
+        devices = await ctx.users.devices_of(everyone) if everyone else []
+        by_user: dict[str, list[Device]] = defaultdict(list)
+        for device in devices:
+            by_user[device.user_id].append(device)
+        passed: list[tuple[int, Outgoing, DeviceMap]] = []
+        for index, out in pending:
+            if index not in recipients:
+                continue
+            required = required_devices(
+                (d for u in recipients[index] for d in by_user.get(u, ())),
+                principal.user_id,
+                principal.device_id,
+            )
+            try:
+                self._check(out, required)
+            except TidingsError as exc:
+                results[index] = exc
+                continue
+            passed.append((index, out, required))
+        return passed
+
+    def _check(self, out: Outgoing, required: DeviceMap) -> None:
+        ctx = self.ctx
         if out.group_body is not None:
-            envelopes = fan_out_same(replace(template, body=out.group_body), required)
-        else:
-            bodies = {
-                u: {d: body for d, (_, body) in ds.items()} for u, ds in out.ciphertexts.items()
-            }
-            envelopes = fan_out(template, bodies)
-        await self.produce(envelopes)
-        await ctx.presence.set(
-            dedupe_key,
-            json.dumps({"ts": state["ts"], "produced": True, "to": to}).encode(),
-            ctx.limits.dedupe_ttl_s,
-        )
-        kind = "group" if out.to_group else "direct"
-        ctx.metrics.messages_accepted.labels(kind).inc()
-        ctx.emit(
-            "accepted", kind, count=len(envelopes), size=sum(len(e.body or "") for e in envelopes)
-        )
-        return Accepted(server_id, int(state["ts"]), duplicate=False)
+            if out.to_group is None:
+                raise InvalidInput("a single group body is only allowed for group sends")
+            return
+        supplied = {u: {d: reg for d, (reg, _) in ds.items()} for u, ds in out.ciphertexts.items()}
+        check = check_device_list(required, supplied)
+        if check.mismatched:
+            ctx.metrics.sends_rejected.labels(MismatchedDevices.code).inc()
+            raise MismatchedDevices(
+                "the device list is out of date: encrypt for the missing devices, drop the "
+                "extra ones, and send again",
+                details={"missing": check.missing, "extra": check.extra},
+            )
+        if check.stale:
+            ctx.metrics.sends_rejected.labels(StaleDevices.code).inc()
+            raise StaleDevices(
+                "these devices were re-registered: fetch their new bundles and send again",
+                details={"stale": check.stale},
+            )
 
     async def produce(self, envelopes: Sequence[Envelope]) -> None:
         await produce_routed(self.ctx, envelopes)
@@ -153,10 +264,17 @@ class Router:
         """Tell every device of ``to_user`` (the original sender) that messages were seen."""
         if await self.ctx.users.get_user(to_user) is None:
             raise NotFound(f"user {to_user} does not exist")
+        template = self._receipt(principal, kind, message_ids)
+        devices = await self._all_devices([to_user], principal)
+        await self.produce(fan_out_same(template, devices))
+        return template.server_id
+
+    def _receipt(
+        self, principal: Principal, kind: ReceiptKind, message_ids: Sequence[str]
+    ) -> Envelope:
         joined = ",".join(sorted(message_ids))
-        server_id = ids.receipt_id(kind.value, principal.user_id, principal.device_id, joined)
-        template = Envelope(
-            server_id=server_id,
+        return Envelope(
+            server_id=ids.receipt_id(kind.value, principal.user_id, principal.device_id, joined),
             kind=EnvelopeKind.RECEIPT,
             timestamp=self.ctx.now_ms(),
             sender_user=principal.user_id,
@@ -166,19 +284,24 @@ class Router:
             receipt_kind=kind,
             message_ids=tuple(sorted(message_ids)),
         )
-        devices = await self._all_devices([to_user], principal)
-        await self.produce(fan_out_same(template, devices))
-        return server_id
 
-    async def delivered(self, principal: Principal, acked: Sequence[InboxItem]) -> None:
-        """Server-generated ``delivered`` receipts for acked messages, per original sender."""
+    async def delivered(self, principal: Principal, acked: Sequence[Envelope]) -> None:
+        """Server-generated ``delivered`` receipts for acked messages, one per original
+        sender, produced together."""
         by_sender: dict[str, list[str]] = defaultdict(list)
-        for item in acked:
-            envelope = Envelope.decode(item.envelope)
+        for envelope in acked:
             if envelope.kind is EnvelopeKind.MESSAGE and envelope.sender_user != principal.user_id:
                 by_sender[envelope.sender_user].append(envelope.server_id)
+        if not by_sender:
+            return
+        devices = await self._all_devices(sorted(by_sender), principal)
+        envelopes: list[Envelope] = []
         for sender, message_ids in by_sender.items():
-            await self.receipt(principal, ReceiptKind.DELIVERED, sender, message_ids)
+            for start in range(0, len(message_ids), self.ctx.limits.receipt_batch):
+                chunk = message_ids[start : start + self.ctx.limits.receipt_batch]
+                template = self._receipt(principal, ReceiptKind.DELIVERED, chunk)
+                envelopes += fan_out_same(template, {sender: devices.get(sender, [])})
+        await self.produce(envelopes)
 
     async def typing(
         self, principal: Principal, to_user: str | None, to_group: str | None, state: str
@@ -201,3 +324,49 @@ class Router:
         )
         devices = await self._all_devices(recipients, principal)
         await self.produce(fan_out_same(template, devices))
+
+
+def _id_reused(ctx: Context, out: Outgoing) -> IdReused:
+    # A retry must repeat its message; a new message needs a new id. Answering
+    # "duplicate" here would silently drop the second message.
+    ctx.metrics.sends_rejected.labels(IdReused.code).inc()
+    return IdReused(
+        f"message id {out.client_id} was already used for another recipient; "
+        "give every new message a new id"
+    )
+
+
+def _dedupe_state(ts: int, produced: bool, to: str) -> bytes:
+    return json.dumps({"ts": ts, "produced": produced, "to": to}).encode()
+
+
+def _envelopes(
+    principal: Principal, out: Outgoing, required: DeviceMap, server_id: str, ts: int
+) -> list[Envelope]:
+    template = Envelope(
+        server_id=server_id,
+        kind=EnvelopeKind.MESSAGE,
+        timestamp=ts,
+        sender_user=principal.user_id,
+        sender_device=principal.device_id,
+        recipient_user="",
+        recipient_device=0,
+        client_id=out.client_id,
+        group_id=out.to_group,
+    )
+    if out.group_body is not None:
+        return fan_out_same(replace(template, body=out.group_body), required)
+    bodies = {u: {d: body for d, (_, body) in ds.items()} for u, ds in out.ciphertexts.items()}
+    return fan_out(template, bodies)
+
+
+def _ciphertext_size(out: Outgoing, copies: int) -> int:
+    if out.group_body is not None:
+        return len(out.group_body) * copies
+    return sum(len(body) for ds in out.ciphertexts.values() for _, body in ds.values())
+
+
+def _answers(results: list[Accepted | TidingsError | None]) -> list[Accepted | TidingsError]:
+    missing = [i for i, r in enumerate(results) if r is None]
+    assert not missing, f"sends {missing} got no answer"
+    return [r for r in results if r is not None]

@@ -2,6 +2,10 @@
 
 Everything here is ephemeral by design (it lives in Redis in production); a restart
 forgets who is online, which clients repair by reconnecting.
+
+``publish`` counts receiving stores, not subscriptions, like the Redis engine (whose
+store shares one Pub/Sub connection among all its subscriptions): 1 when this store has
+a live subscription on the channel (each local subscriber still gets a copy), else 0.
 """
 
 from __future__ import annotations
@@ -80,11 +84,14 @@ class MemoryPresenceStore:
         self._buckets = {k: v for k, v in self._buckets.items() if v[1] > now}
         return [key for _, key in expired]
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> list[int]:
+        return [await self.publish(channel, message) for channel, message in messages]
+
     async def publish(self, channel: str, message: bytes) -> int:
         subs = list(self._channels.get(channel, ()))
         for sub in subs:
             sub.offer(message)
-        return len(subs)
+        return 1 if subs else 0  # receivers are stores (processes), as on Redis
 
     async def subscribe(self, channel: str) -> MemorySubscription:
         sub = MemorySubscription(self, channel)
@@ -115,11 +122,20 @@ class MemoryPresenceStore:
             self._values[key] = (value, self._clock() + ttl)
         return existing
 
+    async def put_many_if_absent(
+        self, items: Sequence[tuple[str, bytes, float]]
+    ) -> list[bytes | None]:
+        return [await self.put_if_absent(key, value, ttl) for key, value, ttl in items]
+
     async def get(self, key: str) -> bytes | None:
         return self._live(key)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         self._values[key] = (value, self._clock() + ttl)
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
+        for key, value, ttl in items:
+            await self.set(key, value, ttl)
 
     async def delete(self, key: str) -> None:
         self._values.pop(key, None)
