@@ -93,6 +93,7 @@ class SocketSession:
         self._room = asyncio.Event()
         self._room.set()
         self._ended: asyncio.Future[None] | None = None
+        self._heartbeat: asyncio.TimerHandle | None = None
         self._presence_tasks: dict[str, asyncio.Task[None]] = {}
         self.queue_empty_sent = False
 
@@ -110,21 +111,27 @@ class SocketSession:
         subscription = await ctx.channels.subscribe(self.channel)
         await self._set_online(True)
         ctx.metrics.ws_connections.inc()
+        # The socket ends when any of its tasks ends (or the heartbeat check fails): each
+        # reports to one future, which costs less per idle socket than asyncio.wait.
         ended = self._ended = asyncio.get_running_loop().create_future()
         tasks = [
             asyncio.create_task(self._read(), name="ws-read"),
             asyncio.create_task(self._pump(), name="ws-pump"),
             asyncio.create_task(self._listen(subscription), name="ws-listen"),
-            asyncio.create_task(self._watch_heartbeat(), name="ws-heartbeat"),
         ]
+        for task in tasks:
+            task.add_done_callback(self._task_ended)
+        self._arm_heartbeat()
         try:
-            done, _ = await asyncio.wait([*tasks, ended], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                exc = None if task.cancelled() else task.exception()
-                if exc is not None and not isinstance(exc, Disconnected):
-                    log.error("socket of %s/%s failed", me.user_id, me.device_id, exc_info=exc)
-                    self._close = self._close or (1011, "internal error; reconnect")
+            await ended
+        except Disconnected:
+            pass
+        except Exception as exc:
+            log.error("socket of %s/%s failed", me.user_id, me.device_id, exc_info=exc)
+            self._close = self._close or (1011, "internal error; reconnect")
         finally:
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
             workers = [w for w in (self._request_worker, self._ack_worker) if w is not None]
             everything = [*tasks, *workers, *self._presence_tasks.values()]
             for task in everything:
@@ -337,13 +344,29 @@ class SocketSession:
                     self._close = (wsproto.CLOSE_UNAUTHORIZED, "session revoked; sign in again")
                 return
 
-    async def _watch_heartbeat(self) -> None:
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        ended = self._ended
+        if ended is None or ended.done():
+            return
+        exc = None if task.cancelled() else task.exception()
+        if exc is None or isinstance(exc, Disconnected):
+            ended.set_result(None)
+        else:
+            ended.set_exception(exc)
+
+    def _arm_heartbeat(self) -> None:
+        """Check for silence every few seconds with a timer (no task per socket)."""
+        every = min(5.0, self.ctx.limits.heartbeat_timeout_s / 3)
+        self._heartbeat = asyncio.get_running_loop().call_later(every, self._check_heartbeat)
+
+    def _check_heartbeat(self) -> None:
         timeout = self.ctx.limits.heartbeat_timeout_s
-        while True:
-            await asyncio.sleep(min(5.0, timeout / 3))
-            if not self.busy and self.ctx.clock() - self._last_frame > timeout:
-                self._close = (wsproto.CLOSE_HEARTBEAT_TIMEOUT, f"no frame for {timeout:.0f}s")
-                return
+        if not self.busy and self.ctx.clock() - self._last_frame > timeout:
+            self._close = (wsproto.CLOSE_HEARTBEAT_TIMEOUT, f"no frame for {timeout:.0f}s")
+            if self._ended is not None and not self._ended.done():
+                self._ended.set_result(None)
+            return
+        self._arm_heartbeat()
 
     async def subscribe_presence(self, user_ids: list[str]) -> list[dict[str, Any]]:
         """Current presence of each visible user, then live updates as ``presence`` events."""

@@ -56,6 +56,7 @@ class MemoryPresenceStore:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._online: dict[tuple[str, int], float] = {}  # (user, device) -> expires at
+        self._devices: dict[str, set[int]] = {}  # user -> devices in _online (an index)
         self._last_seen: dict[str, float] = {}
         self._channels: dict[str, set[MemorySubscription]] = {}
         self._values: dict[str, tuple[bytes, float]] = {}
@@ -63,22 +64,37 @@ class MemoryPresenceStore:
 
     async def set_online(self, user_id: str, device_id: int, ttl: float) -> None:
         self._online[(user_id, device_id)] = self._clock() + ttl
+        self._devices.setdefault(user_id, set()).add(device_id)
 
     async def set_offline(self, user_id: str, device_id: int, now: float) -> None:
-        self._online.pop((user_id, device_id), None)
+        self._forget(user_id, device_id)
         self._last_seen[user_id] = now
+
+    def _forget(self, user_id: str, device_id: int) -> None:
+        self._online.pop((user_id, device_id), None)
+        devices = self._devices.get(user_id)
+        if devices is not None:
+            devices.discard(device_id)
+            if not devices:
+                del self._devices[user_id]
 
     async def get_presence(self, user_ids: Sequence[str]) -> list[Presence]:
         now = self._clock()
-        online = {u for (u, _), expires in self._online.items() if expires > now}
-        return [Presence(u, u in online, self._last_seen.get(u)) for u in user_ids]
+        return [
+            Presence(
+                u,
+                any(self._online[(u, d)] > now for d in self._devices.get(u, ())),
+                self._last_seen.get(u),
+            )
+            for u in user_ids
+        ]
 
     async def reap_expired(self, now: float, limit: int) -> list[tuple[str, int]]:
         expired = sorted(
             ((expires, key) for key, expires in self._online.items() if expires <= now)
         )[:limit]
         for expires, key in expired:
-            del self._online[key]
+            self._forget(*key)
             self._last_seen[key[0]] = max(expires, self._last_seen.get(key[0], expires))
         self._values = {k: v for k, v in self._values.items() if v[1] > now}
         self._buckets = {k: v for k, v in self._buckets.items() if v[1] > now}
