@@ -47,6 +47,9 @@ FANOUT = 32
 """Concurrent queries of one call (devices of an append batch, rows of a device)."""
 INDEX_BATCH = 50
 """Index rows per single-partition batch (well under the server's batch-size warning)."""
+ROW_BATCH_BYTES = 4096
+"""Envelope bytes per single-partition batch of inbox rows: under Cassandra's default
+``batch_size_warn_threshold`` (5 KiB), so batching never fills the server's log."""
 IN_LIMIT = 100
 """Server ids per ``IN`` lookup of the index."""
 
@@ -79,6 +82,22 @@ def _timestamp(user_id: str, device_id: int, server_id: str, envelope: bytes) ->
             f"inbox of {user_id}/{device_id}: envelope {server_id} is not an encoded Envelope "
             f"({type(exc).__name__}: {exc}); the Cassandra inbox orders by its timestamp"
         ) from exc
+
+
+def _row_batches(
+    put: Query, user_id: str, device_id: int, rows: list[tuple[str, int, bytes]], ttl: int
+) -> list[list[tuple[Query, Sequence[Any]]]]:
+    """Inserts of ``rows`` grouped per day partition, each group at most ``ROW_BATCH_BYTES``
+    of envelopes (a larger envelope goes alone), in append order."""
+    groups: list[list[tuple[Query, Sequence[Any]]]] = []
+    day, size = -1, 0
+    for sid, pos, envelope in rows:
+        if pos // DAY_MS != day or size + len(envelope) > ROW_BATCH_BYTES or not groups:
+            groups.append([])
+            day, size = pos // DAY_MS, 0
+        groups[-1].append((put, (user_id, device_id, day, pos, sid, envelope, ttl)))
+        size += len(envelope)
+    return groups
 
 
 def _now_us() -> int:
@@ -209,24 +228,21 @@ class CassandraMessageStore:
             new.append((server_id, previous, envelope))
         if not new:
             return 0
-        # 1. rows and their days; 2. only then the index and last position (a crash
-        # before 2 leaves ids unindexed, so the replay rewrites the same rows).
+        # 1. the rows; 2. only then their days, the index and the last position (a crash
+        # before 2 leaves ids unindexed, so the replay rewrites the same rows and days).
+        # Rows go in single-partition batches: one request per few rows of a day.
         days = sorted({pos // DAY_MS for _, pos, _ in new})
         await gather_bounded(
             FANOUT,
             *(
-                cql.run(
-                    q["inbox.put"],
-                    (user_id, device_id, pos // DAY_MS, pos, sid, envelope, ttl),
-                )
-                for sid, pos, envelope in new
-            ),
-            cql.batch(
-                "inbox: record days",
-                [(q["state.day"], (user_id, device_id, day, ttl)) for day in days],
+                cql.batch("inbox: rows", part) if len(part) > 1 else cql.run(*part[0])
+                for part in _row_batches(q["inbox.put"], user_id, device_id, new, ttl)
             ),
         )
         index: list[tuple[Query, Sequence[Any]]] = [
+            (q["state.day"], (user_id, device_id, day, ttl)) for day in days
+        ]
+        index += [
             (q["index.put"], (user_id, device_id, sid, pos // DAY_MS, pos, ttl))
             for sid, pos, _ in new
         ]

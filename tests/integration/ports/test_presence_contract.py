@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from redis.asyncio import Redis
 
 from contract_support import REDIS_TIME_UNIT, FakeClock, PresenceEnv, delete_prefixed
 from tidings.core.ratelimit import Bucket, Limit, idle_expiry, take
 from tidings.engines.embedded.presence import MemoryPresenceStore
 from tidings.engines.redis import RedisPresenceStore
 from tidings.errors import Unavailable
+from tidings.ports import Subscription
 
 # --------------------------------------------------------------------------- fixture
 
@@ -38,24 +41,60 @@ async def presence(request: pytest.FixtureRequest) -> AsyncIterator[PresenceEnv]
 # --------------------------------------------------------------------------- presence
 
 
+async def _next(sub: Subscription, timeout: float = 5.0) -> bytes:
+    return await asyncio.wait_for(anext(aiter(sub)), timeout=timeout)
+
+
 async def test_presence_publish_counts_subscribers(presence: PresenceEnv) -> None:
+    """``publish`` counts receiving stores (processes), not sockets: local subscribers of
+    one channel count once (Redis counts its one Pub/Sub connection), each gets a copy."""
     store = presence.store
     assert await store.publish("device:bob:1", b"nobody home") == 0
     first = await store.subscribe("device:bob:1")
     second = await store.subscribe("device:bob:1")
     other = await store.subscribe("device:bob:2")
     try:
-        assert await store.publish("device:bob:1", b"wake") == 2
+        assert await store.publish("device:bob:1", b"wake") == 1
         for sub in (first, second):
-            message = await asyncio.wait_for(anext(aiter(sub)), timeout=1.0)
-            assert message == b"wake"
+            assert await _next(sub) == b"wake"
         await second.close()
         assert await store.publish("device:bob:1", b"again") == 1
-        assert await asyncio.wait_for(anext(aiter(first)), timeout=1.0) == b"again"
+        assert await _next(first) == b"again"
+        assert await store.publish("device:bob:2", b"you") == 1
+        assert await _next(other) == b"you"
     finally:
         await first.close()
         await other.close()
     assert await store.publish("device:bob:1", b"gone") == 0
+    assert await store.publish("device:bob:2", b"gone") == 0
+
+
+async def test_presence_resubscribe_in_quick_succession(presence: PresenceEnv) -> None:
+    """close-then-subscribe of one channel, overlapping: one live subscription remains."""
+    store = presence.store
+    current = await store.subscribe("chan")
+    closing = asyncio.ensure_future(current.close())
+    current = await store.subscribe("chan")
+    await closing
+    for round_ in range(20):
+        old = current
+        _, current = await asyncio.gather(old.close(), store.subscribe("chan"))
+        assert [m async for m in old] == []  # the closed one has ended
+        assert await store.publish("chan", f"m{round_}".encode()) == 1
+        assert await _next(current) == f"m{round_}".encode()
+    # a subscribe abandoned half-way (its caller cancelled) leaves nothing behind
+    abandoning = asyncio.ensure_future(store.subscribe("other"))
+    await asyncio.sleep(0)  # let it start (Redis: SUBSCRIBE queued, confirmation awaited)
+    abandoning.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await (await abandoning).close()  # the in-memory store had finished already
+    again = await store.subscribe("other")
+    await again.close()  # confirmed after whatever the abandoned one left queued
+    assert await store.publish("other", b"nobody") == 0
+    assert await store.publish("chan", b"still") == 1
+    assert await _next(current) == b"still"
+    await current.close()
+    assert await store.publish("chan", b"gone") == 0
 
 
 async def test_presence_subscription_ends_on_close(presence: PresenceEnv) -> None:
@@ -238,3 +277,230 @@ async def test_redis_engine_down_is_unavailable() -> None:
             await store.subscribe("chan")
     finally:
         await store.close()
+
+
+# --------------------------------------------------------------------------- Redis only
+# One Pub/Sub connection per store, a bounded command pool.
+
+StoreFactory = Callable[..., RedisPresenceStore]
+
+
+def _with_query(url: str, query: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{query}" if query else url
+
+
+@pytest.fixture
+async def redis_stores(redis_url: str) -> AsyncIterator[StoreFactory]:
+    """Makes Redis stores (``query`` adds URL options; ``prefix`` shares one between
+    stores, like two processes of a region); closes them and deletes their keys."""
+    made: list[RedisPresenceStore] = []
+
+    def make(
+        query: str = "", prefix: str | None = None, url: str | None = None
+    ) -> RedisPresenceStore:
+        store = RedisPresenceStore.from_url(
+            _with_query(url or redis_url, query), prefix=prefix or f"test:{uuid.uuid4().hex}:"
+        )
+        made.append(store)
+        return store
+
+    try:
+        yield make
+    finally:
+        for store in made:
+            await store.close()
+        for prefix in {store.prefix for store in made}:
+            await delete_prefixed(redis_url, prefix)
+
+
+@pytest.fixture
+async def admin(redis_url: str) -> AsyncIterator[Redis]:
+    """A plain client to look at the server (CLIENT LIST, PUBSUB NUMSUB)."""
+    client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def _clients(admin: Redis, name: str) -> list[dict[str, str]]:
+    return [c for c in await admin.client_list() if c.get("name") == name]
+
+
+async def test_redis_subscriptions_share_one_pubsub_connection(
+    redis_stores: StoreFactory, admin: Redis
+) -> None:
+    store = redis_stores()
+    subs = await asyncio.gather(*(store.subscribe(f"device:u{i}:1") for i in range(500)))
+    try:
+        (pubsub,) = await _clients(admin, f"{store.prefix}pubsub")
+        assert int(pubsub["sub"]) == 500
+        counts = await asyncio.gather(
+            *(store.publish(f"device:u{i}:1", f"to {i}".encode()) for i in range(500))
+        )
+        assert counts == [1] * 500
+        received = await asyncio.gather(*(_next(sub) for sub in subs))
+        assert received == [f"to {i}".encode() for i in range(500)]
+    finally:
+        await asyncio.gather(*(sub.close() for sub in subs))
+    (pubsub,) = await _clients(admin, f"{store.prefix}pubsub")
+    assert int(pubsub["sub"]) == 0  # every channel unsubscribed, the connection kept
+
+
+async def test_redis_connect_storm_subscribes_on_one_connection(
+    redis_stores: StoreFactory, admin: Redis
+) -> None:
+    """2,000 subscriptions at once (a connect storm), from a store without a connection
+    yet: all confirmed, on one connection."""
+    store = redis_stores()
+    subs = await asyncio.gather(*(store.subscribe(f"device:s{i}:1") for i in range(2000)))
+    try:
+        (pubsub,) = await _clients(admin, f"{store.prefix}pubsub")
+        assert int(pubsub["sub"]) == 2000
+        assert await store.publish("device:s1999:1", b"last") == 1
+        assert await _next(subs[1999]) == b"last"
+    finally:
+        await asyncio.gather(*(sub.close() for sub in subs))
+
+
+async def test_redis_local_subscribers_of_one_channel(
+    redis_stores: StoreFactory, admin: Redis
+) -> None:
+    store = redis_stores()
+    first, second = await asyncio.gather(store.subscribe("chan"), store.subscribe("chan"))
+    channel = f"{store.prefix}chan"
+    assert await admin.pubsub_numsub(channel) == [(channel.encode(), 1)]
+    assert await store.publish("chan", b"both") == 1
+    assert (await _next(first), await _next(second)) == (b"both", b"both")
+    await first.close()
+    assert await store.publish("chan", b"one") == 1
+    assert await _next(second) == b"one"
+    await second.close()
+    assert await admin.pubsub_numsub(channel) == [(channel.encode(), 0)]
+    assert await store.publish("chan", b"none") == 0
+
+
+async def test_redis_publish_counts_each_store(redis_stores: StoreFactory) -> None:
+    """Two stores on one prefix are two processes of a region: each counts once."""
+    one = redis_stores()
+    two = redis_stores(prefix=one.prefix)
+    subs = [await one.subscribe("chan"), await one.subscribe("chan"), await two.subscribe("chan")]
+    assert await two.publish("chan", b"hi") == 2
+    assert [await _next(sub) for sub in subs] == [b"hi"] * 3
+    await subs[2].close()
+    assert await two.publish("chan", b"again") == 1
+
+
+async def test_redis_command_burst_waits_for_a_pooled_connection(
+    redis_stores: StoreFactory, admin: Redis
+) -> None:
+    store = redis_stores("max_connections=8&timeout=60")
+    await asyncio.gather(*(store.set_online(f"u{i}", 1, ttl=600) for i in range(2000)))
+    presences = await store.get_presence([f"u{i}" for i in range(2000)])
+    assert all(p.online for p in presences)
+    assert 1 <= len(await _clients(admin, f"{store.prefix}cmd")) <= 8
+
+
+async def test_redis_exhausted_pool_is_unavailable(redis_stores: StoreFactory) -> None:
+    store = redis_stores("max_connections=1&timeout=0.05")
+    await store.ping()  # the pool's one connection exists
+    pool = store._redis.connection_pool
+    held = await pool.get_connection()  # everything else now waits, then gives up
+    try:
+        with pytest.raises(Unavailable, match="connection pool is exhausted") as caught:
+            await store.set_online("bob", 1, ttl=60)
+        assert caught.value.retryable
+    finally:
+        await pool.release(held)
+    await store.set_online("bob", 1, ttl=60)
+
+
+async def _ends_unavailable(sub: Subscription) -> None:
+    with pytest.raises(Unavailable):
+        async for _ in sub:
+            pass
+
+
+async def test_redis_lost_pubsub_connection_ends_every_subscription(
+    redis_stores: StoreFactory, admin: Redis
+) -> None:
+    store = redis_stores()
+    subs = [await store.subscribe(c) for c in ("a", "b", "b", "c")]
+    (pubsub,) = await _clients(admin, f"{store.prefix}pubsub")
+    await admin.execute_command("CLIENT", "KILL", "ID", pubsub["id"])
+    await asyncio.wait_for(asyncio.gather(*(_ends_unavailable(s) for s in subs)), timeout=10)
+    for sub in subs:
+        await sub.close()
+    fresh = await store.subscribe("b")
+    try:
+        (again,) = await _clients(admin, f"{store.prefix}pubsub")
+        assert again["id"] != pubsub["id"]
+        assert await store.publish("b", b"back") == 1
+        assert await _next(fresh) == b"back"
+    finally:
+        await fresh.close()
+
+
+class _FreezableProxy:
+    """A TCP relay to Redis that can stop relaying while keeping its sockets open: a
+    server that went silent, which only a health check notices."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self._writers += [writer, up_writer]
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pump(source, sink))
+            self._tasks.add(task)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await source.read(65536):
+                await self.flowing.wait()
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_redis_silent_pubsub_connection_is_detected(
+    redis_url: str, redis_stores: StoreFactory
+) -> None:
+    host, port = redis_url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    proxy = _FreezableProxy(host, int(port))
+    proxied = f"redis://127.0.0.1:{await proxy.start()}/{redis_url.rsplit('/', 1)[1]}"
+    try:
+        store = redis_stores("health_check_interval=1", url=proxied)
+        subs = [await store.subscribe("a"), await store.subscribe("b")]
+        proxy.flowing.clear()  # Redis "goes silent": no byte moves either way
+        await asyncio.wait_for(asyncio.gather(*(_ends_unavailable(s) for s in subs)), timeout=15)
+        for sub in subs:
+            await sub.close()
+        proxy.flowing.set()
+        fresh = await store.subscribe("a")
+        assert await store.publish("a", b"back") == 1
+        assert await _next(fresh) == b"back"
+        await fresh.close()
+        await store.close()
+    finally:
+        await proxy.close()
