@@ -63,6 +63,9 @@ class OtpOutbox:
         self.path = path
         self._offset = 0
         self._codes: dict[str, str] = {}
+        # One scan at a time: each scan advances the shared offset by what it read, so
+        # two scans in threads at once skipped lines (a registration then found no code).
+        self._scanning = asyncio.Lock()
 
     def _scan(self) -> None:
         if not self.path.exists():
@@ -80,7 +83,8 @@ class OtpOutbox:
     async def code(self, phone: str) -> str:
         """The latest code sent to ``phone`` (waits briefly for the line to appear)."""
         for _ in range(50):
-            await asyncio.to_thread(self._scan)
+            async with self._scanning:
+                await asyncio.to_thread(self._scan)
             found = self._codes.pop(phone, None)
             if found is not None:
                 return found
