@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
 
 @dataclass
 class Metrics:
@@ -27,6 +29,8 @@ class Metrics:
     ws_frames_rejected: Counter
     rate_limited: Counter
     delivery_batch_seconds: Histogram
+    send_batch_size: Histogram
+    ack_batch_size: Histogram
     otp_sent: Counter
     pushes_sent: Counter
     pushes_failed: Counter
@@ -119,6 +123,18 @@ class Metrics:
             delivery_batch_seconds=Histogram(
                 "tidings_delivery_batch_seconds",
                 "Time to store and notify one polled batch",
+                registry=r,
+            ),
+            send_batch_size=Histogram(
+                "tidings_send_batch_size",
+                "Sends of one socket accepted together (one router batch)",
+                buckets=_BATCH_BUCKETS,
+                registry=r,
+            ),
+            ack_batch_size=Histogram(
+                "tidings_ack_batch_size",
+                "Acks of one socket recorded together (one inbox write)",
+                buckets=_BATCH_BUCKETS,
                 registry=r,
             ),
             otp_sent=Counter("tidings_otp_sent", "One-time codes sent", registry=r),

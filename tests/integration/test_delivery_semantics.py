@@ -5,6 +5,7 @@ ephemeral typing signals."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from harness import (
@@ -314,3 +315,61 @@ async def test_typing_reaches_online_recipient_as_event_and_is_never_stored(
     assert (await next_frame(bob_again))["type"] == "queue-empty"
     for sock in (alice_ws, laptop_ws, carol_ws, bob_again):
         await sock.close()
+
+
+# pipelined sends -------------------------------------------------------------------------
+async def _metric(gateway: Gateway, name: str) -> float:
+    async with gateway.http() as http:
+        r = await http.get("/metrics")
+    assert r.status_code == 200, r.text
+    for line in r.text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_pipelined_sends_are_answered_in_order_each_on_its_own_and_kept_in_order(
+    gateway: Gateway,
+) -> None:
+    """A client may send without waiting for answers: the gateway takes what has queued
+    as one batch, yet answers every send in request order, refuses only the bad ones,
+    and delivers in send order."""
+    alice, bob, carol = await register(gateway), await register(gateway), await register(gateway)
+    alice_ws = await online(alice)
+    stored = await inbox_writes(gateway)
+    frames: list[dict[str, Any]] = [
+        {"id": f"p{i}", "type": "send", "body": direct(bob, f"m{i}", f"text {i}")}
+        for i in range(40)
+    ]
+    frames.insert(10, {"id": "again", "type": "send", "body": direct(bob, "m3", "text 3")})
+    frames.insert(20, {"id": "reused", "type": "send", "body": direct(carol, "m5", "other")})
+    frames.insert(30, {"id": "stale", "type": "send", "body": direct(bob, "m-x", "x")})
+    frames[30]["body"]["ciphertexts"][bob.user_id][0]["device"] = 7  # no such device
+    await asyncio.gather(*(alice_ws.send_text(json.dumps(f)) for f in frames))
+
+    answers: list[dict[str, Any]] = []
+    while len(answers) < len(frames):
+        frame = await next_frame(alice_ws)
+        if frame.get("type") == "response":
+            answers.append(frame)
+    assert [a["id"] for a in answers] == [f["id"] for f in frames]  # request order
+    by_id = {a["id"]: a for a in answers}
+    assert all(by_id[f"p{i}"]["status"] == 200 for i in range(40)), answers
+    assert not any(by_id[f"p{i}"]["body"]["duplicate"] for i in range(40))
+    assert by_id["again"]["status"] == 200 and by_id["again"]["body"]["duplicate"] is True
+    assert by_id["again"]["body"]["server_id"] == by_id["p3"]["body"]["server_id"]
+    assert by_id["reused"]["status"] == 409
+    assert by_id["reused"]["body"]["error"]["code"] == "id_reused"
+    assert by_id["stale"]["status"] == 409
+    assert by_id["stale"]["body"]["error"]["code"] == "mismatched_devices"
+    # At least one batch held several sends (the point of pipelining).
+    batches = await _metric(gateway, "tidings_send_batch_size_count")
+    assert 0 < batches < len(frames), batches
+
+    await until_stored(gateway, stored + 40)
+    bob_ws = await bob.connect()
+    got = await bob_ws.deliveries(40)
+    assert [body_text(d) for d in got] == [f"text {i}" for i in range(40)]
+    await bob_ws.nothing_for("deliver", 0.5)
+    await alice_ws.close()
+    await bob_ws.close()

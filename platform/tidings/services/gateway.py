@@ -4,11 +4,11 @@ Four tasks per socket: read frames, pump the inbox into the delivery window, lis
 the device channel (wake-ups, ephemeral events, kicks), and watch heartbeats. The pump
 never waits on a slow client beyond its own window, so one client cannot hold up others.
 
-The reader never waits for a request to be answered: requests and acks queue up while
-the previous ones are handled, and two short-lived workers take whatever has queued in
-one go (every queued send in one router batch, every queued ack in one inbox write and
-one receipt per sender). A busy socket thus costs a round trip per batch, not per frame,
-and its pings are read while a slow send is still in flight.
+The reader never waits for a request to be answered: frames queue up while the previous
+ones are handled, and a short-lived worker takes whatever has queued in one go, in read
+order (a run of sends is one router batch, a run of acks one inbox write and one receipt
+per sender). A busy socket thus costs a round trip per batch, not per frame, answers
+come in request order, and its pings are read while a slow send is still in flight.
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ MAX_QUEUED_REQUESTS = 256
 """Requests read but not yet handled; past this the reader stops reading (back-pressure
 on the client's TCP connection) until the handler catches up."""
 
+FINISH_QUEUED_S = 2.0
+"""How long a closing socket waits for the frames it already read to be handled."""
+
 
 def kick_message(reason: str, conn: str | None = None) -> bytes:
     return json.dumps({"t": "kick", "reason": reason, "conn": conn}).encode()
@@ -86,10 +89,8 @@ class SocketSession:
         self._send_lock = asyncio.Lock()
         self._close: tuple[int, str] | None = None
         self._last_frame = ctx.clock()
-        self._requests: list[wsproto.Request | wsproto.FrameRejected] = []
-        self._acks: list[str] = []
-        self._request_worker: asyncio.Task[None] | None = None
-        self._ack_worker: asyncio.Task[None] | None = None
+        self._queued: list[wsproto.Request | wsproto.FrameRejected | wsproto.Acked] = []
+        self._worker: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._ended: asyncio.Future[None] | None = None
@@ -132,8 +133,9 @@ class SocketSession:
         finally:
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
-            workers = [w for w in (self._request_worker, self._ack_worker) if w is not None]
-            everything = [*tasks, *workers, *self._presence_tasks.values()]
+            await self._finish_queued()
+            everything = [*tasks, *self._presence_tasks.values()]
+            everything += [self._worker] if self._worker is not None else []
             for task in everything:
                 task.cancel()
             await asyncio.gather(*everything, return_exceptions=True)
@@ -160,41 +162,27 @@ class SocketSession:
             text = await self.transport.receive_text()
             self._last_frame = self.ctx.clock()
             event = self.proto.receive(text)
-            if isinstance(event, wsproto.Acked):
-                self._acks.append(event.server_id)
-                self._ack_worker = self._start(self._ack_worker, self._drain_acks, "ws-acks")
-            elif isinstance(event, wsproto.Nacked):
+            if isinstance(event, wsproto.Nacked):
                 self._wake.set()
-            else:
-                self._requests.append(event)
-                self._request_worker = self._start(
-                    self._request_worker, self._drain_requests, "ws-requests"
-                )
-                if len(self._requests) >= MAX_QUEUED_REQUESTS:
-                    self._room.clear()
-                    await self._room.wait()
+                continue
+            self._queued.append(event)
+            if self._worker is None or self._worker.done():
+                # The worker exits as soon as it finds the queue empty, in the same step
+                # as that check, so nothing queued is ever stranded.
+                self._worker = asyncio.create_task(self._guarded())
+            if len(self._queued) >= MAX_QUEUED_REQUESTS:
+                self._room.clear()
+                await self._room.wait()
 
     @property
     def busy(self) -> bool:
         """Frames are being handled: silence from the client is not idleness then."""
-        return any(w is not None and not w.done() for w in (self._request_worker, self._ack_worker))
+        return self._worker is not None and not self._worker.done()
 
-    def _start(
-        self,
-        worker: asyncio.Task[None] | None,
-        drain: Callable[[], Awaitable[None]],
-        name: str,
-    ) -> asyncio.Task[None]:
-        """The running worker, or a new one. A worker exits as soon as it finds its queue
-        empty, in the same step as its last check, so nothing queued is ever stranded."""
-        if worker is not None and not worker.done():
-            return worker
-        return asyncio.create_task(self._guarded(drain), name=name)
-
-    async def _guarded(self, drain: Callable[[], Awaitable[None]]) -> None:
-        """A worker's failure ends the socket the way a failed socket task does."""
+    async def _guarded(self) -> None:
+        """The worker: a failure ends the socket the way a failed socket task does."""
         try:
-            await drain()
+            await self._drain()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -206,12 +194,37 @@ class SocketSession:
         finally:
             self._last_frame = self.ctx.clock()
 
-    async def _drain_requests(self) -> None:
-        while self._requests:
-            batch, self._requests = self._requests, []
+    async def _drain(self) -> None:
+        """Handle what has queued, in read order: each run of acks is one inbox write,
+        each run of requests one handler batch (its sends one router batch). So a ping
+        is answered only after the acks read before it are recorded."""
+        while self._queued:
+            batch, self._queued = self._queued, []
             self._room.set()
-            for answer in await self._answer(batch):
-                await self.send(answer)
+            start = 0
+            while start < len(batch):
+                acks = isinstance(batch[start], wsproto.Acked)
+                end = start
+                while end < len(batch) and isinstance(batch[end], wsproto.Acked) == acks:
+                    end += 1
+                if acks:
+                    await self._acked(
+                        [e.server_id for e in batch[start:end] if isinstance(e, wsproto.Acked)]
+                    )
+                else:
+                    requests = [e for e in batch[start:end] if not isinstance(e, wsproto.Acked)]
+                    for answer in await self._answer(requests):
+                        await self.send(answer)
+                start = end
+
+    async def _finish_queued(self) -> None:
+        """A client that acks and then goes away had its acks read: record them (briefly
+        bounded) rather than deliver those messages again next time."""
+        worker = self._worker
+        if worker is None or worker.done():
+            return
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+            await asyncio.wait_for(asyncio.shield(worker), FINISH_QUEUED_S)
 
     async def _answer(self, batch: list[wsproto.Request | wsproto.FrameRejected]) -> list[str]:
         """One answer per frame, in order; runs of requests go to the handler together."""
@@ -230,11 +243,6 @@ class SocketSession:
             answers += await self.handler(run, self)
         return answers
 
-    async def _drain_acks(self) -> None:
-        while self._acks:
-            server_ids, self._acks = self._acks, []
-            await self._acked(server_ids)
-
     async def heartbeat(self) -> None:
         me = self.principal
         await self.ctx.presence.set_online(
@@ -249,6 +257,7 @@ class SocketSession:
         the message pending (delivered again on the next connection, clients dedupe),
         and receipts keep retrying after the socket is gone."""
         me, ctx = self.principal, self.ctx
+        ctx.metrics.ack_batch_size.observe(len(server_ids))
         try:
             acked = await ctx.messages.ack(me.user_id, me.device_id, server_ids)
         except TidingsError as exc:

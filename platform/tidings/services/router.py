@@ -89,6 +89,7 @@ class Router:
         its own error and the others go on; a bus failure fails every send it held.
         """
         ctx = self.ctx
+        ctx.metrics.send_batch_size.observe(len(outs))
         results: list[Accepted | TidingsError | None] = [None] * len(outs)
         allowed, refusal = await self._take_sends(principal, len(outs))
         for index in range(allowed, len(outs)):
