@@ -126,7 +126,12 @@ Ephemeral = MemoryPresenceStore | RedisPresenceStore
 
 def _presence(settings: Settings, clock: Callable[[], float]) -> Ephemeral:
     if settings.redis_url:
-        return RedisPresenceStore.from_url(settings.redis_url, prefix=f"tidings:{settings.region}:")
+        return RedisPresenceStore.from_url(
+            settings.redis_url,
+            prefix=f"tidings:{settings.region}:",
+            max_connections=settings.redis_max_connections,  # ?max_connections= in the URL wins
+            pool_timeout=settings.redis_pool_timeout,  # ?timeout= in the URL wins
+        )
     return MemoryPresenceStore(clock)
 
 
@@ -239,6 +244,8 @@ class Platform:
         # Once here for every worker below: they consume and produce only these topics.
         for topic in region_topics(ctx.region):
             await ctx.bus.ensure_topic(topic, ctx.partitions)
+        if {"gateway", "router"} & set(components):
+            self._spawn(self.services.directory.run(self._stop), "directory changes")
         if "delivery" in components:
             self._spawn(self.services.delivery.run(self._stop), "delivery worker")
         if "push" in components and self.push_senders:

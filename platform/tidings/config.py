@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     running: it says which region owns each user. Unset: this region serves every user."""
     dev_mode: bool = True
     """Dev mode logs one-time codes instead of sending SMS. Never in production."""
-    inbox_poll_interval: float = Field(default=2.0, gt=0)
+    inbox_poll_interval: float = Field(default=30.0, gt=0)
+    """Seconds between inbox reads of an idle socket: only a safety net, since a stored
+    message wakes its device's socket at once. Every idle socket pays it (10,000 sockets
+    at 2 s were 5,000 inbox reads a second doing nothing)."""
     max_in_flight: int = Field(default=32, ge=1, le=1024)
     heartbeat_timeout_s: float = Field(default=90.0, gt=0)
     log_level: str = "info"
@@ -84,6 +87,12 @@ class Settings(BaseSettings):
     """When set (e.g. ``redis://127.0.0.1:6390/0``), presence, device channels, rate-limit
     buckets, one-time codes and dedupe keys live in Redis and are shared by every process
     (several gateways, push workers); empty keeps them in process memory."""
+    redis_max_connections: int = Field(default=64, ge=1)
+    """Redis command connections per process (a bounded pool; Pub/Sub takes one more of
+    its own). A ``?max_connections=`` in ``redis_url`` wins."""
+    redis_pool_timeout: float = Field(default=5.0, gt=0)
+    """Seconds a Redis command waits for a free pooled connection before failing
+    (``503``, retry). A ``?timeout=`` in ``redis_url`` wins."""
     push_providers: str = ""
     """Comma-separated providers this process pushes through: ``fcm``, ``apns`` or
     ``fcm,apns``. Empty: no push worker (push jobs wait on the bus)."""

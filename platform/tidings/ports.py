@@ -188,7 +188,10 @@ class Channels(Protocol):
     """Fire-and-forget messages to whoever listens now (wake-ups, typing, presence)."""
 
     async def publish(self, channel: str, message: bytes) -> int:
-        """Send to current subscribers; returns how many received it."""
+        """Send to current subscribers; returns how many receiving processes (stores)
+        got it, not how many sockets or subscriptions: a process with several local
+        subscribers of ``channel`` counts once. 0 still means nobody, in any process,
+        is subscribed."""
 
     async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> list[int]:
         """``publish`` each (channel, message) in one go; the counts in the same order."""

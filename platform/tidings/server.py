@@ -23,6 +23,10 @@ def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str = "info") 
         # only cost CPU per frame and a zlib context (~300 KiB) per socket.
         ws_per_message_deflate=False,
         ws_ping_interval=20.0,
+        # The protocol's own keepalive only finds dead TCP peers (the app's heartbeat,
+        # 90 s of silence, is the authority); a pong read late because the gateway is
+        # busy must not close a healthy client's socket.
+        ws_ping_timeout=60.0,
         lifespan="on",
     )
 

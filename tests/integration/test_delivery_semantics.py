@@ -356,7 +356,8 @@ async def test_pipelined_sends_are_answered_in_order_each_on_its_own_and_kept_in
     by_id = {a["id"]: a for a in answers}
     assert all(by_id[f"p{i}"]["status"] == 200 for i in range(40)), answers
     assert not any(by_id[f"p{i}"]["body"]["duplicate"] for i in range(40))
-    assert by_id["again"]["status"] == 200 and by_id["again"]["body"]["duplicate"] is True
+    assert by_id["again"]["status"] == 200
+    assert by_id["again"]["body"]["duplicate"] is True
     assert by_id["again"]["body"]["server_id"] == by_id["p3"]["body"]["server_id"]
     assert by_id["reused"]["status"] == 409
     assert by_id["reused"]["body"]["error"]["code"] == "id_reused"

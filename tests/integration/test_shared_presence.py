@@ -8,7 +8,9 @@ reaches a device connected to the other.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,8 +20,11 @@ import websockets
 
 import procs
 from harness import Device, body_text, ciphertexts, online, register
+from tidings.services.directory import DEVICES_TTL_S
 
 pytestmark = pytest.mark.slow
+
+DIRECTORY_BOUND_S = DEVICES_TTL_S / 5
 
 
 @contextlib.asynccontextmanager
@@ -75,3 +80,33 @@ async def test_a_message_sent_through_one_gateway_reaches_a_device_on_the_other(
         assert body_text(delivery) == "across gateways"
         await sock.close()
         await alice_sock.close()
+
+
+async def test_a_device_linked_through_one_gateway_is_required_by_sends_through_the_other(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Each process caches device lists for seconds; a change made through one gateway
+    reaches the others' caches through Redis at once, well before the cache would
+    expire (the bound below is a fifth of its lifetime)."""
+    data = tmp_path / "data"
+    async with _cluster(tmp_path, redis_url) as (first, second):
+        alice = _on(await register(first.gateway(data)), second, data)
+        bob = await register(first.gateway(data))
+        body = {
+            "to": {"user": bob.user_id},
+            "ciphertexts": ciphertexts({bob.user_id: [1]}, "hello"),
+        }
+        async with alice.http() as http:  # the second gateway now holds bob's one device
+            r = await http.post("/v1/messages", json={"id": "before", **body})
+            assert r.status_code == 200, r.text
+        laptop = await bob.link()  # through the first gateway
+
+        deadline = asyncio.get_running_loop().time() + DIRECTORY_BOUND_S
+        async with alice.http() as http:
+            for attempt in itertools.count():
+                r = await http.post("/v1/messages", json={"id": f"after-{attempt}", **body})
+                if r.status_code == 409 or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["details"]["missing"] == {bob.user_id: [laptop.device_id]}

@@ -34,6 +34,14 @@ class StarletteTransport:
         except (WebSocketDisconnect, RuntimeError) as exc:
             raise Disconnected() from exc
         if message["type"] == "websocket.disconnect":
+            code = message.get("code")
+            if code == 1011:  # uvicorn's keepalive: no pong within ws_ping_timeout
+                log.warning(
+                    "socket closed by the keepalive (1011, %s): the client stopped answering "
+                    "pings, or this gateway was too busy to read them; its messages stay "
+                    "queued for its next connection",
+                    message.get("reason") or "ping timeout",
+                )
             raise Disconnected()
         if message.get("text") is not None:
             return str(message["text"])

@@ -15,6 +15,7 @@ from tidings.core.model import PRIMARY_DEVICE, AuthSession, Device, User
 from tidings.core.ratelimit import Limit
 from tidings.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
 from tidings.services.context import Context, Principal, device_channel
+from tidings.services.directory import Directory
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ def _hash(token: str) -> str:
 
 
 class AuthService:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: Context, directory: Directory) -> None:
+        self.ctx, self.directory = ctx, directory
 
     # one-time codes ----------------------------------------------------------------
     async def request_code(self, phone: str) -> int:
@@ -85,6 +86,7 @@ class AuthService:
         await ctx.users.put_primary_device(
             Device(user.id, PRIMARY_DEVICE, device_name, registration_id, now)
         )
+        await self.directory.changed(user.id)
         await ctx.messages.purge_device(user.id, PRIMARY_DEVICE)
         await ctx.channels.publish(device_channel(user.id, PRIMARY_DEVICE), _KICK)
         return await self.issue(user.id, PRIMARY_DEVICE)
@@ -156,6 +158,7 @@ class AuthService:
         device = await ctx.users.add_device(
             Device(user_id, 0, name, registration_id, ctx.clock()), ctx.limits.devices_per_user
         )
+        await self.directory.changed(user_id)
         return await self.issue(user_id, device.device_id)
 
     async def list_devices(self, principal: Principal) -> list[Device]:
@@ -169,6 +172,7 @@ class AuthService:
             raise Forbidden("only the primary device can unlink other devices")
         if not await self.ctx.users.remove_device(principal.user_id, device_id):
             raise NotFound(f"device {device_id} is not linked to this account")
+        await self.directory.changed(principal.user_id)
         await self.ctx.messages.purge_device(principal.user_id, device_id)
         await self.ctx.channels.publish(device_channel(principal.user_id, device_id), _KICK)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from tidings.services.auth import AuthService
 from tidings.services.context import Context
 from tidings.services.delivery import DeliveryWorker
+from tidings.services.directory import Directory
 from tidings.services.groups import GroupService
 from tidings.services.keys import KeyService
 from tidings.services.media import MediaService
@@ -18,6 +19,7 @@ from tidings.services.users import UserService
 @dataclass
 class Services:
     ctx: Context
+    directory: Directory
     auth: AuthService
     keys: KeyService
     users: UserService
@@ -29,13 +31,15 @@ class Services:
 
     @classmethod
     def build(cls, ctx: Context) -> Services:
+        directory = Directory(ctx)
         return cls(
             ctx=ctx,
-            auth=AuthService(ctx),
+            directory=directory,
+            auth=AuthService(ctx, directory),
             keys=KeyService(ctx),
             users=UserService(ctx),
             groups=GroupService(ctx),
-            router=Router(ctx),
+            router=Router(ctx, directory),
             media=MediaService(ctx),
             delivery=DeliveryWorker(ctx, lanes=4),
             push_tokens=PushTokenService(ctx),

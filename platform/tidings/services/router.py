@@ -33,6 +33,7 @@ from tidings.errors import (
     TidingsError,
 )
 from tidings.services.context import Context, Principal, produce_routed
+from tidings.services.directory import Directory
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,8 @@ class Accepted:
 
 
 class Router:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: Context, directory: Directory) -> None:
+        self.ctx, self.directory = ctx, directory
 
     async def _recipients(
         self, principal: Principal, to_user: str | None, to_group: str | None
@@ -68,7 +69,7 @@ class Router:
                 raise NotFound(f"group {to_group} not found, or you are not a member")
             return sorted(group.members)
         assert to_user is not None
-        if await ctx.users.get_user(to_user) is None:
+        if not await self.directory.exists(to_user):
             raise NotFound(f"user {to_user} does not exist")
         return sorted({to_user, principal.user_id})
 
@@ -191,7 +192,6 @@ class Router:
     ) -> list[tuple[int, Outgoing, DeviceMap]]:
         """Resolve each send's recipients and check its device list; the failures get
         their error in ``results`` and the sends that pass are returned."""
-        ctx = self.ctx
         recipients: dict[int, list[str]] = {}
         resolved: dict[tuple[str | None, str | None], list[str] | TidingsError] = {}
         for index, out in pending:
@@ -207,7 +207,7 @@ class Router:
             else:
                 recipients[index] = found
         everyone = sorted({u for users in recipients.values() for u in users})
-        devices = await ctx.users.devices_of(everyone) if everyone else []
+        devices = await self.directory.devices_of(everyone) if everyone else []
         by_user: dict[str, list[Device]] = defaultdict(list)
         for device in devices:
             by_user[device.user_id].append(device)
@@ -254,7 +254,7 @@ class Router:
         await produce_routed(self.ctx, envelopes)
 
     async def _all_devices(self, user_ids: Sequence[str], skip: Principal) -> dict[str, list[int]]:
-        devices = await self.ctx.users.devices_of(list(user_ids))
+        devices = await self.directory.devices_of(list(user_ids))
         return {
             u: list(ds) for u, ds in required_devices(devices, skip.user_id, skip.device_id).items()
         }
@@ -263,7 +263,7 @@ class Router:
         self, principal: Principal, kind: ReceiptKind, to_user: str, message_ids: Sequence[str]
     ) -> str:
         """Tell every device of ``to_user`` (the original sender) that messages were seen."""
-        if await self.ctx.users.get_user(to_user) is None:
+        if not await self.directory.exists(to_user):
             raise NotFound(f"user {to_user} does not exist")
         template = self._receipt(principal, kind, message_ids)
         devices = await self._all_devices([to_user], principal)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from contract_support import REDIS_TIME_UNIT, FakeClock, PresenceEnv, delete_prefixed
+from tidings.bootstrap import _presence
+from tidings.config import Settings
 from tidings.core.ratelimit import Bucket, Limit, idle_expiry, take
 from tidings.engines.embedded.presence import MemoryPresenceStore
 from tidings.engines.redis import RedisPresenceStore
@@ -410,9 +413,33 @@ async def test_redis_exhausted_pool_is_unavailable(redis_stores: StoreFactory) -
         with pytest.raises(Unavailable, match="connection pool is exhausted") as caught:
             await store.set_online("bob", 1, ttl=60)
         assert caught.value.retryable
+        assert "TIDINGS_REDIS_MAX_CONNECTIONS" in str(caught.value)
     finally:
         await pool.release(held)
     await store.set_online("bob", 1, ttl=60)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("", (7, 2.5)), ("max_connections=3&timeout=1.5", (3, 1.5)), ("timeout=9", (7, 9.0))],
+)
+async def test_redis_pool_settings_unless_the_url_says(
+    redis_url: str, query: str, expected: tuple[int, float]
+) -> None:
+    """``TIDINGS_REDIS_MAX_CONNECTIONS`` / ``_POOL_TIMEOUT`` size the command pool; the
+    URL's ``?max_connections=`` / ``?timeout=`` win over them."""
+    settings = Settings(
+        redis_url=_with_query(redis_url, query), redis_max_connections=7, redis_pool_timeout=2.5
+    )
+    store = _presence(settings, time.time)
+    assert isinstance(store, RedisPresenceStore)
+    try:
+        pool = store._redis.connection_pool
+        assert isinstance(pool, BlockingConnectionPool)
+        assert (pool.max_connections, pool.timeout) == expected
+        await store.ping()
+    finally:
+        await store.close()
 
 
 async def _ends_unavailable(sub: Subscription) -> None:
