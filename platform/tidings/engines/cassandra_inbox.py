@@ -37,6 +37,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from tidings.aio import KeyedLocks
 from tidings.core.envelopes import Envelope
 from tidings.core.model import InboxItem
 from tidings.engines.cassandra_schema import Cql, Query, Row, Statements, gather_bounded
@@ -132,6 +133,10 @@ class CassandraMessageStore:
         self.ks = keyspace
         self.ttl_s = ttl_s
         self.q = Statements()
+        self._appending: KeyedLocks[tuple[str, int]] = KeyedLocks()
+        """Appends to one device take turns in this process: a row's position is read
+        then written, and two appends at once (the message and receipt consumers) could
+        put a row behind what a fetch already paged past."""
 
     async def prepare(self) -> None:
         ks = self.ks
@@ -206,9 +211,15 @@ class CassandraMessageStore:
                 rows[server_id] = (ts, envelope)
         added = await gather_bounded(
             FANOUT,
-            *(self._append(uid, did, rows) for (uid, did), rows in inboxes.items()),
+            *(self._append_alone(uid, did, rows) for (uid, did), rows in inboxes.items()),
         )
         return sum(added)
+
+    async def _append_alone(
+        self, user_id: str, device_id: int, rows: dict[str, tuple[int, bytes]]
+    ) -> int:
+        async with self._appending((user_id, device_id)):
+            return await self._append(user_id, device_id, rows)
 
     async def _append(
         self, user_id: str, device_id: int, rows: dict[str, tuple[int, bytes]]

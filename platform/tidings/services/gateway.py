@@ -36,8 +36,16 @@ log = logging.getLogger("tidings.gateway")
 RECEIPT_ATTEMPTS = 8
 """Tries of a ``delivered`` receipt (backoff 0.5 s doubling to 10 s: about a minute)."""
 
-_background: set[asyncio.Task[None]] = set()
-"""Receipt tasks outlive their socket; held here so they are not garbage-collected."""
+_background: set[asyncio.Future[None]] = set()
+"""Ack and receipt work outlives its socket; held here so it is not garbage-collected."""
+
+
+def _settled(work: asyncio.Future[None]) -> None:
+    """Forget finished background work; its error was already raised to the socket, or
+    the socket was gone (nothing left to tell)."""
+    _background.discard(work)
+    if not work.cancelled():
+        work.exception()
 
 
 class Disconnected(Exception):
@@ -91,6 +99,8 @@ class SocketSession:
         self._last_frame = ctx.clock()
         self._queued: list[wsproto.Request | wsproto.FrameRejected | wsproto.Acked] = []
         self._worker: asyncio.Task[None] | None = None
+        self._refused = False
+        """A delivery was refused (status >= 300): the cursor must never go back."""
         self._room = asyncio.Event()
         self._room.set()
         self._ended: asyncio.Future[None] | None = None
@@ -163,6 +173,7 @@ class SocketSession:
             self._last_frame = self.ctx.clock()
             event = self.proto.receive(text)
             if isinstance(event, wsproto.Nacked):
+                self._refused = True  # it stays queued for the next connection
                 self._wake.set()
                 continue
             self._queued.append(event)
@@ -208,9 +219,15 @@ class SocketSession:
                 while end < len(batch) and isinstance(batch[end], wsproto.Acked) == acks:
                     end += 1
                 if acks:
-                    await self._acked(
-                        [e.server_id for e in batch[start:end] if isinstance(e, wsproto.Acked)]
-                    )
+                    server_ids = [
+                        e.server_id for e in batch[start:end] if isinstance(e, wsproto.Acked)
+                    ]
+                    # Shielded: a socket torn down mid-way must not record the acks and
+                    # then drop their receipts (the acked messages would never be receipted).
+                    work = asyncio.ensure_future(self._acked(server_ids))
+                    _background.add(work)
+                    work.add_done_callback(_settled)
+                    await asyncio.shield(work)
                 else:
                     requests = [e for e in batch[start:end] if not isinstance(e, wsproto.Acked)]
                     for answer in await self._answer(requests):
@@ -322,6 +339,11 @@ class SocketSession:
         cursor: str | None = None
         while True:
             while self.proto.room > 0:
+                if not self.proto.in_flight and not self.busy and not self._refused:
+                    # Everything delivered is acked and recorded: read from the inbox's
+                    # start again (cheap: acked rows are gone), so a row that a delivery
+                    # worker in another process appended behind the cursor is not missed.
+                    cursor = None
                 want = self.proto.room
                 items = await self._fetch(cursor, want)
                 for item in items:

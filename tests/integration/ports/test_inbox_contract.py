@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from contract_support import sqlite_or_cassandra
 from tidings.core.envelopes import Envelope, EnvelopeKind
 from tidings.core.model import InboxItem
+from tidings.engines.cassandra_inbox import CassandraMessageStore
 from tidings.engines.embedded.inbox import SqliteMessageStore
 from tidings.ports import MessageStore
 
@@ -131,6 +134,38 @@ async def test_inbox_order_is_append_order(inbox: MessageStore, mail: Mail) -> N
     assert [i.server_id for i in await inbox.fetch(bob, 1, None, 10)] == ["late"]
     (acked,) = await inbox.ack(bob, 1, ["late"])
     assert page[0].cursor < page[1].cursor < acked.cursor  # cursors sort in inbox order
+
+
+async def test_inbox_concurrent_appends_to_one_device_never_land_behind_a_cursor(
+    inbox: MessageStore, mail: Mail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delivery worker appends messages and receipts for one device from two consumers
+    at once. Whatever a fetch has paged past, an append still in progress must come after
+    it: here the older envelope's append is held up (on Cassandra, in its first read)
+    while a newer one is appended and fetched."""
+    bob = mail.user("bob")
+    older, newer = mail.rows(bob, 1, ["older"]), mail.rows(bob, 1, ["newer"])
+    held = asyncio.Event()
+    if isinstance(inbox, CassandraMessageStore):
+        real_locate = inbox._locate
+
+        async def slow_first_locate(user_id: str, device_id: int, ids: list[str]) -> Any:
+            if ids == ["older"]:
+                held.set()
+                await asyncio.sleep(0.5)
+            return await real_locate(user_id, device_id, ids)
+
+        monkeypatch.setattr(inbox, "_locate", slow_first_locate)
+    else:
+        held.set()  # one SQLite transaction per append: nothing to hold up
+
+    slow = asyncio.create_task(inbox.append(older))
+    await held.wait()
+    await inbox.append(newer)
+    first = await inbox.fetch(bob, 1, None, 10)
+    await slow
+    rest = await inbox.fetch(bob, 1, first[-1].cursor, 10) if first else []
+    assert sorted(i.server_id for i in first + rest) == ["newer", "older"]
 
 
 async def test_inbox_ack_removes_and_returns_pending_items(inbox: MessageStore, mail: Mail) -> None:
