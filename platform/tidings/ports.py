@@ -156,8 +156,17 @@ class MessageStore(Protocol):
     ) -> list[InboxItem]:
         """Unacked items after cursor ``after`` (from the start when None), in order."""
 
-    async def ack(self, user_id: str, device_id: int, server_ids: Sequence[str]) -> list[InboxItem]:
-        """Mark items acked; returns those that were pending (for delivery receipts)."""
+    async def ack(
+        self,
+        user_id: str,
+        device_id: int,
+        server_ids: Sequence[str],
+        cursors: Mapping[str, str] | None = None,
+    ) -> list[InboxItem]:
+        """Mark items acked; returns those that were pending (for delivery receipts).
+
+        ``cursors`` (server id -> the cursor ``fetch`` gave it) lets an engine find the
+        rows without looking the ids up; ids without one are looked up."""
 
     async def pending(self, user_id: str, device_id: int) -> int: ...
     async def purge_device(self, user_id: str, device_id: int) -> None: ...

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tidings.aio import KeyedLocks
@@ -99,6 +99,10 @@ def _row_batches(
         groups[-1].append((put, (user_id, device_id, day, pos, sid, envelope, ttl)))
         size += len(envelope)
     return groups
+
+
+async def _nothing() -> list[Row]:
+    return []
 
 
 def _now_us() -> int:
@@ -287,21 +291,31 @@ class CassandraMessageStore:
         return out
 
     # ack ---------------------------------------------------------------------------
-    async def ack(self, user_id: str, device_id: int, server_ids: Sequence[str]) -> list[InboxItem]:
+    async def ack(
+        self,
+        user_id: str,
+        device_id: int,
+        server_ids: Sequence[str],
+        cursors: Mapping[str, str] | None = None,
+    ) -> list[InboxItem]:
         wanted = list(dict.fromkeys(server_ids))
         if not wanted:
             return []
         q, cql = self.q, self.cql
         started = _now_us()  # the deletes below shadow only what existed by now
+        # A cursor names the row itself: no index read, and no miss for a row fetched
+        # before the appending worker wrote its index entry.
+        known = [decode_cursor(cursors[sid]) for sid in wanted if cursors and sid in cursors]
+        unknown = [sid for sid in wanted if not cursors or sid not in cursors]
         inbox, located = await asyncio.gather(
             self._read(user_id, device_id),
-            self._locate(user_id, device_id, wanted),
+            self._locate(user_id, device_id, unknown) if unknown else _nothing(),
         )
+        keys = [*known, *((int(r["pos"]), str(r["server_id"])) for r in located)]
         targets: dict[Key, int] = {}  # pending keys acked now -> day
-        for r in located:
-            key = (int(r["pos"]), str(r["server_id"]))
+        for key in keys:
             if key > inbox.floor and key not in inbox.acked:
-                targets[key] = int(r["day"])
+                targets[key] = key[0] // DAY_MS
         if not targets:
             return []
 

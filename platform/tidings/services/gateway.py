@@ -99,6 +99,8 @@ class SocketSession:
         self._last_frame = ctx.clock()
         self._queued: list[wsproto.Request | wsproto.FrameRejected | wsproto.Acked] = []
         self._worker: asyncio.Task[None] | None = None
+        self._cursors: dict[str, str] = {}
+        """Inbox cursor of each delivery in flight (handed to the store with its ack)."""
         self._refused = False
         """A delivery was refused (status >= 300): the cursor must never go back."""
         self._room = asyncio.Event()
@@ -173,6 +175,7 @@ class SocketSession:
             self._last_frame = self.ctx.clock()
             event = self.proto.receive(text)
             if isinstance(event, wsproto.Nacked):
+                self._cursors.pop(event.server_id, None)
                 self._refused = True  # it stays queued for the next connection
                 self._wake.set()
                 continue
@@ -276,7 +279,8 @@ class SocketSession:
         me, ctx = self.principal, self.ctx
         ctx.metrics.ack_batch_size.observe(len(server_ids))
         try:
-            acked = await ctx.messages.ack(me.user_id, me.device_id, server_ids)
+            cursors = {sid: c for sid in server_ids if (c := self._cursors.pop(sid, None))}
+            acked = await ctx.messages.ack(me.user_id, me.device_id, server_ids, cursors)
         except TidingsError as exc:
             if not exc.retryable:
                 raise
@@ -348,6 +352,7 @@ class SocketSession:
                 items = await self._fetch(cursor, want)
                 for item in items:
                     envelope = Envelope.decode(item.envelope)
+                    self._cursors[item.server_id] = item.cursor
                     await self.send(self.proto.deliver(item.server_id, envelope.to_client()))
                     self.ctx.metrics.deliveries_sent.inc()
                     cursor = item.cursor

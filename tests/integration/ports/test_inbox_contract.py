@@ -168,6 +168,26 @@ async def test_inbox_concurrent_appends_to_one_device_never_land_behind_a_cursor
     assert sorted(i.server_id for i in first + rest) == ["newer", "older"]
 
 
+async def test_inbox_ack_by_cursor_needs_no_lookup_of_the_ids(
+    inbox: MessageStore, mail: Mail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway hands each ack the cursor its fetch gave: the store can find the row
+    even while the appending worker has not indexed it yet (no lookup is made here)."""
+    bob = mail.user("bob")
+    await inbox.append(mail.rows(bob, 1, ["a", "b", "c"]))
+    items = await inbox.fetch(bob, 1, None, 10)
+    if isinstance(inbox, CassandraMessageStore):
+
+        async def unindexed(user_id: str, device_id: int, ids: list[str]) -> Any:
+            return []
+
+        monkeypatch.setattr(inbox, "_locate", unindexed)
+    cursors = {i.server_id: i.cursor for i in items[:2]}
+    acked = await inbox.ack(bob, 1, ["a", "b"], cursors)
+    assert [i.server_id for i in acked] == ["a", "b"]
+    assert [i.server_id for i in await inbox.fetch(bob, 1, None, 10)] == ["c"]
+
+
 async def test_inbox_ack_removes_and_returns_pending_items(inbox: MessageStore, mail: Mail) -> None:
     bob, carol = mail.user("bob"), mail.user("carol")
     await inbox.append(mail.rows(bob, 1, ["a", "b", "c", "d"]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,13 @@ class SqliteMessageStore:
 
         return await self.db.run(fn)
 
-    async def ack(self, user_id: str, device_id: int, server_ids: Sequence[str]) -> list[InboxItem]:
+    async def ack(
+        self,
+        user_id: str,
+        device_id: int,
+        server_ids: Sequence[str],
+        cursors: Mapping[str, str] | None = None,
+    ) -> list[InboxItem]:
         now = time.time()
 
         def fn(conn: sqlite3.Connection) -> list[InboxItem]:
