@@ -100,4 +100,6 @@ def create_app(
     limits = services.ctx.limits
     app.add_middleware(BodyLimit, limit=limits.http_body_bytes, exempt=("/v1/blobs/",))
     app.add_middleware(HttpMetrics, metrics=services.ctx.metrics)
+    if ws.router in routers:
+        app.add_middleware(ws.WebSocketFastPath)  # outermost: sockets skip the rest
     return app

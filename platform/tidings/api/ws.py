@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tidings.api.deps import bearer_token
 from tidings.api.errors import INVALID_UNICODE, validation_error_frame_parts
@@ -141,6 +142,25 @@ class FrameHandler:
             session.unsubscribe_presence(PresenceBody.model_validate(request.body).users)
             return {}
         raise AssertionError(f"unhandled request type {request.type}")  # wsproto allows no other
+
+
+class WebSocketFastPath:
+    """ASGI middleware that hands ``/v1/ws`` straight to the endpoint.
+
+    A socket lives for hours; every layer between uvicorn and the endpoint (the HTTP
+    middleware, the router, FastAPI's dependency scopes) keeps its frame alive that long,
+    several KiB per idle socket, for nothing a WebSocket uses. The route stays declared
+    on ``router`` (for apps built without this middleware).
+    """
+
+    def __init__(self, app: ASGIApp, path: str = "/v1/ws") -> None:
+        self.app, self.path = app, path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == self.path:
+            await websocket(WebSocket(scope, receive, send))
+            return
+        await self.app(scope, receive, send)
 
 
 @router.websocket("/v1/ws")

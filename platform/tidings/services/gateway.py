@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from tidings.aio import wait_event
+from tidings.aio import Flag
 from tidings.core import wsproto
 from tidings.core.envelopes import Envelope
 from tidings.core.model import InboxItem, User
@@ -93,7 +93,7 @@ class SocketSession:
             max_in_flight=ctx.limits.max_in_flight, max_frame_chars=ctx.limits.envelope_bytes
         )
         self.conn_id = uuid.uuid4().hex
-        self._wake = asyncio.Event()
+        self._wake = Flag()
         self._send_lock = asyncio.Lock()
         self._close: tuple[int, str] | None = None
         self._last_frame = ctx.clock()
@@ -103,7 +103,7 @@ class SocketSession:
         """Inbox cursor of each delivery in flight (handed to the store with its ack)."""
         self._refused = False
         """A delivery was refused (status >= 300): the cursor must never go back."""
-        self._room = asyncio.Event()
+        self._room = Flag()
         self._room.set()
         self._ended: asyncio.Future[None] | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
@@ -362,7 +362,7 @@ class SocketSession:
                         await self.send(wsproto.event("queue-empty"))
                     break
             self._wake.clear()
-            await wait_event(self._wake, self.poll_interval)
+            await self._wake.wait(self.poll_interval)
 
     async def _listen(self, subscription: Any) -> None:
         async for raw in subscription:

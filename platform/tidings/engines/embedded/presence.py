@@ -10,10 +10,10 @@ a live subscription on the channel (each local subscriber still gets a copy), el
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from tidings.aio import Mailbox
 from tidings.core.model import Presence
 from tidings.core.ratelimit import Bucket, Decision, Limit, idle_expiry, take
 
@@ -23,16 +23,15 @@ _QUEUE_DEPTH = 1024
 class MemorySubscription:
     def __init__(self, store: MemoryPresenceStore, channel: str) -> None:
         self._store, self.channel = store, channel
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_QUEUE_DEPTH)
+        # Channels carry wake-ups and ephemeral signals: when a consumer falls behind,
+        # the oldest is the least useful and goes first.
+        self._mailbox: Mailbox[bytes | None] = Mailbox(_QUEUE_DEPTH)
 
     def offer(self, message: bytes) -> None:
-        if self.queue.full():
-            # Channels carry wake-ups and ephemeral signals; the oldest is the least useful.
-            self.queue.get_nowait()
-        self.queue.put_nowait(message)
+        self._mailbox.put(message)
 
     async def _iterate(self) -> AsyncIterator[bytes]:
-        while (message := await self.queue.get()) is not None:
+        while (message := await self._mailbox.get()) is not None:
             yield message
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -47,9 +46,7 @@ class MemorySubscription:
         self.offer_end()
 
     def offer_end(self) -> None:
-        if self.queue.full():
-            self.queue.get_nowait()
-        self.queue.put_nowait(None)
+        self._mailbox.put(None)
 
 
 class MemoryPresenceStore:
