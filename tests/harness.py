@@ -77,7 +77,7 @@ async def run_gateway(
 ) -> AsyncIterator[Gateway]:
     """A gateway with ``components`` (default: what ``tidings up`` runs; with
     ``push_senders``, the push worker too, sending through them)."""
-    settings = Settings(data_dir=data_dir, inbox_poll_interval=0.5, **overrides)
+    settings = Settings(data_dir=data_dir, **{"inbox_poll_interval": 0.5, **overrides})
     app = create_app(settings, components=components, push_senders=push_senders)
     running = await server.start(server.uvicorn_config(app, "127.0.0.1", 0, "warning"))
     try:

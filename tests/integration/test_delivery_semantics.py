@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from harness import (
     Device,
@@ -17,10 +20,13 @@ from harness import (
     next_frame,
     online,
     register,
+    run_gateway,
     settle,
     until_stored,
 )
 from tidings.core import wsproto
+from tidings.core.model import InboxItem
+from tidings.engines.embedded.inbox import SqliteMessageStore
 
 
 # helpers -------------------------------------------------------------------------------
@@ -374,3 +380,32 @@ async def test_pipelined_sends_are_answered_in_order_each_on_its_own_and_kept_in
     await bob_ws.nothing_for("deliver", 0.5)
     await alice_ws.close()
     await bob_ws.close()
+
+
+async def test_live_messages_arrive_without_waiting_for_the_idle_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wake-ups alone carry a live conversation: with the safety-net poll far away, a
+    wake-up that lands while the socket is reading its inbox must send it round again.
+    Each inbox read here answers what it found 50 ms earlier, and a message arrives
+    meanwhile (a wake-up cleared after the read left it for the poll)."""
+    real_fetch = SqliteMessageStore.fetch
+
+    async def slow_fetch(self: SqliteMessageStore, *args: Any) -> list[InboxItem]:
+        found = await real_fetch(self, *args)
+        await asyncio.sleep(0.05)
+        return found
+
+    monkeypatch.setattr(SqliteMessageStore, "fetch", slow_fetch)
+    async with run_gateway(tmp_path / "data", inbox_poll_interval=300.0) as gateway:
+        alice, bob = await register(gateway), await register(gateway)
+        alice_ws, bob_ws = await online(alice), await online(bob)
+        for i in range(20):
+            # Bob's ack of the last message sends his socket to read its inbox (finding
+            # nothing, slowly): this message lands during that read.
+            reply = await alice_ws.request("send", direct(bob, f"m{i}", f"text {i}"))
+            assert reply["status"] == 200, reply
+            (got,) = await bob_ws.deliveries(1, timeout=10.0)
+            assert body_text(got) == f"text {i}"
+        await alice_ws.close()
+        await bob_ws.close()

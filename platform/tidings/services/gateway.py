@@ -342,6 +342,9 @@ class SocketSession:
     async def _pump(self) -> None:
         cursor: str | None = None
         while True:
+            # Cleared before reading, never after: a wake-up that comes while a fetch is
+            # under way must send the pump round again, not wait for the next poll.
+            self._wake.clear()
             while self.proto.room > 0:
                 if not self.proto.in_flight and not self.busy and not self._refused:
                     # Everything delivered is acked and recorded: read from the inbox's
@@ -361,7 +364,6 @@ class SocketSession:
                         self.queue_empty_sent = True
                         await self.send(wsproto.event("queue-empty"))
                     break
-            self._wake.clear()
             await self._wake.wait(self.poll_interval)
 
     async def _listen(self, subscription: Any) -> None:
