@@ -245,15 +245,13 @@ class CassandraMessageStore:
             return 0
         # 1. the rows; 2. only then their days, the index and the last position (a crash
         # before 2 leaves ids unindexed, so the replay rewrites the same rows and days).
-        # Rows go in single-partition batches: one request per few rows of a day.
+        # Rows go in single-partition batches (one request per few rows of a day; each
+        # batch is applied atomically), one after another in position order: a fetch
+        # running meanwhile never sees a later row without every earlier one, so its
+        # cursor cannot pass a row that is still on its way.
         days = sorted({pos // DAY_MS for _, pos, _ in new})
-        await gather_bounded(
-            FANOUT,
-            *(
-                cql.batch("inbox: rows", part) if len(part) > 1 else cql.run(*part[0])
-                for part in _row_batches(q["inbox.put"], user_id, device_id, new, ttl)
-            ),
-        )
+        for part in _row_batches(q["inbox.put"], user_id, device_id, new, ttl):
+            await (cql.batch("inbox: rows", part) if len(part) > 1 else cql.run(*part[0]))
         index: list[tuple[Query, Sequence[Any]]] = [
             (q["state.day"], (user_id, device_id, day, ttl)) for day in days
         ]

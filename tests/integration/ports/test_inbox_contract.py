@@ -168,6 +168,36 @@ async def test_inbox_concurrent_appends_to_one_device_never_land_behind_a_cursor
     assert sorted(i.server_id for i in first + rest) == ["newer", "older"]
 
 
+async def test_inbox_a_fetch_during_an_append_sees_a_prefix_of_it(
+    inbox: MessageStore, mail: Mail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of one append become visible in order: a fetch that runs meanwhile sees the
+    first few, never a later one without the earlier ones (its cursor would pass them).
+    On Cassandra the append writes its rows in several requests; the first is held up."""
+    if isinstance(inbox, CassandraMessageStore):
+        real_batch, held = inbox.cql.batch, [False]
+
+        async def first_rows_late(name: str, parts: Any, **kw: Any) -> Any:
+            if name == "inbox: rows" and not held[0]:
+                held[0] = True
+                await asyncio.sleep(0.3)
+            return await real_batch(name, parts, **kw)
+
+        monkeypatch.setattr(inbox.cql, "batch", first_rows_late)
+    bob = mail.user("bob")
+    await inbox.append(mail.rows(bob, 1, ["first"]))  # the day's partition is known
+    ids = ["first"] + [f"m{i:02d}" for i in range(40)]
+    rows = [(bob, 1, sid, mail.envelope(bob, 1, sid, "x" * 1500)) for sid in ids[1:]]
+    appending = asyncio.create_task(inbox.append(rows))
+    views: list[list[str]] = []
+    while not appending.done():
+        views.append([i.server_id for i in await inbox.fetch(bob, 1, None, 100)])
+    await appending
+    views.append([i.server_id for i in await inbox.fetch(bob, 1, None, 100)])
+    assert views[-1] == ids
+    assert all(view == ids[: len(view)] for view in views), [v for v in views if v]
+
+
 async def test_inbox_ack_by_cursor_needs_no_lookup_of_the_ids(
     inbox: MessageStore, mail: Mail, monkeypatch: pytest.MonkeyPatch
 ) -> None:
