@@ -137,9 +137,9 @@ class FrameHandler:
             return {"server_id": server_id}
         if request.type == "presence.subscribe":
             users = PresenceBody.model_validate(request.body).users
-            return {"presence": await session.subscribe_presence(users)}
+            return {"presence": await session.following.subscribe(users)}
         if request.type == "presence.unsubscribe":
-            session.unsubscribe_presence(PresenceBody.model_validate(request.body).users)
+            session.following.unsubscribe(PresenceBody.model_validate(request.body).users)
             return {}
         raise AssertionError(f"unhandled request type {request.type}")  # wsproto allows no other
 

@@ -24,10 +24,11 @@ from typing import Any, Protocol
 from tidings.aio import Flag
 from tidings.core import wsproto
 from tidings.core.envelopes import Envelope
-from tidings.core.model import InboxItem, User
-from tidings.errors import LimitExceeded, TidingsError
-from tidings.services.context import Context, Principal, device_channel, presence_channel
+from tidings.core.model import InboxItem
+from tidings.errors import TidingsError
+from tidings.services.context import Context, Principal, device_channel
 from tidings.services.presence import announce
+from tidings.services.presence_following import PresenceFollowing
 from tidings.services.router import Router
 from tidings.services.users import UserService
 
@@ -107,7 +108,7 @@ class SocketSession:
         self._room.set()
         self._ended: asyncio.Future[None] | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
-        self._presence_tasks: dict[str, asyncio.Task[None]] = {}
+        self.following = PresenceFollowing(ctx, users, principal, self.send)
         self.queue_empty_sent = False
 
     @property
@@ -146,7 +147,7 @@ class SocketSession:
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
             await self._finish_queued()
-            everything = [*tasks, *self._presence_tasks.values()]
+            everything = [*tasks, *self.following.tasks]
             everything += [self._worker] if self._worker is not None else []
             for task in everything:
                 task.cancel()
@@ -405,41 +406,3 @@ class SocketSession:
                 self._ended.set_result(None)
             return
         self._arm_heartbeat()
-
-    async def subscribe_presence(self, user_ids: list[str]) -> list[dict[str, Any]]:
-        """Current presence of each visible user, then live updates as ``presence`` events."""
-        limit = self.ctx.limits.presence_subscriptions
-        if len(self._presence_tasks) + len(user_ids) > limit:
-            raise LimitExceeded(f"a socket follows the presence of at most {limit} users")
-        result: list[dict[str, Any]] = []
-        for uid in dict.fromkeys(user_ids):
-            user = await self.ctx.users.get_user(uid)
-            if user is None or not await self.users.may_see_presence(self.principal.user_id, user):
-                result.append({"user": uid, "visible": False})
-                continue
-            (presence,) = await self.ctx.presence.get_presence([uid])
-            result.append(
-                {
-                    "user": uid,
-                    "visible": True,
-                    "online": presence.online,
-                    "last_seen": presence.last_seen,
-                }
-            )
-            if uid not in self._presence_tasks:
-                self._presence_tasks[uid] = asyncio.create_task(self._forward_presence(user))
-        return result
-
-    def unsubscribe_presence(self, user_ids: list[str]) -> None:
-        for uid in user_ids:
-            task = self._presence_tasks.pop(uid, None)
-            if task is not None:
-                task.cancel()
-
-    async def _forward_presence(self, user: User) -> None:
-        subscription = await self.ctx.channels.subscribe(presence_channel(user.id))
-        try:
-            async for raw in subscription:
-                await self.send(wsproto.event("presence", json.loads(raw)))
-        finally:
-            await subscription.close()
