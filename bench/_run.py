@@ -78,6 +78,7 @@ class Run:
             found = await asyncio.to_thread(_servers.deps_env)
             region = f"bench{uuid.uuid4().hex[:8]}"
             self.config["region"] = region
+            self.config["kafka_bootstrap"] = found["TIDINGS_KAFKA_BOOTSTRAP"]
             env = dict(
                 base,
                 **_servers.distributed_settings(found),
@@ -116,6 +117,13 @@ class Run:
         if self.http is not None:
             await self.http.aclose()
         await _servers.stop(self.servers)
+        region, bootstrap = self.config.get("region"), self.config.get("kafka_bootstrap")
+        if region and bootstrap:
+            try:
+                n = await _servers.delete_region_topics(str(bootstrap), str(region))
+                self.progress(f"deleted the {n} Kafka topics of region {region}")
+            except Exception as e:  # a figure printed already; cleaning is best effort
+                self.progress(f"could not delete the Kafka topics of region {region}: {e!r}")
 
     def servers_alive(self) -> bool:
         dead = [s for s in self.servers if not s.alive]

@@ -181,8 +181,14 @@ class Subscription(Protocol):
 class PresenceStore(Protocol):
     """Who is online, and since when they were last seen."""
 
-    async def set_online(self, user_id: str, device_id: int, ttl: float) -> None: ...
-    async def set_offline(self, user_id: str, device_id: int, now: float) -> None: ...
+    async def set_online(self, user_id: str, device_id: int, ttl: float) -> Presence:
+        """Mark the device online for ``ttl`` seconds; the user's presence after that (in
+        the same round trip: a connect announces it without reading again)."""
+
+    async def set_offline(self, user_id: str, device_id: int, now: float) -> Presence:
+        """Mark the device offline, the user last seen ``now``; the user's presence after
+        that (online while another of their devices is)."""
+
     async def get_presence(self, user_ids: Sequence[str]) -> list[Presence]: ...
 
     async def reap_expired(self, now: float, limit: int) -> list[tuple[str, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -16,6 +17,7 @@ from tidings.api import errors, ws
 from tidings.api.middleware import BodyLimit, HttpMetrics
 from tidings.api.routes import analytics, auth, groups, keys, media, messages, users
 from tidings.errors import TidingsError
+from tidings.services.gateway import CONNECT_SETUPS_AT_ONCE
 from tidings.services.registry import Services
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -60,6 +62,7 @@ def create_app(
     )
     app.state.services = services
     app.state.inbox_poll_interval = inbox_poll_interval
+    app.state.connect_gate = asyncio.Semaphore(CONNECT_SETUPS_AT_ONCE)
     errors.install(app)
     for router in routers:
         app.include_router(router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -166,10 +167,12 @@ class WebSocketFastPath:
 @router.websocket("/v1/ws")
 async def websocket(ws: WebSocket) -> None:
     svc: Services = ws.app.state.services
+    gate: asyncio.Semaphore = ws.app.state.connect_gate
     await ws.accept()
     token = ws.query_params.get("token")
     try:
-        me = await svc.auth.authenticate(token or bearer_token(ws.headers.get("authorization")))
+        async with gate:
+            me = await svc.auth.authenticate(token or bearer_token(ws.headers.get("authorization")))
     except TidingsError as exc:
         code = wsproto.CLOSE_TRY_AGAIN_LATER if exc.retryable else wsproto.CLOSE_UNAUTHORIZED
         await ws.close(code=code, reason=exc.message[:120])
@@ -184,7 +187,7 @@ async def websocket(ws: WebSocket) -> None:
         poll_interval=ws.app.state.inbox_poll_interval,
     )
     try:
-        await session.run()
+        await session.run(gate)
     except TidingsError as exc:
         if not exc.retryable:
             raise

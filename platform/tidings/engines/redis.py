@@ -204,7 +204,7 @@ class RedisPresenceStore:
         return f"{self.prefix}kv:{key}"
 
     # presence
-    async def set_online(self, user_id: str, device_id: int, ttl: float) -> None:
+    async def set_online(self, user_id: str, device_id: int, ttl: float) -> Presence:
         ms = _ms(ttl)
         devices = self._devices_key(user_id)
         with translated("set_online"):
@@ -214,16 +214,24 @@ class RedisPresenceStore:
                 pipe.pexpire(devices, ms, nx=True)  # the index lives as long as the
                 pipe.pexpire(devices, ms, gt=True)  # longest-lived device key
                 pipe.zadd(self._expiry_key, {f"{user_id}\n{device_id}": time.time() + ttl})
-                await pipe.execute()
+                pipe.hget(self._last_seen_key, user_id)
+                *_, seen = await pipe.execute()
+        return Presence(user_id, True, float(seen) if seen is not None else None)
 
-    async def set_offline(self, user_id: str, device_id: int, now: float) -> None:
+    async def set_offline(self, user_id: str, device_id: int, now: float) -> Presence:
         with translated("set_offline"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self._device_key(user_id, device_id))
                 pipe.srem(self._devices_key(user_id), str(device_id))
                 pipe.hset(self._last_seen_key, user_id, repr(now))
                 pipe.zrem(self._expiry_key, f"{user_id}\n{device_id}")
-                await pipe.execute()
+                pipe.smembers(self._devices_key(user_id))
+                *_, others = await pipe.execute()
+            # Usually the user's only device: offline without a second round trip.
+            online = bool(others) and bool(
+                await self._redis.exists(*(self._device_key(user_id, int(d)) for d in others))
+            )
+        return Presence(user_id, online, now)
 
     async def reap_expired(self, now: float, limit: int) -> list[tuple[str, int]]:
         keys = [self._expiry_key, self._last_seen_key]

@@ -27,12 +27,18 @@ from tidings.core.envelopes import Envelope
 from tidings.core.model import InboxItem
 from tidings.errors import TidingsError
 from tidings.services.context import Context, Principal, device_channel
-from tidings.services.presence import announce
+from tidings.services.presence import publish_presence
 from tidings.services.presence_following import PresenceFollowing
 from tidings.services.router import Router
 from tidings.services.users import UserService
 
 log = logging.getLogger("tidings.gateway")
+
+CONNECT_SETUPS_AT_ONCE = 32
+"""Sockets of one gateway setting up at once (authenticate, kick the device's older
+socket, subscribe, go online); the rest of a connect storm waits its turn, holding
+nothing but its socket, so the storm never exhausts the store's connection pool and the
+sockets already up keep theirs."""
 
 RECEIPT_ATTEMPTS = 8
 """Tries of a ``delivered`` receipt (backoff 0.5 s doubling to 10 s: about a minute)."""
@@ -119,11 +125,19 @@ class SocketSession:
         async with self._send_lock:
             await self.transport.send_text(text)
 
-    async def run(self) -> None:
+    async def run(self, setup_gate: asyncio.Semaphore | None = None) -> None:
+        """Serve the socket until it ends; its set-up waits for ``setup_gate``."""
         ctx, me = self.ctx, self.principal
-        await ctx.channels.publish(self.channel, kick_message("elsewhere", self.conn_id))
-        subscription = await ctx.channels.subscribe(self.channel)
-        await self._set_online(True)
+        async with setup_gate or contextlib.nullcontext():
+            # The kick goes before the subscription: of two sockets of a device
+            # connecting at once, the later one stays.
+            await ctx.channels.publish(self.channel, kick_message("elsewhere", self.conn_id))
+            subscription = await ctx.channels.subscribe(self.channel)
+            try:
+                await self._set_online(True)
+            except BaseException:
+                await subscription.close()
+                raise
         ctx.metrics.ws_connections.inc()
         # The socket ends when any of its tasks ends (or the heartbeat check fails): each
         # reports to one future, which costs less per idle socket than asyncio.wait.
@@ -163,12 +177,12 @@ class SocketSession:
     async def _set_online(self, online: bool) -> None:
         ctx, me = self.ctx, self.principal
         if online:
-            await ctx.presence.set_online(
+            presence = await ctx.presence.set_online(
                 me.user_id, me.device_id, ctx.limits.heartbeat_timeout_s * 2
             )
         else:
-            await ctx.presence.set_offline(me.user_id, me.device_id, ctx.clock())
-        await announce(ctx, me.user_id)
+            presence = await ctx.presence.set_offline(me.user_id, me.device_id, ctx.clock())
+        await publish_presence(ctx, presence)
 
     async def _read(self) -> None:
         while True:

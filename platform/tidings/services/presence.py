@@ -12,6 +12,7 @@ import json
 import logging
 
 from tidings.aio import wait_event
+from tidings.core.model import Presence
 from tidings.errors import TidingsError
 from tidings.services.context import Context, presence_channel
 
@@ -23,8 +24,13 @@ REAP_BATCH = 500
 async def announce(ctx: Context, user_id: str) -> None:
     """Publish the user's current presence to whoever follows it."""
     (presence,) = await ctx.presence.get_presence([user_id])
-    update = {"user": user_id, "online": presence.online, "last_seen": presence.last_seen}
-    await ctx.channels.publish(presence_channel(user_id), json.dumps(update).encode())
+    await publish_presence(ctx, presence)
+
+
+async def publish_presence(ctx: Context, presence: Presence) -> None:
+    """Publish a presence just read or written to whoever follows the user."""
+    update = {"user": presence.user_id, "online": presence.online, "last_seen": presence.last_seen}
+    await ctx.channels.publish(presence_channel(presence.user_id), json.dumps(update).encode())
 
 
 class PresenceService:

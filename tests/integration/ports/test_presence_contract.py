@@ -15,6 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from contract_support import REDIS_TIME_UNIT, FakeClock, PresenceEnv, delete_prefixed
 from tidings.bootstrap import _presence
 from tidings.config import Settings
+from tidings.core.model import Presence
 from tidings.core.ratelimit import Bucket, Limit, idle_expiry, take
 from tidings.engines.embedded.presence import MemoryPresenceStore
 from tidings.engines.redis import RedisPresenceStore
@@ -177,6 +178,24 @@ async def test_presence_online_expires(presence: PresenceEnv) -> None:
     await store.set_offline("bob", 1, now=now)
     (bob,) = await store.get_presence(["bob"])
     assert (bob.online, bob.last_seen) == (False, now)
+
+
+async def test_presence_set_online_and_offline_answer_the_users_presence(
+    presence: PresenceEnv,
+) -> None:
+    """What a connect or a close announces comes from the write itself (no read after)."""
+    store = presence.store
+    ttl = presence.ttl(30)
+    assert await store.set_online("fay", 1, ttl=ttl) == Presence("fay", True, None)
+    assert await store.set_online("fay", 2, ttl=ttl) == Presence("fay", True, None)
+    first = presence.now()
+    # another device still online: the user stays online, last seen now
+    assert await store.set_offline("fay", 1, now=first) == Presence("fay", True, first)
+    await presence.advance(1)
+    later = presence.now()
+    assert await store.set_offline("fay", 2, now=later) == Presence("fay", False, later)
+    assert await store.set_online("fay", 1, ttl=ttl) == Presence("fay", True, later)
+    assert await store.get_presence(["fay"]) == [Presence("fay", True, later)]
 
 
 async def test_presence_reap_hands_each_expired_device_to_one_caller(

@@ -59,13 +59,16 @@ class MemoryPresenceStore:
         self._values: dict[str, tuple[bytes, float]] = {}
         self._buckets: dict[str, tuple[Bucket, float]] = {}
 
-    async def set_online(self, user_id: str, device_id: int, ttl: float) -> None:
+    async def set_online(self, user_id: str, device_id: int, ttl: float) -> Presence:
         self._online[(user_id, device_id)] = self._clock() + ttl
         self._devices.setdefault(user_id, set()).add(device_id)
+        return Presence(user_id, True, self._last_seen.get(user_id))
 
-    async def set_offline(self, user_id: str, device_id: int, now: float) -> None:
+    async def set_offline(self, user_id: str, device_id: int, now: float) -> Presence:
         self._forget(user_id, device_id)
         self._last_seen[user_id] = now
+        (presence,) = await self.get_presence([user_id])
+        return presence
 
     def _forget(self, user_id: str, device_id: int) -> None:
         self._online.pop((user_id, device_id), None)
