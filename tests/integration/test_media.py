@@ -180,3 +180,16 @@ async def test_media_routes_need_a_bearer_token(gateway: Gateway) -> None:
         r = await http.get(f"/v1/media/{uuid.uuid4()}")
         assert r.status_code == 401, r.text
     assert r.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_a_non_ascii_blob_signature_is_403_not_500(embedded_gateway: Gateway) -> None:
+    signature = "%C3%A9" + "a" * 63  # 64 characters once decoded, the first one not ASCII
+    async with embedded_gateway.http() as http:
+        for method in ("GET", "PUT"):
+            r = await http.request(
+                method,
+                f"/v1/blobs/media%2Fx?size=1&expires=1&signature={signature}",
+                content=b"x" if method == "PUT" else None,
+            )
+            assert r.status_code == 403, (method, r.text)
+            assert error_of(r)["code"] == "forbidden"

@@ -65,8 +65,9 @@ class FileBlobStore:
 
     def verify(self, method: str, key: str, size: int, expires: int, signature: str) -> Path:
         """Check a presented URL; returns the file it grants access to."""
-        expected = self._sign(method, key, size, expires)
-        if not hmac.compare_digest(expected, signature):
+        expected = self._sign(method, key, size, expires).encode()
+        # Bytes, not str: compare_digest raises on a str with non-ASCII characters.
+        if not hmac.compare_digest(expected, signature.encode(errors="surrogateescape")):
             raise Forbidden("blob URL signature is invalid; request a new URL")
         if expires < self._clock():
             raise Forbidden("blob URL has expired; request a new URL")
