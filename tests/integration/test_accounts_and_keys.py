@@ -306,6 +306,39 @@ async def test_one_time_prekey_batches_are_capped_at_100(gateway: Gateway) -> No
         assert (await http.get("/v1/keys/count")).json() == {"count": 100}
 
 
+async def test_prekeys_are_32_byte_keys_or_33_with_the_0x05_type_byte(gateway: Gateway) -> None:
+    alice = await register(gateway)
+    await alice.publish_keys(one_time=0)
+    assert alice.identity is not None
+    key = raw_public(X25519PrivateKey.generate())
+    refused = {"33 bytes, no type byte": b"\x00" + key, "31 bytes": key[:31]}
+    async with alice.http() as http:
+        for what, raw in refused.items():
+            r = await http.post(
+                "/v1/keys/one-time", json={"prekeys": [{"key_id": 1, "public_key": b64(raw)}]}
+            )
+            assert r.status_code == 400, (what, r.text)
+            error = error_of(r)
+            assert error["code"] == "invalid_input"
+            assert "0x05" in error["message"], error
+            signed = {
+                "key_id": 2,
+                "public_key": b64(raw),
+                "signature": b64(alice.identity.sign(raw)),
+            }
+            r = await http.put("/v1/keys/signed", json=signed)
+            assert r.status_code == 400, (what, r.text)
+            assert error_of(r)["code"] == "invalid_input"
+        assert (await http.get("/v1/keys/count")).json() == {"count": 0}
+        accepted = [
+            {"key_id": 1, "public_key": b64(key)},
+            {"key_id": 2, "public_key": b64(b"\x05" + key)},
+        ]
+        r = await http.post("/v1/keys/one-time", json={"prekeys": accepted})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"count": 2}
+
+
 async def test_bundle_fetch_claims_one_time_prekeys_until_none_are_left(gateway: Gateway) -> None:
     alice = await register(gateway)
     bob = await register(gateway)

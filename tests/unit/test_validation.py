@@ -67,16 +67,17 @@ def test_b64_round_trip(raw: bytes) -> None:
     assert validation.b64decode(validation.b64encode(raw), what="x") == raw
 
 
-@pytest.mark.parametrize("size", [32, 33])
-def test_public_key_accepts_32_or_33_bytes(size: int) -> None:
-    raw = bytes(range(size))
-    assert validation.public_key(base64.b64encode(raw).decode(), what="identity_key") == raw
+@pytest.mark.parametrize("raw", [bytes(range(32)), b"\x05" + bytes(range(32))])
+def test_public_key_accepts_32_bytes_or_33_with_the_type_byte(raw: bytes) -> None:
+    assert validation.public_key(base64.b64encode(raw).decode(), what="prekey") == raw
 
 
-@pytest.mark.parametrize("size", [0, 31, 34, 64])
-def test_public_key_rejects_other_lengths(size: int) -> None:
-    with pytest.raises(InvalidInput, match="identity_key must be a 32-byte key"):
-        validation.public_key(base64.b64encode(bytes(size)).decode(), what="identity_key")
+@pytest.mark.parametrize(
+    "raw", [b"", bytes(31), bytes(33), b"\x06" + bytes(32), b"\x05" + bytes(33), bytes(64)]
+)
+def test_public_key_rejects_other_lengths_and_type_bytes(raw: bytes) -> None:
+    with pytest.raises(InvalidInput, match="prekey must be a 32-byte X25519 key"):
+        validation.public_key(base64.b64encode(raw).decode(), what="prekey")
 
 
 def _raw(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:

@@ -13,6 +13,8 @@ from tidings.errors import InvalidInput
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 KEY_BYTES = 32
+CURVE25519_TYPE = 0x05
+"""The type byte of the 33-byte wire form of an X25519 key (what the client SDK sends)."""
 SIGNATURE_BYTES = 64
 
 
@@ -39,9 +41,14 @@ def b64encode(raw: bytes) -> str:
 
 
 def public_key(value: str, *, what: str) -> bytes:
+    """An X25519 prekey: the raw 32 bytes, or 33 bytes ``0x05 || key`` (the SDK's form)."""
     raw = b64decode(value, what=what)
-    if len(raw) not in (KEY_BYTES, KEY_BYTES + 1):
-        raise InvalidInput(f"{what} must be a 32-byte key (33 with a type prefix)")
+    typed = len(raw) == KEY_BYTES + 1 and raw[0] == CURVE25519_TYPE
+    if len(raw) != KEY_BYTES and not typed:
+        raise InvalidInput(
+            f"{what} must be a 32-byte X25519 key, or 33 bytes: 0x05 then the key "
+            f"(got {len(raw)} bytes)"
+        )
     return raw
 
 
