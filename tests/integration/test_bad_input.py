@@ -28,6 +28,7 @@ from harness import (
     Socket,
     body_text,
     ciphertexts,
+    new_phone,
     online,
     register,
     run_gateway,
@@ -337,6 +338,43 @@ async def test_unknown_routes_and_methods_get_json_errors(gateway: Gateway) -> N
         r = await http.delete("/v1/messages")
         assert r.status_code == 405, r.text
         assert error_of(r)["code"] == "method_not_allowed"
+
+
+async def test_names_with_controls_or_bidi_overrides_are_400(gateway: Gateway) -> None:
+    alice = await register(gateway)
+    spoofs = ["bob\u202egpj.exe", "nul\x00name", "two\nlines", "iso\u2066late\u2069"]
+    phone = new_phone()
+    async with gateway.http() as http:
+        r = await http.post("/v1/auth/code", json={"phone": phone})
+        assert r.status_code == 202, r.text
+        body = {"phone": phone, "code": gateway.code_for(phone), "registration_id": 1}
+        r = await http.post("/v1/auth/register", json={**body, "device_name": spoofs[0]})
+        assert r.status_code == 400, r.text
+        assert "device_name contains U+202E" in error_of(r)["message"]
+        # The code was not spent on the refused request.
+        r = await http.post("/v1/auth/register", json={**body, "device_name": "phone 📱"})
+        assert r.status_code == 200, r.text
+    async with alice.http() as http:
+        code = (await http.post("/v1/devices/link-code")).json()["code"]
+        for name in spoofs:
+            for path, payload in (
+                ("/v1/users/me", {"display_name": name}),
+                ("/v1/users/me", {"about": name}),
+                ("/v1/groups", {"name": name}),
+                ("/v1/devices/link", {"code": code, "device_name": name, "registration_id": 2}),
+            ):
+                method = "PATCH" if path == "/v1/users/me" else "POST"
+                r = await http.request(method, path, json=payload)
+                assert r.status_code == 400, (path, name, r.text)
+                error = error_of(r)
+                assert error["code"] == "invalid_input"
+                assert "U+" in error["message"], error
+        r = await http.get("/v1/users/me")
+        assert r.json()["display_name"] == ""
+        r = await http.patch("/v1/users/me", json={"display_name": "Zoë 👩\u200d💻"})
+        assert r.status_code == 200, r.text
+        r = await http.post("/v1/devices/link", json={**payload, "device_name": "laptop"})
+        assert r.status_code == 200, r.text
 
 
 # WebSocket -----------------------------------------------------------------------------

@@ -123,3 +123,23 @@ def test_verify_signed_prekey_checks_lengths(signed: tuple[bytes, bytes, bytes])
         validation.verify_signed_prekey(b"\x05" + identity, prekey, signature)
     with pytest.raises(InvalidInput, match="signature must be 64 bytes"):
         validation.verify_signed_prekey(identity, prekey, signature[:-1])
+
+
+@pytest.mark.parametrize(
+    "name", ["Alice", "Zoë 🎉", "👩\u200d💻 dev", "محمد", "a\u00a0b", "日本語", ""]
+)
+def test_display_text_accepts_names_in_any_script(name: str) -> None:
+    assert validation.display_text(name, what="name") == name
+
+
+@pytest.mark.parametrize(
+    "char",
+    [
+        *("\x00", "\n", "\t", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\ud800"),
+        *("\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068"),
+        *("\u2069", "\u200e", "\u200f", "\u061c"),
+    ],
+)
+def test_display_text_refuses_controls_and_bidi_overrides(char: str) -> None:
+    with pytest.raises(InvalidInput, match=f"name contains U\\+{ord(char):04X} at position 3"):
+        validation.display_text(f"bob{char}gpj.exe", what="name")

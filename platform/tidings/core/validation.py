@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -22,6 +23,31 @@ def phone(value: str) -> str:
     """Return ``value`` if it is an E.164 number such as ``+14155550123``."""
     if not E164.fullmatch(value):
         raise InvalidInput(f"phone number {value!r} is not in E.164 form (e.g. +14155550123)")
+    return value
+
+
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f"  # arabic letter mark, left-to-right and right-to-left marks
+    "\u202a\u202b\u202c\u202d\u202e"  # embeddings and overrides (U+202E flips text)
+    "\u2066\u2067\u2068\u2069"  # isolates
+)
+"""Invisible characters that reorder the text around them: a name holding one can show
+another user's name, or push the text after it (in a notification, a list) around."""
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+"""Controls (NUL, newlines, escapes, C1), lone surrogates, line and paragraph separators.
+Format characters (Cf) are allowed but for ``BIDI_CONTROLS``: emoji need the zero-width
+joiner."""
+
+
+def display_text(value: str, *, what: str) -> str:
+    """Return ``value`` if it is fit to show to other users: no control characters, no
+    line breaks and no bidirectional controls."""
+    for index, char in enumerate(value):
+        if char in BIDI_CONTROLS or unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+            raise InvalidInput(
+                f"{what} contains U+{ord(char):04X} at position {index}: control, line-break "
+                "and bidirectional-override characters are not allowed"
+            )
     return value
 
 

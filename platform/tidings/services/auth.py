@@ -80,6 +80,7 @@ class AuthService:
         """
         ctx = self.ctx
         phone = validation.phone(phone)
+        device_name = validation.display_text(device_name, what="device_name")
         await self._check_code(phone, code)
         now = ctx.clock()
         user, _created = await ctx.users.create_user(User(str(uuid.uuid4()), phone, now))
@@ -148,6 +149,7 @@ class AuthService:
 
     async def link_device(self, code: str, name: str, registration_id: int) -> Tokens:
         ctx = self.ctx
+        name = validation.display_text(name, what="device_name")
         owner = await ctx.keys.get(f"link:{code}")
         if owner is None or await ctx.keys.put_if_absent(
             f"link-used:{code}", b"1", ctx.limits.link_code_ttl_s

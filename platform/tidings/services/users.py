@@ -42,6 +42,10 @@ class UserService:
         about: str | None,
         presence_privacy: PresencePrivacy | None,
     ) -> User:
+        if display_name is not None:
+            validation.display_text(display_name, what="display_name")
+        if about is not None:
+            validation.display_text(about, what="about")
         user = await self.get(principal.user_id)
         updated = replace(
             user,
