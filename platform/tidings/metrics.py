@@ -32,6 +32,7 @@ class Metrics:
     send_batch_size: Histogram
     ack_batch_size: Histogram
     otp_sent: Counter
+    refresh_reuse: Counter
     pushes_sent: Counter
     pushes_failed: Counter
     push_retries: Counter
@@ -138,6 +139,11 @@ class Metrics:
                 registry=r,
             ),
             otp_sent=Counter("tidings_otp_sent", "One-time codes sent", registry=r),
+            refresh_reuse=Counter(
+                "tidings_refresh_token_reuse",
+                "Spent refresh tokens presented again (their device's tokens revoked)",
+                registry=r,
+            ),
             pushes_sent=Counter(
                 "tidings_pushes_sent", "Pushes the provider accepted", ["provider"], registry=r
             ),

@@ -35,6 +35,7 @@ from harness import (
 )
 from tidings import server
 from tidings.bootstrap import create_app
+from tidings.client.http import Api, Tokens
 from tidings.config import Settings
 
 KIB = 1024
@@ -280,6 +281,24 @@ async def test_expired_access_token_is_401_and_says_to_refresh(tmp_path: Path) -
             assert r.status_code == 200, r.text
         async with gw.http(r.json()["access_token"]) as http:
             assert (await http.get("/v1/users/me")).status_code == 200
+
+
+async def test_the_sdk_refreshes_once_for_requests_refused_together(tmp_path: Path) -> None:
+    """Two calls whose access token expired both get 401; the SDK trades the refresh token
+    once (a second trade of the spent token would revoke every token of the device)."""
+    async with clocked_gateway(tmp_path / "data") as (gw, skew):
+        alice = await register(gw)
+        tokens = Tokens(alice.user_id, 1, alice.access_token, alice.refresh_token)
+        api = Api(gw.url, tokens)
+        try:
+            skew[0] = 3600 + 5
+            answers = await asyncio.gather(*(api.call("GET", "/v1/users/me") for _ in range(4)))
+            assert {a["user_id"] for a in answers} == {alice.user_id}
+            assert api.tokens is not None
+            assert api.tokens.refresh_token != alice.refresh_token
+            assert (await api.call("GET", "/v1/users/me"))["user_id"] == alice.user_id
+        finally:
+            await api.close()
 
 
 # semantic errors -----------------------------------------------------------------------
