@@ -33,6 +33,7 @@ class Metrics:
     ack_batch_size: Histogram
     otp_sent: Counter
     refresh_reuse: Counter
+    discovery_numbers: Counter
     pushes_sent: Counter
     pushes_failed: Counter
     push_retries: Counter
@@ -139,6 +140,12 @@ class Metrics:
                 registry=r,
             ),
             otp_sent=Counter("tidings_otp_sent", "One-time codes sent", registry=r),
+            discovery_numbers=Counter(
+                "tidings_discovery_numbers",
+                "Numbers looked up by discovery, by whether they were registered",
+                ["result"],
+                registry=r,
+            ),
             refresh_reuse=Counter(
                 "tidings_refresh_token_reuse",
                 "Spent refresh tokens presented again (their device's tokens revoked)",

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, replace
 
 from tidings.core import validation
+from tidings.core.limitkeys import address_key, number_block
 from tidings.core.model import PRIMARY_DEVICE, AuthSession, Device, User
 from tidings.core.ratelimit import Limit
 from tidings.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
@@ -44,13 +45,28 @@ class AuthService:
         self.ctx, self.directory = ctx, directory
 
     # one-time codes ----------------------------------------------------------------
-    async def request_code(self, phone: str) -> int:
-        """Send a code; returns its lifetime in seconds."""
+    async def request_code(self, phone: str, address: str) -> int:
+        """Send a code; returns its lifetime in seconds.
+
+        Limited per number, per client ``address`` (many numbers from one place) and per
+        block of numbers from every address (many numbers from many places), the
+        address first: a client over its own limit spends nobody else's tokens.
+        """
         ctx = self.ctx
         phone = validation.phone(phone)
         rates = ctx.rates
         await ctx.limit(
+            "otp-address",
+            address_key(address),
+            Limit(rates.otp_address_rate, rates.otp_address_burst),
+        )
+        await ctx.limit(
             "otp-request", phone, Limit(rates.otp_request_rate, rates.otp_request_burst)
+        )
+        await ctx.limit(
+            "otp-block",
+            number_block(phone, ctx.limits.number_block_digits),
+            Limit(rates.otp_block_rate, rates.otp_block_burst),
         )
         code = f"{secrets.randbelow(1_000_000):06d}"
         ttl = ctx.limits.otp_ttl_s
@@ -79,7 +95,7 @@ class AuthService:
         await ctx.keys.delete(f"otp-attempts:{phone}")
 
     async def register(
-        self, phone: str, code: str, device_name: str, registration_id: int
+        self, phone: str, code: str, device_name: str, registration_id: int, address: str
     ) -> Tokens:
         """Verify the code, create the account if new, and (re)register device 1.
 
@@ -89,6 +105,12 @@ class AuthService:
         ctx = self.ctx
         phone = validation.phone(phone)
         device_name = validation.display_text(device_name, what="device_name")
+        rates = ctx.rates
+        await ctx.limit(
+            "register-address",
+            address_key(address),
+            Limit(rates.register_address_rate, rates.register_address_burst),
+        )
         await self._check_code(phone, code)
         now = ctx.clock()
         user, _created = await ctx.users.create_user(User(str(uuid.uuid4()), phone, now))
