@@ -65,6 +65,7 @@ class Run:
         self.config["log"] = str(log)
         base = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
         base["TIDINGS_LOG_LEVEL"] = "warning"
+        base.update(_servers.SIGNUP_LIMITS)
         procs: dict[str, list[int]] = {}
         if args.engine == "embedded":
             env = dict(base, TIDINGS_ENGINE="embedded")

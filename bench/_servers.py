@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import resource
@@ -24,6 +25,18 @@ DEPS = ROOT / "scripts" / "deps"
 TIDINGS = str(Path(sys.executable).with_name("tidings"))
 UP = re.compile(r"is up: (http://\S+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SIGNUP_LIMITS = {
+    "TIDINGS_RATE_LIMITS": json.dumps(
+        {
+            "otp_address_burst": 1_000_000,
+            "register_address_burst": 1_000_000,
+            "otp_block_burst": 1_000_000,
+        }
+    )
+}
+"""A benchmark registers thousands of accounts from one address and one block of
+numbers, which the per-address and per-block limits of a real deployment refuse."""
 
 DEPS_SERVICES = ("redis", "kafka", "cassandra", "s3")
 """What the distributed engines need (``scripts/deps up all`` would add the Kubernetes

@@ -42,6 +42,7 @@ async def main() -> None:
         TIDINGS_ENGINE="distributed",
         TIDINGS_REGION=region,
         TIDINGS_LOG_LEVEL="warning",
+        **_servers.SIGNUP_LIMITS,
     )
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         data, log = Path(tmp) / "data", Path(tmp) / "tidings.log"

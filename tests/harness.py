@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,12 +73,13 @@ async def run_gateway(
     data_dir: Path,
     components: tuple[str, ...] | None = None,
     push_senders: Mapping[Provider, PushSender] | None = None,
+    clock: Callable[[], float] = time.time,
     **overrides: Any,
 ) -> AsyncIterator[Gateway]:
     """A gateway with ``components`` (default: what ``tidings up`` runs; with
-    ``push_senders``, the push worker too, sending through them)."""
+    ``push_senders``, the push worker too, sending through them) on ``clock``."""
     settings = Settings(data_dir=data_dir, **{"inbox_poll_interval": 0.5, **overrides})
-    app = create_app(settings, components=components, push_senders=push_senders)
+    app = create_app(settings, components=components, push_senders=push_senders, clock=clock)
     running = await server.start(server.uvicorn_config(app, "127.0.0.1", 0, "warning"))
     try:
         yield Gateway(running.url, data_dir, running, settings.engine)

@@ -30,6 +30,7 @@ from fastapi import APIRouter, FastAPI
 from tidings.api.app import create_app as create_api
 from tidings.api.app import routers_for
 from tidings.config import COMPONENTS, Settings, up_components
+from tidings.core.limitkeys import parse_networks
 from tidings.core.limits import DEFAULT_LIMITS
 from tidings.core.push import Provider
 from tidings.core.pushjob import PushPolicy
@@ -318,6 +319,7 @@ def build(
         region=settings.region,
         shard_map=single_region(settings.region),
         limits=limits,
+        rates=settings.rates,
         partitions=settings.partitions,
     )
     watch = None
@@ -383,6 +385,7 @@ def create_app(
         lifespan=lifespan,
         routers=routers,
         inbox_poll_interval=settings.inbox_poll_interval,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
     )
     app.state.platform = platform
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tidings.core.limitkeys import parse_networks
+from tidings.core.limits import RateLimits
 from tidings.core.push import Provider
 
 COMPONENTS = ("gateway", "router", "media", "presence", "delivery", "push", "analytics")
@@ -51,6 +54,16 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=32, ge=1, le=1024)
     heartbeat_timeout_s: float = Field(default=90.0, gt=0)
     log_level: str = "info"
+    trusted_proxies: str = ""
+    """Addresses or CIDR networks (comma-separated) of the reverse proxies in front of
+    the REST API. Only a request from one of them has its ``X-Forwarded-For`` read, and
+    the nearest address there that is not a trusted proxy counts as the client's (for
+    the per-address limits). Empty: the TCP peer is the client, whatever it claims."""
+    rate_limits: dict[str, float] = Field(default_factory=dict)
+    """Overrides of ``core.limits.RateLimits`` by field name, e.g.
+    ``{"otp_address_burst": 100000, "register_address_burst": 100000}`` (JSON in the
+    environment, a table in TOML) for a load test registering many accounts from one
+    address. Unknown names are refused."""
 
     # distributed engines (names match the ChatRegion custom resource) ----------------
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -147,6 +160,36 @@ class Settings(BaseSettings):
         if not Path(path).is_file():
             raise ValueError(f"{CONFIG_FILE_ENV}={path}: no such file")
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, Path(path))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_rate_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        known = set(RateLimits.__dataclass_fields__)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown rate limits {unknown}; choose from {sorted(known)}")
+        negative = sorted(k for k, v in value.items() if v < 0)
+        if negative:
+            raise ValueError(f"rate limits {negative} must not be negative")
+        return value
+
+    @property
+    def rates(self) -> RateLimits:
+        """The token buckets, defaults replaced by ``rate_limits``."""
+        defaults = RateLimits()
+        return replace(
+            defaults,
+            **{
+                name: type(getattr(defaults, name))(value)
+                for name, value in self.rate_limits.items()
+            },
+        )
 
     @field_validator("push_providers")
     @classmethod

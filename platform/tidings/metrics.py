@@ -32,6 +32,8 @@ class Metrics:
     send_batch_size: Histogram
     ack_batch_size: Histogram
     otp_sent: Counter
+    refresh_reuse: Counter
+    discovery_numbers: Counter
     pushes_sent: Counter
     pushes_failed: Counter
     push_retries: Counter
@@ -138,6 +140,17 @@ class Metrics:
                 registry=r,
             ),
             otp_sent=Counter("tidings_otp_sent", "One-time codes sent", registry=r),
+            discovery_numbers=Counter(
+                "tidings_discovery_numbers",
+                "Numbers looked up by discovery, by whether they were registered",
+                ["result"],
+                registry=r,
+            ),
+            refresh_reuse=Counter(
+                "tidings_refresh_token_reuse",
+                "Spent refresh tokens presented again (their device's tokens revoked)",
+                registry=r,
+            ),
             pushes_sent=Counter(
                 "tidings_pushes_sent", "Pushes the provider accepted", ["provider"], registry=r
             ),

@@ -27,6 +27,9 @@ def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str = "info") 
         # 90 s of silence, is the authority); a pong read late because the gateway is
         # busy must not close a healthy client's socket.
         ws_ping_timeout=60.0,
+        # The app decides which X-Forwarded-For to believe (TIDINGS_TRUSTED_PROXIES);
+        # uvicorn's own rewriting would trust any request from 127.0.0.1.
+        proxy_headers=False,
         lifespan="on",
     )
 

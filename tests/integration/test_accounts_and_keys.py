@@ -111,11 +111,8 @@ async def test_refresh_rotates_tokens_and_spends_the_old_refresh_token(gateway: 
         assert fresh["token_type"] == "bearer"
         assert fresh["access_token"] != alice.access_token
         assert fresh["refresh_token"] != alice.refresh_token
-
-        r = await http.post("/v1/auth/refresh", json={"refresh_token": alice.refresh_token})
-        assert r.status_code == 401, r.text
-        assert error_of(r)["code"] == "unauthorized"
-        # An access token is not a refresh token.
+        # An access token is not a refresh token. (The spent refresh token presented
+        # again revokes the family: see the next test.)
         r = await http.post("/v1/auth/refresh", json={"refresh_token": fresh["access_token"]})
         assert r.status_code == 401, r.text
 
@@ -123,6 +120,35 @@ async def test_refresh_rotates_tokens_and_spends_the_old_refresh_token(gateway: 
         r = await http.get("/v1/users/me")
     assert r.status_code == 200, r.text
     assert r.json()["user_id"] == alice.user_id
+
+
+async def test_a_reused_refresh_token_revokes_every_token_of_its_family(gateway: Gateway) -> None:
+    alice = await register(gateway)
+    laptop = await alice.link()  # another device: a family of its own
+    async with gateway.http() as http:
+        r = await http.post("/v1/auth/refresh", json={"refresh_token": alice.refresh_token})
+        assert r.status_code == 200, r.text
+        first = r.json()
+        r = await http.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+        assert r.status_code == 200, r.text
+        newest = r.json()
+        # A stolen, already rotated refresh token comes back: two parties hold the family.
+        r = await http.post("/v1/auth/refresh", json={"refresh_token": alice.refresh_token})
+        assert r.status_code == 401, r.text
+        error = error_of(r)
+        assert error["code"] == "unauthorized"
+        assert "already used" in error["message"], error
+        r = await http.post("/v1/auth/refresh", json={"refresh_token": newest["refresh_token"]})
+        assert r.status_code == 401, r.text
+    for access in (alice.access_token, first["access_token"], newest["access_token"]):
+        async with gateway.http(access) as http:
+            r = await http.get("/v1/users/me")
+        assert r.status_code == 401, r.text
+    async with laptop.http() as http:
+        assert (await http.get("/v1/users/me")).status_code == 200
+    async with gateway.http() as http:
+        r = await http.post("/v1/auth/refresh", json={"refresh_token": laptop.refresh_token})
+    assert r.status_code == 200, r.text
 
 
 async def test_logout_revokes_access_and_refresh_tokens(gateway: Gateway) -> None:
@@ -304,6 +330,39 @@ async def test_one_time_prekey_batches_are_capped_at_100(gateway: Gateway) -> No
         r = await http.post("/v1/keys/one-time", json=batch(100, 1))
         assert r.status_code == 200, r.text
         assert (await http.get("/v1/keys/count")).json() == {"count": 100}
+
+
+async def test_prekeys_are_32_byte_keys_or_33_with_the_0x05_type_byte(gateway: Gateway) -> None:
+    alice = await register(gateway)
+    await alice.publish_keys(one_time=0)
+    assert alice.identity is not None
+    key = raw_public(X25519PrivateKey.generate())
+    refused = {"33 bytes, no type byte": b"\x00" + key, "31 bytes": key[:31]}
+    async with alice.http() as http:
+        for what, raw in refused.items():
+            r = await http.post(
+                "/v1/keys/one-time", json={"prekeys": [{"key_id": 1, "public_key": b64(raw)}]}
+            )
+            assert r.status_code == 400, (what, r.text)
+            error = error_of(r)
+            assert error["code"] == "invalid_input"
+            assert "0x05" in error["message"], error
+            signed = {
+                "key_id": 2,
+                "public_key": b64(raw),
+                "signature": b64(alice.identity.sign(raw)),
+            }
+            r = await http.put("/v1/keys/signed", json=signed)
+            assert r.status_code == 400, (what, r.text)
+            assert error_of(r)["code"] == "invalid_input"
+        assert (await http.get("/v1/keys/count")).json() == {"count": 0}
+        accepted = [
+            {"key_id": 1, "public_key": b64(key)},
+            {"key_id": 2, "public_key": b64(b"\x05" + key)},
+        ]
+        r = await http.post("/v1/keys/one-time", json={"prekeys": accepted})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"count": 2}
 
 
 async def test_bundle_fetch_claims_one_time_prekeys_until_none_are_left(gateway: Gateway) -> None:

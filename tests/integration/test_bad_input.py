@@ -28,12 +28,14 @@ from harness import (
     Socket,
     body_text,
     ciphertexts,
+    new_phone,
     online,
     register,
     run_gateway,
 )
 from tidings import server
 from tidings.bootstrap import create_app
+from tidings.client.http import Api, Tokens
 from tidings.config import Settings
 
 KIB = 1024
@@ -281,6 +283,24 @@ async def test_expired_access_token_is_401_and_says_to_refresh(tmp_path: Path) -
             assert (await http.get("/v1/users/me")).status_code == 200
 
 
+async def test_the_sdk_refreshes_once_for_requests_refused_together(tmp_path: Path) -> None:
+    """Two calls whose access token expired both get 401; the SDK trades the refresh token
+    once (a second trade of the spent token would revoke every token of the device)."""
+    async with clocked_gateway(tmp_path / "data") as (gw, skew):
+        alice = await register(gw)
+        tokens = Tokens(alice.user_id, 1, alice.access_token, alice.refresh_token)
+        api = Api(gw.url, tokens)
+        try:
+            skew[0] = 3600 + 5
+            answers = await asyncio.gather(*(api.call("GET", "/v1/users/me") for _ in range(4)))
+            assert {a["user_id"] for a in answers} == {alice.user_id}
+            assert api.tokens is not None
+            assert api.tokens.refresh_token != alice.refresh_token
+            assert (await api.call("GET", "/v1/users/me"))["user_id"] == alice.user_id
+        finally:
+            await api.close()
+
+
 # semantic errors -----------------------------------------------------------------------
 async def test_non_base64_ciphertext_is_400(gateway: Gateway) -> None:
     alice, bob = await pair(gateway)
@@ -337,6 +357,43 @@ async def test_unknown_routes_and_methods_get_json_errors(gateway: Gateway) -> N
         r = await http.delete("/v1/messages")
         assert r.status_code == 405, r.text
         assert error_of(r)["code"] == "method_not_allowed"
+
+
+async def test_names_with_controls_or_bidi_overrides_are_400(gateway: Gateway) -> None:
+    alice = await register(gateway)
+    spoofs = ["bob\u202egpj.exe", "nul\x00name", "two\nlines", "iso\u2066late\u2069"]
+    phone = new_phone()
+    async with gateway.http() as http:
+        r = await http.post("/v1/auth/code", json={"phone": phone})
+        assert r.status_code == 202, r.text
+        body = {"phone": phone, "code": gateway.code_for(phone), "registration_id": 1}
+        r = await http.post("/v1/auth/register", json={**body, "device_name": spoofs[0]})
+        assert r.status_code == 400, r.text
+        assert "device_name contains U+202E" in error_of(r)["message"]
+        # The code was not spent on the refused request.
+        r = await http.post("/v1/auth/register", json={**body, "device_name": "phone 📱"})
+        assert r.status_code == 200, r.text
+    async with alice.http() as http:
+        code = (await http.post("/v1/devices/link-code")).json()["code"]
+        for name in spoofs:
+            for path, payload in (
+                ("/v1/users/me", {"display_name": name}),
+                ("/v1/users/me", {"about": name}),
+                ("/v1/groups", {"name": name}),
+                ("/v1/devices/link", {"code": code, "device_name": name, "registration_id": 2}),
+            ):
+                method = "PATCH" if path == "/v1/users/me" else "POST"
+                r = await http.request(method, path, json=payload)
+                assert r.status_code == 400, (path, name, r.text)
+                error = error_of(r)
+                assert error["code"] == "invalid_input"
+                assert "U+" in error["message"], error
+        r = await http.get("/v1/users/me")
+        assert r.json()["display_name"] == ""
+        r = await http.patch("/v1/users/me", json={"display_name": "Zoë 👩\u200d💻"})
+        assert r.status_code == 200, r.text
+        r = await http.post("/v1/devices/link", json={**payload, "device_name": "laptop"})
+        assert r.status_code == 200, r.text
 
 
 # WebSocket -----------------------------------------------------------------------------

@@ -73,6 +73,24 @@ async def test_upload_then_download_returns_the_same_bytes(gateway: Gateway) -> 
     assert r.headers["content-type"] == "application/octet-stream"
 
 
+async def test_an_upload_url_works_once_and_never_overwrites_the_blob(gateway: Gateway) -> None:
+    alice = await register(gateway)
+    created = await new_upload(alice, 8)
+    upload = created["upload"]
+    async with gateway.http() as http:
+        r = await http.put(upload["url"], content=b"original", headers=upload["headers"])
+        assert r.status_code in (200, 201), r.text
+        # Replayed within its 15 minutes, by anyone who saw the URL.
+        r = await http.put(upload["url"], content=b"replaced", headers=upload["headers"])
+        assert r.status_code == (409 if gateway.engine == "embedded" else 412), r.text
+        if gateway.engine == "embedded":
+            assert error_of(r)["code"] == "conflict"
+    async with alice.http() as http:
+        download = (await http.get(f"/v1/media/{created['media_id']}")).json()["download"]
+    async with gateway.http() as http:
+        assert (await http.get(download["url"])).content == b"original"
+
+
 # The embedded blob server's own checks; the S3 store's are in test_s3_blobs.py.
 async def test_upload_with_a_different_content_length_is_400(embedded_gateway: Gateway) -> None:
     gateway = embedded_gateway
@@ -180,3 +198,16 @@ async def test_media_routes_need_a_bearer_token(gateway: Gateway) -> None:
         r = await http.get(f"/v1/media/{uuid.uuid4()}")
         assert r.status_code == 401, r.text
     assert r.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_a_non_ascii_blob_signature_is_403_not_500(embedded_gateway: Gateway) -> None:
+    signature = "%C3%A9" + "a" * 63  # 64 characters once decoded, the first one not ASCII
+    async with embedded_gateway.http() as http:
+        for method in ("GET", "PUT"):
+            r = await http.request(
+                method,
+                f"/v1/blobs/media%2Fx?size=1&expires=1&signature={signature}",
+                content=b"x" if method == "PUT" else None,
+            )
+            assert r.status_code == 403, (method, r.text)
+            assert error_of(r)["code"] == "forbidden"

@@ -108,10 +108,11 @@ async def test_upload_then_download_returns_the_same_bytes(
     assert put.headers == {
         "Content-Length": str(len(blob)),
         "Content-Type": "application/octet-stream",
+        "If-None-Match": "*",
     }
     signed = query_of(put.url)
     assert signed["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
-    assert signed["X-Amz-SignedHeaders"] == "content-length;content-type;host"
+    assert signed["X-Amz-SignedHeaders"] == "content-length;content-type;host;if-none-match"
     assert signed["X-Amz-Expires"] == str(TTL)
     r = await http.put(put.url, content=blob, headers=put.headers)
     assert r.status_code == 200, r.text
@@ -214,7 +215,7 @@ async def test_an_upload_of_another_size_or_type_is_refused(
 ) -> None:
     key = new_key()
     put = await store.presign_upload(key, 1000, TTL)
-    content_type = {"Content-Type": put.headers["Content-Type"]}
+    content_type = {k: v for k, v in put.headers.items() if k != "Content-Length"}
     for wrong in (999, 1001, 0):
         r = await http.put(put.url, content=b"x" * wrong, headers=content_type)
         assert error_code(r) == "SignatureDoesNotMatch", wrong
@@ -233,9 +234,14 @@ async def test_an_upload_of_another_size_or_type_is_refused(
         else:
             assert "content-length" not in r.request.headers
             assert error_code(r) == "SignatureDoesNotMatch"
-    r = await http.put(put.url, content=b"x" * 1000, headers={"Content-Type": "text/html"})
+    r = await http.put(
+        put.url, content=b"x" * 1000, headers=content_type | {"Content-Type": "text/html"}
+    )
     assert error_code(r) == "SignatureDoesNotMatch"
-    r = await http.put(put.url, content=b"x" * 1000)  # no Content-Type
+    r = await http.put(put.url, content=b"x" * 1000)  # no Content-Type, no If-None-Match
+    assert error_code(r) == "SignatureDoesNotMatch"
+    without_condition = {"Content-Type": put.headers["Content-Type"]}  # would overwrite
+    r = await http.put(put.url, content=b"x" * 1000, headers=without_condition)
     assert error_code(r) == "SignatureDoesNotMatch"
     assert await store.size_of(key) is None  # nothing stored by the refused attempts
 
@@ -331,3 +337,15 @@ async def test_refused_credentials_are_unavailable(s3_env: dict[str, str]) -> No
         await store.close()
     with pytest.raises(ValueError, match="both"):
         make_store(s3_env, secret_key="")
+
+
+async def test_an_upload_url_writes_once(store: S3BlobStore, http: httpx.AsyncClient) -> None:
+    key = new_key()
+    put = await store.presign_upload(key, 5, TTL)
+    r = await http.put(put.url, content=b"first", headers=put.headers)
+    assert r.status_code == 200, r.text
+    r = await http.put(put.url, content=b"again", headers=put.headers)
+    assert r.status_code == 412, r.text
+    assert "<Code>PreconditionFailed</Code>" in r.text
+    get = await store.presign_download(key, TTL)
+    assert (await http.get(get.url)).content == b"first"

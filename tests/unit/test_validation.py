@@ -67,16 +67,17 @@ def test_b64_round_trip(raw: bytes) -> None:
     assert validation.b64decode(validation.b64encode(raw), what="x") == raw
 
 
-@pytest.mark.parametrize("size", [32, 33])
-def test_public_key_accepts_32_or_33_bytes(size: int) -> None:
-    raw = bytes(range(size))
-    assert validation.public_key(base64.b64encode(raw).decode(), what="identity_key") == raw
+@pytest.mark.parametrize("raw", [bytes(range(32)), b"\x05" + bytes(range(32))])
+def test_public_key_accepts_32_bytes_or_33_with_the_type_byte(raw: bytes) -> None:
+    assert validation.public_key(base64.b64encode(raw).decode(), what="prekey") == raw
 
 
-@pytest.mark.parametrize("size", [0, 31, 34, 64])
-def test_public_key_rejects_other_lengths(size: int) -> None:
-    with pytest.raises(InvalidInput, match="identity_key must be a 32-byte key"):
-        validation.public_key(base64.b64encode(bytes(size)).decode(), what="identity_key")
+@pytest.mark.parametrize(
+    "raw", [b"", bytes(31), bytes(33), b"\x06" + bytes(32), b"\x05" + bytes(33), bytes(64)]
+)
+def test_public_key_rejects_other_lengths_and_type_bytes(raw: bytes) -> None:
+    with pytest.raises(InvalidInput, match="prekey must be a 32-byte X25519 key"):
+        validation.public_key(base64.b64encode(raw).decode(), what="prekey")
 
 
 def _raw(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
@@ -122,3 +123,23 @@ def test_verify_signed_prekey_checks_lengths(signed: tuple[bytes, bytes, bytes])
         validation.verify_signed_prekey(b"\x05" + identity, prekey, signature)
     with pytest.raises(InvalidInput, match="signature must be 64 bytes"):
         validation.verify_signed_prekey(identity, prekey, signature[:-1])
+
+
+@pytest.mark.parametrize(
+    "name", ["Alice", "Zoë 🎉", "👩\u200d💻 dev", "محمد", "a\u00a0b", "日本語", ""]
+)
+def test_display_text_accepts_names_in_any_script(name: str) -> None:
+    assert validation.display_text(name, what="name") == name
+
+
+@pytest.mark.parametrize(
+    "char",
+    [
+        *("\x00", "\n", "\t", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\ud800"),
+        *("\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068"),
+        *("\u2069", "\u200e", "\u200f", "\u061c"),
+    ],
+)
+def test_display_text_refuses_controls_and_bidi_overrides(char: str) -> None:
+    with pytest.raises(InvalidInput, match=f"name contains U\\+{ord(char):04X} at position 3"):
+        validation.display_text(f"bob{char}gpj.exe", what="name")

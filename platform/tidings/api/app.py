@@ -16,6 +16,7 @@ from tidings import __version__
 from tidings.api import errors, ws
 from tidings.api.middleware import BodyLimit, HttpMetrics
 from tidings.api.routes import analytics, auth, groups, keys, media, messages, users
+from tidings.core.limitkeys import Network
 from tidings.errors import TidingsError
 from tidings.services.gateway import CONNECT_SETUPS_AT_ONCE
 from tidings.services.registry import Services
@@ -51,6 +52,7 @@ def create_app(
     lifespan: Lifespan | None = None,
     routers: Sequence[APIRouter] = (),
     inbox_poll_interval: float = 2.0,
+    trusted_proxies: Sequence[Network] = (),
 ) -> FastAPI:
     """Build the app around ready-made services, serving ``routers`` plus health and
     metrics."""
@@ -63,6 +65,7 @@ def create_app(
     app.state.services = services
     app.state.inbox_poll_interval = inbox_poll_interval
     app.state.connect_gate = asyncio.Semaphore(CONNECT_SETUPS_AT_ONCE)
+    app.state.trusted_proxies = tuple(trusted_proxies)
     errors.install(app)
     for router in routers:
         app.include_router(router)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from tidings.core import limitkeys
 from tidings.errors import Unauthorized
 from tidings.services.context import Principal
 from tidings.services.registry import Services
@@ -30,5 +31,13 @@ async def principal(request: Request, svc: Annotated[Services, Depends(services)
     return await svc.auth.authenticate(token)
 
 
+def client_address(request: Request) -> str:
+    """The client's address as the per-address limits count it (``core.limitkeys``)."""
+    peer = request.client.host if request.client is not None else None
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    return limitkeys.client_address(peer, forwarded, request.app.state.trusted_proxies)
+
+
 Svc = Annotated[Services, Depends(services)]
+ClientAddress = Annotated[str, Depends(client_address)]
 Me = Annotated[Principal, Depends(principal)]

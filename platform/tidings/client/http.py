@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ class Api:
         self.base_url = base_url.rstrip("/")
         self.tokens = tokens
         self._on_tokens = on_tokens
+        self._refreshing = asyncio.Lock()
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=30.0, transport=transport)
 
     async def close(self) -> None:
@@ -60,12 +62,13 @@ class Api:
             if self.tokens is None:
                 raise ApiError(401, "unauthorized", "not signed in; register first", {})
             headers["Authorization"] = f"Bearer {self.tokens.access_token}"
+        used = self.tokens
         try:
             response = await self._http.request(method, path, json=json, headers=headers)
         except httpx.HTTPError as exc:
             raise ApiError(0, "unreachable", f"{self.base_url} is unreachable: {exc}", {}) from exc
-        if response.status_code == 401 and auth and retry and self.tokens is not None:
-            await self.refresh()
+        if response.status_code == 401 and auth and retry and used is not None:
+            await self.refresh(used)
             return await self.call(method, path, json, auth=auth, retry=False)
         if response.status_code >= 400:
             try:
@@ -79,12 +82,19 @@ class Api:
             return None
         return response.json()
 
-    async def refresh(self) -> Tokens:
-        assert self.tokens is not None
-        body = await self.call(
-            "POST", "/v1/auth/refresh", {"refresh_token": self.tokens.refresh_token}, auth=False
-        )
-        return self._set_tokens(body)
+    async def refresh(self, stale: Tokens | None = None) -> Tokens:
+        """New tokens for ``stale`` (the tokens a refused request carried), one refresh at
+        a time: a caller that waited while another refreshed takes its tokens, because
+        the server revokes every token of the device when a spent refresh token comes
+        back."""
+        async with self._refreshing:
+            assert self.tokens is not None
+            if stale is not None and self.tokens is not stale:
+                return self.tokens
+            body = await self.call(
+                "POST", "/v1/auth/refresh", {"refresh_token": self.tokens.refresh_token}, auth=False
+            )
+            return self._set_tokens(body)
 
     async def request_code(self, phone: str) -> None:
         await self.call("POST", "/v1/auth/code", {"phone": phone}, auth=False)

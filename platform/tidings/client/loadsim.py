@@ -239,18 +239,19 @@ class RawDevice(SimDevice):
     async def _listen(self) -> None:
         backoff = 0.2
         while True:
-            assert self.api.tokens is not None
+            used = self.api.tokens
+            assert used is not None
             try:
                 async with websockets.connect(
                     self.api.ws_url,
-                    additional_headers={"Authorization": f"Bearer {self.api.tokens.access_token}"},
+                    additional_headers={"Authorization": f"Bearer {used.access_token}"},
                 ) as ws:
                     backoff = 0.2
                     async for raw in ws:
                         await self._frame(ws, json.loads(raw))
             except websockets.ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code == 4401:
-                    await self.api.refresh()
+                    await self.api.refresh(used)
                 else:
                     log.info("device %d: socket closed (%s); reconnecting", self.index, exc)
             except OSError as exc:

@@ -110,10 +110,11 @@ class Receiving(ClientBase):
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                assert self.api.tokens is not None
+                used = self.api.tokens
+                assert used is not None
                 async with websockets.connect(
                     self.api.ws_url,
-                    additional_headers={"Authorization": f"Bearer {self.api.tokens.access_token}"},
+                    additional_headers={"Authorization": f"Bearer {used.access_token}"},
                 ) as ws:
                     backoff = 0.5
                     if await self._pump(ws, until_queue_empty):
@@ -123,7 +124,7 @@ class Receiving(ClientBase):
                     log.warning("this device connected elsewhere; stopping")
                     return
                 if exc.rcvd is not None and exc.rcvd.code == 4401:
-                    await self.api.refresh()
+                    await self.api.refresh(used)
             except OSError as exc:
                 log.info("connection failed (%s); retrying in %.1fs", exc, backoff)
             with contextlib.suppress(TimeoutError):

@@ -40,6 +40,9 @@ class Limits:
     refresh_token_ttl_s: int = 30 * 24 * 3600
     heartbeat_timeout_s: float = 90.0
     dedupe_ttl_s: int = 7 * 24 * 3600
+    number_block_digits: int = 6
+    """Code requests are also limited per block of numbers sharing their first digits
+    (``+1415555...``: country and area code): walking through numbers hits one bucket."""
 
 
 DEFAULT_LIMITS = Limits()
@@ -47,16 +50,36 @@ DEFAULT_LIMITS = Limits()
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Token buckets (rate per second, burst); keys are per device or per phone."""
+    """Token buckets (rate per second, burst); keys are per device, account, phone,
+    client address or block of numbers. Overridable per deployment with the
+    ``rate_limits`` setting (a load test registering thousands of accounts from one
+    address raises the ``*_address_*`` and ``otp_block_*`` ones)."""
 
     send_rate: float = 20.0
     send_burst: int = 200
     otp_request_rate: float = 1 / 60
     otp_request_burst: int = 3
+    otp_address_rate: float = 1 / 60
+    """Code requests per client address: many numbers from one place."""
+    otp_address_burst: int = 20
+    otp_block_rate: float = 1 / 2
+    """Code requests per block of numbers (``Limits.number_block_digits``), from every
+    address together: many numbers from many places."""
+    otp_block_burst: int = 30
+    register_address_rate: float = 1 / 60
+    """Registration attempts (right or wrong code) per client address."""
+    register_address_burst: int = 20
     prekey_fetch_rate: float = 5.0
     prekey_fetch_burst: int = 100
+    prekey_pair_rate: float = 1 / 360
+    """Bundle fetches by one account of another's keys: each claims one-time prekeys, so
+    a stranger fetching in a loop would use them all up."""
+    prekey_pair_burst: int = 10
     discovery_rate: float = 1.0
     discovery_burst: int = 20
+    discovery_daily_numbers: int = 5000
+    """Numbers one account may look up per day (refilled continuously), so a few
+    accounts cannot walk through the numbering plan."""
     media_rate: float = 2.0
     media_burst: int = 50
 

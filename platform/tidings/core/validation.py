@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -13,6 +14,8 @@ from tidings.errors import InvalidInput
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 KEY_BYTES = 32
+CURVE25519_TYPE = 0x05
+"""The type byte of the 33-byte wire form of an X25519 key (what the client SDK sends)."""
 SIGNATURE_BYTES = 64
 
 
@@ -20,6 +23,31 @@ def phone(value: str) -> str:
     """Return ``value`` if it is an E.164 number such as ``+14155550123``."""
     if not E164.fullmatch(value):
         raise InvalidInput(f"phone number {value!r} is not in E.164 form (e.g. +14155550123)")
+    return value
+
+
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f"  # arabic letter mark, left-to-right and right-to-left marks
+    "\u202a\u202b\u202c\u202d\u202e"  # embeddings and overrides (U+202E flips text)
+    "\u2066\u2067\u2068\u2069"  # isolates
+)
+"""Invisible characters that reorder the text around them: a name holding one can show
+another user's name, or push the text after it (in a notification, a list) around."""
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+"""Controls (NUL, newlines, escapes, C1), lone surrogates, line and paragraph separators.
+Format characters (Cf) are allowed but for ``BIDI_CONTROLS``: emoji need the zero-width
+joiner."""
+
+
+def display_text(value: str, *, what: str) -> str:
+    """Return ``value`` if it is fit to show to other users: no control characters, no
+    line breaks and no bidirectional controls."""
+    for index, char in enumerate(value):
+        if char in BIDI_CONTROLS or unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+            raise InvalidInput(
+                f"{what} contains U+{ord(char):04X} at position {index}: control, line-break "
+                "and bidirectional-override characters are not allowed"
+            )
     return value
 
 
@@ -39,9 +67,14 @@ def b64encode(raw: bytes) -> str:
 
 
 def public_key(value: str, *, what: str) -> bytes:
+    """An X25519 prekey: the raw 32 bytes, or 33 bytes ``0x05 || key`` (the SDK's form)."""
     raw = b64decode(value, what=what)
-    if len(raw) not in (KEY_BYTES, KEY_BYTES + 1):
-        raise InvalidInput(f"{what} must be a 32-byte key (33 with a type prefix)")
+    typed = len(raw) == KEY_BYTES + 1 and raw[0] == CURVE25519_TYPE
+    if len(raw) != KEY_BYTES and not typed:
+        raise InvalidInput(
+            f"{what} must be a 32-byte X25519 key, or 33 bytes: 0x05 then the key "
+            f"(got {len(raw)} bytes)"
+        )
     return raw
 
 

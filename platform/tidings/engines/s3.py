@@ -13,8 +13,11 @@ so another ``Content-Length`` (or none, chunked) or ``Content-Type`` fails the s
 (403 ``SignatureDoesNotMatch``), and HTTP framing ties ``Content-Length`` to the body.
 Checked against s3proxy 3.2.0 (tests/integration/test_s3_blobs.py); AWS S3 verifies
 signed headers the same way, and so do MinIO and Ceph RGW by their SigV4 code (not
-tested here). On a server that skipped signed headers the size would not be bound
-(``size_of`` reports what was stored; the media service only checks that it exists).
+tested here). Uploads also sign ``If-None-Match: *``, so an upload URL writes once and a
+replay is refused (412 ``PreconditionFailed``): conditional writes are in AWS S3 since
+2024-08 and in s3proxy 3.2.0 (tested); a server that ignores the header would overwrite.
+On a server that skipped signed headers the size would not be bound (``size_of`` reports
+what was stored; the media service only checks that it exists).
 
 The URLs are signed here rather than by ``generate_presigned_url`` of a signing client so
 that the signing time comes from the injected clock: ``expires_at`` is then exactly
@@ -201,7 +204,13 @@ class S3BlobStore:
         if size < 0:
             raise ValueError(f"upload size must be >= 0, not {size}")
         # Signed headers: the server recomputes the signature from the headers it got.
-        headers = {"Content-Length": str(size), "Content-Type": CONTENT_TYPE}
+        # ``If-None-Match: *`` (a conditional write) makes the URL work once: a replay
+        # finds the object there and gets 412 instead of overwriting it.
+        headers = {
+            "Content-Length": str(size),
+            "Content-Type": CONTENT_TYPE,
+            "If-None-Match": "*",
+        }
         return await self._presign("PUT", "put_object", key, headers, expires_in)
 
     async def presign_download(self, key: str, expires_in: int) -> PresignedUrl:

@@ -8,9 +8,10 @@ import hmac
 import json
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tidings.core import validation
+from tidings.core.limitkeys import address_key, number_block
 from tidings.core.model import PRIMARY_DEVICE, AuthSession, Device, User
 from tidings.core.ratelimit import Limit
 from tidings.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
@@ -31,18 +32,41 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+SPENT_REFRESH = "spent-refresh"
+"""Session kind of a rotated refresh token: kept until the token would have expired, so
+presenting it again is recognised as reuse and not as an unknown token."""
+REUSE_GUARD_S = 60.0
+"""How long the atomic first-use mark of a refresh token lives: long enough to cover two
+requests racing with one token; after that the spent session row tells reuse apart."""
+
+
 class AuthService:
     def __init__(self, ctx: Context, directory: Directory) -> None:
         self.ctx, self.directory = ctx, directory
 
     # one-time codes ----------------------------------------------------------------
-    async def request_code(self, phone: str) -> int:
-        """Send a code; returns its lifetime in seconds."""
+    async def request_code(self, phone: str, address: str) -> int:
+        """Send a code; returns its lifetime in seconds.
+
+        Limited per number, per client ``address`` (many numbers from one place) and per
+        block of numbers from every address (many numbers from many places), the
+        address first: a client over its own limit spends nobody else's tokens.
+        """
         ctx = self.ctx
         phone = validation.phone(phone)
         rates = ctx.rates
         await ctx.limit(
+            "otp-address",
+            address_key(address),
+            Limit(rates.otp_address_rate, rates.otp_address_burst),
+        )
+        await ctx.limit(
             "otp-request", phone, Limit(rates.otp_request_rate, rates.otp_request_burst)
+        )
+        await ctx.limit(
+            "otp-block",
+            number_block(phone, ctx.limits.number_block_digits),
+            Limit(rates.otp_block_rate, rates.otp_block_burst),
         )
         code = f"{secrets.randbelow(1_000_000):06d}"
         ttl = ctx.limits.otp_ttl_s
@@ -71,7 +95,7 @@ class AuthService:
         await ctx.keys.delete(f"otp-attempts:{phone}")
 
     async def register(
-        self, phone: str, code: str, device_name: str, registration_id: int
+        self, phone: str, code: str, device_name: str, registration_id: int, address: str
     ) -> Tokens:
         """Verify the code, create the account if new, and (re)register device 1.
 
@@ -80,6 +104,13 @@ class AuthService:
         """
         ctx = self.ctx
         phone = validation.phone(phone)
+        device_name = validation.display_text(device_name, what="device_name")
+        rates = ctx.rates
+        await ctx.limit(
+            "register-address",
+            address_key(address),
+            Limit(rates.register_address_rate, rates.register_address_burst),
+        )
         await self._check_code(phone, code)
         now = ctx.clock()
         user, _created = await ctx.users.create_user(User(str(uuid.uuid4()), phone, now))
@@ -111,7 +142,9 @@ class AuthService:
         return Tokens(user_id, device_id, access, refresh, limits.access_token_ttl_s)
 
     async def _session(self, token: str, kind: str) -> AuthSession:
-        session = await self.ctx.users.get_session(_hash(token))
+        return await self._valid(await self.ctx.users.get_session(_hash(token)), kind)
+
+    async def _valid(self, session: AuthSession | None, kind: str) -> AuthSession:
         if session is None or session.kind != kind:
             raise Unauthorized(f"{kind} token is not valid; sign in again")
         if session.expires_at <= self.ctx.clock():
@@ -125,10 +158,39 @@ class AuthService:
         return Principal(session.user_id, session.device_id)
 
     async def refresh(self, refresh_token: str) -> Tokens:
-        """Trade a refresh token for new tokens; the old refresh token is spent."""
-        session = await self._session(refresh_token, "refresh")
-        await self.ctx.users.delete_session(session.token_hash)
-        return await self.issue(session.user_id, session.device_id)
+        """Trade a refresh token for new tokens; the old refresh token is spent.
+
+        A spent refresh token presented again means two parties hold the token family
+        (OAuth 2.0 Security BCP, refresh token rotation): every token of the device is
+        revoked, the newest included. A device's tokens are one family: registering or
+        linking replaces them, and only refreshing adds to them.
+        """
+        ctx = self.ctx
+        token_hash = _hash(refresh_token)
+        found = await ctx.users.get_session(token_hash)
+        if found is not None and found.kind == SPENT_REFRESH:
+            await self._revoke_family(found)
+        session = await self._valid(found, "refresh")
+        guard = f"refresh-used:{token_hash}"
+        if await ctx.keys.put_if_absent(guard, b"first", REUSE_GUARD_S) is not None:
+            await ctx.keys.set(guard, b"reused", REUSE_GUARD_S)
+            await self._revoke_family(session)
+        await ctx.users.put_session(replace(session, kind=SPENT_REFRESH))
+        tokens = await self.issue(session.user_id, session.device_id)
+        if await ctx.keys.get(guard) == b"reused":
+            # A racing request with the same token revoked the family before these
+            # tokens were written: they go too.
+            await self._revoke_family(session)
+        return tokens
+
+    async def _revoke_family(self, session: AuthSession) -> None:
+        """Revoke every token of the session's device, close its socket, and refuse."""
+        await self.ctx.users.delete_device_sessions(session.user_id, session.device_id)
+        await self.ctx.channels.publish(device_channel(session.user_id, session.device_id), _KICK)
+        self.ctx.metrics.refresh_reuse.inc()
+        raise Unauthorized(
+            "refresh token was already used: every token of this device is revoked; sign in again"
+        )
 
     async def logout(self, principal: Principal) -> None:
         """Revoke every token of this device."""
@@ -148,6 +210,7 @@ class AuthService:
 
     async def link_device(self, code: str, name: str, registration_id: int) -> Tokens:
         ctx = self.ctx
+        name = validation.display_text(name, what="device_name")
         owner = await ctx.keys.get(f"link:{code}")
         if owner is None or await ctx.keys.put_if_absent(
             f"link-used:{code}", b"1", ctx.limits.link_code_ttl_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from tidings.core import validation
 from tidings.core.model import Group, Role
 from tidings.errors import Forbidden, InvalidInput, LimitExceeded, NotFound
 from tidings.services.context import Context, Principal
@@ -20,6 +21,7 @@ class GroupService:
                 raise NotFound(f"user {uid} does not exist")
 
     async def create(self, principal: Principal, name: str, members: Sequence[str]) -> Group:
+        name = validation.display_text(name, what="group name")
         unique = list(dict.fromkeys(m for m in members if m != principal.user_id))
         limit = self.ctx.limits.group_members
         if len(unique) + 1 > limit:

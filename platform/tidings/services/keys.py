@@ -55,6 +55,14 @@ class KeyService:
             f"{principal.user_id}:{principal.device_id}",
             Limit(rates.prekey_fetch_rate, rates.prekey_fetch_burst),
         )
+        if user_id != principal.user_id:
+            # Each fetch claims one-time prekeys: without a per-pair limit one account
+            # could use up another's before its devices top them up.
+            await ctx.limit(
+                "prekey-pair",
+                f"{principal.user_id}:{user_id}",
+                Limit(rates.prekey_pair_rate, rates.prekey_pair_burst),
+            )
         identity = await ctx.users.get_identity_key(user_id)
         devices = await ctx.users.list_devices(user_id)
         if identity is None or not devices:

@@ -21,12 +21,18 @@ class UserService:
         ctx = self.ctx
         if len(phones) > ctx.limits.discovery_batch:
             raise LimitExceeded(f"look up at most {ctx.limits.discovery_batch} numbers at once")
-        checked = [validation.phone(p) for p in phones]
+        checked = list(dict.fromkeys(validation.phone(p) for p in phones))
         rates = ctx.rates
         await ctx.limit(
             "discovery", principal.user_id, Limit(rates.discovery_rate, rates.discovery_burst)
         )
+        daily = rates.discovery_daily_numbers
+        await ctx.limit(
+            "discovery-daily", principal.user_id, Limit(daily / 86_400, daily), len(checked)
+        )
         found = await ctx.users.users_by_phone(checked)
+        ctx.metrics.discovery_numbers.labels("registered").inc(len(found))
+        ctx.metrics.discovery_numbers.labels("unregistered").inc(len(checked) - len(found))
         return {phone: user.id for phone, user in found.items()}
 
     async def get(self, user_id: str) -> User:
@@ -42,6 +48,10 @@ class UserService:
         about: str | None,
         presence_privacy: PresencePrivacy | None,
     ) -> User:
+        if display_name is not None:
+            validation.display_text(display_name, what="display_name")
+        if about is not None:
+            validation.display_text(about, what="about")
         user = await self.get(principal.user_id)
         updated = replace(
             user,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from tidings.api.deps import Me, Svc
+from tidings.api.deps import ClientAddress, Me, Svc
 from tidings.api.schemas import (
     CodeRequest,
     CodeSent,
@@ -34,16 +34,20 @@ def _tokens(t: Tokens) -> TokensOut:
 
 
 @router.post("/auth/code", status_code=202)
-async def request_code(body: CodeRequest, svc: Svc) -> CodeSent:
-    """Send a one-time code to a phone number (rate limited per number)."""
-    return CodeSent(expires_in=await svc.auth.request_code(body.phone))
+async def request_code(body: CodeRequest, svc: Svc, address: ClientAddress) -> CodeSent:
+    """Send a one-time code to a phone number (rate limited per number, per client
+    address and per block of numbers)."""
+    return CodeSent(expires_in=await svc.auth.request_code(body.phone, address))
 
 
 @router.post("/auth/register")
-async def register(body: RegisterRequest, svc: Svc) -> TokensOut:
-    """Verify the code; creates the account if new and (re)registers the primary device."""
+async def register(body: RegisterRequest, svc: Svc, address: ClientAddress) -> TokensOut:
+    """Verify the code; creates the account if new and (re)registers the primary device
+    (attempts rate limited per client address)."""
     return _tokens(
-        await svc.auth.register(body.phone, body.code, body.device_name, body.registration_id)
+        await svc.auth.register(
+            body.phone, body.code, body.device_name, body.registration_id, address
+        )
     )
 
 

@@ -1,7 +1,8 @@
 """BlobStore on local files, behind HMAC-signed expiring URLs served by the gateway.
 
 The URL grants exactly one operation on one key (and for uploads, one exact size)
-until it expires, like an S3 presigned URL.
+until it expires, like an S3 presigned URL. An upload never replaces a stored blob, so
+an upload URL works once (the S3 store signs ``If-None-Match: *`` for the same).
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import hashlib
 import hmac
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from tidings.errors import Forbidden, InvalidInput, PayloadTooLarge, Unavailable
+from tidings.errors import Conflict, Forbidden, InvalidInput, PayloadTooLarge, Unavailable
 from tidings.ports import PresignedUrl
 
 BLOB_ROUTE = "/v1/blobs"
@@ -65,8 +67,9 @@ class FileBlobStore:
 
     def verify(self, method: str, key: str, size: int, expires: int, signature: str) -> Path:
         """Check a presented URL; returns the file it grants access to."""
-        expected = self._sign(method, key, size, expires)
-        if not hmac.compare_digest(expected, signature):
+        expected = self._sign(method, key, size, expires).encode()
+        # Bytes, not str: compare_digest raises on a str with non-ASCII characters.
+        if not hmac.compare_digest(expected, signature.encode(errors="surrogateescape")):
             raise Forbidden("blob URL signature is invalid; request a new URL")
         if expires < self._clock():
             raise Forbidden("blob URL has expired; request a new URL")
@@ -82,8 +85,10 @@ class FileBlobStore:
                 f"Content-Length {content_length} does not match the declared size {declared}"
             )
         path = self._path(key)
+        if path.is_file():
+            raise _already_uploaded()
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".part{os.getpid()}")
+        partial = path.with_suffix(f".part{os.getpid()}.{uuid.uuid4().hex}")
         written = 0
         try:
             with partial.open("wb") as out:
@@ -94,6 +99,13 @@ class FileBlobStore:
                     out.write(chunk)
             if written != declared:
                 raise InvalidInput(f"upload ended after {written} of {declared} bytes")
-            partial.replace(path)
+            try:
+                os.link(partial, path)  # atomic, and never over a blob a racing upload stored
+            except FileExistsError:
+                raise _already_uploaded() from None
         finally:
             partial.unlink(missing_ok=True)
+
+
+def _already_uploaded() -> Conflict:
+    return Conflict("this blob was already uploaded; an upload URL works once: request a new one")
