@@ -43,8 +43,9 @@ async def _send_all(run: Run, p: Pairs, receivers_connected: bool) -> bool:
     """Every sender (and, if ``receivers_connected``, whose receiver is connected) sends
     its messages; True if the deadline cut the sending short."""
     args, traffic = run.args, p.traffic
+    rate = args.rate / len(p.senders) if args.rate else None
     jobs = [
-        send_messages(s, i, r.user_id, args.messages, args.window, args.size, traffic)
+        send_messages(s, i, r.user_id, args.messages, args.window, args.size, traffic, rate)
         for i, (s, r) in enumerate(zip(p.sconns, p.receivers, strict=True))
         if s is not None and (not receivers_connected or p.rconns[i] is not None)
     ]

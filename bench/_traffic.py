@@ -122,13 +122,24 @@ class Traffic(Sink):
 
 
 async def send_messages(
-    conn: Conn, sender: int, to_user: str, count: int, window: int, size: int, traffic: Traffic
+    conn: Conn,
+    sender: int,
+    to_user: str,
+    count: int,
+    window: int,
+    size: int,
+    traffic: Traffic,
+    rate: float | None = None,
 ) -> None:
     """``count`` messages to ``to_user``'s device 1, at most ``window`` awaiting an answer.
 
+    With ``rate`` (messages per second), message ``n`` is due ``n / rate`` seconds after
+    the start and its latency counts from then, so a sender held back by its window (a
+    server falling behind) shows in the latency instead of slowing the clock down.
     Answers 429/503 are retried (same client id, same bytes) after a short pause."""
     next_seq = 0
     filler = max(0, size - HEADER.size)
+    start = time.perf_counter()
 
     async def worker() -> None:
         nonlocal next_seq
@@ -136,7 +147,12 @@ async def send_messages(
             seq = next_seq
             next_seq += 1
             traffic.attempted += 1
-            payload = HEADER.pack(sender, seq, time.perf_counter()) + os.urandom(filler)
+            due = time.perf_counter()
+            if rate is not None:
+                due = start + seq / rate
+                if due > time.perf_counter():
+                    await asyncio.sleep(due - time.perf_counter())
+            payload = HEADER.pack(sender, seq, due) + os.urandom(filler)
             body = {
                 "id": str(uuid.uuid4()),
                 "to": {"user": to_user},

@@ -9,6 +9,9 @@ live     ``--pairs`` sender/receiver pairs, every socket connected (past ``queue
          random bytes to its receiver over its WebSocket, at most ``--window`` sends
          awaiting their answer; receivers ack every delivery, senders ack the ``delivered``
          receipts that flow back. Latency: the sender's write to the receiver's deliver.
+         With ``--rate`` the senders offer that many messages per second in all (open
+         loop, still within the window) and latency counts from when a message was due:
+         the latency at a load the server can carry, not the queue of a saturated one.
 offline  the receivers stay away while the senders send everything (every send
          accepted, then every envelope stored); then all receivers connect at once and
          drain. Throughput: from the first connect to the last message; latency: from
@@ -72,6 +75,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--messages", type=int, default=200, help="messages per sender")
     p.add_argument("--size", type=int, default=256, help="random bytes per message")
     p.add_argument("--window", type=int, default=32, help="sends awaiting an answer per sender")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="live/offline: messages per second offered, over all senders (default: as "
+        "fast as the window allows). Latency then counts from when each message was due",
+    )
     p.add_argument("--idle", type=int, default=2000, help="idle sockets")
     p.add_argument("--hold", type=float, default=10.0, help="seconds the idle sockets stay")
     p.add_argument("--storm", type=int, default=2000, help="sockets connecting at once")
@@ -115,6 +125,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         messages=args.messages,
         size=args.size,
         window=args.window,
+        rate=args.rate,
         idle=args.idle,
         hold=args.hold,
         storm=args.storm,
