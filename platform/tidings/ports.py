@@ -76,8 +76,9 @@ class EventBus(Protocol):
     async def close(self) -> None: ...
 
 
-class UserStore(Protocol):
-    # users and profiles
+class Accounts(Protocol):
+    """Users and their profiles."""
+
     async def create_user(self, user: User) -> tuple[User, bool]:
         """Create ``user`` unless its phone is taken; returns (the phone's user, created)."""
 
@@ -85,7 +86,10 @@ class UserStore(Protocol):
     async def users_by_phone(self, phones: Sequence[str]) -> dict[str, User]: ...
     async def update_user(self, user: User) -> None: ...
 
-    # devices
+
+class Devices(Protocol):
+    """The devices of each user (device 1 is the primary)."""
+
     async def add_device(self, device: Device, max_devices: int) -> Device:
         """Store ``device`` with the next free device id (raises ``LimitExceeded``)."""
 
@@ -97,7 +101,10 @@ class UserStore(Protocol):
     async def remove_device(self, user_id: str, device_id: int) -> bool:
         """Remove a linked device with its keys, sessions and push token."""
 
-    # push tokens
+
+class PushTokens(Protocol):
+    """Each device's FCM/APNs token."""
+
     async def set_push_token(self, user_id: str, device_id: int, token: PushToken) -> None:
         """Register the device's token; a device holding the same token loses it."""
 
@@ -110,13 +117,19 @@ class UserStore(Protocol):
     ) -> bool:
         """Drop the device's token (only if it is still ``token``, when given)."""
 
-    # bearer sessions
+
+class Sessions(Protocol):
+    """Bearer sessions (access and refresh tokens), by the hash of their token."""
+
     async def put_session(self, session: AuthSession) -> None: ...
     async def get_session(self, token_hash: str) -> AuthSession | None: ...
     async def delete_session(self, token_hash: str) -> None: ...
     async def delete_device_sessions(self, user_id: str, device_id: int) -> None: ...
 
-    # keys
+
+class PublicKeys(Protocol):
+    """Identity keys and prekeys that others fetch to start sessions."""
+
     async def set_identity_key(self, user_id: str, key: bytes) -> None: ...
     async def get_identity_key(self, user_id: str) -> bytes | None: ...
     async def set_signed_prekey(self, user_id: str, device_id: int, key: SignedPreKey) -> None: ...
@@ -130,7 +143,8 @@ class UserStore(Protocol):
     async def claim_one_time_prekey(self, user_id: str, device_id: int) -> OneTimePreKey | None:
         """Remove and return one key; never the same key to two callers."""
 
-    # contacts
+
+class Contacts(Protocol):
     async def add_contacts(
         self, user_id: str, contact_ids: Sequence[str], max_contacts: int
     ) -> None: ...
@@ -138,11 +152,18 @@ class UserStore(Protocol):
     async def list_contacts(self, user_id: str) -> list[str]: ...
     async def has_contact(self, user_id: str, contact_id: str) -> bool: ...
 
-    # groups
+
+class Groups(Protocol):
     async def create_group(self, group: Group) -> None: ...
     async def get_group(self, group_id: str) -> Group | None: ...
     async def set_member(self, group_id: str, user_id: str, role: Role) -> None: ...
     async def remove_member(self, group_id: str, user_id: str) -> None: ...
+
+
+class UserStore(Accounts, Devices, PushTokens, Sessions, PublicKeys, Contacts, Groups, Protocol):
+    """Everything about users one engine keeps together (a user's removal or a device's
+    replacement spans several parts). Services use the part they need, through the
+    ``Context`` properties of the same names."""
 
     async def ping(self) -> None: ...
 

@@ -113,8 +113,8 @@ class AuthService:
         )
         await self._check_code(phone, code)
         now = ctx.clock()
-        user, _created = await ctx.users.create_user(User(str(uuid.uuid4()), phone, now))
-        await ctx.users.put_primary_device(
+        user, _created = await ctx.accounts.create_user(User(str(uuid.uuid4()), phone, now))
+        await ctx.devices.put_primary_device(
             Device(user.id, PRIMARY_DEVICE, device_name, registration_id, now)
         )
         await self.directory.changed(user.id)
@@ -129,12 +129,12 @@ class AuthService:
     async def issue(self, user_id: str, device_id: int) -> Tokens:
         ctx, limits = self.ctx, self.ctx.limits
         access, refresh, now = self._token(), self._token(), ctx.clock()
-        await ctx.users.put_session(
+        await ctx.sessions.put_session(
             AuthSession(
                 _hash(access), "access", user_id, device_id, now + limits.access_token_ttl_s
             )
         )
-        await ctx.users.put_session(
+        await ctx.sessions.put_session(
             AuthSession(
                 _hash(refresh), "refresh", user_id, device_id, now + limits.refresh_token_ttl_s
             )
@@ -142,13 +142,13 @@ class AuthService:
         return Tokens(user_id, device_id, access, refresh, limits.access_token_ttl_s)
 
     async def _session(self, token: str, kind: str) -> AuthSession:
-        return await self._valid(await self.ctx.users.get_session(_hash(token)), kind)
+        return await self._valid(await self.ctx.sessions.get_session(_hash(token)), kind)
 
     async def _valid(self, session: AuthSession | None, kind: str) -> AuthSession:
         if session is None or session.kind != kind:
             raise Unauthorized(f"{kind} token is not valid; sign in again")
         if session.expires_at <= self.ctx.clock():
-            await self.ctx.users.delete_session(session.token_hash)
+            await self.ctx.sessions.delete_session(session.token_hash)
             hint = "refresh it via POST /v1/auth/refresh" if kind == "access" else "sign in again"
             raise Unauthorized(f"{kind} token has expired; {hint}")
         return session
@@ -167,7 +167,7 @@ class AuthService:
         """
         ctx = self.ctx
         token_hash = _hash(refresh_token)
-        found = await ctx.users.get_session(token_hash)
+        found = await ctx.sessions.get_session(token_hash)
         if found is not None and found.kind == SPENT_REFRESH:
             await self._revoke_family(found)
         session = await self._valid(found, "refresh")
@@ -175,7 +175,7 @@ class AuthService:
         if await ctx.keys.put_if_absent(guard, b"first", REUSE_GUARD_S) is not None:
             await ctx.keys.set(guard, b"reused", REUSE_GUARD_S)
             await self._revoke_family(session)
-        await ctx.users.put_session(replace(session, kind=SPENT_REFRESH))
+        await ctx.sessions.put_session(replace(session, kind=SPENT_REFRESH))
         tokens = await self.issue(session.user_id, session.device_id)
         if await ctx.keys.get(guard) == b"reused":
             # A racing request with the same token revoked the family before these
@@ -185,7 +185,7 @@ class AuthService:
 
     async def _revoke_family(self, session: AuthSession) -> None:
         """Revoke every token of the session's device, close its socket, and refuse."""
-        await self.ctx.users.delete_device_sessions(session.user_id, session.device_id)
+        await self.ctx.sessions.delete_device_sessions(session.user_id, session.device_id)
         await self.ctx.channels.publish(device_channel(session.user_id, session.device_id), _KICK)
         self.ctx.metrics.refresh_reuse.inc()
         raise Unauthorized(
@@ -194,7 +194,7 @@ class AuthService:
 
     async def logout(self, principal: Principal) -> None:
         """Revoke every token of this device."""
-        await self.ctx.users.delete_device_sessions(principal.user_id, principal.device_id)
+        await self.ctx.sessions.delete_device_sessions(principal.user_id, principal.device_id)
         await self.ctx.channels.publish(
             device_channel(principal.user_id, principal.device_id), _KICK
         )
@@ -218,14 +218,14 @@ class AuthService:
             raise Unauthorized("link code is unknown, used or expired; create a new one")
         await ctx.keys.delete(f"link:{code}")
         user_id = owner.decode()
-        device = await ctx.users.add_device(
+        device = await ctx.devices.add_device(
             Device(user_id, 0, name, registration_id, ctx.clock()), ctx.limits.devices_per_user
         )
         await self.directory.changed(user_id)
         return await self.issue(user_id, device.device_id)
 
     async def list_devices(self, principal: Principal) -> list[Device]:
-        return await self.ctx.users.list_devices(principal.user_id)
+        return await self.ctx.devices.list_devices(principal.user_id)
 
     async def unlink(self, principal: Principal, device_id: int) -> None:
         """The primary unlinks any linked device; a linked device may unlink itself."""
@@ -233,7 +233,7 @@ class AuthService:
             raise InvalidInput("the primary device cannot be unlinked; register again instead")
         if principal.device_id not in (PRIMARY_DEVICE, device_id):
             raise Forbidden("only the primary device can unlink other devices")
-        if not await self.ctx.users.remove_device(principal.user_id, device_id):
+        if not await self.ctx.devices.remove_device(principal.user_id, device_id):
             raise NotFound(f"device {device_id} is not linked to this account")
         await self.directory.changed(principal.user_id)
         await self.ctx.messages.purge_device(principal.user_id, device_id)

@@ -15,16 +15,23 @@ from tidings.core.shardmap import ShardMap, single_region
 from tidings.errors import RateLimited
 from tidings.metrics import Metrics
 from tidings.ports import (
+    Accounts,
     AnalyticsStore,
     BlobStore,
     Channels,
     Clock,
+    Contacts,
+    Devices,
     EventBus,
+    Groups,
     KeyValues,
     MessageStore,
     OtpSender,
     PresenceStore,
+    PublicKeys,
+    PushTokens,
     RateLimiter,
+    Sessions,
     UserStore,
 )
 
@@ -59,6 +66,35 @@ class Context:
     partitions: int = 8
     events: EventBuffer = field(default_factory=EventBuffer)
     """Analytics events waiting to be shipped (see ``services.analytics``)."""
+
+    # The user store's parts: one engine implements them all, each service uses its own.
+    @property
+    def accounts(self) -> Accounts:
+        return self.users
+
+    @property
+    def devices(self) -> Devices:
+        return self.users
+
+    @property
+    def push_tokens(self) -> PushTokens:
+        return self.users
+
+    @property
+    def sessions(self) -> Sessions:
+        return self.users
+
+    @property
+    def public_keys(self) -> PublicKeys:
+        return self.users
+
+    @property
+    def contacts(self) -> Contacts:
+        return self.users
+
+    @property
+    def groups(self) -> Groups:
+        return self.users
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

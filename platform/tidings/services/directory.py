@@ -47,7 +47,7 @@ class Directory:
     async def exists(self, user_id: str) -> bool:
         if user_id in self._existing:
             return True
-        if await self.ctx.users.get_user(user_id) is None:
+        if await self.ctx.accounts.get_user(user_id) is None:
             return False
         if len(self._existing) >= MAX_ENTRIES:
             self._existing.clear()
@@ -55,14 +55,14 @@ class Directory:
         return True
 
     async def devices_of(self, user_ids: Sequence[str]) -> list[Device]:
-        """Every device of ``user_ids`` (as ``UserStore.devices_of``), from the cache
+        """Every device of ``user_ids`` (as ``Devices.devices_of``), from the cache
         where fresh; one store lookup for the rest."""
         now = self.ctx.clock()
         missing = [u for u in dict.fromkeys(user_ids) if self._fresh(u, now) is None]
         found: dict[str, list[Device]] = {u: [] for u in missing}
         if missing:
             generation = self._generation
-            for device in await self.ctx.users.devices_of(missing):
+            for device in await self.ctx.devices.devices_of(missing):
                 found.setdefault(device.user_id, []).append(device)
             if generation == self._generation:
                 if len(self._devices) + len(found) > MAX_ENTRIES:

@@ -17,7 +17,7 @@ class GroupService:
 
     async def _existing_users(self, user_ids: Sequence[str]) -> None:
         for uid in user_ids:
-            if await self.ctx.users.get_user(uid) is None:
+            if await self.ctx.accounts.get_user(uid) is None:
                 raise NotFound(f"user {uid} does not exist")
 
     async def create(self, principal: Principal, name: str, members: Sequence[str]) -> Group:
@@ -29,12 +29,12 @@ class GroupService:
         await self._existing_users(unique)
         roles = {principal.user_id: Role.ADMIN} | {m: Role.MEMBER for m in unique}
         group = Group(str(uuid.uuid4()), name, principal.user_id, self.ctx.clock(), roles)
-        await self.ctx.users.create_group(group)
+        await self.ctx.groups.create_group(group)
         return group
 
     async def get(self, principal: Principal, group_id: str) -> Group:
         """The group, if the caller is a member (non-members cannot tell it exists)."""
-        group = await self.ctx.users.get_group(group_id)
+        group = await self.ctx.groups.get_group(group_id)
         if group is None or not group.is_member(principal.user_id):
             raise NotFound(f"group {group_id} not found, or you are not a member")
         return group
@@ -55,7 +55,7 @@ class GroupService:
             raise LimitExceeded(f"a group has at most {limit} members")
         await self._existing_users(new)
         for uid in new:
-            await self.ctx.users.set_member(group_id, uid, Role.MEMBER)
+            await self.ctx.groups.set_member(group_id, uid, Role.MEMBER)
         return await self.get(principal, group_id)
 
     async def remove_member(self, principal: Principal, group_id: str, user_id: str) -> Group:
@@ -64,7 +64,7 @@ class GroupService:
         group = await self._as_admin(principal, group_id)
         if not group.is_member(user_id):
             raise NotFound(f"user {user_id} is not a member of this group")
-        await self.ctx.users.remove_member(group_id, user_id)
+        await self.ctx.groups.remove_member(group_id, user_id)
         return await self.get(principal, group_id)
 
     async def set_role(
@@ -75,16 +75,16 @@ class GroupService:
             raise NotFound(f"user {user_id} is not a member of this group")
         if role is Role.MEMBER and user_id == principal.user_id and _admins(group) == 1:
             raise InvalidInput("a group needs an admin; promote someone before demoting yourself")
-        await self.ctx.users.set_member(group_id, user_id, role)
+        await self.ctx.groups.set_member(group_id, user_id, role)
         return await self.get(principal, group_id)
 
     async def leave(self, principal: Principal, group_id: str) -> None:
         group = await self.get(principal, group_id)
-        await self.ctx.users.remove_member(group_id, principal.user_id)
+        await self.ctx.groups.remove_member(group_id, principal.user_id)
         rest = sorted(u for u in group.members if u != principal.user_id)
         if rest and group.is_admin(principal.user_id) and _admins(group) == 1:
             # The last admin left: the longest-known member (stable order) takes over.
-            await self.ctx.users.set_member(group_id, rest[0], Role.ADMIN)
+            await self.ctx.groups.set_member(group_id, rest[0], Role.ADMIN)
 
 
 def _admins(group: Group) -> int:

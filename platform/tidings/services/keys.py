@@ -20,14 +20,14 @@ class KeyService:
             raise Forbidden("only the primary device can set the identity key")
         if len(key) != validation.KEY_BYTES:
             raise InvalidInput("identity key must be a 32-byte Ed25519 public key")
-        await self.ctx.users.set_identity_key(principal.user_id, key)
+        await self.ctx.public_keys.set_identity_key(principal.user_id, key)
 
     async def set_signed_prekey(self, principal: Principal, key: SignedPreKey) -> None:
-        identity = await self.ctx.users.get_identity_key(principal.user_id)
+        identity = await self.ctx.public_keys.get_identity_key(principal.user_id)
         if identity is None:
             raise Conflict("upload the identity key (from the primary device) first")
         validation.verify_signed_prekey(identity, key.public_key, key.signature)
-        await self.ctx.users.set_signed_prekey(principal.user_id, principal.device_id, key)
+        await self.ctx.public_keys.set_signed_prekey(principal.user_id, principal.device_id, key)
 
     async def add_one_time_prekeys(
         self, principal: Principal, keys: Sequence[OneTimePreKey]
@@ -37,12 +37,14 @@ class KeyService:
             raise LimitExceeded(f"upload at most {limits.prekeys_per_upload} prekeys at once")
         if len({k.key_id for k in keys}) != len(keys):
             raise InvalidInput("one-time prekey ids in one upload must be distinct")
-        return await self.ctx.users.add_one_time_prekeys(
+        return await self.ctx.public_keys.add_one_time_prekeys(
             principal.user_id, principal.device_id, keys, limits.prekeys_stored_per_device
         )
 
     async def count(self, principal: Principal) -> int:
-        return await self.ctx.users.count_one_time_prekeys(principal.user_id, principal.device_id)
+        return await self.ctx.public_keys.count_one_time_prekeys(
+            principal.user_id, principal.device_id
+        )
 
     async def bundles(
         self, principal: Principal, user_id: str, device_id: int | None = None
@@ -63,8 +65,8 @@ class KeyService:
                 f"{principal.user_id}:{user_id}",
                 Limit(rates.prekey_pair_rate, rates.prekey_pair_burst),
             )
-        identity = await ctx.users.get_identity_key(user_id)
-        devices = await ctx.users.list_devices(user_id)
+        identity = await ctx.public_keys.get_identity_key(user_id)
+        devices = await ctx.devices.list_devices(user_id)
         if identity is None or not devices:
             raise NotFound(f"user {user_id} has no published keys")
         if device_id is not None:
@@ -73,10 +75,10 @@ class KeyService:
                 raise NotFound(f"user {user_id} has no device {device_id}")
         out: list[PreKeyBundle] = []
         for device in devices:
-            signed = await ctx.users.get_signed_prekey(user_id, device.device_id)
+            signed = await ctx.public_keys.get_signed_prekey(user_id, device.device_id)
             if signed is None:
                 continue  # the device has not finished setting up its keys
-            one_time = await ctx.users.claim_one_time_prekey(user_id, device.device_id)
+            one_time = await ctx.public_keys.claim_one_time_prekey(user_id, device.device_id)
             out.append(
                 PreKeyBundle(device.device_id, device.registration_id, identity, signed, one_time)
             )

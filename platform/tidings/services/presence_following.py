@@ -37,7 +37,7 @@ class PresenceFollowing:
             raise LimitExceeded(f"a socket follows the presence of at most {limit} users")
         result: list[dict[str, Any]] = []
         for uid in dict.fromkeys(user_ids):
-            user = await self.ctx.users.get_user(uid)
+            user = await self.ctx.accounts.get_user(uid)
             if user is None or not await self.users.may_see_presence(self.principal.user_id, user):
                 result.append({"user": uid, "visible": False})
                 continue

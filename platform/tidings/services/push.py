@@ -186,7 +186,7 @@ class PushWorker:
             return
         if wait > 0:
             await asyncio.sleep(wait)
-        token = await ctx.users.get_push_token(job.user, job.device)
+        token = await ctx.push_tokens.get_push_token(job.user, job.device)
         if token is None:
             metrics.pushes_failed.labels("no_token").inc()
             return
@@ -217,7 +217,7 @@ class PushWorker:
                 metrics.push_retries.labels(provider).inc()
                 await self._enqueue(job.retry_at(ctx.clock() + step.delay))
             else:
-                if step.action is Action.REMOVE_TOKEN and await ctx.users.remove_push_token(
+                if step.action is Action.REMOVE_TOKEN and await ctx.push_tokens.remove_push_token(
                     job.user, job.device, token.token
                 ):
                     metrics.push_tokens_removed.inc()

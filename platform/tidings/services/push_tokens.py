@@ -26,16 +26,16 @@ class PushTokenService:
         """Register (or replace) the calling device's token; another device holding the
         same token loses it (the app was reinstalled or the phone changed hands)."""
         self._own(principal, device_id)
-        await self.ctx.users.set_push_token(
+        await self.ctx.push_tokens.set_push_token(
             principal.user_id, device_id, PushToken(provider, token, alert, self.ctx.clock())
         )
 
     async def remove(self, principal: Principal, device_id: int) -> None:
         """Stop pushes to the calling device (idempotent)."""
         self._own(principal, device_id)
-        await self.ctx.users.remove_push_token(principal.user_id, device_id)
+        await self.ctx.push_tokens.remove_push_token(principal.user_id, device_id)
 
     async def providers(self, principal: Principal) -> dict[int, Provider]:
         """Which provider each device of the account is reachable by (never the token)."""
-        tokens = await self.ctx.users.push_tokens_of(principal.user_id)
+        tokens = await self.ctx.push_tokens.push_tokens_of(principal.user_id)
         return {device: token.provider for device, token in tokens.items()}

@@ -64,7 +64,7 @@ class Router:
     ) -> list[str]:
         ctx = self.ctx
         if to_group is not None:
-            group = await ctx.users.get_group(to_group)
+            group = await ctx.groups.get_group(to_group)
             if group is None or not group.is_member(principal.user_id):
                 raise NotFound(f"group {to_group} not found, or you are not a member")
             return sorted(group.members)

@@ -30,13 +30,13 @@ class UserService:
         await ctx.limit(
             "discovery-daily", principal.user_id, Limit(daily / 86_400, daily), len(checked)
         )
-        found = await ctx.users.users_by_phone(checked)
+        found = await ctx.accounts.users_by_phone(checked)
         ctx.metrics.discovery_numbers.labels("registered").inc(len(found))
         ctx.metrics.discovery_numbers.labels("unregistered").inc(len(checked) - len(found))
         return {phone: user.id for phone, user in found.items()}
 
     async def get(self, user_id: str) -> User:
-        user = await self.ctx.users.get_user(user_id)
+        user = await self.ctx.accounts.get_user(user_id)
         if user is None:
             raise NotFound(f"user {user_id} does not exist")
         return user
@@ -61,7 +61,7 @@ class UserService:
             if presence_privacy is None
             else presence_privacy,
         )
-        await self.ctx.users.update_user(updated)
+        await self.ctx.accounts.update_user(updated)
         return updated
 
     async def add_contacts(self, principal: Principal, user_ids: Sequence[str]) -> list[str]:
@@ -69,16 +69,16 @@ class UserService:
             raise InvalidInput("you cannot add yourself as a contact")
         for uid in user_ids:
             await self.get(uid)
-        await self.ctx.users.add_contacts(
+        await self.ctx.contacts.add_contacts(
             principal.user_id, list(dict.fromkeys(user_ids)), self.ctx.limits.contacts_per_user
         )
-        return await self.ctx.users.list_contacts(principal.user_id)
+        return await self.ctx.contacts.list_contacts(principal.user_id)
 
     async def remove_contact(self, principal: Principal, user_id: str) -> None:
-        await self.ctx.users.remove_contact(principal.user_id, user_id)
+        await self.ctx.contacts.remove_contact(principal.user_id, user_id)
 
     async def contacts(self, principal: Principal) -> list[str]:
-        return await self.ctx.users.list_contacts(principal.user_id)
+        return await self.ctx.contacts.list_contacts(principal.user_id)
 
     async def may_see_presence(self, viewer: str, target: User) -> bool:
         if viewer == target.id:
@@ -86,5 +86,5 @@ class UserService:
         if target.presence_privacy is PresencePrivacy.EVERYONE:
             return True
         if target.presence_privacy is PresencePrivacy.CONTACTS:
-            return await self.ctx.users.has_contact(target.id, viewer)
+            return await self.ctx.contacts.has_contact(target.id, viewer)
         return False
