@@ -20,44 +20,26 @@ transaction (Paxos, LOCAL_SERIAL) on a single partition:
 from __future__ import annotations
 
 import asyncio
-import math
-import random
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 from tidings.aio import KeyedLocks
 from tidings.core.model import (
     PRIMARY_DEVICE,
-    AuthSession,
     Device,
-    Group,
-    OneTimePreKey,
     PresencePrivacy,
-    PushToken,
-    Role,
-    SignedPreKey,
     User,
 )
-from tidings.core.push import Provider
 from tidings.engines.cassandra_schema import Cql, Query, Row, Statements, gather_bounded
+from tidings.engines.cassandra_sessions import (
+    CassandraPushTokens,
+    CassandraSessions,
+    push_token_statements,
+    session_statements,
+)
+from tidings.engines.cassandra_social import CassandraContacts, CassandraGroups, social_statements
+from tidings.engines.cassandra_userbase import FANOUT, cas_loop
+from tidings.engines.cassandra_userkeys import CassandraPublicKeys, public_key_statements
 from tidings.errors import Conflict, LimitExceeded, Unavailable
-
-T = TypeVar("T")
-
-CAS_ATTEMPTS = 64
-"""Lightweight-transaction retries before giving up with ``Unavailable``."""
-CLAIM_CANDIDATES = 16
-"""One-time prekeys read per claim round; callers try them in random order."""
-SESSION_GRACE_S = 24 * 3600
-"""Sessions outlive ``expires_at`` by this much, so an expired token reads as expired."""
-MAX_TTL_S = 630_720_000
-"""Cassandra's largest TTL (20 years)."""
-MAX_EXPIRY_S = 2**31 - 1 - 24 * 3600
-"""Cassandra (with its default expiration-overflow policy) rejects a TTL that expires
-after 2038-01-19 (CASSANDRA-14092), a day of margin below it."""
-FANOUT = 32
-"""Concurrent queries of one call (``users_by_phone``, ``devices_of``)."""
 
 
 def _user(row: Row) -> User:
@@ -81,33 +63,9 @@ def _device(row: Row) -> Device:
     )
 
 
-def _push_token(row: Row) -> PushToken:
-    return PushToken(
-        Provider(str(row["provider"])),
-        str(row["push_token"]),
-        bool(row["alert"]),
-        float(row["updated_at"] or 0.0),
-    )
-
-
-async def _backoff(attempt: int) -> None:
-    """A short random pause before retrying a lost lightweight transaction."""
-    await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
-
-
-async def _cas_loop(what: str, attempt_once: Callable[[], Awaitable[tuple[bool, T]]]) -> T:
-    for attempt in range(CAS_ATTEMPTS):
-        done, value = await attempt_once()
-        if done:
-            return value
-        await _backoff(attempt)
-    raise Unavailable(
-        f"cassandra: {what}: lost {CAS_ATTEMPTS} lightweight transactions in a row to "
-        "concurrent changes; retry"
-    )
-
-
-class CassandraUserStore:
+class CassandraUserStore(
+    CassandraPublicKeys, CassandraSessions, CassandraPushTokens, CassandraContacts, CassandraGroups
+):
     def __init__(self, cql: Cql, keyspace: str) -> None:
         self.cql = cql
         self.ks = keyspace
@@ -164,174 +122,10 @@ class CassandraUserStore:
                 f"DELETE FROM {ks}.devices WHERE user_id = ? AND device_id = ?",
                 False,
             ),
-            # keys
-            "identity.put": (
-                f"INSERT INTO {ks}.identity_keys (user_id, key) VALUES (?, ?)",
-                False,
-            ),
-            "identity.get": (f"SELECT key FROM {ks}.identity_keys WHERE user_id = ?", False),
-            "signed.put": (
-                f"INSERT INTO {ks}.signed_prekeys (user_id, device_id, key_id, public_key, "
-                "signature) VALUES (?, ?, ?, ?, ?)",
-                False,
-            ),
-            "signed.get": (
-                f"SELECT key_id, public_key, signature FROM {ks}.signed_prekeys "
-                "WHERE user_id = ? AND device_id = ?",
-                False,
-            ),
-            "signed.delete": (
-                f"DELETE FROM {ks}.signed_prekeys WHERE user_id = ? AND device_id = ?",
-                False,
-            ),
-            "otpk.ids_serial": (
-                f"SELECT key_id, version FROM {ks}.one_time_prekeys "
-                "WHERE user_id = ? AND device_id = ?",
-                True,
-            ),
-            "otpk.bump": (
-                f"UPDATE {ks}.one_time_prekeys SET version = ? WHERE user_id = ? "
-                "AND device_id = ? IF version = ?",
-                False,
-            ),
-            "otpk.put": (
-                f"INSERT INTO {ks}.one_time_prekeys (user_id, device_id, key_id, public_key) "
-                "VALUES (?, ?, ?, ?)",
-                False,
-            ),
-            "otpk.count": (
-                f"SELECT count(key_id) AS n FROM {ks}.one_time_prekeys "
-                "WHERE user_id = ? AND device_id = ?",
-                False,
-            ),
-            "otpk.candidates": (
-                f"SELECT key_id, public_key FROM {ks}.one_time_prekeys "
-                "WHERE user_id = ? AND device_id = ? LIMIT ?",
-                False,
-            ),
-            "otpk.take": (
-                f"DELETE FROM {ks}.one_time_prekeys WHERE user_id = ? AND device_id = ? "
-                "AND key_id = ? IF public_key = ?",
-                False,
-            ),
-            "otpk.drop": (
-                f"DELETE FROM {ks}.one_time_prekeys WHERE user_id = ? AND device_id = ?",
-                False,
-            ),
-            # push tokens
-            "push.get": (
-                f"SELECT provider, push_token, alert, updated_at FROM {ks}.push_tokens "
-                "WHERE user_id = ? AND device_id = ?",
-                False,
-            ),
-            "push.of": (
-                f"SELECT device_id, provider, push_token, alert, updated_at FROM {ks}.push_tokens "
-                "WHERE user_id = ?",
-                False,
-            ),
-            "push.put": (
-                f"INSERT INTO {ks}.push_tokens (user_id, device_id, provider, push_token, alert, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                False,
-            ),
-            "push.delete_if": (
-                f"DELETE FROM {ks}.push_tokens WHERE user_id = ? AND device_id = ? "
-                "IF provider = ? AND push_token = ?",
-                False,
-            ),
-            "owner.get": (
-                f"SELECT user_id, device_id FROM {ks}.push_token_owner "
-                "WHERE provider = ? AND push_token = ?",
-                False,
-            ),
-            "owner.get_serial": (
-                f"SELECT user_id, device_id FROM {ks}.push_token_owner "
-                "WHERE provider = ? AND push_token = ?",
-                True,
-            ),
-            "owner.claim": (
-                f"INSERT INTO {ks}.push_token_owner (provider, push_token, user_id, device_id) "
-                "VALUES (?, ?, ?, ?) IF NOT EXISTS",
-                False,
-            ),
-            "owner.move": (
-                f"UPDATE {ks}.push_token_owner SET user_id = ?, device_id = ? "
-                "WHERE provider = ? AND push_token = ? IF user_id = ? AND device_id = ?",
-                False,
-            ),
-            "owner.release": (
-                f"DELETE FROM {ks}.push_token_owner WHERE provider = ? AND push_token = ? "
-                "IF user_id = ? AND device_id = ?",
-                False,
-            ),
-            # sessions
-            "session.put": (
-                f"INSERT INTO {ks}.sessions (token_hash, kind, user_id, device_id, expires_at) "
-                "VALUES (?, ?, ?, ?, ?) USING TTL ?",
-                False,
-            ),
-            "session.index": (
-                f"INSERT INTO {ks}.sessions_by_device (user_id, device_id, token_hash) "
-                "VALUES (?, ?, ?) USING TTL ?",
-                False,
-            ),
-            "session.get": (
-                f"SELECT token_hash, kind, user_id, device_id, expires_at FROM {ks}.sessions "
-                "WHERE token_hash = ?",
-                False,
-            ),
-            "session.delete": (f"DELETE FROM {ks}.sessions WHERE token_hash = ?", False),
-            "session.unindex": (
-                f"DELETE FROM {ks}.sessions_by_device WHERE user_id = ? AND device_id = ? "
-                "AND token_hash = ?",
-                False,
-            ),
-            "session.of_device": (
-                f"SELECT token_hash FROM {ks}.sessions_by_device "
-                "WHERE user_id = ? AND device_id = ?",
-                False,
-            ),
-            "session.drop_device": (
-                f"DELETE FROM {ks}.sessions_by_device WHERE user_id = ? AND device_id = ?",
-                False,
-            ),
-            # contacts
-            "contacts.list": (
-                f"SELECT contact_id FROM {ks}.contacts WHERE user_id = ?",
-                False,
-            ),
-            "contacts.put": (
-                f"INSERT INTO {ks}.contacts (user_id, contact_id) VALUES (?, ?)",
-                False,
-            ),
-            "contacts.delete": (
-                f"DELETE FROM {ks}.contacts WHERE user_id = ? AND contact_id = ?",
-                False,
-            ),
-            "contacts.has": (
-                f"SELECT contact_id FROM {ks}.contacts WHERE user_id = ? AND contact_id = ?",
-                False,
-            ),
-            # groups
-            "group.put": (
-                f"INSERT INTO {ks}.groups (group_id, name, created_by, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                False,
-            ),
-            "group.member": (
-                f"INSERT INTO {ks}.groups (group_id, user_id, role) VALUES (?, ?, ?)",
-                False,
-            ),
-            "group.get": (
-                f"SELECT user_id, role, name, created_by, created_at FROM {ks}.groups "
-                "WHERE group_id = ?",
-                False,
-            ),
-            "group.remove": (
-                f"DELETE FROM {ks}.groups WHERE group_id = ? AND user_id = ?",
-                False,
-            ),
         }
+        statements |= public_key_statements(ks)
+        statements |= session_statements(ks) | push_token_statements(ks)
+        statements |= social_statements(ks)
         prepared = await asyncio.gather(
             *(
                 self.cql.prepare(name, cql, serial=serial)
@@ -435,7 +229,7 @@ class CassandraUserStore:
             done = await self._change_devices(device.user_id, version, new_id + 1, put)
             return done, stored
 
-        return await _cas_loop("add a device", attempt)
+        return await cas_loop("add a device", attempt)
 
     async def put_primary_device(self, device: Device) -> None:
         await self._drop_device_keys(device.user_id, PRIMARY_DEVICE)
@@ -454,7 +248,7 @@ class CassandraUserStore:
             )
             return await self._change_devices(device.user_id, version, next_device, put), None
 
-        await _cas_loop("store the primary device", attempt)
+        await cas_loop("store the primary device", attempt)
 
     async def list_devices(self, user_id: str) -> list[Device]:
         return await self.devices_of([user_id])
@@ -474,7 +268,7 @@ class CassandraUserStore:
             delete = (self.q["devices.delete"], (user_id, device_id))
             return await self._change_devices(user_id, version, next_device, delete), True
 
-        removed = await _cas_loop("remove a device", attempt)
+        removed = await cas_loop("remove a device", attempt)
         await self._drop_device_keys(user_id, device_id)
         return removed
 
@@ -486,261 +280,3 @@ class CassandraUserStore:
             self.delete_device_sessions(user_id, device_id),
             self.remove_push_token(user_id, device_id),
         )
-
-    # push tokens -------------------------------------------------------------------
-    async def _owner(self, provider: str, token: str, *, serial: bool = False) -> tuple[str, int]:
-        name = "owner.get_serial" if serial else "owner.get"
-        row = await self.cql.one(self.q[name], (provider, token))
-        return ("", 0) if row is None else (str(row["user_id"]), int(row["device_id"]))
-
-    async def set_push_token(self, user_id: str, device_id: int, token: PushToken) -> None:
-        q, cql = self.q, self.cql
-        provider, me = token.provider.value, (user_id, device_id)
-        current = await cql.one(q["push.get"], (user_id, device_id))
-
-        async def attempt() -> tuple[bool, tuple[str, int]]:
-            owner = await self._owner(provider, token.token, serial=True)
-            if owner == me:
-                return True, owner
-            if owner == ("", 0):
-                claimed, _ = await cql.applied(
-                    q["owner.claim"], (provider, token.token, user_id, device_id)
-                )
-            else:
-                claimed, _ = await cql.applied(
-                    q["owner.move"], (user_id, device_id, provider, token.token, *owner)
-                )
-            return claimed, owner
-
-        previous = await _cas_loop("register a push token", attempt)
-        writes = [
-            cql.run(
-                q["push.put"],
-                (user_id, device_id, provider, token.token, token.alert, token.updated_at),
-            )
-        ]
-        if previous not in (me, ("", 0)):  # the device that held it loses it
-            writes.append(cql.run(q["push.delete_if"], (*previous, provider, token.token)))
-        held = None if current is None else (current["provider"], current["push_token"])
-        if held is not None and held != (provider, token.token):
-            # this device's old token is free again
-            writes.append(cql.run(q["owner.release"], (*held, *me)))
-        await asyncio.gather(*writes)
-
-    async def get_push_token(self, user_id: str, device_id: int) -> PushToken | None:
-        row = await self.cql.one(self.q["push.get"], (user_id, device_id))
-        if row is None:
-            return None
-        owner = await self._owner(str(row["provider"]), str(row["push_token"]))
-        return _push_token(row) if owner == (user_id, device_id) else None
-
-    async def push_tokens_of(self, user_id: str) -> dict[int, PushToken]:
-        rows = await self.cql.run(self.q["push.of"], (user_id,))
-        owners = await asyncio.gather(
-            *(self._owner(str(r["provider"]), str(r["push_token"])) for r in rows)
-        )
-        return {
-            int(r["device_id"]): _push_token(r)
-            for r, owner in zip(rows, owners, strict=True)
-            if owner == (user_id, int(r["device_id"]))
-        }
-
-    async def remove_push_token(
-        self, user_id: str, device_id: int, token: str | None = None
-    ) -> bool:
-        q, cql = self.q, self.cql
-        row = await cql.one(q["push.get"], (user_id, device_id))
-        if row is None or (token is not None and row["push_token"] != token):
-            return False
-        provider, held = str(row["provider"]), str(row["push_token"])
-        removed, _ = await cql.applied(q["push.delete_if"], (user_id, device_id, provider, held))
-        if not removed:
-            return False
-        released, _ = await cql.applied(q["owner.release"], (provider, held, user_id, device_id))
-        return released  # False: the token had moved to another device already
-
-    # sessions ----------------------------------------------------------------------
-    async def put_session(self, session: AuthSession) -> None:
-        now = time.time()
-        remaining = max(0, math.ceil(session.expires_at - now))
-        ttl = max(1, min(MAX_TTL_S, MAX_EXPIRY_S - int(now), remaining + SESSION_GRACE_S))
-        await asyncio.gather(
-            self.cql.run(
-                self.q["session.put"],
-                (
-                    session.token_hash,
-                    session.kind,
-                    session.user_id,
-                    session.device_id,
-                    session.expires_at,
-                    ttl,
-                ),
-            ),
-            self.cql.run(
-                self.q["session.index"],
-                (session.user_id, session.device_id, session.token_hash, ttl),
-            ),
-        )
-
-    async def get_session(self, token_hash: str) -> AuthSession | None:
-        row = await self.cql.one(self.q["session.get"], (token_hash,))
-        if row is None:
-            return None
-        return AuthSession(
-            str(row["token_hash"]),
-            str(row["kind"]),
-            str(row["user_id"]),
-            int(row["device_id"]),
-            float(row["expires_at"]),
-        )
-
-    async def delete_session(self, token_hash: str) -> None:
-        session = await self.get_session(token_hash)
-        await self.cql.run(self.q["session.delete"], (token_hash,))
-        if session is not None:
-            await self.cql.run(
-                self.q["session.unindex"], (session.user_id, session.device_id, token_hash)
-            )
-
-    async def delete_device_sessions(self, user_id: str, device_id: int) -> None:
-        rows = await self.cql.run(self.q["session.of_device"], (user_id, device_id))
-        await gather_bounded(
-            FANOUT,
-            *(self.cql.run(self.q["session.delete"], (r["token_hash"],)) for r in rows),
-        )
-        await self.cql.run(self.q["session.drop_device"], (user_id, device_id))
-
-    # keys --------------------------------------------------------------------------
-    async def set_identity_key(self, user_id: str, key: bytes) -> None:
-        await self.cql.run(self.q["identity.put"], (user_id, key))
-
-    async def get_identity_key(self, user_id: str) -> bytes | None:
-        row = await self.cql.one(self.q["identity.get"], (user_id,))
-        return None if row is None else bytes(row["key"])
-
-    async def set_signed_prekey(self, user_id: str, device_id: int, key: SignedPreKey) -> None:
-        await self.cql.run(
-            self.q["signed.put"], (user_id, device_id, key.key_id, key.public_key, key.signature)
-        )
-
-    async def get_signed_prekey(self, user_id: str, device_id: int) -> SignedPreKey | None:
-        row = await self.cql.one(self.q["signed.get"], (user_id, device_id))
-        if row is None:
-            return None
-        return SignedPreKey(int(row["key_id"]), bytes(row["public_key"]), bytes(row["signature"]))
-
-    async def add_one_time_prekeys(
-        self, user_id: str, device_id: int, keys: Sequence[OneTimePreKey], max_stored: int
-    ) -> int:
-        q = self.q
-
-        async def attempt() -> tuple[bool, int]:
-            rows = await self.cql.run(q["otpk.ids_serial"], (user_id, device_id))
-            stored = {int(r["key_id"]) for r in rows if r["key_id"] is not None}
-            count = len(stored | {k.key_id for k in keys})
-            if count > max_stored:
-                raise LimitExceeded(
-                    f"a device stores at most {max_stored} one-time prekeys; "
-                    f"this upload would make {count}"
-                )
-            if not keys:
-                return True, count
-            version = rows[0]["version"] if rows else None
-            parts: list[tuple[Query, Sequence[object]]] = [
-                (q["otpk.bump"], ((version or 0) + 1, user_id, device_id, version))
-            ]
-            parts += [(q["otpk.put"], (user_id, device_id, k.key_id, k.public_key)) for k in keys]
-            applied, _ = await self.cql.batch_applied("upload one-time prekeys", parts)
-            return applied, count
-
-        return await _cas_loop("upload one-time prekeys", attempt)
-
-    async def count_one_time_prekeys(self, user_id: str, device_id: int) -> int:
-        row = await self.cql.one(self.q["otpk.count"], (user_id, device_id))
-        return 0 if row is None else int(row["n"])
-
-    async def claim_one_time_prekey(self, user_id: str, device_id: int) -> OneTimePreKey | None:
-        # Paxos contends per partition, and one device's keys share one: a burst of
-        # bundle fetches racing from this process would exhaust Cassandra's own
-        # contention retries (a CAS WriteTimeout, outcome unknown). Claims for one device
-        # therefore go one at a time here; only other processes race them.
-        async with self._claiming((user_id, device_id)):
-            return await self._claim_one_time_prekey(user_id, device_id)
-
-    async def _claim_one_time_prekey(self, user_id: str, device_id: int) -> OneTimePreKey | None:
-        q, cql = self.q, self.cql
-        for attempt in range(CAS_ATTEMPTS):
-            rows = await cql.run(q["otpk.candidates"], (user_id, device_id, CLAIM_CANDIDATES))
-            candidates = [r for r in rows if r["key_id"] is not None]
-            if not candidates:
-                return None
-            # Oldest key first, as the embedded engine hands them out; after a lost race,
-            # random order spreads concurrent claimers over different keys.
-            if attempt:
-                random.shuffle(candidates)
-            for row in candidates:
-                key = OneTimePreKey(int(row["key_id"]), bytes(row["public_key"]))
-                taken, _ = await cql.applied(
-                    q["otpk.take"], (user_id, device_id, key.key_id, key.public_key)
-                )
-                if taken:
-                    return key
-            await _backoff(attempt)
-        raise Unavailable(
-            "cassandra: claim a one-time prekey: every candidate went to another caller "
-            f"{CAS_ATTEMPTS} times in a row; retry"
-        )
-
-    # contacts ----------------------------------------------------------------------
-    async def add_contacts(
-        self, user_id: str, contact_ids: Sequence[str], max_contacts: int
-    ) -> None:
-        rows = await self.cql.run(self.q["contacts.list"], (user_id,))
-        current = {str(r["contact_id"]) for r in rows}
-        new = [c for c in dict.fromkeys(contact_ids) if c not in current]
-        if len(current) + len(new) > max_contacts:
-            raise LimitExceeded(f"a contact list holds at most {max_contacts} entries")
-        if new:  # one partition: a single unlogged batch
-            await self.cql.batch(
-                "add contacts", [(self.q["contacts.put"], (user_id, c)) for c in new]
-            )
-
-    async def remove_contact(self, user_id: str, contact_id: str) -> None:
-        await self.cql.run(self.q["contacts.delete"], (user_id, contact_id))
-
-    async def list_contacts(self, user_id: str) -> list[str]:
-        rows = await self.cql.run(self.q["contacts.list"], (user_id,))
-        return [str(r["contact_id"]) for r in rows]
-
-    async def has_contact(self, user_id: str, contact_id: str) -> bool:
-        return await self.cql.one(self.q["contacts.has"], (user_id, contact_id)) is not None
-
-    # groups ------------------------------------------------------------------------
-    async def create_group(self, group: Group) -> None:
-        parts: list[tuple[Query, Sequence[object]]] = [
-            (self.q["group.put"], (group.id, group.name, group.created_by, group.created_at))
-        ]
-        parts += [
-            (self.q["group.member"], (group.id, uid, role.value))
-            for uid, role in group.members.items()
-        ]
-        await self.cql.batch("create a group", parts)
-
-    async def get_group(self, group_id: str) -> Group | None:
-        rows = await self.cql.run(self.q["group.get"], (group_id,))
-        if not rows or rows[0]["name"] is None:
-            return None
-        head = rows[0]
-        return Group(
-            group_id,
-            str(head["name"]),
-            str(head["created_by"]),
-            float(head["created_at"]),
-            {str(r["user_id"]): Role(str(r["role"])) for r in rows if r["user_id"] is not None},
-        )
-
-    async def set_member(self, group_id: str, user_id: str, role: Role) -> None:
-        await self.cql.run(self.q["group.member"], (group_id, user_id, role.value))
-
-    async def remove_member(self, group_id: str, user_id: str) -> None:
-        await self.cql.run(self.q["group.remove"], (group_id, user_id))
