@@ -16,7 +16,7 @@ from pydantic_settings import (
 )
 
 from tidings.core.limitkeys import parse_networks
-from tidings.core.limits import RateLimits
+from tidings.core.limits import INBOX_POLL_INTERVAL_S, RateLimits
 from tidings.core.push import Provider
 
 COMPONENTS = ("gateway", "router", "media", "presence", "delivery", "push", "analytics")
@@ -46,11 +46,8 @@ class Settings(BaseSettings):
     running: it says which region owns each user. Unset: this region serves every user."""
     dev_mode: bool = True
     """Dev mode logs one-time codes instead of sending SMS. Never in production."""
-    inbox_poll_interval: float = Field(default=120.0, gt=0)
-    """Seconds between inbox reads of an idle socket: only a safety net, since a stored
-    message wakes its device's socket at once. Every idle socket pays it: 10,000 idle
-    sockets on one distributed gateway at 30 s cost 40% of a core there and a quarter of
-    one in Cassandra (three reads each), at 2 s they would be 5,000 reads a second."""
+    inbox_poll_interval: float = Field(default=INBOX_POLL_INTERVAL_S, gt=0)
+    """Seconds between inbox reads of an idle socket (see ``INBOX_POLL_INTERVAL_S``)."""
     max_in_flight: int = Field(default=32, ge=1, le=1024)
     heartbeat_timeout_s: float = Field(default=90.0, gt=0)
     log_level: str = "info"

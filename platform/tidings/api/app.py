@@ -17,6 +17,7 @@ from tidings.api import errors, ws
 from tidings.api.middleware import BodyLimit, HttpMetrics
 from tidings.api.routes import analytics, auth, groups, keys, media, messages, users
 from tidings.core.limitkeys import Network
+from tidings.core.limits import INBOX_POLL_INTERVAL_S
 from tidings.errors import TidingsError
 from tidings.services.gateway import CONNECT_SETUPS_AT_ONCE
 from tidings.services.registry import Services
@@ -51,7 +52,7 @@ def create_app(
     *,
     lifespan: Lifespan | None = None,
     routers: Sequence[APIRouter] = (),
-    inbox_poll_interval: float = 2.0,
+    inbox_poll_interval: float = INBOX_POLL_INTERVAL_S,
     trusted_proxies: Sequence[Network] = (),
 ) -> FastAPI:
     """Build the app around ready-made services, serving ``routers`` plus health and

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from tidings.aio import Flag
 from tidings.core import wsproto
 from tidings.core.envelopes import Envelope
+from tidings.core.limits import INBOX_POLL_INTERVAL_S
 from tidings.core.model import InboxItem
 from tidings.errors import TidingsError
 from tidings.services.context import Context, Principal, device_channel
@@ -91,7 +92,7 @@ class SocketSession:
         principal: Principal,
         transport: Transport,
         handler: RequestHandler,
-        poll_interval: float = 2.0,
+        poll_interval: float = INBOX_POLL_INTERVAL_S,
     ) -> None:
         self.ctx, self.router, self.users = ctx, router, users
         self.principal, self.transport, self.handler = principal, transport, handler
