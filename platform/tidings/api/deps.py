@@ -11,8 +11,11 @@ from tidings.errors import Unauthorized
 from tidings.services.context import Principal
 from tidings.services.registry import Services
 
+# The dependencies are coroutines although they never wait: FastAPI runs a plain
+# function dependency in its thread pool, a thread hop on every request for nothing.
 
-def services(request: Request) -> Services:
+
+async def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
 
@@ -31,7 +34,7 @@ async def principal(request: Request, svc: Annotated[Services, Depends(services)
     return await svc.auth.authenticate(token)
 
 
-def client_address(request: Request) -> str:
+async def client_address(request: Request) -> str:
     """The client's address as the per-address limits count it (``core.limitkeys``)."""
     peer = request.client.host if request.client is not None else None
     forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
