@@ -132,10 +132,10 @@ class FrameHandler:
             return {}
         if request.type == "receipt":
             receipt = ReceiptBody.model_validate(request.body)
-            server_id = await svc.router.receipt(
+            server_id, dropped = await svc.router.receipt(
                 me, ReceiptKind(receipt.kind), receipt.to, receipt.message_ids
             )
-            return {"server_id": server_id}
+            return {"server_id": server_id, "dropped": dropped}
         if request.type == "presence.subscribe":
             users = PresenceBody.model_validate(request.body).users
             return {"presence": await session.following.subscribe(users)}
