@@ -1,11 +1,14 @@
 """What a stranger cannot do, over real sockets on each engine set: put receipts in the
 queue of someone who never wrote to them, send typing signals to users they never talked
-with or to groups they are not in."""
+with or to groups they are not in, or flood a socket with either past its budget.
+
+The budget tests run the gateway on a clock the test moves (``limits_support``)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 from harness import (
@@ -18,6 +21,7 @@ from harness import (
     register,
     until_stored,
 )
+from limits_support import clocked
 
 
 async def pipelined(sock: Socket, kind: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -159,3 +163,64 @@ async def test_typing_goes_only_to_users_one_talks_with_or_is_a_contact_of(
     assert await inbox_writes(gateway) == 2
     for sock in sockets:
         await sock.close()
+
+
+# budgets per socket ------------------------------------------------------------------
+async def test_a_receipt_flood_is_refused_past_the_sockets_budget_and_queues_nothing(
+    tmp_path: Path, engine_settings: dict[str, str]
+) -> None:
+    async with clocked(tmp_path, engine_settings) as (gw, clock):
+        alice, mallory = await register(gw), await register(gw)
+        mallory_ws = await online(mallory)
+        flood = [
+            {"to": alice.user_id, "kind": "read", "message_ids": made_up_ids(100)}
+            for _ in range(110)
+        ]
+        answers = await pipelined(mallory_ws, "receipt", flood)
+        assert [a["status"] for a in answers] == [404] * 100 + [429] * 10
+        error = error_of(answers[-1])
+        assert error["code"] == "rate_limited"
+        retry_after = float(error["details"]["retry_after"])
+        assert 0 < retry_after <= 2.2  # ten over a budget refilled at 5 a second
+
+        clock.advance(retry_after)
+        (answer,) = await pipelined(mallory_ws, "receipt", flood[:1])
+        assert answer["status"] == 404, answer
+        (answer,) = await pipelined(mallory_ws, "receipt", flood[:1])
+        assert answer["status"] == 429, answer
+
+        # A new socket of the same device starts with the same (empty) bucket.
+        await mallory_ws.close()
+        mallory_ws = await online(mallory)
+        (answer,) = await pipelined(mallory_ws, "receipt", flood[:1])
+        assert answer["status"] == 429, answer
+        assert await inbox_writes(gw) == 0
+        async with gw.http() as http:
+            metrics = (await http.get("/metrics")).text
+        assert 'tidings_rate_limited_total{limit="receipt"} 12.0' in metrics
+        await mallory_ws.close()
+
+
+async def test_typing_is_limited_per_socket_and_refills_with_time(
+    tmp_path: Path, engine_settings: dict[str, str]
+) -> None:
+    async with clocked(tmp_path, engine_settings) as (gw, clock):
+        alice, bob = await register(gw), await register(gw)
+        await add_contact(bob, alice)
+        alice_ws, bob_ws = await online(alice), await online(bob)
+        typing = {"to": {"user": bob.user_id}, "state": "started"}
+        answers = await pipelined(alice_ws, "typing", [typing] * 25)
+        assert [a["status"] for a in answers] == [200] * 20 + [429] * 5
+        retry_after = float(error_of(answers[-1])["details"]["retry_after"])
+        assert 0 < retry_after <= 2.5  # five over a budget refilled at 2 a second
+        for _ in range(20):
+            await bob_ws.frame("typing")
+
+        # Other kinds of frames have budgets of their own.
+        reply = await alice_ws.request("ping")
+        assert reply["status"] == 200, reply
+        clock.advance(1.0)  # two signals' worth
+        answers = await pipelined(alice_ws, "typing", [typing] * 3)
+        assert [a["status"] for a in answers] == [200, 200, 429]
+        await alice_ws.close()
+        await bob_ws.close()

@@ -18,6 +18,7 @@ from tidings.api.schemas import PresenceBody, ReceiptBody, SendBody, TypingBody
 from tidings.core import wsproto
 from tidings.core.envelopes import ReceiptKind
 from tidings.errors import TidingsError
+from tidings.services.frame_limits import over_budget
 from tidings.services.gateway import Disconnected, SocketSession
 from tidings.services.registry import Services
 from tidings.services.router import Accepted, Outgoing
@@ -70,8 +71,12 @@ class FrameHandler:
     async def __call__(self, requests: list[wsproto.Request], session: SocketSession) -> list[str]:
         answers: list[str | None] = [None] * len(requests)
         sends: list[tuple[int, Outgoing]] = []
+        # Budgets first: a frame past its socket's budget costs no validation or store work.
+        refused = await over_budget(session.ctx, session.principal, requests)
         for index, request in enumerate(requests):
-            if request.type == "send":
+            if index in refused:
+                answers[index] = self._refused(request, session, refused[index])
+            elif request.type == "send":
                 try:
                     sends.append((index, outgoing(SendBody.model_validate(request.body))))
                 except (ValidationError, TidingsError, UnicodeError) as exc:

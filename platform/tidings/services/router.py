@@ -36,6 +36,7 @@ from tidings.errors import (
 )
 from tidings.services.context import Context, Principal, produce_routed
 from tidings.services.directory import Directory
+from tidings.services.frame_limits import take_up_to
 from tidings.services.relationships import Relationships
 
 
@@ -181,16 +182,11 @@ class Router:
     async def _take_sends(self, principal: Principal, count: int) -> tuple[int, RateLimited | None]:
         """How many of ``count`` sends the device's send bucket allows, and the refusal
         for the rest: one take for the whole batch when the bucket holds enough."""
-        ctx, rates = self.ctx, self.ctx.rates
+        rates = self.ctx.rates
         key = f"{principal.user_id}:{principal.device_id}"
-        limit = Limit(rates.send_rate, rates.send_burst)
-        if count > 1 and (await ctx.take("send", key, limit, cost=count)).allowed:
-            return count, None
-        for allowed in range(count):
-            decision = await ctx.take("send", key, limit)
-            if not decision.allowed:
-                return allowed, ctx.refusal("send", decision, count - allowed)
-        return count, None
+        return await take_up_to(
+            self.ctx, "send", key, Limit(rates.send_rate, rates.send_burst), count
+        )
 
     async def _check_devices(
         self,
