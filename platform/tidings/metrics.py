@@ -44,6 +44,8 @@ class Metrics:
     push_jobs_skipped: Counter
     acks_unrecorded: Counter
     receipts_dropped: Counter
+    receipt_ids_dropped: Counter
+    typing_refused: Counter
     analytics_events: Counter
     analytics_bytes: Counter
     analytics_latency: Histogram
@@ -185,6 +187,17 @@ class Metrics:
             receipts_dropped=Counter(
                 "tidings_receipts_dropped",
                 "Delivered receipts given up after retries (the bus was down too long)",
+                registry=r,
+            ),
+            receipt_ids_dropped=Counter(
+                "tidings_receipt_ids_dropped",
+                "Message ids left out of read receipts: the reader was never sent them by "
+                "the receipt's addressee (or got them more than 7 days ago)",
+                registry=r,
+            ),
+            typing_refused=Counter(
+                "tidings_typing_refused",
+                "Typing signals refused: no recent conversation with the user, not a contact",
                 registry=r,
             ),
             push_jobs_skipped=Counter(

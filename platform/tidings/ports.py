@@ -244,7 +244,8 @@ class RateLimiter(Protocol):
 
 
 class KeyValues(Protocol):
-    """Small values with a TTL: send dedupe state, one-time-code attempts, link codes."""
+    """Small values with a TTL: send dedupe state, one-time-code attempts, link codes,
+    the records of who wrote to whom (``core.relationships``)."""
 
     async def put_if_absent(self, key: str, value: bytes, ttl: float) -> bytes | None:
         """Atomically set ``key`` unless present; returns the existing value, else None."""
@@ -255,6 +256,9 @@ class KeyValues(Protocol):
         """``put_if_absent`` each (key, value, ttl) in one go; answers in the same order."""
 
     async def get(self, key: str) -> bytes | None: ...
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """``get`` each key in one go; answers in the same order."""
+
     async def set(self, key: str, value: bytes, ttl: float) -> None: ...
     async def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
         """``set`` each (key, value, ttl) in one go."""

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from servers import ENGINE_SETS, as_settings, unique_region
 from tidings.engines.cassandra import CassandraConfig, CassandraEngine
 
 CONTRACT_KEYSPACE = "tidings_contract"
@@ -33,3 +34,12 @@ def cassandra_config(cassandra_env: dict[str, str]) -> CassandraConfig:
     with ThreadPoolExecutor(1) as pool:  # its own event loop, away from the tests' loops
         pool.submit(asyncio.run, _migrate(config)).result(timeout=300)
     return dataclasses.replace(config, migrate=False)
+
+
+@pytest.fixture(params=ENGINE_SETS)
+def engine_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings of one engine set, for tests that start their own gateway (on a fake
+    clock: ``limits_support.clocked``); the distributed one in a region of its own."""
+    if request.param == "embedded":
+        return {}
+    return {**as_settings(request.getfixturevalue("distributed_env")), "region": unique_region()}

@@ -3,65 +3,18 @@ in-memory and the Redis rate limiter): code requests and registrations per clien
 address and per block of numbers, bundle fetches per pair of accounts, discovery per
 account per day.
 
-Each gateway runs on a clock the test moves (``FakeClock``): buckets refill only when it
-says so, never with wall-clock time.
+Each gateway runs on a clock the test moves (``limits_support.FakeClock``): buckets
+refill only when it says so, never with wall-clock time.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 
-from harness import Gateway, new_phone, register, run_gateway
-from servers import ENGINE_SETS, as_settings, unique_region
-
-
-class FakeClock:
-    """Seconds since the epoch that stand still until the test moves them, so buckets
-    refill by exactly what the test says, however long the engines take."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture(params=ENGINE_SETS)
-def engine_settings(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Settings of one engine set; the distributed one in a region of its own."""
-    if request.param == "embedded":
-        return {}
-    return {**as_settings(request.getfixturevalue("distributed_env")), "region": unique_region()}
-
-
-@contextlib.asynccontextmanager
-async def clocked(
-    tmp_path: Path, engine_settings: dict[str, str], **overrides: Any
-) -> AsyncIterator[tuple[Gateway, FakeClock]]:
-    clock = FakeClock()
-    async with run_gateway(tmp_path / "data", clock=clock, **engine_settings, **overrides) as gw:
-        yield gw, clock
-
-
-def refusal(r: httpx.Response) -> float:
-    """Check a 429 answer; returns its ``details.retry_after``."""
-    assert r.status_code == 429, r.text
-    error = r.json()["error"]
-    assert error["code"] == "rate_limited", error
-    retry_after = float(error["details"]["retry_after"])
-    assert retry_after > 0
-    assert int(r.headers["Retry-After"]) == max(1, int(retry_after + 0.999))
-    return retry_after
+from harness import new_phone, register
+from limits_support import clocked, refusal
 
 
 def block_phone(block: str, n: int) -> str:

@@ -284,11 +284,18 @@ async def test_connecting_the_same_device_twice_closes_the_older_socket_with_400
 
 
 # typing --------------------------------------------------------------------------------
+async def add_contact(owner: Device, contact: Device) -> None:
+    async with owner.http() as http:
+        r = await http.put("/v1/contacts", json={"user_ids": [contact.user_id]})
+    assert r.status_code == 200, r.text
+
+
 async def test_typing_reaches_online_recipient_as_event_and_is_never_stored(
     gateway: Gateway,
 ) -> None:
     alice = await register(gateway)
     bob = await register(gateway)
+    await add_contact(bob, alice)  # typing goes only to users who know the typist
     alice_ws = await online(alice)
     bob_ws = await online(bob)
 
@@ -304,6 +311,7 @@ async def test_typing_reaches_online_recipient_as_event_and_is_never_stored(
     # Carol's primary is offline; her linked laptop is online. Copies are notified in
     # device order, so once the laptop sees the event the primary's copy is gone by.
     carol = await register(gateway)
+    await add_contact(carol, alice)
     laptop = await carol.link()
     laptop_ws = await online(laptop)
     reply = await alice_ws.request("typing", {"to": {"user": carol.user_id}, "state": "started"})

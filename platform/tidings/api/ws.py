@@ -17,7 +17,8 @@ from tidings.api.routes.messages import outgoing
 from tidings.api.schemas import PresenceBody, ReceiptBody, SendBody, TypingBody
 from tidings.core import wsproto
 from tidings.core.envelopes import ReceiptKind
-from tidings.errors import TidingsError
+from tidings.errors import RateLimited, TidingsError
+from tidings.services.frame_limits import FrameBudgets
 from tidings.services.gateway import Disconnected, SocketSession
 from tidings.services.registry import Services
 from tidings.services.router import Accepted, Outgoing
@@ -64,14 +65,21 @@ class FrameHandler:
     """Answers client requests on one socket by calling the services; the sends among a
     batch of requests go to the router together."""
 
-    def __init__(self, svc: Services) -> None:
-        self.svc = svc
+    def __init__(self, svc: Services, budgets: FrameBudgets) -> None:
+        self.svc, self.budgets = svc, budgets
 
     async def __call__(self, requests: list[wsproto.Request], session: SocketSession) -> list[str]:
         answers: list[str | None] = [None] * len(requests)
         sends: list[tuple[int, Outgoing]] = []
+        # Budgets first: a frame past its socket's budget costs no validation or store work.
+        refused = await self.budgets.over_budget(requests)
+        sends_refused = self.budgets.empty("send", sum(r.type == "send" for r in requests))
         for index, request in enumerate(requests):
-            if request.type == "send":
+            if index in refused:
+                answers[index] = self._refused(request, session, refused[index])
+            elif request.type == "send" and sends_refused is not None:
+                answers[index] = self._refused(request, session, sends_refused)
+            elif request.type == "send":
                 try:
                     sends.append((index, outgoing(SendBody.model_validate(request.body))))
                 except (ValidationError, TidingsError, UnicodeError) as exc:
@@ -85,6 +93,10 @@ class FrameHandler:
                 )
             except TidingsError as exc:
                 results = [exc] * len(sends)
+            for result in results:
+                if isinstance(result, RateLimited):
+                    self.budgets.note("send", result)
+                    break
             for (index, _), result in zip(sends, results, strict=True):
                 request = requests[index]
                 if isinstance(result, TidingsError):
@@ -132,10 +144,10 @@ class FrameHandler:
             return {}
         if request.type == "receipt":
             receipt = ReceiptBody.model_validate(request.body)
-            server_id = await svc.router.receipt(
+            server_id, dropped = await svc.router.receipt(
                 me, ReceiptKind(receipt.kind), receipt.to, receipt.message_ids
             )
-            return {"server_id": server_id}
+            return {"server_id": server_id, "dropped": dropped}
         if request.type == "presence.subscribe":
             users = PresenceBody.model_validate(request.body).users
             return {"presence": await session.following.subscribe(users)}
@@ -183,7 +195,7 @@ async def websocket(ws: WebSocket) -> None:
         svc.users,
         me,
         StarletteTransport(ws),
-        FrameHandler(svc),
+        FrameHandler(svc, FrameBudgets(svc.ctx, me)),
         poll_interval=ws.app.state.inbox_poll_interval,
     )
     try:

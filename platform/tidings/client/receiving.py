@@ -191,12 +191,21 @@ class Receiving(ClientBase):
 
     async def mark_read(self, conversation_user: str, server_ids: list[str]) -> list[str]:
         """Send ``read`` receipts for messages from ``conversation_user`` (their original
-        sender) and mark them read locally. Returns the receipts' server ids."""
+        sender) and mark them read locally. Returns the receipts' server ids.
+
+        The server leaves out messages it has no record of delivering to this account
+        (older than 7 days); a batch of nothing but those is answered 404 and skipped."""
         receipts = []
         for start in range(0, len(server_ids), RECEIPT_BATCH):
             batch = server_ids[start : start + RECEIPT_BATCH]
             body = {"to": conversation_user, "kind": "read", "message_ids": batch}
-            receipts.append(str((await self.ws_request("receipt", body))["server_id"]))
+            try:
+                answer = await self.ws_request("receipt", body)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                continue
+            receipts.append(str(answer["server_id"]))
         if server_ids:
             self.store.set_status(server_ids, "read")
         return receipts

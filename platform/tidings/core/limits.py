@@ -88,6 +88,14 @@ class RateLimits:
     accounts cannot walk through the numbering plan."""
     media_rate: float = 2.0
     media_burst: int = 50
+    receipt_rate: float = 5.0
+    """``receipt`` frames per device (its socket): a reader catching up on many
+    conversations sends one per conversation, each with up to 100 ids."""
+    receipt_burst: int = 100
+    typing_rate: float = 2.0
+    """``typing`` frames per device (its socket): a started and a stopped signal per
+    burst of typing is the usual pace."""
+    typing_burst: int = 20
 
 
 DEFAULT_RATES = RateLimits()

@@ -357,6 +357,14 @@ class RedisPresenceStore:
             value = await self._redis.get(self._kv(key))
         return _as_bytes(value)
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """One MGET (one round trip)."""
+        if not keys:
+            return []
+        with translated("get"):
+            values = await self._redis.mget([self._kv(key) for key in keys])
+        return [_as_bytes(value) for value in values]
+
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         with translated("set"):
             await self._redis.set(self._kv(key), value, px=_ms(ttl))

@@ -6,6 +6,7 @@ accepted message survives any crash after that point.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from tidings.core.fanout import (
 )
 from tidings.core.model import Device
 from tidings.core.ratelimit import Limit
+from tidings.core.relationships import conversation_records
 from tidings.errors import (
     IdReused,
     InvalidInput,
@@ -34,6 +36,8 @@ from tidings.errors import (
 )
 from tidings.services.context import Context, Principal, produce_routed
 from tidings.services.directory import Directory
+from tidings.services.frame_limits import take_up_to
+from tidings.services.relationships import Relationships
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Accepted:
 class Router:
     def __init__(self, ctx: Context, directory: Directory) -> None:
         self.ctx, self.directory = ctx, directory
+        self.relationships = Relationships(ctx)
 
     async def _recipients(
         self, principal: Principal, to_user: str | None, to_group: str | None
@@ -150,11 +155,15 @@ class Router:
                     results[index] = exc
                 produced = []
         if produced:
+            # Direct messages open (or refresh) a conversation, which typing needs; its
+            # records go in the same round trip as the dedupe state.
+            talked_to = [out.to_user for _, out, *_ in produced if out.to_user is not None]
             await ctx.keys.set_many(
                 [
                     (f"dedupe:{sid}", _dedupe_state(ts, True, to), ctx.limits.dedupe_ttl_s)
                     for _, _, sid, to, ts, _ in produced
                 ]
+                + conversation_records(principal.user_id, talked_to)
             )
         for index, out, server_id, _, ts, count in produced:
             kind = "group" if out.to_group else "direct"
@@ -173,16 +182,11 @@ class Router:
     async def _take_sends(self, principal: Principal, count: int) -> tuple[int, RateLimited | None]:
         """How many of ``count`` sends the device's send bucket allows, and the refusal
         for the rest: one take for the whole batch when the bucket holds enough."""
-        ctx, rates = self.ctx, self.ctx.rates
+        rates = self.ctx.rates
         key = f"{principal.user_id}:{principal.device_id}"
-        limit = Limit(rates.send_rate, rates.send_burst)
-        if count > 1 and (await ctx.take("send", key, limit, cost=count)).allowed:
-            return count, None
-        for allowed in range(count):
-            decision = await ctx.take("send", key, limit)
-            if not decision.allowed:
-                return allowed, ctx.refusal("send", decision, count - allowed)
-        return count, None
+        return await take_up_to(
+            self.ctx, "send", key, Limit(rates.send_rate, rates.send_burst), count
+        )
 
     async def _check_devices(
         self,
@@ -261,14 +265,17 @@ class Router:
 
     async def receipt(
         self, principal: Principal, kind: ReceiptKind, to_user: str, message_ids: Sequence[str]
-    ) -> str:
-        """Tell every device of ``to_user`` (the original sender) that messages were seen."""
-        if not await self.directory.exists(to_user):
-            raise NotFound(f"user {to_user} does not exist")
-        template = self._receipt(principal, kind, message_ids)
+    ) -> tuple[str, list[str]]:
+        """Tell every device of ``to_user`` (the original sender) that messages were seen.
+
+        Only messages ``to_user`` sent the reader count; the others are left out and
+        returned (with the receipt's server id), and a receipt with none left is refused
+        (``NotFound``): a stranger cannot put anything in anyone's queue."""
+        check = await self.relationships.readable(principal, to_user, message_ids)
+        template = self._receipt(principal, kind, check.known)
         devices = await self._all_devices([to_user], principal)
         await self.produce(fan_out_same(template, devices))
-        return template.server_id
+        return template.server_id, list(check.dropped)
 
     def _receipt(
         self, principal: Principal, kind: ReceiptKind, message_ids: Sequence[str]
@@ -288,7 +295,14 @@ class Router:
 
     async def delivered(self, principal: Principal, acked: Sequence[Envelope]) -> None:
         """Server-generated ``delivered`` receipts for acked messages, one per original
-        sender, produced together."""
+        sender, produced together; the reader may then send ``read`` receipts for them
+        (recorded meanwhile, not after: no extra round trip)."""
+        await asyncio.gather(
+            self.relationships.record_received(principal.user_id, acked),
+            self._delivered(principal, acked),
+        )
+
+    async def _delivered(self, principal: Principal, acked: Sequence[Envelope]) -> None:
         by_sender: dict[str, list[str]] = defaultdict(list)
         for envelope in acked:
             if envelope.kind is EnvelopeKind.MESSAGE and envelope.sender_user != principal.user_id:
@@ -307,7 +321,10 @@ class Router:
     async def typing(
         self, principal: Principal, to_user: str | None, to_group: str | None, state: str
     ) -> None:
-        """Ephemeral: reaches online devices only, never stored."""
+        """Ephemeral: reaches online devices only, never stored. Only to users the typist
+        talks with (``Relationships.check_typing``) and groups they are a member of."""
+        if to_user is not None:
+            await self.relationships.check_typing(principal, to_user)
         recipients = await self._recipients(principal, to_user, to_group)
         template = Envelope(
             server_id=ids.server_id(

@@ -162,6 +162,17 @@ async def test_presence_set_get_delete_with_ttl(presence: PresenceEnv) -> None:
     assert await store.get("k") is None
 
 
+async def test_presence_get_many_answers_in_order_and_forgets_expired_keys(
+    presence: PresenceEnv,
+) -> None:
+    store = presence.store
+    assert await store.get_many([]) == []
+    await store.set_many([("a", b"1", presence.ttl(5)), ("b", b"2", presence.ttl(10))])
+    assert await store.get_many(["b", "missing", "a", "b"]) == [b"2", None, b"1", b"2"]
+    await presence.advance(6)
+    assert await store.get_many(["a", "b"]) == [None, b"2"]
+
+
 async def test_presence_online_expires(presence: PresenceEnv) -> None:
     store = presence.store
     await store.set_online("bob", 1, ttl=presence.ttl(3))

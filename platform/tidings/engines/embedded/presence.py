@@ -146,6 +146,9 @@ class MemoryPresenceStore:
     async def get(self, key: str) -> bytes | None:
         return self._live(key)
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self._live(key) for key in keys]
+
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         self._values[key] = (value, self._clock() + ttl)
 
