@@ -50,7 +50,7 @@ class Relationships:
         if to_user != me:
             if await self.ctx.keys.get(rules.conversation_key(me, to_user)) is not None:
                 return
-            if await self.ctx.users.has_contact(to_user, me):
+            if await self.ctx.contacts.has_contact(to_user, me):
                 return
         self.ctx.metrics.typing_refused.inc()
         raise Forbidden(
