@@ -38,10 +38,9 @@ class TidingsError(Exception):
         self.details: dict[str, Any] = details or {}
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            body["details"] = self.details
-        return body
+        """The ``error`` member of a response; ``details`` is ``{}`` when there are none,
+        so clients never test for its presence."""
+        return {"code": self.code, "message": self.message, "details": self.details}
 
 
 class InvalidInput(TidingsError):

@@ -242,8 +242,8 @@ async def test_unlinking_a_device_removes_it_and_revokes_its_token(gateway: Gate
         r = await http.get("/v1/devices")
         assert [d["device_id"] for d in r.json()["devices"]] == [1, phone.device_id]
         r = await http.delete("/v1/devices/1")
-        assert r.status_code == 400, r.text
-        assert error_of(r)["code"] == "invalid_input"
+        assert r.status_code == 403, r.text
+        assert error_of(r)["code"] == "forbidden"
     async with laptop.http() as http:
         r = await http.get("/v1/users/me")
     assert r.status_code == 401, r.text
@@ -606,8 +606,8 @@ async def test_the_last_admin_cannot_demote_themselves(gateway: Gateway) -> None
     gid = (await create_group(alice, bob))["group_id"]
     async with alice.http() as http:
         r = await http.delete(f"/v1/groups/{gid}/admins/{alice.user_id}")
-        assert r.status_code == 400, r.text
-        assert error_of(r)["code"] == "invalid_input"
+        assert r.status_code == 409, r.text
+        assert error_of(r)["code"] == "conflict"
         r = await http.get(f"/v1/groups/{gid}")
     assert r.json()["members"][alice.user_id] == "admin"
 

@@ -106,7 +106,7 @@ async def test_analytics_counts_sends_stores_and_acks_without_content(gateway: G
                 await asyncio.sleep(0.1)
         bad = await http.get("/analytics/daily/yesterday")
     assert 'tidings_analytics_events_total{event="accepted",kind="direct"} 3.0' in metrics
-    assert bad.status_code == 400
+    assert bad.status_code == 422  # the path's pattern: YYYY-MM-DD
     assert bad.json()["error"]["code"] == "invalid_input"
     await alice_ws.close()
     await bob_ws.close()

@@ -143,7 +143,7 @@ def test_error_encoder() -> None:
         "id": "r1",
         "type": "response",
         "status": 409,
-        "body": {"error": {"code": "conflict", "message": "nope"}},
+        "body": {"error": {"code": "conflict", "message": "nope", "details": {}}},
     }
     detailed = json.loads(wsproto.error("r2", 429, "rate_limited", "slow", retry_after=1.5))
     assert detailed["body"]["error"]["details"] == {"retry_after": 1.5}

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from tidings import __version__
-from tidings.api import errors, ws
+from tidings.api import contract, errors, ws
 from tidings.api.middleware import BodyLimit, HttpMetrics
 from tidings.api.routes import analytics, auth, groups, keys, media, messages, users
 from tidings.core.limitkeys import Network
@@ -21,6 +21,25 @@ from tidings.core.limits import INBOX_POLL_INTERVAL_S
 from tidings.errors import TidingsError
 from tidings.services.gateway import CONNECT_SETUPS_AT_ONCE
 from tidings.services.registry import Services
+
+READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"example": {"status": "ready"}}}},
+    503: {
+        "description": "an engine does not answer: `failed` names each with its reason",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["status", "failed"],
+                    "properties": {
+                        "status": {"const": "unavailable"},
+                        "failed": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                }
+            }
+        },
+    },
+}
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -76,7 +95,7 @@ def create_app(
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], response_model=None)
+    @app.get("/readyz", tags=["ops"], response_model=None, responses=READYZ_RESPONSES)
     async def readyz() -> Any:
         """Every engine answers."""
         ctx = services.ctx
@@ -104,6 +123,7 @@ def create_app(
             generate_latest(services.ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST
         )
 
+    contract.document(app, skip=("/healthz", "/readyz", "/metrics"))
     limits = services.ctx.limits
     app.add_middleware(BodyLimit, limit=limits.http_body_bytes, exempt=("/v1/blobs/",))
     app.add_middleware(HttpMetrics, metrics=services.ctx.metrics)

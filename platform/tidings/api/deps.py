@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tidings.core import limitkeys
 from tidings.errors import Unauthorized
@@ -29,7 +30,16 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-async def principal(request: Request, svc: Annotated[Services, Depends(services)]) -> Principal:
+bearer_scheme = HTTPBearer(auto_error=False, description="an access token (1 hour)")
+"""Declares the bearer scheme in the OpenAPI; ``bearer_token`` still reads the header,
+so a missing or malformed one is answered with our ``401`` body, not FastAPI's 403."""
+
+
+async def principal(
+    request: Request,
+    svc: Annotated[Services, Depends(services)],
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
     token = bearer_token(request.headers.get("authorization"))
     return await svc.auth.authenticate(token)
 

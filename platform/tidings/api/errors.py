@@ -1,4 +1,5 @@
-"""Error responses: every failure becomes ``{"error": {code, message, details?}}``."""
+"""Error responses: every failure becomes ``{"error": {code, message, details}}``
+(``details`` is ``{}`` when there is nothing more to say)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import ValidationError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from tidings.errors import RateLimited, TidingsError
 
@@ -19,10 +24,11 @@ log = logging.getLogger("tidings.api")
 def error_body(
     status: int, code: str, message: str, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = details
-    return {"error": body}
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+MALFORMED_BODY = "request body is not valid JSON text in UTF-8"
+"""FastAPI answers a body it cannot decode (invalid UTF-8) with a bare 400."""
 
 
 INVALID_UNICODE = (
@@ -48,6 +54,19 @@ def validation_error_frame_parts(exc: ValidationError) -> tuple[int, str, list[d
     return describe_validation(list(exc.errors(include_url=False)))
 
 
+def allowed_methods(app: Starlette, scope: Scope) -> list[str]:
+    """Every method some route serves at this path. Starlette's own 405 names only the
+    first route whose path matched, though several routes (GET and PATCH
+    ``/v1/users/me``) may share a path."""
+    found: set[str] = set()
+    for route in iter_route_contexts(app.routes):
+        if route.methods:
+            match, _ = route.matches({**scope, "method": "\0"})  # path only: no method fits
+            if match is not Match.NONE:
+                found |= route.methods
+    return sorted(found)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(TidingsError)
     async def _tidings(_: Request, exc: TidingsError) -> JSONResponse:
@@ -66,13 +85,19 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(status, code, message, details), status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(
-            error_body(exc.status_code, code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        status, message = exc.status_code, str(exc.detail)
+        if status == 400:
+            code, message = "malformed_json", MALFORMED_BODY
+        elif status == 405:
+            code = "method_not_allowed"
+            allowed = allowed_methods(request.app, request.scope)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+        else:
+            code = "not_found" if status == 404 else "http_error"
+        return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
 
     @app.exception_handler(UnicodeError)
     async def _unicode(_: Request, exc: UnicodeError) -> JSONResponse:

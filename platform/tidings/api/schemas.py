@@ -2,22 +2,74 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from tidings.core.limits import DEFAULT_LIMITS as L
 from tidings.core.model import PresencePrivacy
+from tidings.core.validation import E164
 
 # 96 KiB of ciphertext is 131072 base64 characters; the request-size limit bounds the sum.
 B64_MAX = (L.envelope_bytes + 2) // 3 * 4
+B64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+"""Standard base64 with padding, as ``core.validation.b64decode`` reads it."""
+X25519_B64 = r"^(?:[A-Za-z0-9+/]{43}=|B[Q-Za-f][A-Za-z0-9+/]{42})$"
+"""32 bytes, or 33 starting with the 0x05 type byte: ``core.validation.public_key``."""
+DISPLAY_TEXT = (
+    "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029"
+    "\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+)
+"""Names shown to other users: ``core.validation.display_text`` as a JSON Schema pattern
+(the server checks it in code; the pattern tells clients and fuzzers)."""
+
+
+def checked_in_code(pattern: str) -> dict[str, Any]:
+    """A pattern for the schema only: the server checks the value in code, where the
+    refusal (``400 invalid_input``) says what is wrong better than a regex would."""
+    return {"json_schema_extra": {"pattern": pattern}}
+
+
+def _int_from_json(value: object) -> object:
+    """JSON Schema counts ``5.0`` as an integer; strict pydantic would not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WHOLE = BeforeValidator(_int_from_json)
+"""Goes after an integer's bounds (``Field(ge=...)``), or the schema loses them."""
+
+
 UserId = Annotated[str, Field(min_length=1, max_length=64)]
 GroupId = Annotated[str, Field(min_length=1, max_length=64)]
-Phone = Annotated[str, Field(min_length=8, max_length=16, examples=["+14155550123"])]
-KeyB64 = Annotated[str, Field(min_length=44, max_length=48, description="base64 public key")]
-KeyId = Annotated[int, Field(ge=0, le=2**31 - 1)]
-RegistrationId = Annotated[int, Field(ge=1, le=16380)]
-DeviceName = Annotated[str, Field(min_length=1, max_length=64)]
+Phone = Annotated[
+    str,
+    Field(min_length=8, max_length=16, examples=["+14155550123"], **checked_in_code(E164.pattern)),
+]
+KeyB64 = Annotated[
+    str,
+    Field(
+        min_length=44,
+        max_length=48,
+        description="base64 X25519 key",
+        **checked_in_code(X25519_B64),
+    ),
+]
+IdentityKeyB64 = Annotated[
+    str,
+    Field(
+        min_length=44,
+        max_length=48,
+        description="base64 of the 32-byte Ed25519 public key",
+        **checked_in_code(r"^[A-Za-z0-9+/]{43}=$"),
+    ),
+]
+KeyId = Annotated[int, Field(ge=0, le=2**31 - 1), WHOLE]
+RegistrationId = Annotated[int, Field(ge=1, le=16380), WHOLE]
+DeviceName = Annotated[
+    str, Field(min_length=1, max_length=64, json_schema_extra={"pattern": DISPLAY_TEXT})
+]
 
 
 class Strict(BaseModel):
@@ -81,13 +133,18 @@ class DevicesOut(Strict):
 
 # keys --------------------------------------------------------------------------------
 class IdentityKeyIn(Strict):
-    identity_key: KeyB64
+    identity_key: IdentityKeyB64
 
 
 class SignedPreKeyIn(Strict):
     key_id: KeyId
     public_key: KeyB64
-    signature: str = Field(min_length=88, max_length=88, description="base64 Ed25519 signature")
+    signature: str = Field(
+        min_length=88,
+        max_length=88,
+        **checked_in_code(r"^[A-Za-z0-9+/]{86}==$"),
+        description="base64 Ed25519 signature (64 bytes) over the decoded `public_key` bytes",
+    )
 
 
 class OneTimePreKeyIn(Strict):
@@ -137,8 +194,12 @@ class MeOut(ProfileOut):
 
 
 class ProfileUpdate(Strict):
-    display_name: str | None = Field(default=None, max_length=L.display_name_chars)
-    about: str | None = Field(default=None, max_length=L.about_chars)
+    display_name: str | None = Field(
+        default=None, max_length=L.display_name_chars, json_schema_extra={"pattern": DISPLAY_TEXT}
+    )
+    about: str | None = Field(
+        default=None, max_length=L.about_chars, json_schema_extra={"pattern": DISPLAY_TEXT}
+    )
     presence_privacy: PresencePrivacy | None = None
 
     model_config = ConfigDict(extra="forbid", strict=False)  # enum from a JSON string
@@ -154,7 +215,9 @@ class ContactsOut(Strict):
 
 # groups ------------------------------------------------------------------------------
 class GroupCreate(Strict):
-    name: str = Field(min_length=1, max_length=L.group_name_chars)
+    name: str = Field(
+        min_length=1, max_length=L.group_name_chars, json_schema_extra={"pattern": DISPLAY_TEXT}
+    )
     members: list[UserId] = Field(default_factory=list, max_length=L.group_members - 1)
 
 
@@ -171,28 +234,58 @@ class GroupOut(Strict):
 
 
 # messages ----------------------------------------------------------------------------
-class Target(Strict):
-    user: UserId | None = None
-    group: GroupId | None = None
+class ToUser(Strict):
+    user: UserId
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Target:
-        if (self.user is None) == (self.group is None):
-            raise ValueError("'to' needs exactly one of 'user' or 'group'")
-        return self
+    @property
+    def group(self) -> None:
+        return None
+
+
+class ToGroup(Strict):
+    group: GroupId
+
+    @property
+    def user(self) -> None:
+        return None
+
+
+Target = ToUser | ToGroup
+"""``{"user": ...}`` or ``{"group": ...}``: exactly one (the other key is refused)."""
 
 
 class DeviceCiphertext(Strict):
-    device: int = Field(ge=1)
+    device: Annotated[int, Field(ge=1), WHOLE]
     registration_id: RegistrationId | None = None
-    body: str = Field(min_length=1, max_length=B64_MAX, description="base64 ciphertext")
+    body: str = Field(
+        min_length=1, max_length=B64_MAX, description="base64 ciphertext", **checked_in_code(B64)
+    )
+
+
+_GROUP_BODY = {"properties": {"group_body": {"type": "string"}}}
+ONE_FORM: dict[str, Any] = {
+    "oneOf": [
+        {"required": ["ciphertexts"], "not": {"required": ["group_body"], **_GROUP_BODY}},
+        {
+            "required": ["group_body"],
+            "not": {"required": ["ciphertexts"]},
+            "properties": {"to": {"required": ["group"]}, "group_body": {"type": "string"}},
+        },
+    ]
+}
+"""``ciphertexts`` (one per device) or, to a group only, one ``group_body`` (a
+``"group_body": null`` counts as absent)."""
 
 
 class SendBody(Strict):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=ONE_FORM)
+
     id: str = Field(min_length=1, max_length=64, description="client message id (retries reuse it)")
     to: Target
-    ciphertexts: dict[UserId, list[DeviceCiphertext]] = Field(default_factory=dict)
-    group_body: str | None = Field(default=None, min_length=1, max_length=B64_MAX)
+    ciphertexts: dict[UserId, list[DeviceCiphertext]] = Field(default_factory=dict, min_length=1)
+    group_body: str | None = Field(
+        default=None, min_length=1, max_length=B64_MAX, **checked_in_code(B64)
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> SendBody:
@@ -231,7 +324,7 @@ class PresenceBody(Strict):
 
 # media -------------------------------------------------------------------------------
 class MediaUploadIn(Strict):
-    size: int = Field(ge=1, le=L.media_bytes)
+    size: Annotated[int, Field(ge=1, le=L.media_bytes), WHOLE]
 
 
 class PresignedOut(Strict):
@@ -258,26 +351,31 @@ APNS_TOKEN_MIN, APNS_TOKEN_MAX = 64, 200
 """APNs device tokens are hex: 32 bytes (64 characters) today, at most 100 bytes."""
 
 
-class PushTokenIn(Strict):
-    """A device's push registration. Limits: FCM tokens 1-4096 characters of
-    ``[A-Za-z0-9_:.-]``; APNs tokens 64-200 hex characters (even length)."""
+class FcmTokenIn(Strict):
+    """An FCM registration token: 1-4096 characters of ``[A-Za-z0-9_:.-]``."""
 
-    provider: Literal["fcm", "apns"]
+    provider: Literal["fcm"]
     token: str = Field(min_length=1, max_length=FCM_TOKEN_MAX, pattern=r"^[A-Za-z0-9_:.\-]+$")
     alert: bool = Field(
         default=False,
         description="visible generic alert ('New message') instead of a silent wake-up",
     )
 
-    @model_validator(mode="after")
-    def _token_fits_provider(self) -> PushTokenIn:
-        if self.provider == "apns":
-            token = self.token
-            if not APNS_TOKEN_MIN <= len(token) <= APNS_TOKEN_MAX or len(token) % 2:
-                raise ValueError(
-                    f"an APNs token is {APNS_TOKEN_MIN}-{APNS_TOKEN_MAX} hex characters, "
-                    "even length"
-                )
-            if any(c not in "0123456789abcdefABCDEF" for c in token):
-                raise ValueError("an APNs token is hexadecimal")
-        return self
+
+class ApnsTokenIn(Strict):
+    """An APNs device token: 64-200 hex characters, even length."""
+
+    provider: Literal["apns"]
+    token: str = Field(
+        min_length=APNS_TOKEN_MIN,
+        max_length=APNS_TOKEN_MAX,
+        pattern=r"^(?:[0-9a-fA-F]{2})+$",
+    )
+    alert: bool = Field(
+        default=False,
+        description="visible generic alert ('New message') instead of a silent wake-up",
+    )
+
+
+PushTokenIn = Annotated[FcmTokenIn | ApnsTokenIn, Field(discriminator="provider")]
+"""A device's push registration; ``provider`` says which token it is."""

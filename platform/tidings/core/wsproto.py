@@ -74,9 +74,7 @@ def response(request_id: str | None, status: int, body: dict[str, Any] | None = 
 
 
 def error(request_id: str | None, status: int, code: str, message: str, **details: Any) -> str:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = details
+    body = {"code": code, "message": message, "details": details}  # details: {} when none
     return response(request_id, status, {"error": body})
 
 

@@ -14,7 +14,7 @@ from tidings.core import validation
 from tidings.core.limitkeys import address_key, number_block
 from tidings.core.model import PRIMARY_DEVICE, AuthSession, Device, User
 from tidings.core.ratelimit import Limit
-from tidings.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
+from tidings.errors import Forbidden, NotFound, RateLimited, Unauthorized
 from tidings.services.context import Context, Principal, device_channel
 from tidings.services.directory import Directory
 
@@ -230,7 +230,7 @@ class AuthService:
     async def unlink(self, principal: Principal, device_id: int) -> None:
         """The primary unlinks any linked device; a linked device may unlink itself."""
         if device_id == PRIMARY_DEVICE:
-            raise InvalidInput("the primary device cannot be unlinked; register again instead")
+            raise Forbidden("the primary device cannot be unlinked; register again instead")
         if principal.device_id not in (PRIMARY_DEVICE, device_id):
             raise Forbidden("only the primary device can unlink other devices")
         if not await self.ctx.devices.remove_device(principal.user_id, device_id):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from tidings.core import validation
 from tidings.core.model import Group, Role
-from tidings.errors import Forbidden, InvalidInput, LimitExceeded, NotFound
+from tidings.errors import Conflict, Forbidden, LimitExceeded, NotFound
 from tidings.services.context import Context, Principal
 
 
@@ -60,7 +60,7 @@ class GroupService:
 
     async def remove_member(self, principal: Principal, group_id: str, user_id: str) -> Group:
         if user_id == principal.user_id:
-            raise InvalidInput("use leave to remove yourself")
+            raise Conflict("use leave to remove yourself")
         group = await self._as_admin(principal, group_id)
         if not group.is_member(user_id):
             raise NotFound(f"user {user_id} is not a member of this group")
@@ -74,7 +74,7 @@ class GroupService:
         if not group.is_member(user_id):
             raise NotFound(f"user {user_id} is not a member of this group")
         if role is Role.MEMBER and user_id == principal.user_id and _admins(group) == 1:
-            raise InvalidInput("a group needs an admin; promote someone before demoting yourself")
+            raise Conflict("a group needs an admin; promote someone before demoting yourself")
         await self.ctx.groups.set_member(group_id, user_id, role)
         return await self.get(principal, group_id)
 

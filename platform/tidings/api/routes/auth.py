@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
+from fastapi import APIRouter, Body, Response
+
+from tidings.api.contract import errors
 from tidings.api.deps import ClientAddress, Me, Svc
 from tidings.api.schemas import (
     CodeRequest,
@@ -33,14 +36,14 @@ def _tokens(t: Tokens) -> TokensOut:
     )
 
 
-@router.post("/auth/code", status_code=202)
+@router.post("/auth/code", status_code=202, responses=errors(429))
 async def request_code(body: CodeRequest, svc: Svc, address: ClientAddress) -> CodeSent:
     """Send a one-time code to a phone number (rate limited per number, per client
     address and per block of numbers)."""
     return CodeSent(expires_in=await svc.auth.request_code(body.phone, address))
 
 
-@router.post("/auth/register")
+@router.post("/auth/register", responses=errors(401, 429))
 async def register(body: RegisterRequest, svc: Svc, address: ClientAddress) -> TokensOut:
     """Verify the code; creates the account if new and (re)registers the primary device
     (attempts rate limited per client address)."""
@@ -51,7 +54,7 @@ async def register(body: RegisterRequest, svc: Svc, address: ClientAddress) -> T
     )
 
 
-@router.post("/auth/refresh")
+@router.post("/auth/refresh", responses=errors(401))
 async def refresh(body: RefreshRequest, svc: Svc) -> TokensOut:
     return _tokens(await svc.auth.refresh(body.refresh_token))
 
@@ -63,14 +66,14 @@ async def logout(me: Me, svc: Svc) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/devices/link-code")
+@router.post("/devices/link-code", responses=errors(403))
 async def link_code(me: Me, svc: Svc) -> LinkCodeOut:
     """(primary only) A short-lived code a new device trades for its own tokens."""
     code, ttl = await svc.auth.create_link_code(me)
     return LinkCodeOut(code=code, expires_in=ttl)
 
 
-@router.post("/devices/link")
+@router.post("/devices/link", responses=errors(401, 429))
 async def link(body: LinkRequest, svc: Svc) -> TokensOut:
     return _tokens(await svc.auth.link_device(body.code, body.device_name, body.registration_id))
 
@@ -94,21 +97,23 @@ async def devices(me: Me, svc: Svc) -> DevicesOut:
     )
 
 
-@router.delete("/devices/{device_id}", status_code=204)
+@router.delete("/devices/{device_id:int}", status_code=204, responses=errors(403, 404))
 async def unlink(device_id: int, me: Me, svc: Svc) -> Response:
     await svc.auth.unlink(me, device_id)
     return Response(status_code=204)
 
 
-@router.put("/devices/{device_id}/push", status_code=204)
-async def set_push_token(device_id: int, body: PushTokenIn, me: Me, svc: Svc) -> Response:
+@router.put("/devices/{device_id:int}/push", status_code=204, responses=errors(403, 404))
+async def set_push_token(
+    device_id: int, body: Annotated[PushTokenIn, Body()], me: Me, svc: Svc
+) -> Response:
     """Register the calling device's push token (a device sets only its own). A token
     already registered by another device moves here."""
     await svc.push_tokens.set(me, device_id, Provider(body.provider), body.token, body.alert)
     return Response(status_code=204)
 
 
-@router.delete("/devices/{device_id}/push", status_code=204)
+@router.delete("/devices/{device_id:int}/push", status_code=204, responses=errors(403, 404))
 async def remove_push_token(device_id: int, me: Me, svc: Svc) -> Response:
     """Stop pushes to the calling device."""
     await svc.push_tokens.remove(me, device_id)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from fastapi import APIRouter, Path, Response
 
+from tidings.api.contract import errors
 from tidings.api.deps import Me, Svc
 from tidings.api.schemas import (
     BundleDevice,
@@ -20,7 +23,7 @@ from tidings.core.model import OneTimePreKey, PreKeyBundle, SignedPreKey
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
-@router.put("/identity", status_code=204)
+@router.put("/identity", status_code=204, responses=errors(403))
 async def put_identity(body: IdentityKeyIn, me: Me, svc: Svc) -> Response:
     """(primary only) The account's Ed25519 identity public key."""
     key = validation.b64decode(body.identity_key, what="identity_key")
@@ -28,7 +31,7 @@ async def put_identity(body: IdentityKeyIn, me: Me, svc: Svc) -> Response:
     return Response(status_code=204)
 
 
-@router.put("/signed", status_code=204)
+@router.put("/signed", status_code=204, responses=errors(409))
 async def put_signed(body: SignedPreKeyIn, me: Me, svc: Svc) -> Response:
     """This device's signed prekey; the signature must verify against the identity key."""
     key = SignedPreKey(
@@ -80,12 +83,14 @@ def _bundle(user_id: str, bundles: list[PreKeyBundle]) -> BundleOut:
     )
 
 
-@router.get("/{user_id}")
-async def bundles(user_id: str, me: Me, svc: Svc) -> BundleOut:
+# User ids are UUIDs: the convertor keeps /v1/keys/identity and the other key paths
+# from also naming a user, so each path has exactly the methods documented for it.
+@router.get("/{user_id:uuid}", responses=errors(404, 429))
+async def bundles(user_id: UUID, me: Me, svc: Svc) -> BundleOut:
     """A bundle per device of ``user_id``; each claims one one-time prekey."""
-    return _bundle(user_id, await svc.keys.bundles(me, user_id))
+    return _bundle(str(user_id), await svc.keys.bundles(me, str(user_id)))
 
 
-@router.get("/{user_id}/{device_id}")
-async def bundle(user_id: str, me: Me, svc: Svc, device_id: int = Path(ge=1)) -> BundleOut:
-    return _bundle(user_id, await svc.keys.bundles(me, user_id, device_id))
+@router.get("/{user_id:uuid}/{device_id:int}", responses=errors(404, 429))
+async def bundle(user_id: UUID, me: Me, svc: Svc, device_id: int = Path(ge=1)) -> BundleOut:
+    return _bundle(str(user_id), await svc.keys.bundles(me, str(user_id), device_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from tidings.api.contract import errors
 from tidings.api.deps import Me, Svc
 from tidings.api.schemas import AcceptedOut, SendBody
 from tidings.core import validation
@@ -24,7 +25,7 @@ def outgoing(body: SendBody) -> Outgoing:
     return Outgoing(body.id, body.to.user, body.to.group, ciphertexts, body.group_body)
 
 
-@router.post("/messages")
+@router.post("/messages", responses=errors(403, 404, 409, 410, 429))
 async def send(body: SendBody, me: Me, svc: Svc) -> AcceptedOut:
     """Accepted means durable: the envelope is on the bus and will be delivered."""
     accepted = await svc.router.send(me, outgoing(body))

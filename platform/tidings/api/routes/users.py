@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from tidings.api.contract import errors
 from tidings.api.deps import Me, Svc
 from tidings.api.schemas import (
     ContactsIn,
@@ -29,25 +30,25 @@ def _me(user: User) -> MeOut:
     )
 
 
-@router.post("/directory/lookup")
+@router.post("/directory/lookup", responses=errors(429))
 async def lookup(body: LookupRequest, me: Me, svc: Svc) -> LookupOut:
     """Which of these numbers are registered (rate limited)."""
     return LookupOut(users=await svc.users.discover(me, body.phones))
 
 
-@router.get("/users/me")
+@router.get("/users/me", responses=errors(404))
 async def get_me(me: Me, svc: Svc) -> MeOut:
     return _me(await svc.users.get(me.user_id))
 
 
-@router.patch("/users/me")
+@router.patch("/users/me", responses=errors(404))
 async def patch_me(body: ProfileUpdate, me: Me, svc: Svc) -> MeOut:
     return _me(
         await svc.users.update_profile(me, body.display_name, body.about, body.presence_privacy)
     )
 
 
-@router.get("/users/{user_id}")
+@router.get("/users/{user_id}", responses=errors(404))
 async def profile(user_id: str, me: Me, svc: Svc) -> ProfileOut:
     user = await svc.users.get(user_id)
     return ProfileOut(user_id=user.id, display_name=user.display_name, about=user.about)
@@ -58,12 +59,12 @@ async def contacts(me: Me, svc: Svc) -> ContactsOut:
     return ContactsOut(contacts=await svc.users.contacts(me))
 
 
-@router.put("/contacts")
+@router.put("/contacts", responses=errors(404))
 async def add_contacts(body: ContactsIn, me: Me, svc: Svc) -> ContactsOut:
     return ContactsOut(contacts=await svc.users.add_contacts(me, body.user_ids))
 
 
-@router.delete("/contacts/{user_id}", status_code=204)
+@router.delete("/contacts/{user_id}", status_code=204, responses=errors(404))
 async def remove_contact(user_id: str, me: Me, svc: Svc) -> Response:
     await svc.users.remove_contact(me, user_id)
     return Response(status_code=204)

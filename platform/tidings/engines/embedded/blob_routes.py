@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
+from tidings.api.contract import errors
 from tidings.engines.embedded.blobs import BLOB_ROUTE, FileBlobStore
 from tidings.errors import NotFound
 
@@ -12,7 +13,7 @@ from tidings.errors import NotFound
 def blob_router(store: FileBlobStore) -> APIRouter:
     router = APIRouter(prefix=BLOB_ROUTE, tags=["blobs"])
 
-    @router.put("/{key:path}", status_code=201)
+    @router.put("/{key:path}", status_code=201, responses=errors(400, 403, 409, 413))
     async def upload(
         key: str,
         request: Request,
@@ -26,7 +27,7 @@ def blob_router(store: FileBlobStore) -> APIRouter:
         await store.write(key, size, declared, request.stream())
         return Response(status_code=201)
 
-    @router.get("/{key:path}")
+    @router.get("/{key:path}", responses=errors(400, 403, 404))
     async def download(
         key: str,
         size: int = Query(ge=0),
