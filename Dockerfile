@@ -6,6 +6,8 @@
 #
 # Kubernetes runs `tidings serve <component>` (the operator's pods) and
 # `tidings-operator run` (the Helm chart), both as uid 10001 on a read-only root.
+# Without Docker or a registry, `scripts/image build` builds it with podman on a base made
+# from Debian's Python (--build-arg PYTHON_IMAGE=...): see scripts/README.md.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

@@ -9,17 +9,29 @@ from pathlib import Path
 import pytest
 
 from harness import Gateway, run_gateway
-from servers import ENGINE_SETS, KubeEnv, as_settings, deps_up, kube_up, unique_region
+from servers import (
+    ENGINE_SETS,
+    KubeEnv,
+    as_settings,
+    deps_up,
+    image_build,
+    kube_up,
+    unique_region,
+)
 from tidings.config import Settings
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the Kubernetes control plane are marked ``kube``: ``make test`` runs
     them after the rest, so the control plane's CPU does not weigh on the timing-bound
-    fault tests of the messaging path."""
+    fault tests of the messaging path. Tests that run the container image are marked
+    ``image``."""
     for item in items:
-        if "kube_env" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "kube_env" in fixtures:
             item.add_marker(pytest.mark.kube)
+        if "tidings_image" in fixtures:
+            item.add_marker(pytest.mark.image)
 
 
 @pytest.fixture(params=ENGINE_SETS)
@@ -93,6 +105,13 @@ def kube_env() -> KubeEnv:
     scheduler, kwok's fake nodes), started once per session by ``scripts/kube``."""
     env = kube_up()
     return KubeEnv(kubeconfig=Path(env["TIDINGS_KUBECONFIG"]), helm=Path(env["TIDINGS_HELM"]))
+
+
+@pytest.fixture(scope="session")
+def tidings_image() -> str:
+    """The Tidings image of this source, built once per session by ``scripts/image build``
+    (cached by the hash of the build context: seconds when nothing changed)."""
+    return image_build()["TIDINGS_IMAGE"]
 
 
 @pytest.fixture

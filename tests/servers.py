@@ -18,24 +18,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DEPS = ROOT / "scripts" / "deps"
 KUBE = ROOT / "scripts" / "kube"
+IMAGE = ROOT / "scripts" / "image"
 
 KUBE_UP_TIMEOUT = 3600.0
 """``scripts/kube up`` builds the control plane from source on a cold machine (~20 min)."""
+
+IMAGE_BUILD_TIMEOUT = 900.0
+"""``scripts/image build`` on a cold machine: apt, debootstrap and the build (~3 min)."""
 
 ENGINE_SETS = ["embedded", "distributed"]
 """What platform fixtures run on: the embedded engines, and Kafka + Cassandra + Redis + S3."""
 
 
-def _up(script: Path, args: Sequence[str], timeout: float) -> dict[str, str]:
-    """``script up ARGS`` (idempotent), then its exports (``script env``) as a dict. Fails
-    the test, never skips, when it cannot start."""
+def _up(script: Path, args: Sequence[str], timeout: float, verb: str = "up") -> dict[str, str]:
+    """``script VERB ARGS`` (idempotent), then its exports (``script env``) as a dict.
+    Fails the test, never skips, when it cannot start."""
     name = f"scripts/{script.name}"
     up = subprocess.run(
-        [str(script), "up", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [str(script), verb, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
     if up.returncode != 0:
         pytest.fail(
-            f"{name} up {' '.join(args)} failed (exit {up.returncode}):\n{up.stdout}{up.stderr}",
+            f"{name} {verb} {' '.join(args)} failed (exit {up.returncode}):\n"
+            f"{up.stdout}{up.stderr}",
             pytrace=False,
         )
     env = subprocess.run([str(script), "env"], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -55,6 +60,13 @@ def kube_up() -> dict[str, str]:
     first run on a machine builds it, see ``KUBE_UP_TIMEOUT``) and return its exports:
     ``TIDINGS_KUBECONFIG`` (cluster admin), ``TIDINGS_HELM``, ``TIDINGS_KUBE_VERSION``."""
     return _up(KUBE, [], timeout=KUBE_UP_TIMEOUT)
+
+
+def image_build() -> dict[str, str]:
+    """Build the Tidings image with ``scripts/image build`` (a no-op when the image of
+    this source exists; podman, runc and the base are installed and built on first use)
+    and return its exports: ``TIDINGS_IMAGE`` (``localhost/tidings:<hash>``)."""
+    return _up(IMAGE, [], timeout=IMAGE_BUILD_TIMEOUT, verb="build")
 
 
 class KubectlError(subprocess.CalledProcessError):
