@@ -110,6 +110,17 @@ class Run:
         self._pinger = asyncio.get_running_loop().create_task(self._ping_loop())
         self.progress("servers up: " + ", ".join(f"{s.name} {s.url}" for s in self.servers))
 
+    async def start_or_fail(self, tmp: Path) -> bool:
+        """``start_servers``; False (the reason in ``failures``, whatever started stopped
+        again) when they did not start."""
+        try:
+            await self.start_servers(tmp)
+        except (_servers.ServerError, BenchError, OSError) as exc:
+            self.failures.append(f"servers did not start: {exc}")
+            await self.stop_servers()
+            return False
+        return True
+
     async def stop_servers(self) -> None:
         if self._pinger is not None:
             self._pinger.cancel()

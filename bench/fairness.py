@@ -39,7 +39,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import _servers
 import httpx
 from _client import Account, BenchError, Conn, Sink, dumps, handshake, loads
 from _figures import percentiles
@@ -357,11 +356,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     }
     result: dict[str, Any] = {"config": config, "failures": run.failures}
     with tempfile.TemporaryDirectory(prefix="tidings-fairness-") as tmp:
-        try:
-            await run.start_servers(Path(tmp))
-        except (_servers.ServerError, BenchError, OSError) as exc:
-            run.failures.append(f"servers did not start: {exc}")
-            await run.stop_servers()
+        if not await run.start_or_fail(Path(tmp)):
             return result, 2
         try:
             result["figures"] = await measure(run, args)

@@ -144,11 +144,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "warnings": warnings,
     }
     with tempfile.TemporaryDirectory(prefix="tidings-msgpath-") as tmp:
-        try:
-            await run.start_servers(Path(tmp))
-        except (_servers.ServerError, BenchError, OSError) as exc:
-            run.failures.append(f"servers did not start: {exc}")
-            await run.stop_servers()
+        if not await run.start_or_fail(Path(tmp)):
             return result, 2
         try:
             for name in args.phases:
