@@ -1,0 +1,58 @@
+"""``bench/fairness.py``, small, on the embedded engines: it runs and its counts add up.
+
+Times depend on the machine and are never asserted: only that both windows measured the
+probe, that every flood frame got an answer, and that the per-socket budgets refused
+most of a 1,000 frames/s flood (receipts and typing past their burst, sends past
+theirs) while storing none of the receipts' made-up ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "fairness.py"
+
+
+async def test_fairness_bench_measures_the_probe_under_a_flood() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCH),
+        "--duration=1.5",
+        "--timeout=60",
+        "--json",
+        "--quiet",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 100)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{err.decode()[-3000:]}"
+    result: dict[str, Any] = json.loads(out)
+    assert result["failures"] == []
+    figures = result["figures"]
+    for window in ("idle", "flood"):
+        for probe in ("rest", "websocket"):
+            assert figures[window][probe]["n"] > 0, (window, probe, figures[window])
+    assert figures["probe_errors"] == {}
+    flood = figures["flood_frames"]
+    sent = sum(flood["sent"].values())
+    assert sent > 0
+    assert flood["unanswered"] == 0
+    assert flood["accepted"] + flood["refused"] == sent
+    answered = flood["answered"]
+    assert set(answered["receipt"]) <= {"404", "429"}, answered["receipt"]  # ids made up
+    for kind in ("receipt", "typing", "send"):
+        assert answered[kind].get("429", 0) > 0, (kind, answered[kind])
+    assert figures["closes"] == {}
