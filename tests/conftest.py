@@ -12,10 +12,12 @@ from harness import Gateway, run_gateway
 from servers import (
     ENGINE_SETS,
     KubeEnv,
+    RealNode,
     as_settings,
     deps_up,
     image_build,
     kube_up,
+    real_node_up,
     unique_region,
 )
 from tidings.config import Settings
@@ -25,13 +27,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the Kubernetes control plane are marked ``kube``: ``make test`` runs
     them after the rest, so the control plane's CPU does not weigh on the timing-bound
     fault tests of the messaging path. Tests that run the container image are marked
-    ``image``."""
+    ``image``; those that run pods on the real node (containerd + kubelet) ``realnode``."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "kube_env" in fixtures:
             item.add_marker(pytest.mark.kube)
         if "tidings_image" in fixtures:
             item.add_marker(pytest.mark.image)
+        if "real_node" in fixtures:
+            item.add_marker(pytest.mark.realnode)
 
 
 @pytest.fixture(params=ENGINE_SETS)
@@ -112,6 +116,19 @@ def tidings_image() -> str:
     """The Tidings image of this source, built once per session by ``scripts/image build``
     (cached by the hash of the build context: seconds when nothing changed)."""
     return image_build()["TIDINGS_IMAGE"]
+
+
+@pytest.fixture(scope="session")
+def real_node(kube_env: KubeEnv, tidings_image: str) -> RealNode:
+    """A real node beside the kwok nodes (``scripts/kube node up``: containerd, runc, a
+    kubelet built like the control plane), the Tidings image of this source imported into
+    its containerd. Left running after the session, like the control plane."""
+    env = real_node_up()
+    return RealNode(
+        name=env["TIDINGS_KUBE_REAL_NODE"],
+        label=env["TIDINGS_KUBE_REAL_NODE_LABEL"],
+        taint=env["TIDINGS_KUBE_REAL_NODE_TAINT"],
+    )
 
 
 @pytest.fixture

@@ -62,6 +62,13 @@ def kube_up() -> dict[str, str]:
     return _up(KUBE, [], timeout=KUBE_UP_TIMEOUT)
 
 
+def real_node_up() -> dict[str, str]:
+    """Start the real node with ``scripts/kube node up`` (idempotent: the control plane
+    if it is down, containerd, the kubelet, the pause and Tidings images imported) and
+    return the exports of ``scripts/kube env``, ``TIDINGS_KUBE_REAL_NODE*`` included."""
+    return _up(KUBE, ["up"], timeout=KUBE_UP_TIMEOUT, verb="node")
+
+
 def image_build() -> dict[str, str]:
     """Build the Tidings image with ``scripts/image build`` (a no-op when the image of
     this source exists; podman, runc and the base are installed and built on first use)
@@ -109,6 +116,31 @@ class KubeEnv:
         if check and done.returncode != 0:
             raise KubectlError(done.returncode, cmd, done.stdout, done.stderr)
         return done
+
+
+@dataclass(frozen=True)
+class RealNode:
+    """The node of ``scripts/kube node up``: a kubelet on containerd + runc that runs real
+    containers. Tainted, so a pod lands there only with ``toleration`` (and
+    ``node_selector`` keeps it off the kwok nodes); only host-network pods are usable
+    (this machine routes only loopback)."""
+
+    name: str
+    label: str
+    """``KEY=VALUE`` of the node's own label."""
+    taint: str
+    """``KEY=VALUE:EFFECT`` of its taint."""
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        key, _, value = self.label.partition("=")
+        return {key: value}
+
+    @property
+    def toleration(self) -> dict[str, str]:
+        key, _, rest = self.taint.partition("=")
+        value, _, effect = rest.partition(":")
+        return {"key": key, "operator": "Equal", "value": value, "effect": effect}
 
 
 def as_settings(env: dict[str, str]) -> dict[str, str]:
