@@ -24,12 +24,14 @@ lint: install
 
 # Real servers the tests use: Redis (Debian), Kafka, Cassandra and s3proxy (Maven Central
 # jars on the JDK), installed on first use and cached; idempotent. The Kubernetes control
-# plane is built here (cached) and started by the tests that need it. The Tidings image
+# plane and the real node's kubelet are built here (cached) and started by the tests that
+# need them. The Tidings image
 # is built with podman (installed with apt on first use; cold ~2.5 min, then cached by
 # the hash of its build context) and run by tests/e2e/test_image.py.
 deps:
 	scripts/deps up redis kafka cassandra s3
 	scripts/kube build
+	scripts/kube node build
 	scripts/image build
 
 unit: install
