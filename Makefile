@@ -24,14 +24,16 @@ lint: install
 
 # Real servers the tests use: Redis (Debian), Kafka, Cassandra and s3proxy (Maven Central
 # jars on the JDK), installed on first use and cached; idempotent. The Kubernetes control
-# plane and the real node's kubelet are built here (cached) and started by the tests that
-# need them. The Tidings image
+# plane, the real node's kubelet, Prometheus and promtool are built here (cached; after the
+# control plane, whose build warms the Go caches) and started by the tests that need them,
+# so no test fixture waits for a Go build. The Tidings image
 # is built with podman (installed with apt on first use; cold ~2.5 min, then cached by
 # the hash of its build context) and run by tests/e2e/test_image.py.
 deps:
 	scripts/deps up redis kafka cassandra s3
 	scripts/kube build
 	scripts/kube node build
+	scripts/prometheus build
 	scripts/image build
 
 unit: install
