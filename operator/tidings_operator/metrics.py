@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+_LAG_REGIONS: dict[tuple[str, str, str], str] = {}
+"""The ``region`` label of each resource's CONSUMER_LAG series, to remove it."""
+
 RECONCILES = Counter(
     "tidings_operator_reconcile_total",
     "Reconciles run, by resource kind and result (ok, error, paused, deleting, gone, "
@@ -65,3 +68,35 @@ RECONCILES_RUNNING = Gauge(
     "tidings_operator_reconciles_running",
     "Reconciles in progress (at most --max-concurrent-reconciles per kind).",
 )
+CONSUMER_LAG = Gauge(
+    "tidings_operator_consumer_lag",
+    "Records a worker group has not committed, as the last reconcile read them from Kafka: "
+    "the delivery group on a MessageShard's partitions, the push group on a PushPool's "
+    "topic. Read even while the workers are down.",
+    ["kind", "namespace", "name", "region"],
+)
+PEER_HEALTH = Gauge(
+    "tidings_operator_peer_health",
+    "1 for the health a region last judged each peer to be in (Healthy, Suspect, Failed, "
+    "Unknown), 0 for the others.",
+    ["region", "peer", "health"],
+)
+
+
+def set_consumer_lag(kind: str, namespace: str, name: str, region: str, lag: int) -> None:
+    """Export a resource's lag under its owner region, dropping a series left under a
+    previous owner (a shard moved by a failover)."""
+    key = (kind, namespace, name)
+    previous = _LAG_REGIONS.get(key)
+    if previous is not None and previous != region:
+        CONSUMER_LAG.remove(kind, namespace, name, previous)
+    _LAG_REGIONS[key] = region
+    CONSUMER_LAG.labels(kind, namespace, name, region).set(lag)
+
+
+def forget_consumer_lag(kind: str, namespace: str, name: str) -> None:
+    """Stop exporting a resource's lag: it is gone, or another region's operator owns it
+    now (a last value left behind would add to the region's backlog for ever)."""
+    region = _LAG_REGIONS.pop((kind, namespace, name), None)
+    if region is not None:
+        CONSUMER_LAG.remove(kind, namespace, name, region)

@@ -384,6 +384,10 @@ class Reconciler:
                 now,
                 region.spec.failover.detection_window_seconds,
             )
+            for health in Health:
+                metrics.PEER_HEALTH.labels(region.region, peer.name, health.value).set(
+                    int(health is verdict.health)
+                )
             if before is None or before.health is not verdict.health:
                 metrics.PEER_HEALTH_CHANGES.labels(verdict.health.value).inc()
                 await self._event(
@@ -474,9 +478,11 @@ class Reconciler:
     async def reconcile_pool(self, key: Key) -> str:
         loaded = await self._load(key, PushPool)
         if isinstance(loaded, str):
+            metrics.forget_consumer_lag(PUSH_POOL, key.namespace, key.name)
             return loaded
         body, pool, paused = loaded
         if not self.serves(pool.spec.region):
+            metrics.forget_consumer_lag(PUSH_POOL, key.namespace, key.name)
             return "skipped"
         live = await self._live_children(key.namespace, pool.metadata.name)
         region_body = await self.kube.get(CHAT_REGION, key.namespace, pool.spec.region)
@@ -496,6 +502,9 @@ class Reconciler:
             try:
                 if not _deleting(region_body):  # (as in reconcile_shard)
                     lag, replicas = await self.external.pool_scale(pool, region)
+                    metrics.set_consumer_lag(
+                        PUSH_POOL, key.namespace, key.name, pool.spec.region, lag
+                    )
             except ExternalUnavailable as exc:
                 errors.append(Refusal(exc.reason, str(exc)))
             versions = await self._secret_versions(key.namespace, _pool_secrets(pool))
@@ -530,9 +539,11 @@ class Reconciler:
         owner region exists; lag is the delivery group's on the shard's partitions."""
         body = await self.kube.get(MESSAGE_SHARD, key.namespace, key.name)
         if body is None:
+            metrics.forget_consumer_lag(MESSAGE_SHARD, key.namespace, key.name)
             return "gone"
         shard = MessageShard.model_validate(body)
         if not self.serves(shard.spec.owner):
+            metrics.forget_consumer_lag(MESSAGE_SHARD, key.namespace, key.name)
             return "skipped"  # the owner's operator acknowledges it
         owner_body = await self.kube.get(CHAT_REGION, key.namespace, shard.spec.owner)
         status: dict[str, Any] = dict(body.get("status") or {})
@@ -546,6 +557,9 @@ class Reconciler:
             status.update(phase="Serving", owner=shard.spec.owner, epoch=shard.spec.epoch)
             try:
                 status["consumerLag"] = await self.external.shard_lag(shard, owner)
+                metrics.set_consumer_lag(
+                    MESSAGE_SHARD, key.namespace, key.name, owner.region, status["consumerLag"]
+                )
             except ExternalUnavailable as exc:
                 log.warning("lag of %s unknown: %s", key, exc)
         if status != (body.get("status") or {}) and not await self._patch_status(key, status):

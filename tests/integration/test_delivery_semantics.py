@@ -417,3 +417,27 @@ async def test_live_messages_arrive_without_waiting_for_the_idle_poll(
             assert body_text(got) == f"text {i}"
         await alice_ws.close()
         await bob_ws.close()
+
+
+async def test_deliveries_to_a_connected_device_observe_their_accept_to_deliver_latency(
+    gateway: Gateway,
+) -> None:
+    """The latency SLO's histogram: one observation per delivery of a send accepted while
+    the recipient device was connected; a backlog that waited offline is not counted (its
+    wait is the device's, not the platform's)."""
+    alice, bob = await register(gateway), await register(gateway)
+    count = "tidings_delivery_latency_seconds_count"
+    before = await _metric(gateway, count)
+    stored = await inbox_writes(gateway)
+    await send_rest(alice, direct(bob, "offline-1", "waited offline"))
+    await until_stored(gateway, stored + 1)
+    bob_ws = await bob.connect()
+    [got] = await bob_ws.deliveries(1)
+    assert body_text(got) == "waited offline"
+    assert await _metric(gateway, count) == before
+    await send_rest(alice, direct(bob, "live-1", "live"))
+    [got] = await bob_ws.deliveries(1)
+    assert body_text(got) == "live"
+    await bob_ws.close()
+    assert await _metric(gateway, count) == before + 1
+    assert await _metric(gateway, "tidings_delivery_latency_seconds_sum") < 60

@@ -101,6 +101,7 @@ class SocketSession:
             max_in_flight=ctx.limits.max_in_flight, max_frame_chars=ctx.limits.envelope_bytes
         )
         self.conn_id = uuid.uuid4().hex
+        self._online_since_ms = ctx.now_ms()
         self._wake = Flag()
         self._send_lock = asyncio.Lock()
         self._close: tuple[int, str] | None = None
@@ -372,6 +373,12 @@ class SocketSession:
                 for item in items:
                     envelope = Envelope.decode(item.envelope)
                     self._cursors[item.server_id] = item.cursor
+                    if envelope.timestamp >= self._online_since_ms:
+                        # Accept-to-deliver, the latency SLO: sends accepted while this
+                        # device was connected; an offline backlog's wait is not ours.
+                        self.ctx.metrics.delivery_latency.observe(
+                            max(0, self.ctx.now_ms() - envelope.timestamp) / 1000
+                        )
                     await self.send(self.proto.deliver(item.server_id, envelope.to_client()))
                     self.ctx.metrics.deliveries_sent.inc()
                     cursor = item.cursor

@@ -144,7 +144,7 @@ def kill(op: OperatorProcess) -> None:
 
 @pytest.mark.timeout(420)
 def test_a_region_whose_operator_dies_is_fenced_and_its_shards_taken_over(pair: Pair) -> None:
-    with pair.operator(pair.a):
+    with pair.operator(pair.a) as op_a:
         with pair.operator(pair.b) as op_b:
             start(pair)
             home = {f"{pair.b}-0": (pair.b, 1), f"{pair.b}-1": (pair.b, 1)}
@@ -171,6 +171,14 @@ def test_a_region_whose_operator_dies_is_fenced_and_its_shards_taken_over(pair: 
         assert (peers_cond["status"], peers_cond["reason"]) == ("False", "PeerFailed")
         assert {"PeerSuspect", "PeerFailed", "ShardTakenOver"} <= pair.reasons(pair.a)
         assert "ShardsTakenOver" in pair.reasons(pair.b)
+        # What the peer and failover alerts read (labels in the exposition's sorted order).
+        exported = op_a.metrics().splitlines()
+        for health, value in (("Failed", 1.0), ("Suspect", 0.0), ("Healthy", 0.0)):
+            assert (
+                f'tidings_operator_peer_health{{health="{health}",peer="{pair.b}",'
+                f'region="{pair.a}"}} {value}'
+            ) in exported
+        assert 'tidings_operator_shard_moves_total{trigger="automatic"} 2.0' in exported
         assert pair.shards_of(pair.a) == {f"{pair.a}-0": (pair.a, 1), f"{pair.a}-1": (pair.a, 1)}
 
         eventually(

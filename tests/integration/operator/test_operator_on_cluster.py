@@ -506,7 +506,7 @@ def test_a_push_pool_runs_its_workers_and_follows_kubectl_scale(region: Region) 
 
 
 def test_a_push_pool_scales_on_its_topic_lag_between_its_bounds(
-    region: Region, kafka_bootstrap: str
+    region: Region, kafka_bootstrap: str, operator: OperatorProcess
 ) -> None:
     apply(region.kube, region.manifest)
     eventually(region.ready, "the ChatRegion (and its push topic) to turn Ready")
@@ -530,10 +530,16 @@ def test_a_push_pool_scales_on_its_topic_lag_between_its_bounds(
     produce(kafka_bootstrap, f"tidings.{region.name}.push", 100)
     status = eventually(lambda: scaled_to(4, 125), "125 waiting jobs to stop at maxReplicas 4")
     assert status["replicas"] == 4
+    # The lag alert's metric: the same read, exported by the operator.
+    lag = (
+        f'tidings_operator_consumer_lag{{kind="PushPool",name="{pool}",'
+        f'namespace="{region.namespace}",region="{region.name}"}} 125.0'
+    )
+    assert lag in operator.metrics().splitlines()
 
 
 def test_a_shard_reports_the_records_waiting_for_its_owner(
-    region: Region, kafka_bootstrap: str
+    region: Region, kafka_bootstrap: str, operator: OperatorProcess
 ) -> None:
     apply(region.kube, region.manifest)
     eventually(region.ready, "the ChatRegion to turn Ready")
@@ -553,6 +559,13 @@ def test_a_shard_reports_the_records_waiting_for_its_owner(
         body["spec"]["epoch"],
     )
     assert sorted(lags_now) == [f"{region.name}-{i}" for i in range(4)]
+    # The delivery lag alert's metric: set by the reconcile that wrote the status.
+    exported = operator.metrics().splitlines()
+    for i in range(4):
+        assert (
+            f'tidings_operator_consumer_lag{{kind="MessageShard",name="{region.name}-{i}",'
+            f'namespace="{region.namespace}",region="{region.name}"}} 10.0'
+        ) in exported
 
 
 def test_the_operator_exports_reconcile_metrics(region: Region, operator: OperatorProcess) -> None:
