@@ -1,0 +1,102 @@
+"""The real Prometheus and promtool of ``scripts/prometheus`` (built by ``make deps``):
+rule checks, and a server on loopback scraping what a test points it at."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from servers import ROOT, _up
+
+PROMETHEUS = ROOT / "scripts" / "prometheus"
+RULES = ROOT / "charts" / "tidings" / "files" / "rules"
+RULE_TESTS = ROOT / "tests" / "rules"
+RUNBOOKS = ROOT / "docs" / "runbooks"
+RUNBOOK_BASE = "https://github.com/tidings/tidings/blob/main/docs/runbooks"
+
+BUILD_TIMEOUT = 1800.0
+"""``scripts/prometheus build`` on a cold machine (``make deps`` builds it beforehand)."""
+
+
+def prometheus_env(verb: str = "build") -> dict[str, str]:
+    """``scripts/prometheus VERB`` (``build``: the binaries only; ``up``: the server too,
+    idempotent), then its exports. Fails the test, never skips."""
+    return _up(PROMETHEUS, [], timeout=BUILD_TIMEOUT, verb=verb)
+
+
+def promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    tool = prometheus_env()["TIDINGS_PROMTOOL"]
+    return subprocess.run(
+        [tool, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def metric_names(expr: str) -> set[str]:
+    """The ``tidings_*`` series an expression reads (recording rules' ``a:b:c`` names
+    and label values aside)."""
+    without_strings = re.sub(r'"[^"]*"', '""', expr)
+    return set(re.findall(r"(?<![\w:])(tidings_\w+)", without_strings))
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    """A running Prometheus: its HTTP API, and the file_sd folder it watches."""
+
+    url: str
+    targets_dir: Path
+
+    def scrape(self, name: str, targets: Sequence[str], labels: Mapping[str, str]) -> None:
+        """Point Prometheus at ``targets`` (file_sd, picked up within a second)."""
+        path = self.targets_dir / f"{name}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([{"targets": list(targets), "labels": dict(labels)}]))
+        tmp.rename(path)
+
+    def forget(self, name: str) -> None:
+        (self.targets_dir / f"{name}.json").unlink(missing_ok=True)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        r = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+        r.raise_for_status()
+        body = r.json()
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def targets(self) -> list[dict[str, Any]]:
+        r = httpx.get(f"{self.url}/api/v1/targets", params={"state": "active"}, timeout=10)
+        r.raise_for_status()
+        active: list[dict[str, Any]] = r.json()["data"]["activeTargets"]
+        return active
+
+    def until(
+        self, what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.5
+    ) -> Any:
+        """``check()``'s first truthy answer; fails with ``what`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = check()
+            if answer:
+                return answer
+            if time.monotonic() > deadline:
+                pytest.fail(f"Prometheus: {what} not within {timeout:.0f}s", pytrace=False)
+            time.sleep(interval)
+
+
+def scrape_address(url: str) -> tuple[str, str]:
+    """``(host:port, path)`` Prometheus scrapes for a platform process serving ``url``.
+
+    Today ``/metrics`` is served on the main port. When it moves to an operations port
+    of its own, this is the one place to change (the file_sd group's ``__metrics_path__``
+    label carries the path)."""
+    address = url.removeprefix("http://").removeprefix("https://").rstrip("/")
+    return address, "/metrics"
