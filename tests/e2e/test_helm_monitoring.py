@@ -1,0 +1,127 @@
+"""The chart's monitoring objects: the PrometheusRule carries exactly the rule files
+promtool tests (runbook links rebased), and the PodMonitors scrape the container port
+named ``metrics`` of the operator and of every platform component, labelled by region.
+Off by default: a cluster without the Prometheus Operator's CRDs installs the chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from helm_support import CHART, Helm, find, one
+from prometheus_support import RULES, RUNBOOK_BASE, promtool
+from servers import KubeEnv
+
+pytestmark = pytest.mark.slow
+
+NS = "tidings-system"
+ON = {"monitoring": {"prometheusRule": {"enabled": True}, "podMonitors": {"enabled": True}}}
+COMPONENTS = ["gateway", "router", "media", "presence", "delivery", "analytics", "push"]
+
+
+@pytest.fixture(scope="module")
+def helm(kube_env: KubeEnv, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(kube_env, tmp_path_factory.mktemp("helm"))
+
+
+def test_monitoring_is_off_by_default(helm: Helm) -> None:
+    kinds = {o["kind"] for o in helm.template(namespace=NS)}
+    assert not kinds & {"PrometheusRule", "PodMonitor"}
+
+
+def test_the_prometheus_rule_is_the_rule_files(helm: Helm, tmp_path: Path) -> None:
+    rule = one(helm.template(ON, namespace=NS), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["namespace"] == NS
+    files = [yaml.safe_load(p.read_text())["groups"] for p in sorted(RULES.glob("*.yaml"))]
+    assert rule["spec"]["groups"] == [g for groups in files for g in groups]
+    # What the Prometheus Operator hands Prometheus passes promtool as it is.
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    done = promtool("check", "rules", str(rendered))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_runbook_links_follow_the_configured_base(helm: Helm) -> None:
+    values: dict[str, Any] = {
+        "monitoring": {
+            "prometheusRule": {
+                "enabled": True,
+                "runbookBaseUrl": "https://runbooks.example/tidings/",
+                "labels": {"release": "kube-prometheus-stack"},
+            }
+        }
+    }
+    rule = one(helm.template(values, namespace=NS), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts
+    for alert in alerts:
+        url = alert["annotations"]["runbook_url"]
+        assert url == f"https://runbooks.example/tidings/{alert['alert']}.md"
+        assert RUNBOOK_BASE not in url
+
+
+def test_pod_monitors_scrape_the_metrics_port_of_each_component(helm: Helm) -> None:
+    objects = helm.template(
+        {**ON, "watchNamespaces": ["team-a", "team-b"]}, release="tidings", namespace=NS
+    )
+    monitors = {m["metadata"]["name"]: m for m in find(objects, "PodMonitor")}
+    assert sorted(monitors) == sorted(["tidings-operator", *(f"tidings-{c}" for c in COMPONENTS)])
+    operator = monitors["tidings-operator"]["spec"]
+    deployment = one(objects, "Deployment")
+    pod = deployment["spec"]["template"]
+    assert operator["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert operator["namespaceSelector"] == {"matchNames": [NS]}
+    (endpoint,) = operator["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["honorLabels"]) == (
+        "metrics",
+        "/metrics",
+        True,
+    )
+    ports = pod["spec"]["containers"][0]["ports"]
+    assert "metrics" in [p["name"] for p in ports]
+    for component in COMPONENTS:
+        spec = monitors[f"tidings-{component}"]["spec"]
+        assert spec["selector"]["matchLabels"] == {
+            "app.kubernetes.io/name": "tidings",
+            "app.kubernetes.io/component": component,
+            "app.kubernetes.io/managed-by": "tidings-operator",
+        }
+        assert spec["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+        (endpoint,) = spec["podMetricsEndpoints"]
+        assert endpoint["port"] == "metrics"
+        assert {
+            "sourceLabels": ["__meta_kubernetes_pod_label_tidings_dev_region"],
+            "targetLabel": "region",
+        } in endpoint["relabelings"]
+
+
+def test_pod_monitors_of_a_cluster_wide_operator_look_in_every_namespace(helm: Helm) -> None:
+    values = {**ON, "watchAllNamespaces": True}
+    for monitor in find(helm.template(values, namespace=NS), "PodMonitor"):
+        if monitor["metadata"]["name"] != "tidings-operator":
+            assert monitor["spec"]["namespaceSelector"] == {"any": True}
+
+
+def test_the_schema_refuses_bad_monitoring_values(helm: Helm) -> None:
+    bad_values: list[dict[str, Any]] = [
+        {"monitoring": {"podMonitors": {"interval": "soon"}}},
+        {"monitoring": {"podMonitors": {"components": ["gateway", "mailroom"]}}},
+        {"monitoring": {"prometheusRule": {"runbookBaseUrl": "docs/runbooks"}}},
+        {"monitoring": {"alertmanager": {}}},
+    ]
+    for bad in bad_values:
+        done = helm.template_text(bad, check=False)
+        assert done.returncode != 0, bad
+        assert "monitoring" in done.stderr, done.stderr
+
+
+def test_the_chart_ships_the_rule_files() -> None:
+    assert sorted(p.name for p in (CHART / "files" / "rules").glob("*.yaml")) == [
+        "alerts.yaml",
+        "slo.yaml",
+    ]
