@@ -1,10 +1,14 @@
 """The chart's monitoring objects: the PrometheusRule carries exactly the rule files
 promtool tests (runbook links rebased), and the PodMonitors scrape the container port
 named ``metrics`` of the operator and of every platform component, labelled by region.
-Off by default: a cluster without the Prometheus Operator's CRDs installs the chart."""
+Off by default: a cluster without the Prometheus Operator's CRDs installs the chart.
+With the CRDs (from the Prometheus Operator's Go module, ``scripts/prometheus crds``) the
+real API server accepts every object as rendered."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,7 @@ import pytest
 import yaml
 
 from helm_support import CHART, Helm, find, one
-from prometheus_support import RULES, RUNBOOK_BASE, promtool
+from prometheus_support import RULES, RUNBOOK_BASE, prometheus_env, promtool
 from servers import KubeEnv
 
 pytestmark = pytest.mark.slow
@@ -125,3 +129,37 @@ def test_the_chart_ships_the_rule_files() -> None:
         "alerts.yaml",
         "slo.yaml",
     ]
+
+
+def install_monitoring_crds(kube: KubeEnv) -> None:
+    crds = Path(prometheus_env()["TIDINGS_PROMETHEUS_OPERATOR_CRDS"])
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
+    for path in sorted(crds.glob("*.yaml")):
+        kube.kubectl("wait", "--for=condition=Established", "-f", str(path), "--timeout=60s")
+
+
+def test_the_api_server_accepts_the_monitoring_objects(helm: Helm, kube_env: KubeEnv) -> None:
+    install_monitoring_crds(kube_env)
+    namespace = f"mon-{uuid.uuid4().hex[:8]}"
+    kube_env.kubectl("create", "namespace", namespace)
+    try:
+        objects = [
+            o
+            for o in helm.template(ON, namespace=namespace)
+            if o["kind"] in ("PrometheusRule", "PodMonitor")
+        ]
+        assert len(objects) == 1 + 1 + len(COMPONENTS)
+        manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+        kube_env.kubectl("apply", "--server-side", "-f", "-", input=manifest)
+        got = json.loads(
+            kube_env.kubectl(
+                "-n", namespace, "get", "prometheusrules,podmonitors", "-o", "json"
+            ).stdout
+        )["items"]
+        assert sorted((o["kind"], o["metadata"]["name"]) for o in got) == sorted(
+            (o["kind"], o["metadata"]["name"]) for o in objects
+        )
+        (rule,) = [o for o in got if o["kind"] == "PrometheusRule"]
+        assert rule["spec"]["groups"] == one(objects, "PrometheusRule")["spec"]["groups"]
+    finally:
+        kube_env.kubectl("delete", "namespace", namespace, "--wait=false")
