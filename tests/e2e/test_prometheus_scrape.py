@@ -3,7 +3,7 @@ file_sd — ``tidings up`` on the embedded engines, and a distributed region (a 
 router, delivery worker and presence process on Kafka, Cassandra, Redis and S3) —
 evaluates the chart's rules on what it scraped, and answers over its HTTP API: a
 delivery made through the SDK shows up as samples of each hop and in the SLO recording
-rule of its region."""
+rule of its region. The operator is scraped on its metrics port."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import pytest
 
 import procs
 from harness import Gateway, body_text, ciphertexts, online, register
+from operator_support import install_crds, running_operator
 from prometheus_support import RULES, Prometheus, prometheus_env, scrape_address
-from servers import unique_region
+from servers import KubeEnv, unique_region
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +168,23 @@ async def test_prometheus_scrapes_every_process_of_a_distributed_region(
             if proc.process.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+def test_prometheus_scrapes_the_operator(
+    prometheus: Prometheus, kube_env: KubeEnv, tmp_path: Path
+) -> None:
+    install_crds(kube_env)
+    name = f"operator-{uuid.uuid4().hex[:8]}"
+    namespace = f"prom-{uuid.uuid4().hex[:8]}"  # nothing to reconcile: metrics only
+    with running_operator(kube_env, [namespace], tmp_path / "operator.log") as op:
+        prometheus.scrape(
+            name, [f"127.0.0.1:{op.metrics_port}"], {"component": "operator", "source": name}
+        )
+        try:
+            queue = prometheus.until(
+                "the operator's queue gauge",
+                lambda: prometheus.query(f'tidings_operator_queue_active_keys{{source="{name}"}}'),
+            )
+            assert [float(s["value"][1]) for s in queue] == [0.0]
+        finally:
+            prometheus.forget(name)
