@@ -38,6 +38,7 @@ from tidings_operator.failover import (
     judge_peer,
     plan_takeover,
 )
+from tidings_operator.failure import describe_failure, failed_status
 from tidings_operator.kube import ApiError, Kube
 from tidings_operator.models import REGION_COMPONENTS, ChatRegion, MessageShard, PushPool
 from tidings_operator.names import (
@@ -137,12 +138,33 @@ class Reconciler:
         except Exception as exc:
             metrics.RECONCILES.labels(key.kind, "error").inc()
             metrics.RECONCILE_FAILURES.labels(key.kind, type(exc).__name__).inc()
+            if key.kind in (CHAT_REGION, PUSH_POOL):
+                await self._report_failure(key, exc)
             raise
         finally:
             metrics.RECONCILE_SECONDS.labels(key.kind).observe(time.perf_counter() - started)
         metrics.RECONCILES.labels(key.kind, result).inc()
 
     # ---- shared steps --------------------------------------------------------------------
+
+    async def _report_failure(self, key: Key, exc: Exception) -> None:
+        """Say in the status that the reconcile of this generation failed (the work
+        queue retries it). Best effort: the API server may be what failed."""
+        try:
+            body = await self.kube.get(key.kind, key.namespace, key.name)
+            if body is None or _deleting(body):
+                return
+            generation = int((body.get("metadata") or {}).get("generation", 0))
+            failure = describe_failure(exc)
+            before = body.get("status") or {}
+            status = failed_status(before, generation, failure, self.now())
+            changed = status != before and await self._patch_status(key, status)
+            if changed and before.get("phase") != "Degraded":
+                await self._event(
+                    body, reason=failure.reason, message=failure.message, warning=True
+                )
+        except Exception as report_exc:  # the original error is raised by the caller
+            log.warning("could not report the failed reconcile of %s: %s", key, report_exc)
 
     def _track_paused(self, key: Key, paused: bool) -> None:
         keys = self._paused.setdefault(key.kind, set())
