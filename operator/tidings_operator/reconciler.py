@@ -54,9 +54,18 @@ from tidings_operator.names import (
     push_pool_workload,
 )
 from tidings_operator.resources import pool_children, region_children
+from tidings_operator.resources.dependencies import (
+    SecretRef,
+    keep_settings_hash,
+    missing_secrets,
+    pool_secret_refs,
+    region_secret_refs,
+    secret_keys,
+    secret_names_of,
+)
 from tidings_operator.resources.heartbeat import heartbeat_lease, read_heartbeat
+from tidings_operator.resources.podhealth import ComponentPods, component_pods
 from tidings_operator.resources.refusal import Refusal
-from tidings_operator.resources.settings import secret_names
 from tidings_operator.shard_moves import move_shards, shard_views
 from tidings_operator.status import (
     Observation,
@@ -200,13 +209,30 @@ class Reconciler:
             )
         return index_live(found)
 
-    async def _secret_versions(self, namespace: str, names: Sequence[str]) -> dict[str, str]:
-        """Secret -> resourceVersion ("" when missing), so a rotation rolls the pods."""
-        versions = {}
-        for name in names:
+    async def _pods(self, namespace: str, instance: str) -> dict[str, ComponentPods]:
+        """What the pods of each component say (one LIST per reconcile)."""
+        pods = await self.kube.list(
+            "Pod", namespace, labels={INSTANCE_LABEL: instance, MANAGED_BY_LABEL: MANAGER}
+        )
+        return component_pods(pods, self.now())
+
+    async def _read_secrets(
+        self, namespace: str, refs: Sequence[SecretRef]
+    ) -> tuple[dict[str, str], list[Refusal]]:
+        """(Secret -> resourceVersion, so a rotation rolls the pods; the references
+        whose Secret or key is missing)."""
+        versions: dict[str, str] = {}
+        keys: dict[str, frozenset[str] | None] = {}
+        for name in secret_names_of(refs):
             secret = await self.kube.get("Secret", namespace, name)
             versions[name] = (secret or {}).get("metadata", {}).get("resourceVersion", "")
-        return versions
+            keys[name] = secret_keys(secret)
+        return versions, missing_secrets(refs, keys, namespace)
+
+    def _hold_rollout(
+        self, desired: Sequence[Manifest], live: Mapping[ChildKey, Manifest]
+    ) -> list[Manifest]:
+        return keep_settings_hash(desired, {(k.kind, k.name): v for k, v in live.items()})
 
     async def _converge(
         self, owner: Mapping[str, Any], desired: Sequence[Manifest], live: dict[ChildKey, Manifest]
@@ -318,11 +344,13 @@ class Reconciler:
         errors: list[Refusal] = []
         outcome = ExternalOutcome()
         if not paused:
-            versions = await self._secret_versions(key.namespace, secret_names(region))
+            versions, missing = await self._read_secrets(key.namespace, region_secret_refs(region))
             desired = region_children(
                 region, shards=[s.as_core_shard() for s in shards], secret_versions=versions
             )
-            errors = await self._converge(body, desired, live)
+            if missing:
+                desired = self._hold_rollout(desired, live)
+            errors = [*errors, *missing, *await self._converge(body, desired, live)]
             outcome = await self._external_region(body, region)
             for done in outcome.done:
                 await self._event(body, reason="ExternalUpdated", message=done)
@@ -346,6 +374,7 @@ class Reconciler:
                 refusals=outcome.refusals,
                 errors=[*errors, *outcome.errors],
                 paused=paused,
+                pods=await self._pods(key.namespace, region.region),
             ),
             region.status.conditions if region.status else [],
             self.now(),
@@ -463,6 +492,12 @@ class Reconciler:
             return None
         secret = await self.kube.get("Secret", region.metadata.namespace, ref.name)
         data = (secret or {}).get("data") or {}
+        if secret is None:
+            raise ExternalUnavailable(
+                "CassandraCredentialsMissing",
+                f"spec.cassandra.credentialsSecret: Secret {ref.name} not found in namespace "
+                f"{region.metadata.namespace}",
+            )
         if ref.username_key not in data or ref.password_key not in data:
             raise ExternalUnavailable(
                 "CassandraCredentialsMissing",
@@ -520,8 +555,11 @@ class Reconciler:
                     lag, replicas = await self.external.pool_scale(pool, region)
             except ExternalUnavailable as exc:
                 errors.append(Refusal(exc.reason, str(exc)))
-            versions = await self._secret_versions(key.namespace, _pool_secrets(pool))
+            versions, missing = await self._read_secrets(key.namespace, pool_secret_refs(pool))
             desired = pool_children(pool, region, secret_versions=versions, replicas=replicas)
+            if missing:
+                desired = self._hold_rollout(desired, live)
+            errors.extend(missing)
             errors.extend(await self._converge(body, desired, live))
         dep = live.get(ChildKey("Deployment", push_pool_workload(pool.metadata.name)))
         workload = deployment_state(dep) if dep else None
@@ -531,6 +569,7 @@ class Reconciler:
                 workloads={"push": workload},
                 errors=errors,
                 paused=paused,
+                pods=await self._pods(key.namespace, pool.metadata.name),
             ),
             pool.status.conditions if pool.status else [],
             self.now(),
@@ -617,14 +656,6 @@ def phase_event(before: str | None, summary: Summary) -> tuple[str, str, bool] |
         f": {ready.message}" if ready.message else ""
     )
     return ready.reason, message, summary.phase in ("Degraded", "Conflict")
-
-
-def _pool_secrets(pool: PushPool) -> list[str]:
-    names = {pool.spec.credentials_secret.name}
-    for provider in (pool.spec.fcm, pool.spec.apns):
-        if provider is not None and provider.ca_secret is not None:
-            names.add(provider.ca_secret.name)
-    return sorted(names)
 
 
 def owner_key(obj: Mapping[str, Any]) -> Key | None:

@@ -211,6 +211,56 @@ def test_scaling_a_component_in_the_spec_scales_its_deployment(region: Region) -
     assert body["status"]["components"]["router"] == {"ready": 3, "desired": 3}
 
 
+def ready_reason(region: Region, reason: str) -> dict[str, Any] | None:
+    """The Ready condition once it is False with ``reason`` at the current generation."""
+    body = region.body()
+    cond = condition(body, "Ready")
+    current = cond and cond.get("observedGeneration") == body["metadata"]["generation"]
+    return cond if current and cond["status"] == "False" and cond["reason"] == reason else None
+
+
+def test_a_missing_secret_is_named_and_its_creation_reconciles(region: Region) -> None:
+    manifest = dict(region.manifest)
+    manifest["spec"] = {
+        **manifest["spec"],
+        "redis": {"urlSecretRef": {"name": "redis-url", "key": "url"}},
+    }
+    apply(region.kube, manifest)
+    cond = eventually(
+        lambda: ready_reason(region, "SecretNotFound"), "Ready=False naming the Secret"
+    )
+    assert "spec.redis.urlSecretRef: Secret redis-url not found" in cond["message"]
+    region.kube.kubectl(
+        "-n", region.namespace, "create", "secret", "generic", "redis-url", "--from-literal=x=y"
+    )
+    cond = eventually(lambda: ready_reason(region, "SecretKeyMissing"), "the missing key named")
+    assert "has no key url" in cond["message"]
+    region.kube.kubectl(
+        "-n",
+        region.namespace,
+        "patch",
+        "secret",
+        "redis-url",
+        "--type=merge",
+        "-p",
+        json.dumps({"stringData": {"url": "redis://127.0.0.1:6390/0"}}),
+    )
+    eventually(region.ready, "the ChatRegion to turn Ready once the Secret is complete")
+
+
+def test_a_failing_reconcile_reports_its_reason_at_the_new_generation(region: Region) -> None:
+    apply(region.kube, region.manifest)
+    eventually(region.ready, "the ChatRegion to turn Ready")
+    # No node of this cluster is in datacenter "nowhere": the driver finds no host to
+    # try (its error is a list, not a dict), which used to escape as AttributeError.
+    region.patch({"spec": {"cassandra": {"datacenter": "nowhere", "replication": {"nowhere": 1}}}})
+    cond = eventually(
+        lambda: ready_reason(region, "CassandraRejected"), "Ready=False CassandraRejected"
+    )
+    assert "datacenter 'nowhere'" in cond["message"]
+    assert region.body()["status"]["phase"] == "Degraded"
+
+
 def test_a_deleted_or_hand_edited_child_is_repaired(region: Region) -> None:
     apply(region.kube, region.manifest)
     eventually(region.ready, "the ChatRegion to turn Ready")
