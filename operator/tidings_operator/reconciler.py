@@ -67,6 +67,7 @@ from tidings_operator.resources.heartbeat import heartbeat_lease, read_heartbeat
 from tidings_operator.resources.podhealth import ComponentPods, component_pods
 from tidings_operator.resources.refusal import Refusal
 from tidings_operator.shard_moves import move_shards, shard_views
+from tidings_operator.shard_status import owner_is_known, routed_shard, shard_status
 from tidings_operator.status import (
     Observation,
     Summary,
@@ -100,6 +101,7 @@ CHILD_KINDS = (
 APPLY_FAILED = "ApplyFailed"
 INVALID_SPEC = "InvalidSpec"
 REGION_MISSING = "RegionNotFound"
+SHARD_OWNER_UNKNOWN = "ShardOwnerUnknown"
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -341,12 +343,21 @@ class Reconciler:
             verdicts = await self._watch_peers(body, region)
         shard_objects = await self.kube.list(MESSAGE_SHARD, key.namespace)
         shards = [MessageShard.model_validate(s) for s in shard_objects]
-        errors: list[Refusal] = []
+        regions = await self._region_names(key.namespace)
+        errors: list[Refusal] = [
+            Refusal(
+                SHARD_OWNER_UNKNOWN,
+                f"MessageShard {s.metadata.name}: spec.owner {s.spec.owner} is not a ChatRegion "
+                f"of this namespace; its slots stay with {routed_shard(s, regions).owner_region}",
+            )
+            for s in shards
+            if s.spec.region == region.region and not owner_is_known(s, regions)
+        ]
         outcome = ExternalOutcome()
         if not paused:
             versions, missing = await self._read_secrets(key.namespace, region_secret_refs(region))
             desired = region_children(
-                region, shards=[s.as_core_shard() for s in shards], secret_versions=versions
+                region, shards=[routed_shard(s, regions) for s in shards], secret_versions=versions
             )
             if missing:
                 desired = self._hold_rollout(desired, live)
@@ -588,30 +599,43 @@ class Reconciler:
 
     async def reconcile_shard(self, key: Key) -> str:
         """The owner acknowledges the shard: status owner/epoch follow the spec once the
-        owner region exists; lag is the delivery group's on the shard's partitions."""
+        owner region exists; lag is the delivery group's on the shard's partitions. An
+        owner that is no ChatRegion here is marked ``Invalid`` by the home region's
+        operator, the slots staying with the last owner that acknowledged them."""
         body = await self.kube.get(MESSAGE_SHARD, key.namespace, key.name)
         if body is None:
             return "gone"
         shard = MessageShard.model_validate(body)
-        if not self.serves(shard.spec.owner):
-            return "skipped"  # the owner's operator acknowledges it
         owner_body = await self.kube.get(CHAT_REGION, key.namespace, shard.spec.owner)
-        status: dict[str, Any] = dict(body.get("status") or {})
-        status["observedGeneration"] = shard.metadata.generation
-        if owner_body is None:
-            status["phase"] = "Pending"
-        elif _deleting(owner_body):
-            pass  # its topics may be going; a lag read could bring them back (auto-creation)
+        if owner_body is not None:
+            if not self.serves(shard.spec.owner):
+                return "skipped"  # the owner's operator acknowledges it
+            regions = {shard.spec.owner}
         else:
-            owner = ChatRegion.model_validate(owner_body)
-            status.update(phase="Serving", owner=shard.spec.owner, epoch=shard.spec.epoch)
+            if not self.serves(shard.spec.region):
+                return "skipped"  # the home region's operator reports it
+            regions = await self._region_names(key.namespace)
+        deleting = owner_body is not None and _deleting(owner_body)
+        lag = None
+        if owner_body is not None and not deleting:
             try:
-                status["consumerLag"] = await self.external.shard_lag(shard, owner)
+                lag = await self.external.shard_lag(shard, ChatRegion.model_validate(owner_body))
             except ExternalUnavailable as exc:
                 log.warning("lag of %s unknown: %s", key, exc)
-        if status != (body.get("status") or {}) and not await self._patch_status(key, status):
+        status = shard_status(shard, regions, owner_deleting=deleting, lag=lag, now=self.now())
+        before = body.get("status") or {}
+        if status == before:
+            return "ok"
+        if not await self._patch_status(key, status):
             return "gone"
-        return "ok"
+        if status.get("phase") == "Invalid" and before.get("phase") != "Invalid":
+            ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+            await self._event(body, reason=ready["reason"], message=ready["message"], warning=True)
+        return "invalid" if status.get("phase") == "Invalid" else "ok"
+
+    async def _region_names(self, namespace: str) -> set[str]:
+        regions = await self.kube.list(CHAT_REGION, namespace)
+        return {str(r["metadata"]["name"]) for r in regions}
 
 
 Probe = Callable[[str], Awaitable[str | None]]

@@ -605,6 +605,29 @@ def test_a_shard_reports_the_records_waiting_for_its_owner(
     assert sorted(lags_now) == [f"{region.name}-{i}" for i in range(4)]
 
 
+def test_a_shard_given_to_no_known_region_is_invalid_and_keeps_its_owner(region: Region) -> None:
+    apply(region.kube, region.manifest)
+    eventually(region.ready, "the ChatRegion to turn Ready")
+    shard = f"{region.name}-1"
+    printed = region.kube.kubectl("-n", region.namespace, "get", "messageshard", shard).stdout
+    assert "True" in printed  # the READY column
+    region.patch({"spec": {"owner": "nowhere", "epoch": 2}}, kind="messageshard", name=shard)
+
+    def invalid() -> dict[str, Any] | None:
+        body = region.get("messageshard", shard) or {}
+        return body if (body.get("status") or {}).get("phase") == "Invalid" else None
+
+    body = eventually(invalid, "the shard to be marked Invalid")
+    assert (body["status"]["owner"], body["status"]["epoch"]) == (region.name, 1)
+    cond = eventually(
+        lambda: ready_reason(region, "ShardOwnerUnknown"), "the region to report the shard"
+    )
+    assert f"MessageShard {shard}: spec.owner nowhere" in cond["message"]
+    shard_map = region.get("configmap", f"{region.name}-shardmap")
+    assert shard_map is not None
+    assert "nowhere" not in json.dumps(shard_map["data"])
+
+
 def test_the_operator_exports_reconcile_metrics(region: Region, operator: OperatorProcess) -> None:
     apply(region.kube, region.manifest)
     eventually(region.ready, "the ChatRegion to turn Ready")
