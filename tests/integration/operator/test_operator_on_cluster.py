@@ -450,6 +450,10 @@ def test_deleting_the_namespace_carries_out_the_deletion_policy(
         ({"spec": {"kafka": {"partitions": 1}}}, "Kafka cannot remove partitions"),
         ({"spec": {"shards": 16}}, "shards is immutable"),
         ({"spec": {"deletionPolicy": "Sometimes"}}, "spec.deletionPolicy"),
+        (
+            {"spec": {"cassandra": {"datacenter": "elsewhere"}}},
+            "spec.cassandra.replication: Invalid value",
+        ),
     ],
 )
 def test_invalid_specs_are_refused_by_the_api_server(
@@ -469,6 +473,7 @@ def test_invalid_specs_are_refused_by_the_api_server(
     )
     assert done.returncode != 0
     assert message in done.stderr, done.stderr
+    assert '<nil>: Invalid value: "object"' not in done.stderr, done.stderr
 
 
 def run_push_pool(region: Region, **spec: Any) -> str:
