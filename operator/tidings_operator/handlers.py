@@ -143,6 +143,7 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
                 rt().queue.forget(key)
                 watched.gone(key)
                 secret_users.gone(key)
+                metrics.forget_resource(key.kind, key.namespace, key.name)
                 routes_changed = key.kind == MESSAGE_SHARD
             else:
                 trigger(key)

@@ -146,6 +146,8 @@ class Reconciler:
                 MESSAGE_SHARD: self.reconcile_shard,
             }[key.kind]
             result = await handler(key)
+            if result == "gone":
+                metrics.forget_resource(key.kind, key.namespace, key.name)
         except Exception as exc:
             metrics.RECONCILES.labels(key.kind, "error").inc()
             metrics.RECONCILE_FAILURES.labels(key.kind, type(exc).__name__).inc()
@@ -169,6 +171,7 @@ class Reconciler:
             failure = describe_failure(exc)
             before = body.get("status") or {}
             status = failed_status(before, generation, failure, self.now())
+            self._track_ready(key, status["conditions"])
             changed = status != before and await self._patch_status(key, status)
             if changed and before.get("phase") != "Degraded":
                 await self._event(
@@ -181,6 +184,12 @@ class Reconciler:
         keys = self._paused.setdefault(key.kind, set())
         (keys.add if paused else keys.discard)(key)
         metrics.PAUSED.labels(key.kind).set(len(keys))
+        metrics.RESOURCE_PAUSED.labels(key.kind, key.namespace, key.name).set(int(paused))
+
+    @staticmethod
+    def _track_ready(key: Key, conditions: Iterable[Mapping[str, Any]]) -> None:
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        metrics.RESOURCE_READY.labels(key.kind, key.namespace, key.name).set(int(ready))
 
     async def _load(
         self, key: Key, model: type[Owner]
@@ -301,6 +310,7 @@ class Reconciler:
         self, key: Key, body: Mapping[str, Any], status: dict[str, Any], summary: Summary
     ) -> None:
         """Patch the status when it differs; an Event when the phase changes."""
+        self._track_ready(key, status.get("conditions") or [])
         before = body.get("status") or {}
         if status == before or not await self._patch_status(key, status):
             return
@@ -623,6 +633,7 @@ class Reconciler:
             except ExternalUnavailable as exc:
                 log.warning("lag of %s unknown: %s", key, exc)
         status = shard_status(shard, regions, owner_deleting=deleting, lag=lag, now=self.now())
+        self._track_ready(key, status["conditions"])
         before = body.get("status") or {}
         if status == before:
             return "ok"

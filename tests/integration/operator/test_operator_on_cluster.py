@@ -641,3 +641,11 @@ def test_the_operator_exports_reconcile_metrics(region: Region, operator: Operat
     assert "tidings_operator_reconcile_duration_seconds_bucket" in text
     assert 'tidings_operator_child_changes_total{change="Created",kind="Deployment"}' in text
     assert "tidings_operator_paused_resources" in text
+    ready = f'kind="ChatRegion",name="{region.name}",namespace="{region.namespace}"'
+    assert f"tidings_operator_resource_ready{{{ready}}} 1.0" in text
+    chatter = [
+        line
+        for line in operator.log_text().splitlines()
+        if "kopf.objects" in line and line.endswith("succeeded.")
+    ]
+    assert chatter == []  # kopf's per-handler-run lines are DEBUG
