@@ -4,6 +4,9 @@
 #   docker build --build-arg REVISION=$(git rev-parse HEAD) -t ghcr.io/tidings/tidings:0.1.0 .
 #   docker run --rm -p 8080:8080 ghcr.io/tidings/tidings:0.1.0      # `tidings up`: all in one
 #
+# Port 8080 serves clients; 9090 (TIDINGS_OPS_PORT) serves /metrics and analytics: publish
+# it only where Prometheus reaches it.
+#
 # Kubernetes runs `tidings serve <component>` (the operator's pods) and
 # `tidings-operator run` (the Helm chart), both as uid 10001 on a read-only root.
 # Without Docker or a registry, `scripts/image build` builds it with podman on a base made
@@ -38,6 +41,7 @@ ENV PATH=/opt/tidings/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TIDINGS_HOST=0.0.0.0 \
     TIDINGS_PORT=8080 \
+    TIDINGS_OPS_PORT=9090 \
     TIDINGS_DATA_DIR=/var/lib/tidings
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python -m venv /opt/tidings \
@@ -48,6 +52,6 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/tidings
 WORKDIR /var/lib/tidings
 USER 10001:10001
-EXPOSE 8080
+EXPOSE 8080 9090
 ENTRYPOINT ["tidings"]
 CMD ["up"]

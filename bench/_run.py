@@ -42,6 +42,7 @@ class Run:
         self.servers: list[_servers.Server] = []
         self.url = ""
         self.delivery_url = ""
+        """The delivery process's operations URL (its ``/metrics``)."""
         self.outbox: Outbox | None = None
         self.meter = Meter({})
         self.http: httpx.AsyncClient | None = None
@@ -71,7 +72,7 @@ class Run:
             env = dict(base, TIDINGS_ENGINE="embedded")
             server = await _servers.start("server", ["up"], data, env, log)
             self.servers.append(server)
-            self.url = self.delivery_url = server.url
+            self.url, self.delivery_url = server.url, server.ops_url
             procs["server"] = _servers.process_tree(server.pid)
             self.meter = Meter(procs)
         else:
@@ -93,13 +94,15 @@ class Run:
                 self.servers.append(server)
                 procs[name] = _servers.process_tree(server.pid)
             self.url = self.servers[0].url
-            self.delivery_url = self.servers[1].url
+            self.delivery_url = self.servers[1].ops_url
             deps = _servers.deps_pids(found, DEPS_MEASURED)
             for name in DEPS_MEASURED:
                 if name not in deps:
                     raise BenchError(f"no live pid for {name} under scripts/deps' pid files")
             self.meter = Meter(procs, DEPS_MEASURED, found)
-        self.config["servers"] = {s.name: {"url": s.url, "pid": s.pid} for s in self.servers}
+        self.config["servers"] = {
+            s.name: {"url": s.url, "ops_url": s.ops_url, "pid": s.pid} for s in self.servers
+        }
         self.config["pids"] = {k: list(v) for k, v in self.meter.sample().pids.items()}
         self.outbox = Outbox(data / "otp-outbox.jsonl")
         self.http = httpx.AsyncClient(

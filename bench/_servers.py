@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPS = ROOT / "scripts" / "deps"
 TIDINGS = str(Path(sys.executable).with_name("tidings"))
 UP = re.compile(r"is up: (http://\S+)")
+OPS = re.compile(r"^\s*metrics\s+(http://\S+)/metrics\s*$")
+"""The start-up line naming the operations port (``/metrics``)."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SIGNUP_LIMITS = {
@@ -121,12 +123,14 @@ def deps_pids(
 
 @dataclass
 class Server:
-    """One ``tidings`` process that printed its URL."""
+    """One ``tidings`` process that printed its URL and its operations URL."""
 
     name: str
     proc: asyncio.subprocess.Process
     url: str
     log: Path
+    ops_url: str = ""
+    """Where its ``/metrics`` is (the operations port)."""
 
     @property
     def pid(self) -> int:
@@ -152,7 +156,8 @@ async def start(
     log: Path,
     timeout: float = 120.0,
 ) -> Server:
-    """Run ``tidings ARGS --port 0 --data-dir DATA`` until it prints ``is up: URL``.
+    """Run ``tidings ARGS --port 0 --ops-port 0 --data-dir DATA`` until it prints
+    ``is up: URL`` and ``metrics OPS_URL/metrics``.
 
     Its stderr goes to ``log``; raises ``ServerError`` (with the log's tail) when it
     exits or stays silent for ``timeout`` seconds."""
@@ -162,6 +167,8 @@ async def start(
             *args,
             "--port",
             "0",
+            "--ops-port",
+            "0",
             "--data-dir",
             str(data),
             stdout=asyncio.subprocess.PIPE,
@@ -170,6 +177,7 @@ async def start(
         )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
+    url = ""
     try:
         while True:
             left = deadline - time.monotonic()
@@ -183,7 +191,9 @@ async def start(
                     f"{log}:\n{log_tail(log)}"
                 )
             if match := UP.search(line):
-                server = Server(name, proc, match.group(1), log)
+                url = match.group(1)
+            elif url and (match := OPS.match(line)):
+                server = Server(name, proc, url, log, match.group(1))
                 # Later stdout lines are few, but never let a full pipe block the server.
                 asyncio.get_running_loop().create_task(_drain(proc.stdout))
                 return server

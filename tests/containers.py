@@ -7,7 +7,8 @@ capabilities and no privilege escalation, its command and args, ``envFrom`` Conf
 and ``secretKeyRef`` variables resolved from what the test passes, and its volumes
 (emptyDirs and ConfigMaps as host directories, mounted where the spec mounts them).
 Every container shares the host's network, so each gets a port of its own through
-``TIDINGS_PORT`` (in Kubernetes each pod has its own 8080).
+``TIDINGS_PORT`` and ``TIDINGS_OPS_PORT`` (in Kubernetes each pod has its own 8080 and
+9090).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tidings import server
-from tidings.bootstrap import create_app
+from tidings.bootstrap import create_apps
 from tidings.config import Settings
 from tidings.core.push import Provider
 from tidings.engines.embedded.otp import latest_code
@@ -52,7 +52,10 @@ class Gateway:
     url: str
     data_dir: Path
     running: server.Running | None = None
+    """The client server, when it runs in this process."""
     engine: str = "embedded"
+    ops_url: str = ""
+    """The operations port (``/metrics``, ``/analytics/daily/*``); empty when unknown."""
 
     @property
     def ws_url(self) -> str:
@@ -61,6 +64,11 @@ class Gateway:
     def http(self, token: str | None = None) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10.0)
+
+    def ops_http(self) -> httpx.AsyncClient:
+        """A client of the operations port (metrics, analytics)."""
+        assert self.ops_url, "this gateway's operations port is not known"
+        return httpx.AsyncClient(base_url=self.ops_url, timeout=10.0)
 
     def code_for(self, phone: str) -> str:
         code = latest_code(self.data_dir / "otp-outbox.jsonl", phone)
@@ -79,12 +87,14 @@ async def run_gateway(
     """A gateway with ``components`` (default: what ``tidings up`` runs; with
     ``push_senders``, the push worker too, sending through them) on ``clock``."""
     settings = Settings(data_dir=data_dir, **{"inbox_poll_interval": 0.5, **overrides})
-    app = create_app(settings, components=components, push_senders=push_senders, clock=clock)
-    running = await server.start(server.uvicorn_config(app, "127.0.0.1", 0, "warning"))
+    apps = create_apps(settings, components=components, push_senders=push_senders, clock=clock)
+    serving = await server.serve(
+        apps.client, apps.ops, host="127.0.0.1", port=0, ops_port=0, log_level="warning"
+    )
     try:
-        yield Gateway(running.url, data_dir, running, settings.engine)
+        yield Gateway(serving.url, data_dir, serving.client, settings.engine, serving.ops_url)
     finally:
-        await running.stop()
+        await serving.stop()
 
 
 @dataclass
@@ -291,7 +301,7 @@ async def next_frame(sock: Socket, timeout: float = 10.0) -> dict[str, Any]:
 
 async def inbox_writes(gateway: Gateway) -> float:
     """Envelopes the delivery worker has stored so far (from the real /metrics endpoint)."""
-    async with gateway.http() as http:
+    async with gateway.ops_http() as http:
         r = await http.get("/metrics")
     assert r.status_code == 200, r.text
     for line in r.text.splitlines():

@@ -18,6 +18,7 @@ from harness import Gateway
 
 TIDINGS = str(Path(sys.executable).with_name("tidings"))
 _UP = re.compile(r"is up: (http://\S+)")
+_OPS = re.compile(r"^\s*metrics\s+(http://\S+)/metrics\s*$")
 
 
 @dataclass
@@ -25,9 +26,11 @@ class Proc:
     process: asyncio.subprocess.Process
     url: str
     log: Path
+    ops_url: str = ""
+    """The operations port (``/metrics``), from the ``metrics`` line it printed."""
 
     def gateway(self, data_dir: Path) -> Gateway:
-        return Gateway(self.url, data_dir)
+        return Gateway(self.url, data_dir, ops_url=self.ops_url)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no flushing, like a crashed node."""
@@ -40,13 +43,16 @@ class Proc:
 async def start(
     args: list[str], data_dir: Path, log: Path, env: dict[str, str] | None = None
 ) -> Proc:
-    """Run ``tidings ARGS`` until it prints its URL; ``env`` adds ``TIDINGS_*`` settings."""
+    """Run ``tidings ARGS`` until it prints its URL and its operations URL (both ports
+    free ones); ``env`` adds ``TIDINGS_*`` settings."""
     env = dict(os.environ, TIDINGS_INBOX_POLL_INTERVAL="0.5", **(env or {}))
     with log.open("ab") as err:
         process = await asyncio.create_subprocess_exec(
             TIDINGS,
             *args,
             "--port",
+            "0",
+            "--ops-port",
             "0",
             "--data-dir",
             str(data_dir),
@@ -55,13 +61,16 @@ async def start(
             env=env,
         )
     assert process.stdout is not None
+    url = ""
     try:
         while True:
             line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
             if not line:
                 raise AssertionError(f"tidings exited early; log:\n{log.read_text()[-3000:]}")
             if match := _UP.search(line):
-                return Proc(process, match.group(1), log)
+                url = match.group(1)
+            elif url and (match := _OPS.match(line)):
+                return Proc(process, url, log, match.group(1))
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             process.kill()

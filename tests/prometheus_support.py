@@ -92,11 +92,10 @@ class Prometheus:
             time.sleep(interval)
 
 
-def scrape_address(url: str) -> tuple[str, str]:
-    """``(host:port, path)`` Prometheus scrapes for a platform process serving ``url``.
-
-    Today ``/metrics`` is served on the main port. When it moves to an operations port
-    of its own, this is the one place to change (the file_sd group's ``__metrics_path__``
-    label carries the path)."""
-    address = url.removeprefix("http://").removeprefix("https://").rstrip("/")
+def scrape_address(url: str, ops_url: str = "") -> tuple[str, str]:
+    """``(host:port, path)`` Prometheus scrapes for a platform process serving ``url``:
+    its operations port (``ops_url``: ``/metrics``, never behind a Service) when known,
+    else the main one. The file_sd group's ``__metrics_path__`` label carries the path."""
+    base = ops_url or url
+    address = base.removeprefix("http://").removeprefix("https://").rstrip("/")
     return address, "/metrics"

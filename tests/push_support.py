@@ -40,7 +40,7 @@ class ScriptedSender:
 
 async def metric(gateway: Gateway, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` (with these labels) on the real /metrics page."""
-    async with gateway.http() as http:
+    async with gateway.ops_http() as http:
         r = await http.get("/metrics")
     assert r.status_code == 200, r.text
     total = 0.0

@@ -66,15 +66,42 @@ def _where(contact_points: Sequence[str], port: int) -> str:
     return f"{','.join(contact_points)}:{port}"
 
 
-def _translate(exc: BaseException, what: str, where: str) -> ExternalUnavailable:
+def host_errors(errors: object) -> dict[str, BaseException | None]:
+    """``NoHostAvailable.errors`` as host -> error, whatever shape the driver gave it: a
+    dict when hosts were tried and failed, a list of addresses when it found no host to
+    try (e.g. none in the local datacenter), or nothing at all."""
+    if isinstance(errors, Mapping):
+        return {
+            str(host): err if isinstance(err, BaseException) else None
+            for host, err in errors.items()
+        }
+    if isinstance(errors, list | tuple | set | frozenset):
+        return {str(host): None for host in errors}
+    return {}
+
+
+def _translate(
+    exc: BaseException, what: str, where: str, local_dc: str | None = None
+) -> ExternalUnavailable:
     """The ``ExternalUnavailable`` to raise (``from exc``) for a driver error."""
     if isinstance(exc, NoHostAvailable):
-        causes = "; ".join(f"{host}: {err}" for host, err in exc.errors.items()) or str(exc)
-        if any(isinstance(err, AuthenticationFailed) for err in exc.errors.values()):
+        errors = host_errors(exc.errors)
+        tried = {host: err for host, err in errors.items() if err is not None}
+        causes = "; ".join(f"{host}: {err}" for host, err in tried.items()) or str(exc.args[0])
+        if any(isinstance(err, AuthenticationFailed) for err in tried.values()):
             return ExternalUnavailable(
                 CASSANDRA_REJECTED,
                 f"Cassandra at {where}: {what}: login refused ({causes}); check the user name "
                 "and password in spec.cassandra.credentialsSecret",
+            )
+        if errors and not tried and local_dc:
+            # Nodes answered the control connection but none is in the local datacenter,
+            # so the driver opened no pool: the datacenter name is wrong.
+            return ExternalUnavailable(
+                CASSANDRA_REJECTED,
+                f"Cassandra at {where}: {what}: no node of datacenter {local_dc!r} among "
+                f"{', '.join(sorted(errors))}; check spec.cassandra.datacenter against the "
+                "cluster's datacenters (nodetool status)",
             )
         return ExternalUnavailable(
             CASSANDRA_UNAVAILABLE,
@@ -140,7 +167,7 @@ def connect(
         try:
             session = cluster.connect()
         except DRIVER_ERRORS as exc:
-            raise _translate(exc, "connect", where) from exc
+            raise _translate(exc, "connect", where, local_dc) from exc
         yield session
     finally:
         cluster.shutdown()
@@ -157,7 +184,7 @@ def observe_keyspace(session: Any, keyspace: str) -> ObservedKeyspace | None:
         raise _translate(exc, f"read keyspace {keyspace}", _where_of(session)) from exc
     if row is None:
         return None
-    return ObservedKeyspace.from_system_schema(dict(row["replication"]))
+    return ObservedKeyspace.from_system_schema(dict(row.get("replication") or {}))
 
 
 def run_plan(session: Any, plan: KeyspacePlan) -> None:
@@ -219,6 +246,11 @@ def _local_datacenter(session: Any) -> str:
         row = session.execute("SELECT data_center FROM system.local").one()
     except DRIVER_ERRORS as exc:
         raise _translate(exc, "read the local datacenter", _where_of(session)) from exc
+    if row is None:
+        raise ExternalUnavailable(
+            CASSANDRA_UNAVAILABLE,
+            f"Cassandra at {_where_of(session)}: system.local returned no row; retry",
+        )
     return str(row["data_center"])
 
 

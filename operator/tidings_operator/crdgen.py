@@ -105,10 +105,12 @@ KINDS = (
                 "self.metadata.name.matches('^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$')",
                 "the name is the region's name: at most 40 lower-case letters, digits and"
                 " dashes, starting with a letter",
+                ".metadata.name",
             ),
             cel(
                 "!has(self.spec.peers) || self.spec.peers.all(p, p.name != self.metadata.name)",
                 "a region cannot be its own peer",
+                ".spec.peers",
             ),
             cel(
                 "!has(self.spec.cassandra.replication)"
@@ -116,6 +118,7 @@ KINDS = (
                 " || (has(self.spec.cassandra.datacenter) ? self.spec.cassandra.datacenter"
                 " : self.metadata.name) in self.spec.cassandra.replication",
                 "cassandra.replication must include this region's datacenter",
+                ".spec.cassandra.replication",
             ),
         ),
     ),
@@ -165,7 +168,9 @@ def crd(kind: Kind) -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            # Only name (and generateName) may be described at the root; described, it
+            # can be a root rule's fieldPath.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": structural_schema(kind.spec),
             "status": structural_schema(kind.status, defaults=False),
         },

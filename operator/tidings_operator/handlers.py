@@ -32,6 +32,7 @@ from tidings_operator.names import (
 )
 from tidings_operator.reconciler import Reconciler, owner_key
 from tidings_operator.resync import Inventory
+from tidings_operator.secret_users import SecretUsers
 from tidings_operator.workqueue import Key, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         rt().queue.trigger(key)
         metrics.QUEUE_ACTIVE.set(len(rt().queue))
 
+    secret_users = SecretUsers()
     watched = Inventory(
         {MESSAGE_SHARD: options.shard_interval, PUSH_POOL: options.reconcile_interval}
     )
@@ -140,10 +142,13 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
             if event.get("type") == "DELETED":
                 rt().queue.forget(key)
                 watched.gone(key)
+                secret_users.gone(key)
+                metrics.forget_resource(key.kind, key.namespace, key.name)
                 routes_changed = key.kind == MESSAGE_SHARD
             else:
                 trigger(key)
                 routes_changed = watched.seen(key, event.get("object") or {})
+                secret_users.seen(key, event.get("object") or {})
             if routes_changed:
                 # Every region's shard map lists every shard: a move changes them all
                 # (the old owner's included, which the new object no longer names).
@@ -208,6 +213,13 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
     async def on_child(event: kopf.RawEvent, **_: Any) -> None:
         obj = event.get("object") or {}
         if (key := owner_key(obj)) is not None:
+            trigger(key)
+
+    # Secrets are the user's, not labelled as ours: every Secret event of the watched
+    # namespaces is looked up in the index of the resources that name it.
+    @kopf.on.event("", "v1", "secrets", registry=registry, id="secrets-used")
+    async def on_secret(event: kopf.RawEvent, name: str, namespace: str | None, **_: Any) -> None:
+        for key in secret_users.users(namespace or "", name):
             trigger(key)
 
     for group, version, plural in CHILD_RESOURCES:

@@ -137,11 +137,13 @@ def _run(args: argparse.Namespace) -> None:
 
     from tidings_operator.external_state import KafkaCassandra
     from tidings_operator.handlers import Options, register
+    from tidings_operator.logs import quiet_handler_chatter
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    quiet_handler_chatter()
     namespaces = args.namespaces or args.env_namespaces
     regions = args.regions or [r.strip() for r in _env("REGIONS", "").split(",") if r.strip()]
     if not namespaces and not args.all_namespaces:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram
 
 _LAG_REGIONS: dict[tuple[str, str, str], str] = {}
@@ -68,6 +70,18 @@ RECONCILES_RUNNING = Gauge(
     "tidings_operator_reconciles_running",
     "Reconciles in progress (at most --max-concurrent-reconciles per kind).",
 )
+RESOURCE_READY = Gauge(
+    "tidings_operator_resource_ready",
+    "1 while a resource's Ready condition is True, else 0; by kind, namespace and name "
+    "(removed with the resource).",
+    ["kind", "namespace", "name"],
+)
+RESOURCE_PAUSED = Gauge(
+    "tidings_operator_resource_paused",
+    "1 while the paused annotation stops a resource's reconciliation, else 0 (removed "
+    "with the resource).",
+    ["kind", "namespace", "name"],
+)
 CONSUMER_LAG = Gauge(
     "tidings_operator_consumer_lag",
     "Records a worker group has not committed, as the last reconcile read them from Kafka: "
@@ -81,6 +95,18 @@ PEER_HEALTH = Gauge(
     "Unknown), 0 for the others.",
     ["region", "peer", "health"],
 )
+
+
+def forget_resource(kind: str, namespace: str, name: str) -> None:
+    """Drop every series labelled with a resource that is gone: a deleted region must
+    not keep exporting its last readiness or heartbeat count."""
+    for gauge in (RESOURCE_READY, RESOURCE_PAUSED):
+        with contextlib.suppress(KeyError):
+            gauge.remove(kind, namespace, name)
+    if kind == "ChatRegion":
+        with contextlib.suppress(KeyError):
+            HEARTBEATS.remove(name)
+    forget_consumer_lag(kind, namespace, name)
 
 
 def set_consumer_lag(kind: str, namespace: str, name: str, region: str, lag: int) -> None:

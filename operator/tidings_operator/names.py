@@ -67,7 +67,12 @@ REGION_NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
 of at most 40 characters, so ``<region>-<component>`` is a valid Service name."""
 
 SETTINGS_PORT = 8080
-"""The port every platform process serves HTTP, health and ``/metrics`` on."""
+"""The client port of every platform process (``TIDINGS_PORT``): REST, WebSocket and
+health; the components' Services point at it."""
+OPS_PORT = 9090
+"""The operations port of every platform process (``TIDINGS_OPS_PORT``): ``/metrics``,
+``/analytics/daily/*`` and health, never behind a Service or an ingress; Prometheus
+scrapes the pods there."""
 
 
 def is_true(annotations: Mapping[str, str] | None, key: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -151,7 +152,16 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    sys.exit(asyncio.run(run(args)))
+    try:
+        code = asyncio.run(run(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``kubectl tidings shards | head``): as other command-line
+        # tools do, stop quietly. stdout is pointed at /dev/null so the interpreter's
+        # own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from tidings_operator.failover import (
     judge_peer,
     plan_takeover,
 )
+from tidings_operator.failure import describe_failure, failed_status
 from tidings_operator.kube import ApiError, Kube
 from tidings_operator.models import REGION_COMPONENTS, ChatRegion, MessageShard, PushPool
 from tidings_operator.names import (
@@ -53,10 +54,20 @@ from tidings_operator.names import (
     push_pool_workload,
 )
 from tidings_operator.resources import pool_children, region_children
+from tidings_operator.resources.dependencies import (
+    SecretRef,
+    keep_settings_hash,
+    missing_secrets,
+    pool_secret_refs,
+    region_secret_refs,
+    secret_keys,
+    secret_names_of,
+)
 from tidings_operator.resources.heartbeat import heartbeat_lease, read_heartbeat
+from tidings_operator.resources.podhealth import ComponentPods, component_pods
 from tidings_operator.resources.refusal import Refusal
-from tidings_operator.resources.settings import secret_names
 from tidings_operator.shard_moves import move_shards, shard_views
+from tidings_operator.shard_status import owner_is_known, routed_shard, shard_status
 from tidings_operator.status import (
     Observation,
     Summary,
@@ -90,6 +101,7 @@ CHILD_KINDS = (
 APPLY_FAILED = "ApplyFailed"
 INVALID_SPEC = "InvalidSpec"
 REGION_MISSING = "RegionNotFound"
+SHARD_OWNER_UNKNOWN = "ShardOwnerUnknown"
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -134,9 +146,13 @@ class Reconciler:
                 MESSAGE_SHARD: self.reconcile_shard,
             }[key.kind]
             result = await handler(key)
+            if result == "gone":
+                metrics.forget_resource(key.kind, key.namespace, key.name)
         except Exception as exc:
             metrics.RECONCILES.labels(key.kind, "error").inc()
             metrics.RECONCILE_FAILURES.labels(key.kind, type(exc).__name__).inc()
+            if key.kind in (CHAT_REGION, PUSH_POOL):
+                await self._report_failure(key, exc)
             raise
         finally:
             metrics.RECONCILE_SECONDS.labels(key.kind).observe(time.perf_counter() - started)
@@ -144,10 +160,36 @@ class Reconciler:
 
     # ---- shared steps --------------------------------------------------------------------
 
+    async def _report_failure(self, key: Key, exc: Exception) -> None:
+        """Say in the status that the reconcile of this generation failed (the work
+        queue retries it). Best effort: the API server may be what failed."""
+        try:
+            body = await self.kube.get(key.kind, key.namespace, key.name)
+            if body is None or _deleting(body):
+                return
+            generation = int((body.get("metadata") or {}).get("generation", 0))
+            failure = describe_failure(exc)
+            before = body.get("status") or {}
+            status = failed_status(before, generation, failure, self.now())
+            self._track_ready(key, status["conditions"])
+            changed = status != before and await self._patch_status(key, status)
+            if changed and before.get("phase") != "Degraded":
+                await self._event(
+                    body, reason=failure.reason, message=failure.message, warning=True
+                )
+        except Exception as report_exc:  # the original error is raised by the caller
+            log.warning("could not report the failed reconcile of %s: %s", key, report_exc)
+
     def _track_paused(self, key: Key, paused: bool) -> None:
         keys = self._paused.setdefault(key.kind, set())
         (keys.add if paused else keys.discard)(key)
         metrics.PAUSED.labels(key.kind).set(len(keys))
+        metrics.RESOURCE_PAUSED.labels(key.kind, key.namespace, key.name).set(int(paused))
+
+    @staticmethod
+    def _track_ready(key: Key, conditions: Iterable[Mapping[str, Any]]) -> None:
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        metrics.RESOURCE_READY.labels(key.kind, key.namespace, key.name).set(int(ready))
 
     async def _load(
         self, key: Key, model: type[Owner]
@@ -178,13 +220,30 @@ class Reconciler:
             )
         return index_live(found)
 
-    async def _secret_versions(self, namespace: str, names: Sequence[str]) -> dict[str, str]:
-        """Secret -> resourceVersion ("" when missing), so a rotation rolls the pods."""
-        versions = {}
-        for name in names:
+    async def _pods(self, namespace: str, instance: str) -> dict[str, ComponentPods]:
+        """What the pods of each component say (one LIST per reconcile)."""
+        pods = await self.kube.list(
+            "Pod", namespace, labels={INSTANCE_LABEL: instance, MANAGED_BY_LABEL: MANAGER}
+        )
+        return component_pods(pods, self.now())
+
+    async def _read_secrets(
+        self, namespace: str, refs: Sequence[SecretRef]
+    ) -> tuple[dict[str, str], list[Refusal]]:
+        """(Secret -> resourceVersion, so a rotation rolls the pods; the references
+        whose Secret or key is missing)."""
+        versions: dict[str, str] = {}
+        keys: dict[str, frozenset[str] | None] = {}
+        for name in secret_names_of(refs):
             secret = await self.kube.get("Secret", namespace, name)
             versions[name] = (secret or {}).get("metadata", {}).get("resourceVersion", "")
-        return versions
+            keys[name] = secret_keys(secret)
+        return versions, missing_secrets(refs, keys, namespace)
+
+    def _hold_rollout(
+        self, desired: Sequence[Manifest], live: Mapping[ChildKey, Manifest]
+    ) -> list[Manifest]:
+        return keep_settings_hash(desired, {(k.kind, k.name): v for k, v in live.items()})
 
     async def _converge(
         self, owner: Mapping[str, Any], desired: Sequence[Manifest], live: dict[ChildKey, Manifest]
@@ -251,6 +310,7 @@ class Reconciler:
         self, key: Key, body: Mapping[str, Any], status: dict[str, Any], summary: Summary
     ) -> None:
         """Patch the status when it differs; an Event when the phase changes."""
+        self._track_ready(key, status.get("conditions") or [])
         before = body.get("status") or {}
         if status == before or not await self._patch_status(key, status):
             return
@@ -293,14 +353,25 @@ class Reconciler:
             verdicts = await self._watch_peers(body, region)
         shard_objects = await self.kube.list(MESSAGE_SHARD, key.namespace)
         shards = [MessageShard.model_validate(s) for s in shard_objects]
-        errors: list[Refusal] = []
+        regions = await self._region_names(key.namespace)
+        errors: list[Refusal] = [
+            Refusal(
+                SHARD_OWNER_UNKNOWN,
+                f"MessageShard {s.metadata.name}: spec.owner {s.spec.owner} is not a ChatRegion "
+                f"of this namespace; its slots stay with {routed_shard(s, regions).owner_region}",
+            )
+            for s in shards
+            if s.spec.region == region.region and not owner_is_known(s, regions)
+        ]
         outcome = ExternalOutcome()
         if not paused:
-            versions = await self._secret_versions(key.namespace, secret_names(region))
+            versions, missing = await self._read_secrets(key.namespace, region_secret_refs(region))
             desired = region_children(
-                region, shards=[s.as_core_shard() for s in shards], secret_versions=versions
+                region, shards=[routed_shard(s, regions) for s in shards], secret_versions=versions
             )
-            errors = await self._converge(body, desired, live)
+            if missing:
+                desired = self._hold_rollout(desired, live)
+            errors = [*errors, *missing, *await self._converge(body, desired, live)]
             outcome = await self._external_region(body, region)
             for done in outcome.done:
                 await self._event(body, reason="ExternalUpdated", message=done)
@@ -324,6 +395,7 @@ class Reconciler:
                 refusals=outcome.refusals,
                 errors=[*errors, *outcome.errors],
                 paused=paused,
+                pods=await self._pods(key.namespace, region.region),
             ),
             region.status.conditions if region.status else [],
             self.now(),
@@ -445,6 +517,12 @@ class Reconciler:
             return None
         secret = await self.kube.get("Secret", region.metadata.namespace, ref.name)
         data = (secret or {}).get("data") or {}
+        if secret is None:
+            raise ExternalUnavailable(
+                "CassandraCredentialsMissing",
+                f"spec.cassandra.credentialsSecret: Secret {ref.name} not found in namespace "
+                f"{region.metadata.namespace}",
+            )
         if ref.username_key not in data or ref.password_key not in data:
             raise ExternalUnavailable(
                 "CassandraCredentialsMissing",
@@ -507,8 +585,11 @@ class Reconciler:
                     )
             except ExternalUnavailable as exc:
                 errors.append(Refusal(exc.reason, str(exc)))
-            versions = await self._secret_versions(key.namespace, _pool_secrets(pool))
+            versions, missing = await self._read_secrets(key.namespace, pool_secret_refs(pool))
             desired = pool_children(pool, region, secret_versions=versions, replicas=replicas)
+            if missing:
+                desired = self._hold_rollout(desired, live)
+            errors.extend(missing)
             errors.extend(await self._converge(body, desired, live))
         dep = live.get(ChildKey("Deployment", push_pool_workload(pool.metadata.name)))
         workload = deployment_state(dep) if dep else None
@@ -518,6 +599,7 @@ class Reconciler:
                 workloads={"push": workload},
                 errors=errors,
                 paused=paused,
+                pods=await self._pods(key.namespace, pool.metadata.name),
             ),
             pool.status.conditions if pool.status else [],
             self.now(),
@@ -536,35 +618,50 @@ class Reconciler:
 
     async def reconcile_shard(self, key: Key) -> str:
         """The owner acknowledges the shard: status owner/epoch follow the spec once the
-        owner region exists; lag is the delivery group's on the shard's partitions."""
+        owner region exists; lag is the delivery group's on the shard's partitions. An
+        owner that is no ChatRegion here is marked ``Invalid`` by the home region's
+        operator, the slots staying with the last owner that acknowledged them."""
         body = await self.kube.get(MESSAGE_SHARD, key.namespace, key.name)
         if body is None:
             metrics.forget_consumer_lag(MESSAGE_SHARD, key.namespace, key.name)
             return "gone"
         shard = MessageShard.model_validate(body)
-        if not self.serves(shard.spec.owner):
-            metrics.forget_consumer_lag(MESSAGE_SHARD, key.namespace, key.name)
-            return "skipped"  # the owner's operator acknowledges it
         owner_body = await self.kube.get(CHAT_REGION, key.namespace, shard.spec.owner)
-        status: dict[str, Any] = dict(body.get("status") or {})
-        status["observedGeneration"] = shard.metadata.generation
-        if owner_body is None:
-            status["phase"] = "Pending"
-        elif _deleting(owner_body):
-            pass  # its topics may be going; a lag read could bring them back (auto-creation)
+        if owner_body is not None:
+            if not self.serves(shard.spec.owner):
+                metrics.forget_consumer_lag(MESSAGE_SHARD, key.namespace, key.name)
+                return "skipped"  # the owner's operator acknowledges it
+            regions = {shard.spec.owner}
         else:
-            owner = ChatRegion.model_validate(owner_body)
-            status.update(phase="Serving", owner=shard.spec.owner, epoch=shard.spec.epoch)
+            metrics.forget_consumer_lag(MESSAGE_SHARD, key.namespace, key.name)
+            if not self.serves(shard.spec.region):
+                return "skipped"  # the home region's operator reports it
+            regions = await self._region_names(key.namespace)
+        deleting = owner_body is not None and _deleting(owner_body)
+        lag = None
+        if owner_body is not None and not deleting:
             try:
-                status["consumerLag"] = await self.external.shard_lag(shard, owner)
+                lag = await self.external.shard_lag(shard, ChatRegion.model_validate(owner_body))
                 metrics.set_consumer_lag(
-                    MESSAGE_SHARD, key.namespace, key.name, owner.region, status["consumerLag"]
+                    MESSAGE_SHARD, key.namespace, key.name, shard.spec.owner, lag
                 )
             except ExternalUnavailable as exc:
                 log.warning("lag of %s unknown: %s", key, exc)
-        if status != (body.get("status") or {}) and not await self._patch_status(key, status):
+        status = shard_status(shard, regions, owner_deleting=deleting, lag=lag, now=self.now())
+        self._track_ready(key, status["conditions"])
+        before = body.get("status") or {}
+        if status == before:
+            return "ok"
+        if not await self._patch_status(key, status):
             return "gone"
-        return "ok"
+        if status.get("phase") == "Invalid" and before.get("phase") != "Invalid":
+            ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+            await self._event(body, reason=ready["reason"], message=ready["message"], warning=True)
+        return "invalid" if status.get("phase") == "Invalid" else "ok"
+
+    async def _region_names(self, namespace: str) -> set[str]:
+        regions = await self.kube.list(CHAT_REGION, namespace)
+        return {str(r["metadata"]["name"]) for r in regions}
 
 
 Probe = Callable[[str], Awaitable[str | None]]
@@ -609,14 +706,6 @@ def phase_event(before: str | None, summary: Summary) -> tuple[str, str, bool] |
         f": {ready.message}" if ready.message else ""
     )
     return ready.reason, message, summary.phase in ("Degraded", "Conflict")
-
-
-def _pool_secrets(pool: PushPool) -> list[str]:
-    names = {pool.spec.credentials_secret.name}
-    for provider in (pool.spec.fcm, pool.spec.apns):
-        if provider is not None and provider.ca_secret is not None:
-            names.add(provider.ca_secret.name)
-    return sorted(names)
 
 
 def owner_key(obj: Mapping[str, Any]) -> Key | None:

@@ -9,9 +9,12 @@ Conditions (kstatus-style, polarity as in Kubernetes itself):
 
 - ``Ready``: every component rolled out at this generation with every desired pod
   ready, and nothing refused. The reason names the first thing in the way.
-- ``Progressing``: children are being created or rolled out.
-- ``Degraded``: something that ran is worse than asked: a rollout stalled, pods of a
-  finished rollout are not ready, or applying a child failed.
+- ``Progressing``: children are being created or rolled out, or the new pods of a
+  scale-up are starting (``ScalingUp``: not ready, nothing failing, within the bound).
+- ``Degraded``: something that ran is worse than asked: a pod failing (its reason, e.g.
+  ``ImagePullBackOff``, ``CrashLoopBackOff``, ``PodNotReady``, naming the component), a
+  rollout stalled, pods of a finished rollout are not ready, a referenced Secret or key
+  missing, or applying a child failed.
 - ``Paused``: the ``tidings.dev/paused`` annotation stops reconciliation.
 - ``PeersHealthy`` (regions with peers): every peer's heartbeat is current; False names
   the first peer that is ``Suspect``, ``Failed`` or ``Unknown`` (``failover`` decides).
@@ -31,6 +34,7 @@ from tidings_operator.models.base import ComponentStatus, ConditionStatus, Phase
 from tidings_operator.models.chatregion import ChatRegionStatus, PeerStatus
 from tidings_operator.models.pushpool import PushPoolStatus
 from tidings_operator.names import PAUSED_ANNOTATION
+from tidings_operator.resources.podhealth import ComponentPods
 from tidings_operator.resources.pushpool import pool_selector_text
 from tidings_operator.resources.refusal import Refusal
 
@@ -103,6 +107,9 @@ class Observation:
     """Children that could not be applied this time (retried)."""
     paused: bool = False
     deleting: bool = False
+    pods: Mapping[str, ComponentPods] | None = None
+    """Per component, what its pods say; None when they were not looked at (then a
+    complete rollout short of ready pods counts as degraded, as its counts alone say)."""
 
 
 @dataclass(frozen=True)
@@ -125,13 +132,26 @@ def summarize(obs: Observation, previous: Sequence[Condition], now: datetime) ->
     short = [n for n, w in present.items() if w.rollout is Rollout.COMPLETE and not w.settled]
     moving = [n for n, w in present.items() if w.rollout is Rollout.IN_PROGRESS]
     settled = [n for n, w in present.items() if w.settled]
+    pods = obs.pods
+    issues = [i for n in present for i in (pods.get(n, ComponentPods()).issues if pods else ())]
+    if pods is not None:
+        # Short of ready pods with none failing and none past the start-up bound: the
+        # new pods of a scale-up are starting, which is progress, not degradation.
+        failing = {i.component for i in issues}
+        scaling = [n for n in short if n not in failing]
+        short = [n for n in short if n in failing]
+    else:
+        scaling = []
 
     def counts(names: Sequence[str]) -> str:
         return _names([f"{n} {present[n].ready}/{present[n].desired} ready" for n in names])
 
     problems = [*obs.refusals, *obs.errors]
+    pod_text = "; ".join(i.message for i in issues)
     if problems:
         ready = ("False", problems[0].reason, "; ".join(p.message for p in problems))
+    elif issues:
+        ready = ("False", issues[0].reason, pod_text)
     elif stalled:
         ready = ("False", "RolloutStalled", f"rollout exceeded its deadline: {_names(stalled)}")
     elif short:
@@ -140,17 +160,21 @@ def summarize(obs: Observation, previous: Sequence[Condition], now: datetime) ->
         ready = ("False", "Creating", f"creating {_names(missing)}")
     elif moving:
         ready = ("False", "RollingOut", counts(moving))
+    elif scaling:
+        ready = ("False", "ScalingUp", counts(scaling))
     else:
         ready = ("True", "Ready", f"{len(settled)}/{len(workloads)} components ready")
 
-    if missing or moving:
-        reason = "Creating" if missing else "RollingOut"
-        progressing = ("True", reason, _names([*missing, *moving]))
+    if missing or moving or scaling:
+        reason = "Creating" if missing else "RollingOut" if moving else "ScalingUp"
+        progressing = ("True", reason, _names([*missing, *moving, *scaling]))
     else:
         progressing = ("False", "RolloutComplete", "")
 
     if obs.errors:
         degraded = ("True", obs.errors[0].reason, "; ".join(e.message for e in obs.errors))
+    elif issues:
+        degraded = ("True", issues[0].reason, pod_text)
     elif stalled:
         degraded = ("True", "RolloutStalled", _names(stalled))
     elif short:

@@ -29,6 +29,7 @@ from fastapi import APIRouter, FastAPI
 
 from tidings.api.app import create_app as create_api
 from tidings.api.app import routers_for
+from tidings.api.ops import create_ops_app, ops_routers_for
 from tidings.config import COMPONENTS, Settings, up_components
 from tidings.core.limitkeys import parse_networks
 from tidings.core.limits import DEFAULT_LIMITS
@@ -233,7 +234,7 @@ class Platform:
     engines: Engines
     shipper: EventShipper
     push_senders: Mapping[Provider, PushSender] | None = None
-    """Provider clients of the push worker (built from settings by ``create_app``)."""
+    """Provider clients of the push worker (built from settings by ``create_apps``)."""
     shard_map_file: ShardMapFile | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -339,16 +340,26 @@ def build(
     )
 
 
-def create_app(
+@dataclass(frozen=True)
+class Apps:
+    """What one process serves: the client app (REST, WebSocket, health; its lifespan
+    starts and stops the platform) and the operations app (metrics, analytics, health)
+    over the same services, each on a port of its own (``server.serve``)."""
+
+    client: FastAPI
+    ops: FastAPI
+
+
+def create_apps(
     settings: Settings,
     *,
     components: Collection[str] | None = None,
     otp: OtpSender | None = None,
     clock: Callable[[], float] = time.time,
     push_senders: Mapping[Provider, PushSender] | None = None,
-) -> FastAPI:
-    """The ASGI app running ``components`` (default: what ``tidings up`` runs); see
-    ``api.app.routers_for`` for the routes each serves."""
+) -> Apps:
+    """The ASGI apps running ``components`` (default: what ``tidings up`` runs); see
+    ``api.app.routers_for`` and ``api.ops.ops_routers_for`` for the routes each serves."""
     if components is None:
         components = COMPONENTS if push_senders else up_components(settings)
     unknown = set(components) - set(COMPONENTS)
@@ -388,4 +399,5 @@ def create_app(
         trusted_proxies=parse_networks(settings.trusted_proxies),
     )
     app.state.platform = platform
-    return app
+    ops = create_ops_app(platform.services, routers=ops_routers_for(components))
+    return Apps(client=app, ops=ops)

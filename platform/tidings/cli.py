@@ -22,20 +22,29 @@ from tidings.engines.embedded.otp import latest_code
 async def _serve(settings: Settings, components: Sequence[str]) -> None:
     # Imported here so client subcommands start without loading the server stack.
     from tidings import server
-    from tidings.bootstrap import create_app
+    from tidings.bootstrap import create_apps
 
-    app = create_app(settings, components=components)
+    apps = create_apps(settings, components=components)
     _tune_gc()
-    running = await server.start(
-        server.uvicorn_config(app, settings.host, settings.port, settings.log_level)
+    serving = await server.serve(
+        apps.client,
+        apps.ops,
+        host=settings.host,
+        port=settings.port,
+        ops_port=settings.ops_port,
+        log_level=settings.log_level,
     )
+    running = serving.client
     names = " + ".join(components)
     print(f"Tidings {names} is up: {running.url}", flush=True)
     if "gateway" in components:
         print(f"  WebSocket  ws://{running.host}:{running.port}/v1/ws", flush=True)
         print(f"  API docs   {running.url}/docs", flush=True)
+    print(f"  metrics    {serving.ops_url}/metrics", flush=True)
+    if "analytics" in components:
+        print(f"  analytics  {serving.ops_url}/analytics/daily/YYYY-MM-DD", flush=True)
     print(f"  data       {settings.data_dir.resolve()}", flush=True)
-    await running.task
+    await serving.wait()
 
 
 def _tune_gc() -> None:
@@ -54,7 +63,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         os.environ[CONFIG_FILE_ENV] = str(args.config)
     overrides = {
         k: v
-        for k, v in (("host", args.host), ("port", args.port), ("data_dir", args.data_dir))
+        for k, v in (
+            ("host", args.host),
+            ("port", args.port),
+            ("ops_port", args.ops_port),
+            ("data_dir", args.data_dir),
+        )
         if v is not None
     }
     return Settings(**overrides)
@@ -85,7 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "serve":
             p.add_argument("service", choices=COMPONENTS)
         p.add_argument("--host")
-        p.add_argument("--port", type=int)
+        p.add_argument("--port", type=int, help="the client port (0: a free one)")
+        p.add_argument(
+            "--ops-port", type=int, help="the operations port: /metrics, analytics, health"
+        )
         p.add_argument("--data-dir", type=Path)
         p.add_argument(
             "--config", type=Path, help="TOML settings file (environment variables override it)"

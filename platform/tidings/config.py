@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".tidings-data")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    """The client port: REST, WebSocket, ``/healthz`` and ``/readyz`` (0 picks a free one)."""
+    ops_port: int = Field(default=9090, ge=0, le=65535)
+    """The operations port, on ``host`` too: ``/metrics``, ``/analytics/daily/*`` (the
+    analytics process), ``/healthz`` and ``/readyz``. Keep it off the public ingress;
+    0 picks a free one (several processes on one machine)."""
     public_url: str = ""
     """Base of absolute blob URLs; empty means URLs relative to the gateway."""
     region: str = Field(default="local", pattern=r"^[a-z0-9-]{1,40}$")

@@ -1,6 +1,7 @@
 """The chart's monitoring objects: the PrometheusRule carries exactly the rule files
 promtool tests (runbook links rebased), and the PodMonitors scrape the container port
-named ``metrics`` of the operator and of every platform component, labelled by region.
+named ``metrics`` of the operator and ``ops`` of every platform component, labelled by
+region.
 Off by default: a cluster without the Prometheus Operator's CRDs installs the chart.
 With the CRDs (from the Prometheus Operator's Go module, ``scripts/prometheus crds``) the
 real API server accepts every object as rendered."""
@@ -97,11 +98,40 @@ def test_pod_monitors_scrape_the_metrics_port_of_each_component(helm: Helm) -> N
         }
         assert spec["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
         (endpoint,) = spec["podMetricsEndpoints"]
-        assert endpoint["port"] == "metrics"
+        assert (endpoint["port"], endpoint["path"]) == ("ops", "/metrics")
         assert {
             "sourceLabels": ["__meta_kubernetes_pod_label_tidings_dev_region"],
             "targetLabel": "region",
         } in endpoint["relabelings"]
+
+
+def test_pod_monitors_select_the_pods_the_operator_builds(helm: Helm) -> None:
+    """Every platform Deployment the operator builds (its golden files) is scraped by
+    exactly one PodMonitor, through a container port of the name it names, with the
+    region label the rules aggregate by."""
+    monitors = [
+        m["spec"]
+        for m in find(helm.template(ON, namespace=NS), "PodMonitor")
+        if m["metadata"]["name"] != "tidings-operator"
+    ]
+    golden = Path(__file__).parents[1] / "unit" / "golden"
+    deployments = [
+        d
+        for path in sorted(golden.glob("*.yaml"))
+        for d in yaml.safe_load_all(path.read_text())
+        if d and d["kind"] == "Deployment"
+    ]
+    assert {
+        d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        for d in deployments
+    } == set(COMPONENTS)
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]
+        labels = pod["metadata"]["labels"]
+        (monitor,) = [m for m in monitors if m["selector"]["matchLabels"].items() <= labels.items()]
+        ports = [p["name"] for p in pod["spec"]["containers"][0]["ports"]]
+        assert monitor["podMetricsEndpoints"][0]["port"] in ports, deployment["metadata"]["name"]
+        assert labels["tidings.dev/region"], deployment["metadata"]["name"]
 
 
 def test_pod_monitors_of_a_cluster_wide_operator_look_in_every_namespace(helm: Helm) -> None:

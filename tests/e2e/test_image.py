@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -29,7 +30,7 @@ from sdk_support import receive, sdk_client
 from servers import ROOT, unique_region
 from tidings_operator.models import REGION_COMPONENTS, ChatRegion, parse
 from tidings_operator.models.base import ResourceRequirements
-from tidings_operator.names import SETTINGS_PORT, component_name
+from tidings_operator.names import OPS_PORT, SETTINGS_PORT, component_name
 from tidings_operator.resources import pods
 from tidings_operator.resources.region import region_children
 
@@ -60,6 +61,11 @@ def operator_pod(image: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return template["spec"], main
 
 
+async def get(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        return await http.get(url)
+
+
 def empty_dir(path: Path) -> Path:
     """A host directory standing in for an emptyDir (world-writable, as the kubelet's)."""
     path.mkdir(parents=True)
@@ -77,12 +83,14 @@ def test_the_image_config_is_what_the_pods_and_the_chart_expect(tidings_image: s
     assert spec["securityContext"]["runAsUser"] == pods.RUN_AS
     assert config["Entrypoint"] == main["command"] == ["tidings"]
     assert config["Cmd"] == ["up"]
-    assert set(config["ExposedPorts"]) == {f"{SETTINGS_PORT}/tcp"}
+    assert set(config["ExposedPorts"]) == {f"{SETTINGS_PORT}/tcp", f"{OPS_PORT}/tcp"}
+    assert [p["containerPort"] for p in main["ports"]] == [SETTINGS_PORT, OPS_PORT]
     assert config["WorkingDir"] == pods.DATA_DIR
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["TIDINGS_DATA_DIR"] == pods.DATA_DIR
     assert env["TIDINGS_HOST"] == "0.0.0.0"
     assert env["TIDINGS_PORT"] == str(SETTINGS_PORT)
+    assert env["TIDINGS_OPS_PORT"] == str(OPS_PORT)
     assert env["PATH"].startswith("/opt/tidings/bin:")
     labels = {
         k.removeprefix("org.opencontainers.image."): v
@@ -158,11 +166,12 @@ async def test_tidings_up_as_the_dockerfile_runs_it_serves_a_conversation(
 ) -> None:
     """``docker run IMAGE`` (the image's own command, ``tidings up`` on the embedded
     engines), hardened as the operator hardens its pods, with a data volume; two SDK
-    clients register through it and exchange an end-to-end encrypted message; SIGTERM
-    stops it cleanly."""
+    clients register through it and exchange an end-to-end encrypted message, which its
+    metrics count on the operations port (the client port has none); SIGTERM stops it
+    cleanly."""
     spec, main = operator_pod(tidings_image)
     data, tmp = empty_dir(tmp_path / "data"), empty_dir(tmp_path / "tmp")
-    port = free_port()
+    port, ops_port = free_port(), free_port()
     options = [
         *security_args(spec, main),
         "-v",
@@ -171,10 +180,18 @@ async def test_tidings_up_as_the_dockerfile_runs_it_serves_a_conversation(
         f"{tmp}:/tmp",
         "-e",
         f"TIDINGS_PORT={port}",
+        "-e",
+        f"TIDINGS_OPS_PORT={ops_port}",
     ]
     with running(tidings_image, options, [], port=port, label="up") as up:
         up.wait_ready()
         await converse(Gateway(up.url, data), tmp_path / "clients", "hello from the image")
+        ops = f"http://127.0.0.1:{ops_port}"
+        # Its start-up line names the address it listens on (TIDINGS_HOST=0.0.0.0).
+        assert f"metrics    http://0.0.0.0:{ops_port}/metrics" in up.logs(tail=100_000)
+        assert (await get(f"{up.url}/metrics")).status_code == 404
+        metrics = (await get(f"{ops}/metrics")).text
+        assert 'tidings_messages_accepted_total{kind="direct"} 1.0' in metrics
         assert up.stop() == 0, up.logs()
     assert (data / "users.db").exists(), "the embedded engines keep their state in the volume"
 
@@ -239,9 +256,10 @@ async def test_a_region_runs_from_the_image_as_the_operator_specifies_its_pods(
     """Every component of a ChatRegion (``tidings serve <component>``) started from the
     Deployment the operator builds: settings from its ConfigMap, S3 keys from a Secret,
     the shard map mounted read-only, emptyDirs for data and /tmp, its securityContext.
-    Each passes its readiness probe; two clients register through the gateway and a
-    message crosses the gateway, Kafka, the delivery worker and Redis; each stops
-    cleanly on SIGTERM."""
+    Each passes its readiness probe and serves ``/metrics`` where its
+    ``prometheus.io/port`` annotation says (the ``ops`` port, not the client port); two
+    clients register through the gateway and a message crosses the gateway, Kafka, the
+    delivery worker and Redis; each stops cleanly on SIGTERM."""
     found = parse(region_manifest(tidings_image, unique_region(), distributed_env))
     assert isinstance(found, ChatRegion)
     region = found
@@ -255,21 +273,28 @@ async def test_a_region_runs_from_the_image_as_the_operator_specifies_its_pods(
         }
     }
     started: dict[str, Container] = {}
+    ops_urls: dict[str, str] = {}
     with ExitStack() as stack:
         # The gateway first: it applies the schema migrations the others then find done.
         for component in ("gateway", *(c for c in REGION_COMPONENTS if c != "gateway")):
             deployment = deployments[component_name(region.region, component)]
-            port = free_port()
+            (container,) = deployment["spec"]["template"]["spec"]["containers"]
+            # The host's network is shared: each named port of the pod gets a free one.
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert ports == {"http": SETTINGS_PORT, "ops": OPS_PORT}
+            port, ops_port = free_port(), free_port()
+            annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/port"] == str(ports["ops"])
+            ops_urls[component] = f"http://127.0.0.1:{ops_port}{annotations['prometheus.io/path']}"
             options, command, volumes = pod_run(
                 deployment,
                 tmp_path / component,
                 config_maps=config_maps,
                 secrets=secrets,
-                env={"TIDINGS_PORT": str(port)},
+                env={"TIDINGS_PORT": str(port), "TIDINGS_OPS_PORT": str(ops_port)},
             )
-            (container,) = deployment["spec"]["template"]["spec"]["containers"]
             probe = container["readinessProbe"]["httpGet"]
-            assert probe["port"] == container["ports"][0]["name"] == "http"
+            assert probe["port"] == "http"
             started[component] = stack.enter_context(
                 running(
                     tidings_image,
@@ -292,6 +317,11 @@ async def test_a_region_runs_from_the_image_as_the_operator_specifies_its_pods(
             tmp_path / "clients",
             "hello through a region of containers",
         )
+        for component, container_ in started.items():
+            scraped = await get(ops_urls[component])
+            assert scraped.status_code == 200, component
+            assert "tidings_http_requests_total" in scraped.text, component
+            assert (await get(f"{container_.url}/metrics")).status_code == 404
         for component, container_ in started.items():
             assert container_.stop() == 0, f"{component}:\n{container_.logs()}"
 

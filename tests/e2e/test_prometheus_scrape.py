@@ -47,7 +47,7 @@ async def test_prometheus_scrapes_a_delivery_and_records_its_region_slo(
     region = f"prom-{uuid.uuid4().hex[:8]}"
     data = tmp_path / "data"
     async with procs.running(["up"], data, tmp_path / "tidings.log") as proc:
-        address, path = scrape_address(proc.url)
+        address, path = scrape_address(proc.url, proc.ops_url)
         prometheus.scrape(region, [address], {"region": region, "__metrics_path__": path})
         try:
             await asyncio.to_thread(
@@ -119,7 +119,7 @@ async def test_prometheus_scrapes_every_process_of_a_distributed_region(
         for component in ("gateway", "router", "delivery", "presence"):
             proc = await procs.start(["serve", component], data, log, env)
             running[component] = proc
-            address, path = scrape_address(proc.url)
+            address, path = scrape_address(proc.url, proc.ops_url)
             labels = {"region": region, "component": component, "__metrics_path__": path}
             prometheus.scrape(f"{region}-{component}", [address], labels)
         ups = await asyncio.to_thread(

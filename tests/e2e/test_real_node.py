@@ -37,6 +37,8 @@ def up_pod(image: str, node: RealNode, port: int, name: str) -> dict[str, Any]:
         env=[
             {"name": "TIDINGS_HOST", "value": "127.0.0.1"},
             {"name": "TIDINGS_PORT", "value": str(port)},
+            # The host's network: the operations port must be free on the host too.
+            {"name": "TIDINGS_OPS_PORT", "value": str(free_port())},
         ],
         resources=ResourceRequirements(),
     )

@@ -40,7 +40,7 @@ async def test_tidings_up_serves_health_metrics_openapi_and_a_conversation(tmp_p
         await alice_ws.close()
         await bob_ws.close()
 
-        async with httpx.AsyncClient(base_url=proc.url, timeout=5.0) as http:
+        async with httpx.AsyncClient(base_url=proc.ops_url, timeout=5.0) as http:
             metrics = (await http.get("/metrics")).text
         assert 'tidings_messages_accepted_total{kind="direct"} 1.0' in metrics
         assert "tidings_inbox_writes_total" in metrics

@@ -160,6 +160,7 @@ async def test_discovery_is_limited_per_account_per_day_and_counted(
         async with bob.http() as http:  # every account has its own day
             r = await http.post("/v1/directory/lookup", json={"phones": [alice.phone]})
             assert r.status_code == 200, r.text
+        async with gw.ops_http() as http:
             metrics = (await http.get("/metrics")).text
         assert 'tidings_discovery_numbers_total{result="registered"} 11.0' in metrics
         assert 'tidings_discovery_numbers_total{result="unregistered"} 5090.0' in metrics

@@ -12,7 +12,17 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from harness import Device, Gateway, b64, new_phone, raw_public, register
+from harness import (
+    Device,
+    Gateway,
+    b64,
+    body_text,
+    ciphertexts,
+    new_phone,
+    online,
+    raw_public,
+    register,
+)
 
 
 def error_of(r: httpx.Response) -> dict[str, Any]:
@@ -363,6 +373,65 @@ async def test_prekeys_are_32_byte_keys_or_33_with_the_0x05_type_byte(gateway: G
         r = await http.post("/v1/keys/one-time", json={"prekeys": accepted})
         assert r.status_code == 200, r.text
         assert r.json() == {"count": 2}
+
+
+async def test_a_signed_prekey_signature_covers_the_public_key_bytes_as_uploaded(
+    gateway: Gateway,
+) -> None:
+    """The 33-byte form (``0x05 || key``) is signed as 33 bytes: a signature over the
+    inner 32 bytes does not verify, and the other way round."""
+    alice = await register(gateway)
+    await alice.publish_keys(one_time=0)
+    assert alice.identity is not None
+    key = raw_public(X25519PrivateKey.generate())
+    typed = b"\x05" + key
+    async with alice.http() as http:
+        for uploaded, signed_over, status in (
+            (typed, key, 400),
+            (key, typed, 400),
+            (typed, typed, 204),
+            (key, key, 204),
+        ):
+            body = {
+                "key_id": 2,
+                "public_key": b64(uploaded),
+                "signature": b64(alice.identity.sign(signed_over)),
+            }
+            r = await http.put("/v1/keys/signed", json=body)
+            assert r.status_code == status, (len(uploaded), len(signed_over), r.text)
+
+
+async def test_an_account_without_keys_is_sent_to_but_has_no_bundle(gateway: Gateway) -> None:
+    """Publishing keys is not required to receive: the server checks device lists, never
+    keys, so a send to a keyless account is accepted and delivered; but its bundle
+    answers 404 until it has an identity key and a device with a signed prekey."""
+    alice, bob = await register(gateway), await register(gateway)
+    await alice.publish_keys()
+    async with alice.http() as http:
+        r = await http.get(f"/v1/keys/{bob.user_id}")
+        assert r.status_code == 404, r.text
+        assert error_of(r)["code"] == "not_found"
+        body = {"id": "k1", "to": {"user": bob.user_id}}
+        body["ciphertexts"] = ciphertexts({bob.user_id: [1]}, "before any keys")
+        r = await http.post("/v1/messages", json=body)
+        assert r.status_code == 200, r.text
+    bob_ws = await online(bob)
+    try:
+        (delivery,) = await bob_ws.deliveries(1)
+        assert body_text(delivery) == "before any keys"
+    finally:
+        await bob_ws.close()
+    # An identity key alone is not enough: no device has a signed prekey yet.
+    bob.identity = Ed25519PrivateKey.generate()
+    async with bob.http() as http:
+        r = await http.put(
+            "/v1/keys/identity", json={"identity_key": b64(raw_public(bob.identity))}
+        )
+        assert r.status_code == 204, r.text
+    async with alice.http() as http:
+        r = await http.get(f"/v1/keys/{bob.user_id}")
+        assert r.status_code == 404, r.text
+        assert "signed prekey" in error_of(r)["message"]
 
 
 async def test_bundle_fetch_claims_one_time_prekeys_until_none_are_left(gateway: Gateway) -> None:

@@ -34,7 +34,7 @@ from harness import (
     run_gateway,
 )
 from tidings import server
-from tidings.bootstrap import create_app
+from tidings.bootstrap import create_apps
 from tidings.client.http import Api, Tokens
 from tidings.config import Settings
 
@@ -254,14 +254,16 @@ async def test_missing_or_garbage_bearer_tokens_are_401_with_www_authenticate(
 async def clocked_gateway(data_dir: Path) -> AsyncIterator[tuple[Gateway, list[float]]]:
     """A gateway whose clock is ``time.time() + skew[0]`` (the test moves ``skew``)."""
     skew = [0.0]
-    app = create_app(
+    apps = create_apps(
         Settings(data_dir=data_dir, inbox_poll_interval=0.5), clock=lambda: time.time() + skew[0]
     )
-    running = await server.start(server.uvicorn_config(app, "127.0.0.1", 0, "warning"))
+    serving = await server.serve(
+        apps.client, apps.ops, host="127.0.0.1", port=0, ops_port=0, log_level="warning"
+    )
     try:
-        yield Gateway(running.url, data_dir, running), skew
+        yield Gateway(serving.url, data_dir, serving.client, ops_url=serving.ops_url), skew
     finally:
-        await running.stop()
+        await serving.stop()
 
 
 async def test_expired_access_token_is_401_and_says_to_refresh(tmp_path: Path) -> None:

@@ -333,7 +333,7 @@ async def test_typing_reaches_online_recipient_as_event_and_is_never_stored(
 
 # pipelined sends -------------------------------------------------------------------------
 async def _metric(gateway: Gateway, name: str) -> float:
-    async with gateway.http() as http:
+    async with gateway.ops_http() as http:
         r = await http.get("/metrics")
     assert r.status_code == 200, r.text
     for line in r.text.splitlines():

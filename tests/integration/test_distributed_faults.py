@@ -194,7 +194,7 @@ async def test_devices_of_a_killed_gateway_are_announced_offline_by_the_presence
             pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pinger
-        async with httpx.AsyncClient(base_url=dep.procs["presence"].url) as http:
+        async with httpx.AsyncClient(base_url=dep.procs["presence"].ops_url) as http:
             metrics = (await http.get("/metrics")).text
         await watcher_ws.close()
         with contextlib.suppress(Exception):

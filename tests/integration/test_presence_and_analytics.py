@@ -11,8 +11,6 @@ import json
 import time
 from pathlib import Path
 
-import httpx
-
 from harness import Gateway, ciphertexts, online, register
 from tidings.bootstrap import build
 from tidings.config import Settings
@@ -59,7 +57,7 @@ async def test_a_device_whose_gateway_died_is_announced_offline_once(tmp_path: P
 async def _daily(gateway: Gateway, want: dict[str, float]) -> dict[str, dict[str, float]]:
     """Poll the analytics endpoint until every ``event.kind`` count reaches ``want``."""
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    async with httpx.AsyncClient(base_url=gateway.url) as http:
+    async with gateway.ops_http() as http:
         async with asyncio.timeout(20):
             while True:
                 r = await http.get(f"/analytics/daily/{day}")
@@ -96,7 +94,7 @@ async def test_analytics_counts_sends_stores_and_acks_without_content(gateway: G
     rendered = json.dumps(daily)
     for leak in (alice.user_id, bob.user_id, secret):
         assert leak not in rendered
-    async with httpx.AsyncClient(base_url=gateway.url) as http:
+    async with gateway.ops_http() as http:
         # The worker writes the aggregates, then counts the same events in its metrics.
         async with asyncio.timeout(10):
             while True:

@@ -9,7 +9,7 @@ import pytest
 
 from harness import Gateway, register
 from push_support import push_providers, set_token
-from tidings.bootstrap import create_app
+from tidings.bootstrap import create_apps
 from tidings.config import Settings, up_components
 from tidings.core.model import PushToken
 from tidings.core.push import Provider
@@ -127,4 +127,4 @@ def test_push_runs_in_up_only_with_a_provider(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown push providers"):
         Settings(push_providers="fcm,webpush")
     with pytest.raises(SystemExit, match="TIDINGS_PUSH_PROVIDERS"):
-        create_app(Settings(data_dir=tmp_path), components=("push",))
+        create_apps(Settings(data_dir=tmp_path), components=("push",))

@@ -43,7 +43,8 @@ def moving(slot: int, rest: str, mover: str, owner: str, epoch: int) -> list[Sha
 
 
 async def metric(url: str, name: str, **labels: str) -> float:
-    """One sample of a counter from the process's real /metrics endpoint (0 if absent)."""
+    """One sample of a counter from the real /metrics endpoint at ``url``, a process's
+    operations URL (0 if absent)."""
     wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
     prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
     async with httpx.AsyncClient(base_url=url, timeout=5.0) as http:
@@ -94,7 +95,7 @@ async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_fail
 
         # bob's shard is b's: a's router sends to b, whose delivery worker is down.
         publish_both(moving(bob_slot, a, b, b, 1))
-        await until_metric(gw_a.url, "tidings_shard_map_reloads_total", 2, result="loaded")
+        await until_metric(gw_a.ops_url, "tidings_shard_map_reloads_total", 2, result="loaded")
         bob_ws = await online(bob)
         alice_ws = await alice.connect()
 
@@ -108,7 +109,7 @@ async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_fail
         stranded_id = await to_bob("m1", "stranded")
         assert (
             await metric(
-                gw_a.url, "tidings_envelopes_produced_total", topic=f"tidings.{b}.deliveries"
+                gw_a.ops_url, "tidings_envelopes_produced_total", topic=f"tidings.{b}.deliveries"
             )
             == 1
         )
@@ -116,7 +117,7 @@ async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_fail
 
         # Failover: the shard moves to a at epoch 2, in both regions' maps.
         publish_both(moving(bob_slot, a, b, a, 2))
-        await until_metric(gw_a.url, "tidings_shard_map_reloads_total", 3, result="loaded")
+        await until_metric(gw_a.ops_url, "tidings_shard_map_reloads_total", 3, result="loaded")
 
         # New sends go straight to a.
         await to_bob("m2", "direct")
@@ -129,10 +130,12 @@ async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_fail
             (stranded,) = await bob_ws.deliveries(1, timeout=30.0)
             assert body_text(stranded) == "stranded"
             assert stranded["server_id"] == stranded_id
-            assert await metric(delivery_b.url, "tidings_envelopes_forwarded_total", region=a) == 1
-            assert await metric(delivery_b.url, "tidings_inbox_writes_total") == 0
+            assert (
+                await metric(delivery_b.ops_url, "tidings_envelopes_forwarded_total", region=a) == 1
+            )
+            assert await metric(delivery_b.ops_url, "tidings_inbox_writes_total") == 0
         # a stored both messages to bob and both delivered receipts to alice.
-        assert await until_metric(delivery_a.url, "tidings_inbox_writes_total", 4) == 4
+        assert await until_metric(delivery_a.ops_url, "tidings_inbox_writes_total", 4) == 4
         await bob_ws.nothing_for("deliver", 1.0)
         await alice_ws.close()
         await bob_ws.close()

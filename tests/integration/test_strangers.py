@@ -106,7 +106,7 @@ async def test_read_receipts_name_only_messages_their_addressee_sent_the_reader(
     ]
     assert receipts[1]["server_id"] == reply["body"]["server_id"]
     assert await inbox_writes(gateway) == 3
-    async with gateway.http() as http:
+    async with gateway.ops_http() as http:
         metrics = (await http.get("/metrics")).text
     assert "tidings_receipt_ids_dropped_total 105.0" in metrics
     for sock in (alice_ws, bob_ws, mallory_ws):
@@ -155,7 +155,7 @@ async def test_typing_goes_only_to_users_one_talks_with_or_is_a_contact_of(
     assert reply["status"] == 200, reply
     assert (await alice_ws.frame("typing"))["body"]["group"] == group
 
-    async with gateway.http() as http:
+    async with gateway.ops_http() as http:
         metrics = (await http.get("/metrics")).text
     assert "tidings_typing_refused_total 4.0" in metrics
     # The message and its delivered receipt; the typing signals, all seen, were not stored.
@@ -195,7 +195,7 @@ async def test_a_receipt_flood_is_refused_past_the_sockets_budget_and_queues_not
         (answer,) = await pipelined(mallory_ws, "receipt", flood[:1])
         assert answer["status"] == 429, answer
         assert await inbox_writes(gw) == 0
-        async with gw.http() as http:
+        async with gw.ops_http() as http:
             metrics = (await http.get("/metrics")).text
         assert 'tidings_rate_limited_total{limit="receipt"} 12.0' in metrics
         await mallory_ws.close()

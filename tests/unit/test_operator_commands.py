@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from tidings_operator import main as operator_main
@@ -84,3 +88,29 @@ def test_each_regions_operator_has_a_finalizer_of_its_own() -> None:
     assert many == finalizer_for(frozenset({"eu-west", "us-east"}))
     assert many not in {FINALIZER, finalizer_for(frozenset({"us-east"}))}
     assert len(many.split("/")[1]) <= 63  # a qualified name
+
+
+def test_the_plugin_stops_quietly_when_its_reader_goes_away() -> None:
+    """``kubectl tidings shards | head``: no BrokenPipeError traceback."""
+    script = (
+        "from tidings_operator import plugin\n"
+        "async def run(args):\n"
+        "    for i in range(200000):\n"
+        "        print('shard', i)\n"
+        "    return 0\n"
+        "plugin.run = run\n"
+        "plugin.main(['shards'])\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        assert proc.stdout.readline() == b"shard 0\n"
+        proc.stdout.close()  # as head does after its lines
+        errors = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in errors

@@ -226,7 +226,7 @@ def test_schemas_are_structural(kind: str) -> None:
             keys = node["x-kubernetes-list-map-keys"]
             assert set(keys) <= set(node["items"].get("required", [])), path
         for rule in node.get("x-kubernetes-validations", []):
-            assert set(rule) == {"rule", "message"}, path
+            assert {"rule", "message"} <= set(rule) <= {"rule", "message", "fieldPath"}, path
             assert "\n" not in rule["message"], path
 
 
@@ -424,3 +424,15 @@ def test_status_is_not_defaulted_and_conditions_are_a_map_by_type() -> None:
         conditions = at(status, "conditions")
         assert conditions["x-kubernetes-list-type"] == "map"
         assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_root_rules_name_the_field_they_check(kind: str) -> None:
+    """Without a fieldPath the API server prints ``<nil>:`` where the field should be."""
+    root = schema_of(kind)
+    for rule in root.get("x-kubernetes-validations", []):
+        path = rule.get("fieldPath", "")
+        assert path.startswith("."), rule
+        node = root
+        for part in path.strip(".").split("."):
+            node = node["properties"][part]  # a path the schema has

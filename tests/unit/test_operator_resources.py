@@ -190,7 +190,15 @@ def test_one_deployment_per_component_serving_it() -> None:
         assert "app.kubernetes.io/version" not in selector  # selectors are immutable
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
-        assert annotations["prometheus.io/port"] == "8080"
+        # Scraped on the operations port; probes and Services stay on the client port.
+        assert annotations["prometheus.io/port"] == "9090"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert main["ports"] == [
+            {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+            {"name": "ops", "containerPort": 9090, "protocol": "TCP"},
+        ]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert main[probe]["httpGet"]["port"] == "http"
 
 
 def test_autoscaled_deployments_leave_replicas_to_the_hpa() -> None:
@@ -316,6 +324,7 @@ def test_the_settings_config_map_starts_the_platform_as_asked() -> None:
     assert settings.s3_bucket == "tidings-media-us-east"
     assert settings.host == "0.0.0.0"
     assert settings.port == 8080
+    assert settings.ops_port == 9090
     assert settings.dev_mode is True
     assert settings.redis_url == ""  # from a Secret in this example, not the ConfigMap
     for value in data.values():

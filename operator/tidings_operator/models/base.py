@@ -45,9 +45,14 @@ class StatusModel(BaseModel):
     model_config = _config("ignore")
 
 
-def cel(rule: str, message: str) -> JsonDict:
-    """One ``x-kubernetes-validations`` entry."""
-    return {"rule": rule, "message": message}
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One ``x-kubernetes-validations`` entry. ``field_path`` (e.g.
+    ``.spec.cassandra.replication``) is the field the API server's error names: a rule
+    on the root needs it, or the error reads ``<nil>: Invalid value: "object"``."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
 
 
 def validations(*rules: JsonDict) -> JsonDict:

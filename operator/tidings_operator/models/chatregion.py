@@ -129,8 +129,8 @@ class ComponentsSpec(SpecModel):
 
 
 class KafkaSpec(SpecModel):
-    """The Kafka cluster and the region's topics (``tidings.<region>.deliveries``,
-    ``.push``, ``.analytics``)."""
+    """The Kafka cluster and the region's four topics: ``tidings.<region>.deliveries``,
+    ``.receipts``, ``.push`` and ``.analytics``."""
 
     bootstrap_servers: str = Field(min_length=1, max_length=2048, pattern=r"^[^,\s]+(,[^,\s]+)*$")
     """Comma-separated ``host:port`` list."""

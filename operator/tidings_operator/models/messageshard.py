@@ -72,7 +72,8 @@ class MessageShardStatus(StatusModel):
 
     observed_generation: int | None = None
     """The ``metadata.generation`` this status describes."""
-    phase: Literal["Pending", "Serving", "Fencing", "Moving"] | None = None
+    phase: Literal["Pending", "Serving", "Fencing", "Moving", "Invalid"] | None = None
+    """``Invalid``: ``spec.owner`` is no known region; the slots stay with ``owner``."""
     conditions: list[Condition] = conditions_field()
     owner: str = ""
     """The region that acknowledged ownership (equals ``spec.owner`` once a move is

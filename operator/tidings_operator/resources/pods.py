@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tidings_operator.models.base import ResourceRequirements
-from tidings_operator.names import SETTINGS_PORT
+from tidings_operator.names import OPS_PORT, SETTINGS_PORT
 
 DATA_DIR = "/var/lib/tidings"
 """``TIDINGS_DATA_DIR``: scratch space (the distributed engines keep no state there)."""
@@ -25,7 +25,7 @@ root)."""
 
 PROMETHEUS_ANNOTATIONS = {
     "prometheus.io/scrape": "true",
-    "prometheus.io/port": str(SETTINGS_PORT),
+    "prometheus.io/port": str(OPS_PORT),
     "prometheus.io/path": "/metrics",
 }
 
@@ -75,7 +75,9 @@ def container(
     resources: ResourceRequirements,
     mounts: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The platform container: settings from a ConfigMap, credentials from Secrets."""
+    """The platform container: settings from a ConfigMap, credentials from Secrets.
+    Two ports: ``http`` for clients (the Services' target, and the probes: they check
+    the server clients reach) and ``ops`` for Prometheus (metrics, analytics)."""
     http = {"path": "/healthz", "port": "http"}
     spec: dict[str, Any] = {
         "name": component,
@@ -83,7 +85,10 @@ def container(
         "imagePullPolicy": pull_policy,
         "command": ["tidings"],
         "args": ["serve", component],
-        "ports": [{"name": "http", "containerPort": SETTINGS_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": SETTINGS_PORT, "protocol": "TCP"},
+            {"name": "ops", "containerPort": OPS_PORT, "protocol": "TCP"},
+        ],
         "envFrom": [{"configMapRef": {"name": env_from_config_map}}],
         "env": [dict(e) for e in env],
         # HTTP is served only once the engines have started (Cassandra migrations

@@ -8,7 +8,7 @@ from typing import Any
 
 from tidings.core.shardmap import SHARD_MAP_FILE_NAME
 from tidings_operator.models import ChatRegion
-from tidings_operator.names import SETTINGS_PORT, settings_config_map
+from tidings_operator.names import OPS_PORT, SETTINGS_PORT, settings_config_map
 from tidings_operator.resources.env import SettingValue, from_secret, literal, settings_env
 from tidings_operator.resources.meta import labels, object_meta
 from tidings_operator.resources.pods import DATA_DIR, SHARD_MAP_DIR
@@ -22,6 +22,7 @@ def settings_data(region: ChatRegion) -> dict[str, str]:
         "region": region.region,
         "host": "0.0.0.0",  # reachable by probes and the Service, not only on loopback
         "port": SETTINGS_PORT,
+        "ops_port": OPS_PORT,
         "data_dir": DATA_DIR,
         "dev_mode": spec.dev_mode,
         "log_level": spec.log_level,

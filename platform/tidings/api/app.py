@@ -1,45 +1,23 @@
-"""The FastAPI application: routes, error handling, health and metrics."""
+"""The client app: REST routes, the WebSocket, error handling and health (metrics and
+analytics are the operations app's, ``api.ops``, on a port of its own)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.responses import Response
 
 from tidings import __version__
 from tidings.api import contract, errors, ws
 from tidings.api.middleware import BodyLimit, HttpMetrics
-from tidings.api.routes import analytics, auth, groups, keys, media, messages, users
+from tidings.api.ops import HEALTH_PATHS, health_router
+from tidings.api.routes import auth, groups, keys, media, messages, users
 from tidings.core.limitkeys import Network
 from tidings.core.limits import INBOX_POLL_INTERVAL_S
-from tidings.errors import TidingsError
 from tidings.services.gateway import CONNECT_SETUPS_AT_ONCE
 from tidings.services.registry import Services
-
-READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/json": {"example": {"status": "ready"}}}},
-    503: {
-        "description": "an engine does not answer: `failed` names each with its reason",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["status", "failed"],
-                    "properties": {
-                        "status": {"const": "unavailable"},
-                        "failed": {"type": "object", "additionalProperties": {"type": "string"}},
-                    },
-                }
-            }
-        },
-    },
-}
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -57,8 +35,6 @@ def routers_for(components: Collection[str]) -> list[APIRouter]:
         found.append(messages.router)
     if "media" in components:
         found.append(media.router)
-    if "analytics" in components:
-        found.append(analytics.router)
     unique: list[APIRouter] = []
     for router in found:
         if all(router is not seen for seen in unique):
@@ -74,8 +50,8 @@ def create_app(
     inbox_poll_interval: float = INBOX_POLL_INTERVAL_S,
     trusted_proxies: Sequence[Network] = (),
 ) -> FastAPI:
-    """Build the app around ready-made services, serving ``routers`` plus health and
-    metrics."""
+    """Build the client app around ready-made services, serving ``routers`` plus
+    health."""
     app = FastAPI(
         title="Tidings",
         version=__version__,
@@ -90,40 +66,9 @@ def create_app(
     for router in routers:
         app.include_router(router)
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
+    app.include_router(health_router(services))
 
-    @app.get("/readyz", tags=["ops"], response_model=None, responses=READYZ_RESPONSES)
-    async def readyz() -> Any:
-        """Every engine answers."""
-        ctx = services.ctx
-        checks: dict[str, Any] = {
-            "users": ctx.users.ping,
-            "messages": ctx.messages.ping,
-            "presence": ctx.presence.ping,
-            "bus": ctx.bus.ping,
-            "blobs": ctx.blobs.ping,
-            "aggregates": ctx.aggregates.ping,
-        }
-        failed = {}
-        for name, ping in checks.items():
-            try:
-                await ping()
-            except TidingsError as exc:
-                failed[name] = exc.message
-        if failed:
-            return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
-        return {"status": "ready"}
-
-    @app.get("/metrics", tags=["ops"], response_class=Response)
-    async def metrics() -> Response:
-        return Response(
-            generate_latest(services.ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST
-        )
-
-    contract.document(app, skip=("/healthz", "/readyz", "/metrics"))
+    contract.document(app, skip=HEALTH_PATHS)
     limits = services.ctx.limits
     app.add_middleware(BodyLimit, limit=limits.http_body_bytes, exempt=("/v1/blobs/",))
     app.add_middleware(HttpMetrics, metrics=services.ctx.metrics)

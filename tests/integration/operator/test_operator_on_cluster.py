@@ -211,6 +211,56 @@ def test_scaling_a_component_in_the_spec_scales_its_deployment(region: Region) -
     assert body["status"]["components"]["router"] == {"ready": 3, "desired": 3}
 
 
+def ready_reason(region: Region, reason: str) -> dict[str, Any] | None:
+    """The Ready condition once it is False with ``reason`` at the current generation."""
+    body = region.body()
+    cond = condition(body, "Ready")
+    current = cond and cond.get("observedGeneration") == body["metadata"]["generation"]
+    return cond if current and cond["status"] == "False" and cond["reason"] == reason else None
+
+
+def test_a_missing_secret_is_named_and_its_creation_reconciles(region: Region) -> None:
+    manifest = dict(region.manifest)
+    manifest["spec"] = {
+        **manifest["spec"],
+        "redis": {"urlSecretRef": {"name": "redis-url", "key": "url"}},
+    }
+    apply(region.kube, manifest)
+    cond = eventually(
+        lambda: ready_reason(region, "SecretNotFound"), "Ready=False naming the Secret"
+    )
+    assert "spec.redis.urlSecretRef: Secret redis-url not found" in cond["message"]
+    region.kube.kubectl(
+        "-n", region.namespace, "create", "secret", "generic", "redis-url", "--from-literal=x=y"
+    )
+    cond = eventually(lambda: ready_reason(region, "SecretKeyMissing"), "the missing key named")
+    assert "has no key url" in cond["message"]
+    region.kube.kubectl(
+        "-n",
+        region.namespace,
+        "patch",
+        "secret",
+        "redis-url",
+        "--type=merge",
+        "-p",
+        json.dumps({"stringData": {"url": "redis://127.0.0.1:6390/0"}}),
+    )
+    eventually(region.ready, "the ChatRegion to turn Ready once the Secret is complete")
+
+
+def test_a_failing_reconcile_reports_its_reason_at_the_new_generation(region: Region) -> None:
+    apply(region.kube, region.manifest)
+    eventually(region.ready, "the ChatRegion to turn Ready")
+    # No node of this cluster is in datacenter "nowhere": the driver finds no host to
+    # try (its error is a list, not a dict), which used to escape as AttributeError.
+    region.patch({"spec": {"cassandra": {"datacenter": "nowhere", "replication": {"nowhere": 1}}}})
+    cond = eventually(
+        lambda: ready_reason(region, "CassandraRejected"), "Ready=False CassandraRejected"
+    )
+    assert "datacenter 'nowhere'" in cond["message"]
+    assert region.body()["status"]["phase"] == "Degraded"
+
+
 def test_a_deleted_or_hand_edited_child_is_repaired(region: Region) -> None:
     apply(region.kube, region.manifest)
     eventually(region.ready, "the ChatRegion to turn Ready")
@@ -400,6 +450,10 @@ def test_deleting_the_namespace_carries_out_the_deletion_policy(
         ({"spec": {"kafka": {"partitions": 1}}}, "Kafka cannot remove partitions"),
         ({"spec": {"shards": 16}}, "shards is immutable"),
         ({"spec": {"deletionPolicy": "Sometimes"}}, "spec.deletionPolicy"),
+        (
+            {"spec": {"cassandra": {"datacenter": "elsewhere"}}},
+            "spec.cassandra.replication: Invalid value",
+        ),
     ],
 )
 def test_invalid_specs_are_refused_by_the_api_server(
@@ -419,6 +473,7 @@ def test_invalid_specs_are_refused_by_the_api_server(
     )
     assert done.returncode != 0
     assert message in done.stderr, done.stderr
+    assert '<nil>: Invalid value: "object"' not in done.stderr, done.stderr
 
 
 def run_push_pool(region: Region, **spec: Any) -> str:
@@ -568,6 +623,29 @@ def test_a_shard_reports_the_records_waiting_for_its_owner(
         ) in exported
 
 
+def test_a_shard_given_to_no_known_region_is_invalid_and_keeps_its_owner(region: Region) -> None:
+    apply(region.kube, region.manifest)
+    eventually(region.ready, "the ChatRegion to turn Ready")
+    shard = f"{region.name}-1"
+    printed = region.kube.kubectl("-n", region.namespace, "get", "messageshard", shard).stdout
+    assert "True" in printed  # the READY column
+    region.patch({"spec": {"owner": "nowhere", "epoch": 2}}, kind="messageshard", name=shard)
+
+    def invalid() -> dict[str, Any] | None:
+        body = region.get("messageshard", shard) or {}
+        return body if (body.get("status") or {}).get("phase") == "Invalid" else None
+
+    body = eventually(invalid, "the shard to be marked Invalid")
+    assert (body["status"]["owner"], body["status"]["epoch"]) == (region.name, 1)
+    cond = eventually(
+        lambda: ready_reason(region, "ShardOwnerUnknown"), "the region to report the shard"
+    )
+    assert f"MessageShard {shard}: spec.owner nowhere" in cond["message"]
+    shard_map = region.get("configmap", f"{region.name}-shardmap")
+    assert shard_map is not None
+    assert "nowhere" not in json.dumps(shard_map["data"])
+
+
 def test_the_operator_exports_reconcile_metrics(region: Region, operator: OperatorProcess) -> None:
     apply(region.kube, region.manifest)
     eventually(region.ready, "the ChatRegion to turn Ready")
@@ -576,3 +654,11 @@ def test_the_operator_exports_reconcile_metrics(region: Region, operator: Operat
     assert "tidings_operator_reconcile_duration_seconds_bucket" in text
     assert 'tidings_operator_child_changes_total{change="Created",kind="Deployment"}' in text
     assert "tidings_operator_paused_resources" in text
+    ready = f'kind="ChatRegion",name="{region.name}",namespace="{region.namespace}"'
+    assert f"tidings_operator_resource_ready{{{ready}}} 1.0" in text
+    chatter = [
+        line
+        for line in operator.log_text().splitlines()
+        if "kopf.objects" in line and line.endswith("succeeded.")
+    ]
+    assert chatter == []  # kopf's per-handler-run lines are DEBUG

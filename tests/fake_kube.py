@@ -1,0 +1,108 @@
+"""An in-memory stand-in for ``tidings_operator.kube.Kube`` and ``External``, so the
+reconciler's I/O half can be driven in unit tests: objects are plain dicts keyed by
+(kind, namespace, name), applies store what they are given, and every call can be made
+to fail."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tidings_operator.external_state import ExternalOutcome
+from tidings_operator.kube import ApiError
+from tidings_operator.models import ChatRegion, MessageShard, PushPool
+
+Manifest = dict[str, Any]
+
+
+class FakeKube:
+    def __init__(self, *objects: Manifest) -> None:
+        self.objects: dict[tuple[str, str, str], Manifest] = {}
+        self.events: list[tuple[str, str, str]] = []
+        """(involved name, reason, message)."""
+        self.fail_lists: dict[str, Exception] = {}
+        """kind -> the error ``list`` raises for it."""
+        self._version = 0
+        for obj in objects:
+            self.put(obj)
+
+    def put(self, obj: Mapping[str, Any]) -> Manifest:
+        self._version += 1
+        stored: Manifest = {**obj, "metadata": dict(obj["metadata"])}
+        meta = stored["metadata"]
+        meta.setdefault("namespace", "ns")
+        meta.setdefault("uid", f"uid-{meta['name']}")
+        meta.setdefault("generation", 1)
+        meta["resourceVersion"] = str(self._version)
+        self.objects[(stored["kind"], meta["namespace"], meta["name"])] = stored
+        return stored
+
+    def status(self, kind: str, name: str, namespace: str = "ns") -> dict[str, Any]:
+        found: dict[str, Any] = self.objects[(kind, namespace, name)].get("status") or {}
+        return found
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> Manifest | None:
+        return self.objects.get((kind, namespace or "", name))
+
+    async def list(
+        self, kind: str, namespace: str | None, *, labels: Mapping[str, str] | None = None
+    ) -> list[Manifest]:
+        if kind in self.fail_lists:
+            raise self.fail_lists[kind]
+        found = []
+        for (k, ns, _), obj in self.objects.items():
+            have = obj["metadata"].get("labels") or {}
+            if (
+                k == kind
+                and ns == namespace
+                and all(have.get(a) == b for a, b in (labels or {}).items())
+            ):
+                found.append(obj)
+        return found
+
+    async def apply(self, obj: Manifest, *, manager: str = "") -> Manifest:
+        return self.put(obj)
+
+    async def create(self, obj: Manifest) -> Manifest:
+        meta = obj["metadata"]
+        if (obj["kind"], meta.get("namespace", "ns"), meta["name"]) in self.objects:
+            raise ApiError(409, "AlreadyExists", f"{meta['name']} exists")
+        return self.put(obj)
+
+    async def delete(self, kind: str, namespace: str | None, name: str) -> bool:
+        return self.objects.pop((kind, namespace or "", name), None) is not None
+
+    async def patch_status(
+        self, kind: str, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> Manifest:
+        obj = self.objects.get((kind, namespace or "", name))
+        if obj is None:
+            raise ApiError(404, "NotFound", name)
+        obj["status"] = dict(status)
+        return obj
+
+    async def event(
+        self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None:
+        self.events.append((involved["metadata"]["name"], reason, message))
+
+
+class FakeExternal:
+    """``External`` with nothing outside: topics and keyspace always in line."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+
+    async def sync_region(self, region: ChatRegion, login: Any) -> ExternalOutcome:
+        if self.error is not None:
+            raise self.error
+        return ExternalOutcome()
+
+    async def delete_region(self, region: ChatRegion, login: Any) -> list[str]:
+        return []
+
+    async def pool_scale(self, pool: PushPool, region: ChatRegion) -> tuple[int, int]:
+        return 0, pool.spec.replicas
+
+    async def shard_lag(self, shard: MessageShard, owner: ChatRegion) -> int:
+        return 0
