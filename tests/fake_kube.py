@@ -106,3 +106,35 @@ class FakeExternal:
 
     async def shard_lag(self, shard: MessageShard, owner: ChatRegion) -> int:
         return 0
+
+
+def region_body(
+    name: str = "us-east",
+    namespace: str = "ns",
+    *,
+    generation: int | None = None,
+    shards: int | None = None,
+    annotations: dict[str, str] | None = None,
+    status: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ChatRegion as the API server hands it to the operator (loopback-style
+    Kafka, Cassandra, Redis and S3 settings)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if generation is not None:
+        metadata["generation"] = generation
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    spec: dict[str, Any] = {
+        "image": "tidings:1",
+        "kafka": {"bootstrapServers": "kafka:9092"},
+        "cassandra": {"contactPoints": ["cassandra"]},
+        "redis": {"url": "redis://redis:6379/0"},
+        "s3": {"bucket": "media"},
+    }
+    if shards is not None:
+        spec["shards"] = shards
+    body = {"apiVersion": "tidings.dev/v1alpha1", "kind": "ChatRegion", "metadata": metadata}
+    body["spec"] = spec
+    if status is not None:
+        body["status"] = status
+    return body

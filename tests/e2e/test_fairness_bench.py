@@ -8,38 +8,15 @@ theirs) while storing none of the receipts' made-up ids.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-from pathlib import Path
-from typing import Any
-
 import pytest
+
+from bench_support import run_bench
 
 pytestmark = pytest.mark.slow
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "fairness.py"
-
 
 async def test_fairness_bench_measures_the_probe_under_a_flood() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(BENCH),
-        "--duration=1.5",
-        "--timeout=60",
-        "--json",
-        "--quiet",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 100)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{err.decode()[-3000:]}"
-    result: dict[str, Any] = json.loads(out)
+    result = await run_bench("fairness.py", "--duration=1.5", "--timeout=60", "--json", "--quiet")
     assert result["failures"] == []
     figures = result["figures"]
     for window in ("idle", "flood"):

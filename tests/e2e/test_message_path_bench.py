@@ -10,19 +10,15 @@ service on the real servers (``scripts/deps``, through the ``distributed_env`` f
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench_support import run_bench
 from servers import ENGINE_SETS
 
 pytestmark = pytest.mark.slow
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "message_path.py"
 PAIRS, MESSAGES, SOCKETS = 3, 50, 30
 SMALL = [
     f"--pairs={PAIRS}",
@@ -38,25 +34,7 @@ SMALL = [
 
 
 async def _bench(engine: str) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(BENCH),
-        f"--engine={engine}",
-        *SMALL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 100)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, (
-        f"exit {proc.returncode}\n{out.decode()[-3000:]}{err.decode()[-3000:]}"
-    )
-    result: dict[str, Any] = json.loads(out)
-    return result
+    return await run_bench("message_path.py", f"--engine={engine}", *SMALL)
 
 
 def _check_usage(name: str, phase: dict[str, Any], processes: set[str]) -> None:

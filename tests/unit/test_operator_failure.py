@@ -10,7 +10,7 @@ import pytest
 from cassandra import AuthenticationFailed  # type: ignore[import-untyped]
 from cassandra.cluster import NoHostAvailable  # type: ignore[import-untyped]
 
-from fake_kube import FakeExternal, FakeKube
+from fake_kube import FakeExternal, FakeKube, region_body
 from tidings_operator.cassandra_admin import _translate, host_errors
 from tidings_operator.external import CASSANDRA_REJECTED, CASSANDRA_UNAVAILABLE
 from tidings_operator.failure import RECONCILE_ERROR, describe_failure, failed_status
@@ -106,19 +106,7 @@ def test_a_failed_reconcile_turns_ready_false_at_the_generation_tried() -> None:
 
 
 def region_object(generation: int = 2, **status: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "tidings.dev/v1alpha1",
-        "kind": "ChatRegion",
-        "metadata": {"name": "us-east", "namespace": "ns", "generation": generation},
-        "spec": {
-            "image": "tidings:1",
-            "kafka": {"bootstrapServers": "kafka:9092"},
-            "cassandra": {"contactPoints": ["cassandra"]},
-            "redis": {"url": "redis://redis:6379/0"},
-            "s3": {"bucket": "media"},
-        },
-        "status": status,
-    }
+    return region_body(generation=generation, status=status)
 
 
 async def test_the_reconciler_writes_the_failure_and_raises_for_a_retry() -> None:

@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 from prometheus_client import REGISTRY
 
-from fake_kube import FakeExternal, FakeKube
+from fake_kube import FakeExternal, FakeKube, region_body
 from tidings_operator.kube import Kube
 from tidings_operator.logs import HandlerChatter
 from tidings_operator.reconciler import Reconciler
@@ -20,19 +20,7 @@ NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def region(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "tidings.dev/v1alpha1",
-        "kind": "ChatRegion",
-        "metadata": {"name": name, "namespace": "obs", "annotations": {}},
-        "spec": {
-            "image": "tidings:1",
-            "kafka": {"bootstrapServers": "kafka:9092"},
-            "cassandra": {"contactPoints": ["cassandra"]},
-            "redis": {"url": "redis://redis:6379/0"},
-            "s3": {"bucket": "media"},
-            "shards": 1,
-        },
-    }
+    return region_body(name, "obs", shards=1, annotations={})
 
 
 def sample(metric: str, **labels: str) -> float | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from fake_kube import FakeExternal, FakeKube
+from fake_kube import FakeExternal, FakeKube, region_body
 from tidings_operator.kube import Kube
 from tidings_operator.models import MessageShard
 from tidings_operator.reconciler import Reconciler
@@ -68,19 +68,7 @@ def test_without_an_acknowledged_owner_the_slots_go_home() -> None:
 
 
 def region(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "tidings.dev/v1alpha1",
-        "kind": "ChatRegion",
-        "metadata": {"name": name, "namespace": "ns"},
-        "spec": {
-            "image": "tidings:1",
-            "kafka": {"bootstrapServers": "kafka:9092"},
-            "cassandra": {"contactPoints": ["cassandra"]},
-            "redis": {"url": "redis://redis:6379/0"},
-            "s3": {"bucket": "media"},
-            "shards": 1,
-        },
-    }
+    return region_body(name, shards=1)
 
 
 async def test_the_home_region_reports_a_shard_given_to_nowhere() -> None:
