@@ -10,6 +10,7 @@ region that is not there. Pure: the reconciler passes in the regions it found.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -34,22 +35,8 @@ def routed_shard(shard: MessageShard, regions: Collection[str]) -> Shard:
         return core
     status = shard.status
     if status is not None and status.owner and status.owner in regions:
-        return Shard(
-            name=core.name,
-            first_slot=core.first_slot,
-            last_slot=core.last_slot,
-            home_region=core.home_region,
-            owner_region=status.owner,
-            epoch=max(status.epoch, 1),
-        )
-    return Shard(
-        name=core.name,
-        first_slot=core.first_slot,
-        last_slot=core.last_slot,
-        home_region=core.home_region,
-        owner_region=core.home_region,
-        epoch=core.epoch,
-    )
+        return replace(core, owner_region=status.owner, epoch=max(status.epoch, 1))
+    return replace(core, owner_region=core.home_region)
 
 
 def shard_status(
