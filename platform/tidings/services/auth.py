@@ -185,8 +185,7 @@ class AuthService:
 
     async def _revoke_family(self, session: AuthSession) -> None:
         """Revoke every token of the session's device, close its socket, and refuse."""
-        await self.ctx.sessions.delete_device_sessions(session.user_id, session.device_id)
-        await self.ctx.channels.publish(device_channel(session.user_id, session.device_id), _KICK)
+        await self._revoke_device(session.user_id, session.device_id)
         self.ctx.metrics.refresh_reuse.inc()
         raise Unauthorized(
             "refresh token was already used: every token of this device is revoked; sign in again"
@@ -194,10 +193,12 @@ class AuthService:
 
     async def logout(self, principal: Principal) -> None:
         """Revoke every token of this device."""
-        await self.ctx.sessions.delete_device_sessions(principal.user_id, principal.device_id)
-        await self.ctx.channels.publish(
-            device_channel(principal.user_id, principal.device_id), _KICK
-        )
+        await self._revoke_device(principal.user_id, principal.device_id)
+
+    async def _revoke_device(self, user_id: str, device_id: int) -> None:
+        """Delete every token of the device and close its socket."""
+        await self.ctx.sessions.delete_device_sessions(user_id, device_id)
+        await self.ctx.channels.publish(device_channel(user_id, device_id), _KICK)
 
     # linked devices ----------------------------------------------------------------
     async def create_link_code(self, principal: Principal) -> tuple[str, int]:
