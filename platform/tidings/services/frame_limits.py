@@ -78,14 +78,14 @@ class FrameBudgets:
         that cannot answer refuses them all with its (retryable) error; the socket
         stays."""
         ctx = self.ctx
-        by_kind: dict[str, list[int]] = {}
+        by_kind: dict[str, tuple[Limit, list[int]]] = {}
         for index, request in enumerate(requests):
-            if frame_limit(ctx.rates, request.type) is not None:
-                by_kind.setdefault(request.type, []).append(index)
+            if request.type in by_kind:
+                by_kind[request.type][1].append(index)
+            elif (limit := frame_limit(ctx.rates, request.type)) is not None:
+                by_kind[request.type] = (limit, [index])
         refused: dict[int, TidingsError] = {}
-        for kind, indexes in by_kind.items():
-            limit = frame_limit(ctx.rates, kind)
-            assert limit is not None
+        for kind, (limit, indexes) in by_kind.items():
             refusal: TidingsError | None = self.empty(kind, len(indexes))
             allowed = 0
             if refusal is None:
