@@ -102,7 +102,8 @@ async def deliver_one(gw: Gateway, text: str) -> None:
         "ciphertexts": ciphertexts({bob.user_id: [1]}, text),
     }
     async with alice.http() as http:
-        assert (await http.post("/v1/messages", json=body)).status_code == 200
+        sent = await http.post("/v1/messages", json=body)
+        assert sent.status_code == 200, sent.text
     (delivery,) = await bob_ws.deliveries(1)
     assert body_text(delivery) == text
     await bob_ws.close()
