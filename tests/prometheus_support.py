@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from servers import ROOT, _up
 
@@ -99,3 +100,62 @@ def scrape_address(url: str, ops_url: str = "") -> tuple[str, str]:
     base = ops_url or url
     address = base.removeprefix("http://").removeprefix("https://").rstrip("/")
     return address, "/metrics"
+
+
+_SERIES_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "info": ("_info",),
+}
+
+
+def exposed_series(text: str) -> set[str]:
+    """The series names a ``/metrics`` text declares: every family's ``# TYPE`` line, with
+    the suffixes of its type (a labelled family that has seen no sample yet is declared all
+    the same, so an idle process still shows every name it can export)."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        if not line.startswith("# TYPE "):
+            continue
+        _, _, family, kind = line.split(maxsplit=3)
+        if kind == "counter":
+            family = family.removesuffix("_total")
+        names.update(family + suffix for suffix in _SERIES_SUFFIXES.get(kind, ("",)))
+    return names
+
+
+def recorded_names() -> set[str]:
+    """The series the chart's recording rules write."""
+    return {
+        rule["record"]
+        for path in sorted(RULES.glob("*.yaml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+
+
+def selected_series(url: str, expr: str) -> set[str]:
+    """The metric names ``expr`` selects, as the real Prometheus at ``url`` parses it
+    (``/api/v1/parse_query``); fails the test with Prometheus's own message when it does
+    not parse."""
+    r = httpx.post(f"{url}/api/v1/parse_query", data={"query": expr}, timeout=10)
+    body = r.json()
+    if r.status_code != 200 or body.get("status") != "success":
+        pytest.fail(f"Prometheus does not parse {expr!r}: {body.get('error')}", pytrace=False)
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") in ("vectorSelector", "matrixSelector") and node.get("name"):
+                names.add(str(node["name"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(body["data"])
+    return names

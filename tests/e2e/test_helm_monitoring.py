@@ -33,8 +33,38 @@ def helm(kube_env: KubeEnv, tmp_path_factory: pytest.TempPathFactory) -> Helm:
 
 
 def test_monitoring_is_off_by_default(helm: Helm) -> None:
-    kinds = {o["kind"] for o in helm.template(namespace=NS)}
-    assert not kinds & {"PrometheusRule", "PodMonitor"}
+    objects = helm.template(namespace=NS)
+    assert not {o["kind"] for o in objects} & {"PrometheusRule", "PodMonitor"}
+    assert not [c for c in find(objects, "ConfigMap") if "dashboard" in c["metadata"]["name"]]
+
+
+def test_the_dashboards_are_config_maps_for_grafanas_sidecar(helm: Helm) -> None:
+    """One ConfigMap per file of files/dashboards, byte for byte, with the label the
+    sidecar of the Grafana chart watches; folder annotation and namespace as configured."""
+    values = {
+        "monitoring": {
+            "dashboards": {
+                "enabled": True,
+                "annotations": {"grafana_folder": "Tidings"},
+                "namespace": "grafana",
+            }
+        }
+    }
+    maps = find(helm.template(values, release="tidings", namespace=NS), "ConfigMap")
+    files = sorted((CHART / "files" / "dashboards").glob("*.json"))
+    assert len(files) == 3
+    by_name = {m["metadata"]["name"]: m for m in maps}
+    for path in files:
+        config_map = by_name[f"tidings-dashboard-{path.stem}"]
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert config_map["metadata"]["annotations"] == {"grafana_folder": "Tidings"}
+        assert config_map["metadata"]["namespace"] == "grafana"
+        assert config_map["data"] == {f"tidings-{path.stem}.json": path.read_text().rstrip("\n")}
+    default = find(helm.template({"monitoring": {"dashboards": {"enabled": True}}}), "ConfigMap")
+    namespaces = {
+        m["metadata"]["namespace"] for m in default if "dashboard" in m["metadata"]["name"]
+    }
+    assert namespaces == {"tidings-system"}  # the release's
 
 
 def test_the_prometheus_rule_is_the_rule_files(helm: Helm, tmp_path: Path) -> None:
@@ -147,6 +177,7 @@ def test_the_schema_refuses_bad_monitoring_values(helm: Helm) -> None:
         {"monitoring": {"podMonitors": {"components": ["gateway", "mailroom"]}}},
         {"monitoring": {"prometheusRule": {"runbookBaseUrl": "docs/runbooks"}}},
         {"monitoring": {"alertmanager": {}}},
+        {"monitoring": {"dashboards": {"labels": {"grafana_dashboard": 1}}}},
     ]
     for bad in bad_values:
         done = helm.template_text(bad, check=False)
