@@ -1,5 +1,7 @@
-"""``kubectl tidings``: shard moves by hand, as a kubectl plugin (``kubectl-tidings``).
+"""``kubectl tidings``: the regions at a glance and shard moves by hand, as a kubectl
+plugin (``kubectl-tidings``).
 
+    kubectl tidings status [-n NS] [--prometheus URL]     one screen per region
     kubectl tidings shards [-n NS]                        where every shard is served
     kubectl tidings failover us-east --to eu-west [-n NS] fence us-east, move its shards
     kubectl tidings failback us-east [-n NS]              bring us-east's shards home
@@ -16,14 +18,17 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import config as kconfig
 
 from tidings_operator.failover import Move, MoveRefused, ShardView, plan_failback, plan_failover
 from tidings_operator.kube import ApiError, Kube
-from tidings_operator.names import CHAT_REGION, MESSAGE_SHARD
+from tidings_operator.names import CHAT_REGION, MESSAGE_SHARD, PUSH_POOL
+from tidings_operator.prometheus_api import read_prometheus
 from tidings_operator.shard_moves import move_shards, shard_views
+from tidings_operator.status_screen import status_screen
 
 ROUNDS = 3
 
@@ -32,11 +37,20 @@ Planner = Callable[[list[str], list[ShardView]], list[Move]]
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="kubectl tidings", description="Move Tidings MessageShards between regions."
+        prog="kubectl tidings", description="See Tidings regions and move their MessageShards."
     )
     top.add_argument("-n", "--namespace", help="namespace of the regions (default: context's)")
     top.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube)")
     sub = top.add_subparsers(dest="command", required=True)
+    status = sub.add_parser(
+        "status",
+        help="per region: health, peers, shards owned and home, epochs, lag, sockets, alerts",
+    )
+    status.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="a Prometheus scraping the region (open sockets and the active alerts)",
+    )
     sub.add_parser("shards", help="list the shards: home, owner, epoch, lag")
     failover = sub.add_parser("failover", help="fence REGION and move its shards to a peer")
     failover.add_argument("region")
@@ -121,10 +135,27 @@ async def _event(kube: Kube, region: Mapping[str, Any], move: Move) -> None:
         print(f"warning: event not recorded: {exc}", file=sys.stderr)
 
 
+async def _status(kube: Kube, namespace: str, prometheus_url: str | None) -> int:
+    regions = await kube.list(CHAT_REGION, namespace)
+    shards = await kube.list(MESSAGE_SHARD, namespace)
+    pools = await kube.list(PUSH_POOL, namespace)
+    prometheus = None
+    if prometheus_url:
+        names = [str(r["metadata"]["name"]) for r in regions]
+        prometheus = await read_prometheus(prometheus_url, namespace, names)
+    now = datetime.now(UTC)
+    print(status_screen(namespace, regions, shards, pools, prometheus, now))
+    # The screen is shown either way; a Prometheus asked for and not answering fails
+    # the command, so a script notices that the alerts were not read.
+    return 1 if prometheus is not None and prometheus.error else 0
+
+
 async def run(args: argparse.Namespace) -> int:
     namespace = args.namespace or _context_namespace(args.kubeconfig)
     kube = Kube.from_kubeconfig(args.kubeconfig)
     try:
+        if args.command == "status":
+            return await _status(kube, namespace, args.prometheus)
         if args.command == "shards":
             print(shards_table(await kube.list(MESSAGE_SHARD, namespace)))
             return 0
