@@ -129,7 +129,7 @@ def test_prometheus_adds_sockets_and_each_regions_alerts_firing_first() -> None:
     screen = status_screen("chat", [EAST, WEST], SHARDS, POOLS, view, NOW)
     east, west = blocks(screen)["us-east"], blocks(screen)["eu-west"]
     assert line(east, "sockets") == "1204"
-    at = [i for i, row in enumerate(east) if row.strip().startswith("alerts")][0]
+    at = next(i for i, row in enumerate(east) if row.strip().startswith("alerts"))
     assert east[at].split(None, 1)[1] == (
         "TidingsPeerRegionFailed critical firing for 1m: us-east judges eu-west Failed"
     )
