@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 
 _LAG_REGIONS: dict[tuple[str, str, str], str] = {}
 """The ``region`` label of each resource's CONSUMER_LAG series, to remove it."""
+_REFUSAL_REASONS: dict[tuple[str, str, str], set[str]] = {}
+"""The ``reason`` labels of each resource's REFUSALS series, to remove them."""
 
 RECONCILES = Counter(
     "tidings_operator_reconcile_total",
@@ -38,8 +42,10 @@ CHILD_CHANGES = Counter(
 )
 REFUSALS = Gauge(
     "tidings_operator_refusals",
-    "Spec changes the operator refuses now (topic shrink, datacenter removal...), by kind.",
-    ["kind"],
+    "Spec changes the operator refuses now (topic shrink, datacenter removal...), by "
+    "resource and reason (the Ready condition's, e.g. PartitionsCannotShrink); a series "
+    "goes when its reason is resolved.",
+    ["kind", "namespace", "name", "reason"],
 )
 EVENTS_DROPPED = Counter(
     "tidings_operator_events_dropped_total",
@@ -107,6 +113,7 @@ def forget_resource(kind: str, namespace: str, name: str) -> None:
         with contextlib.suppress(KeyError):
             HEARTBEATS.remove(name)
     forget_consumer_lag(kind, namespace, name)
+    set_refusals(kind, namespace, name, ())
 
 
 def set_consumer_lag(kind: str, namespace: str, name: str, region: str, lag: int) -> None:
@@ -126,3 +133,17 @@ def forget_consumer_lag(kind: str, namespace: str, name: str) -> None:
     region = _LAG_REGIONS.pop((kind, namespace, name), None)
     if region is not None:
         CONSUMER_LAG.remove(kind, namespace, name, region)
+
+
+def set_refusals(kind: str, namespace: str, name: str, reasons: Iterable[str]) -> None:
+    """Export how many spec changes of a resource are refused now, per reason, and drop
+    the series of reasons no longer refused (the alert fires per remaining series)."""
+    key = (kind, namespace, name)
+    counts = collections.Counter(reasons)
+    for resolved in _REFUSAL_REASONS.pop(key, set()) - counts.keys():
+        with contextlib.suppress(KeyError):
+            REFUSALS.remove(kind, namespace, name, resolved)
+    for reason, count in counts.items():
+        REFUSALS.labels(kind, namespace, name, reason).set(count)
+    if counts:
+        _REFUSAL_REASONS[key] = set(counts)

@@ -375,7 +375,9 @@ class Reconciler:
             outcome = await self._external_region(body, region)
             for done in outcome.done:
                 await self._event(body, reason="ExternalUpdated", message=done)
-        metrics.REFUSALS.labels(CHAT_REGION).set(len(outcome.refusals))
+        metrics.set_refusals(
+            CHAT_REGION, key.namespace, key.name, [r.reason for r in outcome.refusals]
+        )
         workloads = {
             component: (
                 deployment_state(dep)

@@ -40,10 +40,10 @@ def build() -> Board:
     )
     board.stat(
         "Spec changes refused",
-        "Spec changes the operator refuses now (a topic that cannot shrink, a datacenter "
-        "removal...): the resource's conditions say what to fix.",
+        "Spec changes the operator refuses now, by reason (PartitionsCannotShrink, "
+        "DatacenterRemovalRefused...): the resource's conditions say what to fix.",
         "short",
-        Query("sum by (kind) (tidings_operator_refusals)", "{{kind}}"),
+        Query("sum by (reason) (tidings_operator_refusals)", "{{reason}}"),
         limit=Limit(1),
     )
 
@@ -100,6 +100,13 @@ def build() -> Board:
             f"sum by (kind, error) (increase(tidings_operator_reconcile_failures_total[{RATE}]))",
             "{{kind}} {{error}}",
         ),
+    )
+    board.table(
+        "Spec changes refused now",
+        "Each resource with a refused spec change and why (the reason of its Ready "
+        "condition); the Events on the resource name the field.",
+        Query("max by (kind, namespace, name, reason) (tidings_operator_refusals > 0)"),
+        width=12,
     )
     board.graph(
         "Events dropped",
