@@ -22,7 +22,7 @@ def build() -> Board:
         "Tidings / Regions and failover",
         "Shards owned and moved, shard map epochs, peer health and heartbeats of the "
         "Tidings regions, as the operator and the platform see them.",
-    ).region_variable("label_values(tidings_operator_peer_health, region)")
+    ).region_variable("label_values(tidings_shard_map_epoch_sum, region)")
 
     board.row("Shards")
     board.stat(
