@@ -43,6 +43,9 @@ REGION = 'region=~"$region"'
 WIDTH = 24
 """Grafana's grid is 24 columns wide."""
 
+REF_IDS = "ABCDEFGH"
+"""Each query of a panel is named by one letter, as Grafana's editor names them."""
+
 
 @dataclass(frozen=True)
 class Query:
@@ -70,16 +73,16 @@ def _thresholds(limit: Limit | None) -> dashboard.ThresholdsConfig:
 def _targets(
     queries: Sequence[Query], *, instant: bool = False
 ) -> list[cogbuilder.Builder[Dataquery]]:
+    if len(queries) > len(REF_IDS):
+        raise ValueError(f"at most {len(REF_IDS)} queries a panel, got {len(queries)}")
     targets: list[cogbuilder.Builder[Dataquery]] = []
-    for ref, query in zip("ABCDEFGH", queries, strict=False):
+    for ref, query in zip(REF_IDS, queries, strict=False):
         target = prometheus.Dataquery().expr(query.expr).ref_id(ref)
         if query.legend:
             target = target.legend_format(query.legend)
         if instant:
             target = target.instant().format(PromQueryFormat.TABLE)
         targets.append(target)
-    if len(targets) != len(queries):
-        raise ValueError(f"at most 8 queries a panel, got {len(queries)}")
     return targets
 
 
@@ -208,6 +211,7 @@ class Board:
 
 
 def _legend() -> common_builders.VizLegendOptions:
+    """A table under the graph with each series' last and highest value."""
     return (
         common_builders.VizLegendOptions()
         .display_mode(LegendDisplayMode.TABLE)
