@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cassandra.cluster import Cluster
+from prometheus_client.parser import text_string_to_metric_families
 
 from operator_support import (
     OperatorProcess,
@@ -297,13 +298,27 @@ def test_a_deleted_or_hand_edited_child_is_repaired(region: Region) -> None:
     assert "ChildUpdated" in reasons
 
 
+def refusals(op: OperatorProcess, region: Region) -> dict[str, float]:
+    """The operator's refusals gauge for ``region``, by reason (as a scrape reads it)."""
+    found = {}
+    for family in text_string_to_metric_families(op.metrics()):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "tidings_operator_refusals" and (
+                labels.get("namespace"),
+                labels.get("name"),
+            ) == (region.namespace, region.name):
+                found[labels["reason"]] = sample.value
+    return found
+
+
 def test_an_adopted_topic_with_more_partitions_is_refused_not_shrunk(
-    region: Region, kafka_bootstrap: str
+    region: Region, kafka_bootstrap: str, operator: OperatorProcess
 ) -> None:
     """Someone made the deliveries topic with 4 partitions; the spec asks 2. The API
     server cannot see that (its CEL rule only stops a spec from shrinking), so the
-    operator refuses with a condition and leaves the topic alone; growing the spec to
-    match clears it."""
+    operator refuses with a condition, exports the refusal with its reason, and leaves
+    the topic alone; growing the spec to match clears both."""
     topic = f"tidings.{region.name}.deliveries"
 
     async def create() -> None:
@@ -327,10 +342,12 @@ def test_an_adopted_topic_with_more_partitions_is_refused_not_shrunk(
     assert "cannot remove partitions" in cond["message"]
     assert region.body()["status"]["phase"] == "Conflict"
     assert kafka_topics(kafka_bootstrap, topic)[topic] == 4
+    assert refusals(operator, region) == {"PartitionsCannotShrink": 1.0}
 
     region.patch({"spec": {"kafka": {"partitions": 4}}})
     eventually(region.ready, "the ChatRegion to be Ready once the spec matches the topic")
     assert set(kafka_topics(kafka_bootstrap, f"tidings.{region.name}.").values()) == {4}
+    assert refusals(operator, region) == {}
 
 
 def test_a_paused_region_is_left_alone_until_resumed(region: Region) -> None:
