@@ -6,11 +6,12 @@ the analytics worker folds them into Prometheus metrics and daily aggregates.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from tidings.core import jsoncodec
 
 EVENTS = frozenset({"accepted", "stored", "delivered", "push"})
 """accepted: a send the router took (count = device envelopes); stored: envelopes the
@@ -41,7 +42,7 @@ class Event:
 
 
 def encode_batch(events: Sequence[Event]) -> bytes:
-    return json.dumps([e.to_json() for e in events], separators=(",", ":")).encode()
+    return jsoncodec.dumps([e.to_json() for e in events])
 
 
 def _int(value: object, low: int = 0) -> int | None:
@@ -55,7 +56,7 @@ def decode_batch(data: bytes) -> tuple[list[Event], int]:
 
     Analytics must never stall the worker: a bad record is counted, not retried."""
     try:
-        raw = json.loads(data)
+        raw = jsoncodec.loads(data)
     except (ValueError, UnicodeDecodeError):
         return [], 1
     if not isinstance(raw, list):

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from tidings.aio import Flag
-from tidings.core import wsproto
+from tidings.core import jsoncodec, wsproto
 from tidings.core.envelopes import Envelope
 from tidings.core.limits import INBOX_POLL_INTERVAL_S
 from tidings.core.model import InboxItem
@@ -391,7 +391,7 @@ class SocketSession:
 
     async def _listen(self, subscription: Any) -> None:
         async for raw in subscription:
-            message = json.loads(raw)
+            message = jsoncodec.loads(raw)
             kind = message.get("t")
             if kind == "wake":
                 self._wake.set()
