@@ -1,10 +1,11 @@
-"""SqliteDb group commit: the calls of one event-loop turn share one transaction, each
+"""SqliteDb group commit: the calls queued together share one transaction, each
 still its own unit, and a caller hears back only after the commit."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,3 +93,38 @@ async def test_a_closed_database_refuses_calls(db: SqliteDb) -> None:
     await db.close()
     with pytest.raises(Unavailable, match="not open"):
         await db.run(_insert("a", 1))
+
+
+async def test_calls_made_while_a_batch_commits_go_together_in_the_next(db: SqliteDb) -> None:
+    statements: list[str] = []
+    assert db._conn is not None
+    db._conn.set_trace_callback(statements.append)
+    release = threading.Event()
+
+    def held(conn: sqlite3.Connection) -> str:
+        assert release.wait(10), "never released"
+        return "held"
+
+    first = asyncio.ensure_future(db.run(held))
+    for _ in range(100):  # until the writer thread runs the first batch
+        await asyncio.sleep(0)
+        if db._committing is not None:
+            break
+    assert db._committing is not None
+    later = asyncio.gather(*(db.run(_insert(f"k{i}", i)) for i in range(10)))
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == "held"
+    assert await later == list(range(10))
+    assert statements.count("BEGIN IMMEDIATE") == 2
+    assert statements.count("COMMIT") == 2
+
+
+async def test_close_waits_for_the_batch_under_way_and_the_calls_behind_it(
+    db: SqliteDb, tmp_path: Path
+) -> None:
+    calls = [asyncio.ensure_future(db.run(_insert(f"k{i}", i))) for i in range(5)]
+    await asyncio.sleep(0)
+    await db.close()
+    assert [c.result() for c in calls] == list(range(5))
+    assert _committed(tmp_path / "t.db") == {f"k{i}": i for i in range(5)}

@@ -52,7 +52,8 @@ def create_app(
 ) -> FastAPI:
     """Build the client app around ready-made services, serving ``routers`` plus
     health."""
-    app = FastAPI(
+    app_class = ws.SocketFirstApp if ws.router in routers else FastAPI
+    app = app_class(
         title="Tidings",
         version=__version__,
         description="End-to-end encrypted messaging. The server only sees ciphertext.",
@@ -72,6 +73,4 @@ def create_app(
     limits = services.ctx.limits
     app.add_middleware(BodyLimit, limit=limits.http_body_bytes, exempt=("/v1/blobs/",))
     app.add_middleware(HttpMetrics, metrics=services.ctx.metrics)
-    if ws.router in routers:
-        app.add_middleware(ws.WebSocketFastPath)  # outermost: sockets skip the rest
     return app

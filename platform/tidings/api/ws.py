@@ -7,9 +7,9 @@ import contextlib
 import logging
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from tidings.api.deps import bearer_token
 from tidings.api.errors import INVALID_UNICODE, validation_error_frame_parts
@@ -25,6 +25,7 @@ from tidings.services.router import Accepted, Outgoing
 
 log = logging.getLogger("tidings.ws")
 router = APIRouter()
+WS_PATH = "/v1/ws"
 
 
 class StarletteTransport:
@@ -157,26 +158,25 @@ class FrameHandler:
         raise AssertionError(f"unhandled request type {request.type}")  # wsproto allows no other
 
 
-class WebSocketFastPath:
-    """ASGI middleware that hands ``/v1/ws`` straight to the endpoint.
+class SocketFirstApp(FastAPI):
+    """The client app, handing ``/v1/ws`` straight to the endpoint.
 
-    A socket lives for hours; every layer between uvicorn and the endpoint (the HTTP
-    middleware, the router, FastAPI's dependency scopes) keeps its frame alive that long,
-    several KiB per idle socket, for nothing a WebSocket uses. The route stays declared
-    on ``router`` (for apps built without this middleware).
+    A socket lives for hours; every layer between uvicorn and the endpoint (FastAPI's
+    and Starlette's middleware, the router, the dependency scopes) keeps its coroutine
+    frame alive that long, about 2 KiB per idle socket, for nothing a WebSocket uses.
+    So the socket path is taken before any of them. The route stays declared on
+    ``router`` (the OpenAPI document and apps without this class use it).
     """
 
-    def __init__(self, app: ASGIApp, path: str = "/v1/ws") -> None:
-        self.app, self.path = app, path
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == self.path:
+        if scope["type"] == "websocket" and scope["path"] == WS_PATH:
+            scope["app"] = self  # what Starlette sets; the endpoint reads app.state
             await websocket(WebSocket(scope, receive, send))
             return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
-@router.websocket("/v1/ws")
+@router.websocket(WS_PATH)
 async def websocket(ws: WebSocket) -> None:
     svc: Services = ws.app.state.services
     gate: asyncio.Semaphore = ws.app.state.connect_gate

@@ -5,10 +5,11 @@ The body is opaque ciphertext (base64). The server reads only routing fields.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+from tidings.core import jsoncodec
 
 
 class EnvelopeKind(StrEnum):
@@ -70,11 +71,11 @@ class Envelope:
             "ephemeral": self.ephemeral,
             "epoch": self.epoch if epoch is None else epoch,
         }
-        return json.dumps(data, separators=(",", ":")).encode()
+        return jsoncodec.dumps(data)
 
     @classmethod
     def decode(cls, raw: bytes) -> Envelope:
-        data: dict[str, Any] = json.loads(raw)
+        data: dict[str, Any] = jsoncodec.loads(raw)
         receipt_kind = data.get("receipt_kind")
         return cls(
             server_id=data["server_id"],

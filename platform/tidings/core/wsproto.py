@@ -13,9 +13,10 @@ The session keeps at most ``max_in_flight`` deliveries unacked.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from tidings.core import jsoncodec
 
 CLOSE_CONNECTED_ELSEWHERE = 4001
 CLOSE_HEARTBEAT_TIMEOUT = 4002
@@ -70,7 +71,7 @@ def response(request_id: str | None, status: int, body: dict[str, Any] | None = 
     frame: dict[str, Any] = {"id": request_id, "type": "response", "status": status}
     if body is not None:
         frame["body"] = body
-    return json.dumps(frame, separators=(",", ":"))
+    return jsoncodec.dumps_text(frame)
 
 
 def error(request_id: str | None, status: int, code: str, message: str, **details: Any) -> str:
@@ -83,7 +84,7 @@ def event(kind: str, body: dict[str, Any] | None = None) -> str:
     frame: dict[str, Any] = {"type": kind}
     if body is not None:
         frame["body"] = body
-    return json.dumps(frame, separators=(",", ":"))
+    return jsoncodec.dumps_text(frame)
 
 
 @dataclass
@@ -105,9 +106,7 @@ class Session:
         self._next_id += 1
         request_id = f"s{self._next_id}"
         self.in_flight[request_id] = server_id
-        return json.dumps(
-            {"id": request_id, "type": "deliver", "body": envelope}, separators=(",", ":")
-        )
+        return jsoncodec.dumps_text({"id": request_id, "type": "deliver", "body": envelope})
 
     def receive(self, text: str) -> Event:
         if len(text) > self.max_frame_chars:
@@ -115,7 +114,7 @@ class Session:
                 None, 413, f"frame is {len(text)} characters; at most {self.max_frame_chars}"
             )
         try:
-            frame = json.loads(text)
+            frame = jsoncodec.loads(text)
         except ValueError:
             return FrameRejected(None, 400, "frame is not valid JSON")
         if not isinstance(frame, dict):

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections import Counter
 
 from tidings.aio import wait_event
 from tidings.core.analytics import aggregate, decode_batch, encode_batch
@@ -78,12 +79,23 @@ class AnalyticsWorker:
         await self.store.add(
             {(region_day(region, day), name): n for (day, name), n in aggregate(events).items()}
         )
-        for e in events:
-            metrics.analytics_events.labels(e.name, e.kind).inc(e.count)
+        counts: Counter[tuple[str, str]] = Counter()
+        sizes: Counter[tuple[str, str]] = Counter()
+        latencies: dict[str, list[float]] = {}
+        for e in events:  # each labelled series looked up once per batch, not per event
+            counts[(e.name, e.kind)] += e.count
             if e.size:
-                metrics.analytics_bytes.labels(e.name, e.kind).inc(e.size)
+                sizes[(e.name, e.kind)] += e.size
             if e.latency_ms is not None:
-                metrics.analytics_latency.labels(e.name).observe(e.latency_ms / 1000)
+                latencies.setdefault(e.name, []).append(e.latency_ms / 1000)
+        for labels, count in counts.items():
+            metrics.analytics_events.labels(*labels).inc(count)
+        for labels, size in sizes.items():
+            metrics.analytics_bytes.labels(*labels).inc(size)
+        for name, seconds in latencies.items():
+            histogram = metrics.analytics_latency.labels(name)
+            for latency in seconds:
+                histogram.observe(latency)
 
     async def run(self, stop: asyncio.Event) -> None:
         ctx = self.ctx

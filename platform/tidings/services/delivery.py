@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 
+from tidings.core import jsoncodec
 from tidings.core.envelopes import Envelope, EnvelopeKind
 from tidings.core.routing import moved_away
 from tidings.core.shardmap import consumer_group, deliveries_topic, push_topic, receipts_topic
@@ -122,4 +123,4 @@ def _push_job(envelope: Envelope) -> bytes:
 
 
 def _event(envelope: Envelope) -> bytes:
-    return json.dumps({"t": "event", "envelope": envelope.to_client()}).encode()
+    return jsoncodec.dumps({"t": "event", "envelope": envelope.to_client()})

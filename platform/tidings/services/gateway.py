@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from tidings.aio import Flag
-from tidings.core import wsproto
+from tidings.core import jsoncodec, wsproto
 from tidings.core.envelopes import Envelope
 from tidings.core.limits import INBOX_POLL_INTERVAL_S
 from tidings.core.model import InboxItem
@@ -71,6 +71,10 @@ class Transport(Protocol):
 RequestHandler = Callable[[list[wsproto.Request], "SocketSession"], Awaitable[list[str]]]
 """Answers a batch of requests, one response frame each, in order."""
 
+FRAMES_PER_TURN = 64
+"""Frames of one socket handled in one go. Answering frames refused by a budget awaits
+nothing, so a flooding socket's backlog handled at once held the event loop for every
+other socket meanwhile; past this many the worker lets the others run first."""
 MAX_QUEUED_REQUESTS = 256
 """Requests read but not yet handled; past this the reader stops reading (back-pressure
 on the client's TCP connection) until the handler catches up."""
@@ -230,7 +234,8 @@ class SocketSession:
         each run of requests one handler batch (its sends one router batch). So a ping
         is answered only after the acks read before it are recorded."""
         while self._queued:
-            batch, self._queued = self._queued, []
+            batch = self._queued[:FRAMES_PER_TURN]
+            del self._queued[:FRAMES_PER_TURN]
             self._room.set()
             start = 0
             while start < len(batch):
@@ -253,6 +258,8 @@ class SocketSession:
                     for answer in await self._answer(requests):
                         await self.send(answer)
                 start = end
+            if self._queued:
+                await asyncio.sleep(0)  # the other sockets' turn before the rest of ours
 
     async def _finish_queued(self) -> None:
         """A client that acks and then goes away had its acks read: record them (briefly
@@ -391,7 +398,7 @@ class SocketSession:
 
     async def _listen(self, subscription: Any) -> None:
         async for raw in subscription:
-            message = json.loads(raw)
+            message = jsoncodec.loads(raw)
             kind = message.get("t")
             if kind == "wake":
                 self._wake.set()

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tidings.core import wsproto
+from tidings.core import jsoncodec, wsproto
 from tidings.core.model import User
 from tidings.errors import LimitExceeded
 from tidings.services.context import Context, Principal, presence_channel
@@ -64,6 +63,6 @@ class PresenceFollowing:
         subscription = await self.ctx.channels.subscribe(presence_channel(user.id))
         try:
             async for raw in subscription:
-                await self.send(wsproto.event("presence", json.loads(raw)))
+                await self.send(wsproto.event("presence", jsoncodec.loads(raw)))
         finally:
             await subscription.close()

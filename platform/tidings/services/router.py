@@ -7,13 +7,12 @@ accepted message survives any crash after that point.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tidings.core import ids
+from tidings.core import ids, jsoncodec
 from tidings.core.envelopes import Envelope, EnvelopeKind, ReceiptKind
 from tidings.core.fanout import (
     DeviceMap,
@@ -134,7 +133,7 @@ class Router:
         produced: list[tuple[int, Outgoing, str, str, int, int]] = []
         for (index, out, required, server_id, to), existing in zip(fresh, held, strict=True):
             state: dict[str, Any] = (
-                json.loads(existing) if existing is not None else {"ts": now, "to": to}
+                jsoncodec.loads(existing) if existing is not None else {"ts": now, "to": to}
             )
             ts = int(state["ts"])
             if state.get("to", to) != to:
@@ -355,7 +354,7 @@ def _id_reused(ctx: Context, out: Outgoing) -> IdReused:
 
 
 def _dedupe_state(ts: int, produced: bool, to: str) -> bytes:
-    return json.dumps({"ts": ts, "produced": produced, "to": to}).encode()
+    return jsoncodec.dumps({"ts": ts, "produced": produced, "to": to})
 
 
 def _envelopes(
