@@ -13,6 +13,7 @@ and no MessageShard moves.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tarfile
 import uuid
@@ -36,6 +37,7 @@ from operator_support import (
     running_operator,
 )
 from servers import ROOT, KubeEnv
+from tidings_operator.names import API_VERSION, OLD_VERSION, VERSION
 
 pytestmark = pytest.mark.slow
 
@@ -87,11 +89,28 @@ def apply_crds(kube: KubeEnv, directory: Path) -> None:
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(directory))
     for path in sorted(directory.glob("*.yaml")):
         kube.kubectl("wait", "--for=condition=Established", "-f", str(path), "--timeout=60s")
+    # kubectl caches discovery: without a refresh it may ask for a version no longer
+    # served (NotFound) after the versions changed. ``api-resources`` refetches it.
+    kube.kubectl("api-resources", "--api-group=tidings.dev")
 
 
 def served_versions(kube: KubeEnv, plural: str) -> list[str]:
     crd = get_json(kube, "crd", f"{plural}.tidings.dev")
     assert crd is not None
+    return [v["name"] for v in crd["spec"]["versions"] if v["served"]]
+
+
+def api_version_of(source: Path) -> str:
+    """The ``apiVersion`` an operator's source tree reads and writes."""
+    names = (source / "operator" / "tidings_operator" / "names.py").read_text()
+    found = re.search(r'^API_VERSION: Final = "([^"]+)"$', names, re.MULTILINE)
+    assert found, "names.API_VERSION not found in the previous source"
+    return found[1]
+
+
+def versions_in(directory: Path, plural: str) -> list[str]:
+    """The served versions of a CRD file, as the cluster lists them after an apply."""
+    crd = yaml.safe_load((directory / f"{plural}.tidings.dev.yaml").read_text())
     return [v["name"] for v in crd["spec"]["versions"] if v["served"]]
 
 
@@ -181,7 +200,8 @@ def test_helm_upgrade_from_the_previous_version_keeps_a_live_region_as_it_is(
         name, watched, kafka=kafka_bootstrap, cassandra=cassandra_env, keyspace=f"up_{name}"
     )
     # The region as the previous version's users wrote it.
-    manifest["apiVersion"] = "tidings.dev/v1alpha1"
+    old_api = api_version_of(previous)
+    manifest["apiVersion"] = old_api
 
     def region() -> dict[str, Any] | None:
         return get_json(kube_env, "-n", watched, "chatregion", name)
@@ -189,6 +209,8 @@ def test_helm_upgrade_from_the_previous_version_keeps_a_live_region_as_it_is(
     try:
         # ------------------------------------------------------------ the previous version
         apply_crds(kube_env, old_chart / "crds")
+        for plural in OUR_CRDS:
+            assert served_versions(kube_env, plural) == versions_in(old_chart / "crds", plural)
         helm.run("install", release, str(old_chart), "-n", release_ns, "--values", values)
         with running_operator(
             kube_env, [watched], tmp_path / "old.log", interval=3.0, source=previous
@@ -200,12 +222,14 @@ def test_helm_upgrade_from_the_previous_version_keeps_a_live_region_as_it_is(
         assert before.deployments, before
         assert before.shards, before
         # The previous code ran: it knew only the old version.
-        assert owner_versions(kube_env, watched) == {"tidings.dev/v1alpha1"}
+        assert owner_versions(kube_env, watched) == {old_api}
 
         # ------------------------------------------------------------ the upgrade
         apply_crds(kube_env, CHART_CRDS)
         for plural in OUR_CRDS:
-            assert served_versions(kube_env, plural) == ["v1beta1", "v1alpha1"]
+            served = served_versions(kube_env, plural)
+            assert served == versions_in(CHART_CRDS, plural)
+            assert VERSION in served  # what the new operator watches
         helm.run("upgrade", release, str(CHART), "-n", release_ns, "--values", values)
         operator = get_json(kube_env, "deployment", release, "-n", release_ns)
         assert operator is not None
@@ -216,7 +240,7 @@ def test_helm_upgrade_from_the_previous_version_keeps_a_live_region_as_it_is(
             # Server-side apply by the new operator rewrites the owner references to the
             # new version: proof that it has applied every child once.
             eventually(
-                lambda: owner_versions(kube_env, watched) == {"tidings.dev/v1beta1"},
+                lambda: owner_versions(kube_env, watched) == {API_VERSION},
                 "the new operator to apply the region's children",
             )
             reconciled = region_reconciles(new)
@@ -226,7 +250,9 @@ def test_helm_upgrade_from_the_previous_version_keeps_a_live_region_as_it_is(
             assert after == before, json.dumps([before.__dict__, after.__dict__], indent=1)
 
             # The old version is still served, with a warning, for clients not yet moved.
-            old = kube_env.kubectl("get", "chatregions.v1alpha1.tidings.dev", name, "-n", watched)
+            old = kube_env.kubectl(
+                "get", f"chatregions.{OLD_VERSION}.tidings.dev", name, "-n", watched
+            )
             assert name in old.stdout
             assert "deprecated" in old.stderr, old.stderr
             kube_env.kubectl("delete", "chatregion", name, "-n", watched, "--timeout=120s")
