@@ -34,7 +34,7 @@ from tidings_operator.peering_pause import PauseChange, announce, report_peering
 from tidings_operator.reconciler import Reconciler, owner_key
 from tidings_operator.resync import Inventory
 from tidings_operator.secret_users import SecretUsers
-from tidings_operator.topic_watch import missing_topics
+from tidings_operator.topic_watch import missing_topics, report_missing
 from tidings_operator.workqueue import Key, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -197,8 +197,9 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
 
     @region_timer("topic-watch", options.topic_check_interval)
     async def topic_watch(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
-        if await missing_topics(external, body):
+        if missing := await missing_topics(external, body):
             trigger(Key(CHAT_REGION, namespace or "", name))
+            await report_missing(rt().kube, body, missing)
 
     @region_timer("heartbeat", options.heartbeat_interval)
     async def heartbeat(name: str, namespace: str | None, **_: Any) -> None:

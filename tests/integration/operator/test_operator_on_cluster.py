@@ -339,6 +339,10 @@ def test_a_topic_deleted_behind_the_operators_back_is_recreated_before_any_resyn
         if e["reason"] == "ExternalUpdated" and f"create topic {topic} " in e["message"]
     ]
     assert len(creations) >= 2, creations
+    missing = [e for e in events_of(region) if e["reason"] == "TopicMissing"]
+    assert missing, events_of(region)
+    assert missing[0]["type"] == "Warning"
+    assert topic in missing[0]["message"]
     eventually(region.ready, "the ChatRegion to be Ready")
 
 
