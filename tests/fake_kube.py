@@ -107,6 +107,9 @@ class FakeExternal:
     async def shard_lag(self, shard: MessageShard, owner: ChatRegion) -> int:
         return 0
 
+    async def missing_topics(self, region: ChatRegion) -> list[str]:
+        return []
+
 
 def region_body(
     name: str = "us-east",

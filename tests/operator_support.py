@@ -121,13 +121,25 @@ class OperatorProcess:
 
 @contextmanager
 def running_operator(
-    kube: KubeEnv, namespaces: list[str], log: Path, *extra: str, interval: float = 5.0
+    kube: KubeEnv,
+    namespaces: list[str],
+    log: Path,
+    *extra: str,
+    interval: float = 5.0,
+    source: Path | None = None,
 ) -> Iterator[OperatorProcess]:
     """``tidings-operator run`` watching ``namespaces``, alive until its health endpoint
-    answers; stopped (SIGTERM) afterwards. Its log goes to ``log``."""
+    answers; stopped (SIGTERM) afterwards. Its log goes to ``log``. ``source``: a source
+    tree (``operator/`` and ``platform/`` inside, e.g. an earlier commit's) to run
+    instead of this one, on the same virtualenv."""
     health, metrics = free_port(), free_port()
+    env = dict(os.environ)
+    command = [OPERATOR]
+    if source is not None:
+        command = [sys.executable, "-m", "tidings_operator.main"]
+        env["PYTHONPATH"] = os.pathsep.join(str(source / d) for d in ("operator", "platform"))
     args = [
-        OPERATOR,
+        *command,
         "run",
         *(f"--namespace={ns}" for ns in namespaces),
         "--kubeconfig",
@@ -145,7 +157,7 @@ def running_operator(
     if "--peering" not in extra:
         args.append("--standalone")
     with log.open("ab") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
     op = OperatorProcess(process, log, health, metrics)
     try:
 

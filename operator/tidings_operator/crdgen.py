@@ -25,7 +25,15 @@ from tidings_operator.models.messageshard import (
     MessageShardStatus,
 )
 from tidings_operator.models.pushpool import PushPool, PushPoolSpec, PushPoolStatus
-from tidings_operator.names import APP_NAME, GROUP, NAME_LABEL, PART_OF_LABEL, VERSION
+from tidings_operator.names import (
+    APP_NAME,
+    GROUP,
+    NAME_LABEL,
+    OLD_VERSION,
+    PART_OF_LABEL,
+    STORAGE_VERSION,
+    VERSION,
+)
 from tidings_operator.schema import Schema, structural_schema
 from tidings_operator.yamltext import dumps
 
@@ -202,18 +210,34 @@ def crd(kind: Kind) -> dict[str, Any]:
                 "categories": [APP_NAME],
             },
             "scope": "Namespaced",
+            # One schema for both versions: the API server converts by rewriting
+            # apiVersion alone, no webhook to run or to be down (docs/upgrading.md).
+            "conversion": {"strategy": "None"},
             "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": subresources,
-                    "additionalPrinterColumns": [c.as_dict() for c in kind.columns],
-                    "schema": {"openAPIV3Schema": root},
-                }
+                version(name, kind, root, subresources) for name in (VERSION, OLD_VERSION)
             ],
         },
     }
+
+
+def version(name: str, kind: Kind, root: Schema, subresources: dict[str, Any]) -> dict[str, Any]:
+    """One served version of a kind. Every version has the same schema; the old one is
+    deprecated (kubectl prints the warning) and stays the storage version for one
+    release, so the previous operator and chart keep working after an upgrade."""
+    served: dict[str, Any] = {
+        "name": name,
+        "served": True,
+        "storage": name == STORAGE_VERSION,
+    }
+    if name == OLD_VERSION:
+        served["deprecated"] = True
+        served["deprecationWarning"] = (
+            f"{GROUP}/{OLD_VERSION} {kind.kind} is deprecated; use {GROUP}/{VERSION}"
+        )
+    served["subresources"] = subresources
+    served["additionalPrinterColumns"] = [c.as_dict() for c in kind.columns]
+    served["schema"] = {"openAPIV3Schema": root}
+    return served
 
 
 KOPF_GROUP = "kopf.dev"

@@ -22,6 +22,7 @@ from tidings_operator.kafka_admin import (
     group_lag,
     kafka_admin,
     observe_topics,
+    topic_names,
 )
 from tidings_operator.models import ChatRegion, MessageShard, PushPool
 from tidings_operator.names import MANAGER
@@ -66,6 +67,11 @@ class External(Protocol):
 
     async def pool_scale(self, pool: PushPool, region: ChatRegion) -> tuple[int, int]:
         """(consumer lag of the pool's group on the push topic, replicas to run)."""
+        ...
+
+    async def missing_topics(self, region: ChatRegion) -> list[str]:
+        """The region's topics Kafka does not list now; when any is missing, the next
+        ``sync_region`` converges at once instead of waiting for its resync."""
         ...
 
     async def shard_lag(self, shard: MessageShard, owner: ChatRegion) -> int:
@@ -127,6 +133,15 @@ class KafkaCassandra:
                 self._clock(),
             )
         return outcome
+
+    async def missing_topics(self, region: ChatRegion) -> list[str]:
+        wanted = [t.name for t in region_topics(region)]
+        async with kafka_admin(region.spec.kafka.bootstrap_servers, CLIENT_ID) as admin:
+            present = await topic_names(admin)
+        missing = [name for name in wanted if name not in present]
+        if missing:
+            self._synced.pop((region.metadata.namespace, region.region), None)
+        return missing
 
     async def _sync_topics(self, region: ChatRegion, outcome: ExternalOutcome) -> None:
         wanted = region_topics(region)

@@ -30,9 +30,11 @@ from tidings_operator.names import (
     VERSION,
     finalizer_for,
 )
+from tidings_operator.peering_pause import PauseChange, announce, report_peering_pauses
 from tidings_operator.reconciler import Reconciler, owner_key
 from tidings_operator.resync import Inventory
 from tidings_operator.secret_users import SecretUsers
+from tidings_operator.topic_watch import missing_topics, report_missing
 from tidings_operator.workqueue import Key, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ class Options:
     heartbeat_interval: float = 5.0
     """Seconds between renewals of each region's heartbeat Lease (which holds for three
     intervals) and between judgements of its peers."""
+    topic_check_interval: float = 5.0
+    """Seconds between listings of each region's Kafka topics (``topic_watch``)."""
     regions: frozenset[str] | None = None
     """The ChatRegions this operator runs; None: all it watches."""
     holder: str = MANAGER
@@ -119,6 +123,12 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         if "rt" in runtime:
             await rt().queue.close()
             await rt().kube.aclose()
+
+    async def on_pause(change: PauseChange) -> None:
+        if "rt" in runtime:
+            await announce(rt().kube, change, rt().reconciler.serves)
+
+    report_peering_pauses(on_pause)
 
     def trigger(key: Key) -> None:
         rt().queue.trigger(key)
@@ -184,6 +194,12 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         trigger(Key(CHAT_REGION, namespace or "", name))
         for key in watched.due(namespace or "", name, time.monotonic()):
             trigger(key)
+
+    @region_timer("topic-watch", options.topic_check_interval)
+    async def topic_watch(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        if missing := await missing_topics(external, body):
+            trigger(Key(CHAT_REGION, namespace or "", name))
+            await report_missing(rt().kube, body, missing)
 
     @region_timer("heartbeat", options.heartbeat_interval)
     async def heartbeat(name: str, namespace: str | None, **_: Any) -> None:

@@ -194,6 +194,11 @@ def _observed(partitions: list[dict[str, Any]], configs: Mapping[str, str]) -> O
     return ObservedTopic(len(partitions), replicas, dict(sorted(configs.items())))
 
 
+async def topic_names(admin: KafkaAdmin) -> set[str]:
+    """The topics the brokers list now (one metadata request)."""
+    return set(await _metadata(admin))
+
+
 async def observe_topics(
     admin: KafkaAdmin, names: Iterable[str]
 ) -> dict[str, ObservedTopic | None]:

@@ -19,7 +19,7 @@ import httpx
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
 
-from tidings_operator.names import MANAGER
+from tidings_operator.names import API_VERSION, MANAGER
 
 Manifest = dict[str, Any]
 
@@ -57,9 +57,9 @@ KINDS: Mapping[str, Kind] = {
     "HorizontalPodAutoscaler": Kind("autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets"),
     "Lease": Kind("coordination.k8s.io/v1", "leases"),
-    "ChatRegion": Kind("tidings.dev/v1alpha1", "chatregions"),
-    "MessageShard": Kind("tidings.dev/v1alpha1", "messageshards"),
-    "PushPool": Kind("tidings.dev/v1alpha1", "pushpools"),
+    "ChatRegion": Kind(API_VERSION, "chatregions"),
+    "MessageShard": Kind(API_VERSION, "messageshards"),
+    "PushPool": Kind(API_VERSION, "pushpools"),
 }
 
 

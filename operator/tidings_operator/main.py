@@ -102,6 +102,13 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between level-based resyncs of each resource (drift repair)",
     )
     run.add_argument(
+        "--topic-check-interval",
+        type=float,
+        default=float(_env("TOPIC_CHECK_INTERVAL", "5")),
+        help="seconds between listings of each region's Kafka topics: a deleted topic is "
+        "recreated within about this long, not only at the next resync",
+    )
+    run.add_argument(
         "--max-concurrent-reconciles",
         type=int,
         default=int(_env("MAX_CONCURRENT_RECONCILES", "8")),
@@ -160,6 +167,7 @@ def _run(args: argparse.Namespace) -> None:
             watch_timeout=args.watch_timeout,
             max_concurrent_reconciles=args.max_concurrent_reconciles,
             heartbeat_interval=args.heartbeat_interval,
+            topic_check_interval=args.topic_check_interval,
             regions=frozenset(regions) if regions else None,
             holder=f"{socket.gethostname()}/{os.getpid()}",
         ),

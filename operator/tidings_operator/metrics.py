@@ -88,6 +88,12 @@ RESOURCE_PAUSED = Gauge(
     "with the resource).",
     ["kind", "namespace", "name"],
 )
+PEERING_PAUSED = Gauge(
+    "tidings_operator_peering_paused",
+    "1 while this operator is paused by its kopf peering (another operator of a higher or "
+    'the same priority is alive), else 0; by the peering\'s namespace ("": cluster-wide).',
+    ["namespace"],
+)
 CONSUMER_LAG = Gauge(
     "tidings_operator_consumer_lag",
     "Records a worker group has not committed, as the last reconcile read them from Kafka: "

@@ -12,9 +12,16 @@ from collections.abc import Mapping
 from typing import Final
 
 GROUP = "tidings.dev"
-VERSION = "v1alpha1"
-API_VERSION: Final = "tidings.dev/v1alpha1"
+VERSION = "v1beta1"
+"""The version the operator reads and writes (the CRDs' preferred one)."""
+API_VERSION: Final = "tidings.dev/v1beta1"
 """``GROUP/VERSION``, spelled out so type checkers see the literal."""
+OLD_VERSION = "v1alpha1"
+"""Still served (deprecated) and still the storage version, so the previous operator and
+a rolled-back chart keep working; the two versions share one schema (docs/upgrading.md)."""
+OLD_API_VERSION: Final = "tidings.dev/v1alpha1"
+STORAGE_VERSION = OLD_VERSION
+SERVED_VERSIONS = (VERSION, OLD_VERSION)
 
 CHAT_REGION: Final = "ChatRegion"
 MESSAGE_SHARD: Final = "MessageShard"

@@ -11,4 +11,4 @@ The servers only ever handle ciphertext. Layers, innermost first:
 - ``tidings.bootstrap``: the one place that builds engines and services.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

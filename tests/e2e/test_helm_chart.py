@@ -58,7 +58,7 @@ def test_lint_passes(helm: Helm, strict: bool, values: dict[str, Any] | None) ->
 
 def test_chart_metadata() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert (chart["apiVersion"], chart["name"], chart["appVersion"]) == ("v2", "tidings", "0.1.0")
+    assert (chart["apiVersion"], chart["name"], chart["appVersion"]) == ("v2", "tidings", "0.2.0")
     assert (CHART / "values.schema.json").is_file()
     assert sorted(p.name for p in CHART_CRDS.glob("*.yaml")) == [
         "chatregions.tidings.dev.yaml",

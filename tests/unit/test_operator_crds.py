@@ -190,10 +190,37 @@ def test_names_group_and_versions(kind: str) -> None:
     assert spec["scope"] == "Namespaced"
     assert spec["names"]["kind"] == kind
     assert "tidings" in spec["names"]["categories"]
-    (version,) = spec["versions"]
-    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
-    assert version["subresources"]["status"] == {}
+    served = [(v["name"], v["served"], v["storage"]) for v in spec["versions"]]
+    assert served == [("v1beta1", True, False), ("v1alpha1", True, True)]
+    for version in spec["versions"]:
+        assert version["subresources"]["status"] == {}
     assert schema_of(kind)["required"] == ["spec"]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_the_served_versions_share_one_schema_and_need_no_webhook(kind: str) -> None:
+    """``conversion: None`` is only right while every version has the same schema,
+    columns and subresources: the API server then rewrites ``apiVersion`` alone."""
+    spec = crdgen.crd(KINDS[kind])["spec"]
+    assert spec["conversion"] == {"strategy": "None"}
+    new, old = spec["versions"]
+    for part in ("schema", "subresources", "additionalPrinterColumns"):
+        assert new[part] == old[part], part
+    assert "deprecated" not in new
+    assert old["deprecated"] is True
+    assert "tidings.dev/v1beta1" in old["deprecationWarning"]
+
+
+def test_a_body_read_at_the_old_version_parses_as_the_current_one() -> None:
+    for doc in example_docs():
+        check_old_version_parses(doc)
+
+
+def check_old_version_parses(doc: dict[str, Any]) -> None:
+    assert doc["apiVersion"] == "tidings.dev/v1beta1", "the examples use the current version"
+    old = parse({**doc, "apiVersion": "tidings.dev/v1alpha1"})
+    assert old.api_version == "tidings.dev/v1beta1"
+    assert old == parse(doc)
 
 
 # --------------------------------------------------------------------------- structure

@@ -119,7 +119,7 @@ def test_every_child_has_a_controller_owner_reference() -> None:
         assert ref["uid"] == UID
         assert ref["controller"] is True
         assert ref["blockOwnerDeletion"] is True
-        assert ref["apiVersion"] == "tidings.dev/v1alpha1"
+        assert ref["apiVersion"] == "tidings.dev/v1beta1"
         owned_by_pool = child["metadata"]["labels"].get("app.kubernetes.io/component") == "push"
         assert ref["kind"] == ("PushPool" if owned_by_pool else "ChatRegion")
         if ref["kind"] == "ChatRegion":

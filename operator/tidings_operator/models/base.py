@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict, JsonValue
 
-from tidings_operator.names import REGION_NAME_PATTERN
+from tidings_operator.names import API_VERSION, OLD_API_VERSION, REGION_NAME_PATTERN
 
 
 def _config(extra: Literal["forbid", "ignore"]) -> ConfigDict:
@@ -29,6 +29,17 @@ def _config(extra: Literal["forbid", "ignore"]) -> ConfigDict:
         frozen=True,
         extra=extra,
     )
+
+
+def _current_api_version(value: Any) -> Any:
+    """A body read at the old version is the same resource: the served versions share
+    one schema (``conversion: None``), so only the ``apiVersion`` string differs."""
+    return API_VERSION if value == OLD_API_VERSION else value
+
+
+ApiVersion = Annotated[Literal["tidings.dev/v1beta1"], BeforeValidator(_current_api_version)]
+"""``apiVersion`` of a custom resource, read at either served version and held as the
+current one (so owner references and applied children always name the current one)."""
 
 
 class SpecModel(BaseModel):

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from tidings.core.shardmap import SLOTS
 from tidings_operator.models.base import (
+    ApiVersion,
     ComponentStatus,
     Condition,
     ObjectMeta,
@@ -369,7 +370,7 @@ class ChatRegionStatus(StatusModel):
 class ChatRegion(StatusModel):
     """A Tidings region: its services, Kafka topics, Cassandra keyspace and shards."""
 
-    api_version: Literal["tidings.dev/v1alpha1"] = API_VERSION
+    api_version: ApiVersion = API_VERSION
     kind: Literal["ChatRegion"] = CHAT_REGION
     metadata: ObjectMeta
     spec: ChatRegionSpec

@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from tidings.core.shardmap import SLOTS, Shard
 from tidings_operator.models.base import (
+    ApiVersion,
     Condition,
     ObjectMeta,
     RegionName,
@@ -87,7 +88,7 @@ class MessageShardStatus(StatusModel):
 class MessageShard(StatusModel):
     """A hash-slot range of the user space with a home region, an owner and an epoch."""
 
-    api_version: Literal["tidings.dev/v1alpha1"] = API_VERSION
+    api_version: ApiVersion = API_VERSION
     kind: Literal["MessageShard"] = MESSAGE_SHARD
     metadata: ObjectMeta
     spec: MessageShardSpec

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from tidings_operator.models.base import (
+    ApiVersion,
     Condition,
     ObjectMeta,
     Phase,
@@ -152,7 +153,7 @@ class PushPoolStatus(StatusModel):
 class PushPool(StatusModel):
     """Push workers of a region for one provider."""
 
-    api_version: Literal["tidings.dev/v1alpha1"] = API_VERSION
+    api_version: ApiVersion = API_VERSION
     kind: Literal["PushPool"] = PUSH_POOL
     metadata: ObjectMeta
     spec: PushPoolSpec

@@ -1,5 +1,7 @@
 """kopf peering between two ``tidings-operator run`` processes on one namespace: only the
-one with the higher ``--priority`` acts; the other pauses and takes over when it leaves."""
+one with the higher ``--priority`` acts; the other pauses and takes over when it leaves.
+The pause and the resume are visible in kubectl (Events on the region) and in the paused
+operator's metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -60,6 +63,29 @@ def region_reconciles(op: OperatorProcess) -> float:
         for sample in family.samples
         if sample.name.endswith("_total") and sample.labels.get("kind") == "ChatRegion"
     )
+
+
+def peering_paused(op: OperatorProcess, namespace: str) -> float | None:
+    """``tidings_operator_peering_paused`` of the operator for the namespace's peering."""
+    for family in text_string_to_metric_families(op.metrics()):
+        if family.name == "tidings_operator_peering_paused":
+            for sample in family.samples:
+                if sample.labels.get("namespace") == namespace:
+                    return sample.value
+    return None
+
+
+def region_events(kube: KubeEnv, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
+    listed = get_json(
+        kube,
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.kind=ChatRegion,involvedObject.name={name},reason={reason}",
+    )
+    found: list[dict[str, Any]] = (listed or {}).get("items", [])
+    return found
 
 
 def settled(read: Callable[[], float]) -> float:
@@ -127,6 +153,14 @@ def test_only_the_higher_priority_operator_acts_and_the_other_takes_over_when_it
                 lambda: "Pausing operations in favour of" in low.log_text(),
                 "the lower-priority operator to pause",
             )
+            (paused,) = eventually(
+                lambda: region_events(kube_env, namespace, name, "OperatorPaused"),
+                "an OperatorPaused Event on the region",
+            )
+            assert paused["type"] == "Normal"
+            assert "(priority 10) paused in peering tidings-test" in paused["message"]
+            assert "(priority 20)" in paused["message"], paused["message"]
+            assert peering_paused(low, namespace) == 1
             paused_at = settled(lambda: region_reconciles(low))
             scale_gateway(2)
             eventually(ready, "the ChatRegion to turn Ready again")
@@ -138,5 +172,11 @@ def test_only_the_higher_priority_operator_acts_and_the_other_takes_over_when_it
             lambda: "Resuming operations after the pause" in low.log_text(),
             "the lower-priority operator to resume once the other left",
         )
+        (resumed,) = eventually(
+            lambda: region_events(kube_env, namespace, name, "OperatorResumed"),
+            "an OperatorResumed Event on the region",
+        )
+        assert "(priority 10) resumed" in resumed["message"]
+        assert peering_paused(low, namespace) == 0
         scale_gateway(3)
         assert region_reconciles(low) > paused_at
