@@ -1,0 +1,199 @@
+"""The platform the operator provisions, run for real: ``helm install`` puts the operator
+on the real node as a pod from the image, a ChatRegion on the session's Kafka, Cassandra,
+Redis and S3 becomes real gateway, router, media, presence, delivery and analytics
+containers there (host network, a port pair each), and clients on the host use them.
+
+One region for the module (bringing it up is most of the cost); the tests run in file
+order, the one that breaks the image last. Every wait is on a positive signal with a
+bound."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import procs
+from harness import new_phone, register
+from helm_support import Helm
+from operator_support import apply, condition, eventually
+from realpods import (
+    COMPONENTS,
+    Ports,
+    RealRegion,
+    create_s3_secret,
+    elapsed_since,
+    install_operator,
+    region_body,
+)
+from servers import KubeEnv, RealNode
+from traffic import traffic
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def region(
+    kube_env: KubeEnv,
+    real_node: RealNode,
+    tidings_image: str,
+    kafka_bootstrap: str,
+    cassandra_env: dict[str, str],
+    redis_url: str,
+    s3_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RealRegion]:
+    namespace = f"rp-{uuid.uuid4().hex[:10]}"
+    kube_env.kubectl("create", "namespace", namespace)
+    helm = Helm(kube_env, tmp_path_factory.mktemp("helm"))
+    found = RealRegion(
+        kube_env,
+        real_node,
+        namespace,
+        f"r{uuid.uuid4().hex[:8]}",
+        tidings_image,
+        Ports.free(COMPONENTS),
+    )
+    try:
+        create_s3_secret(kube_env, namespace, s3_env)
+        operator_pods = install_operator(helm, namespace, tidings_image, real_node)
+        operator_pod = next(operator_pods)
+        assert operator_pod["spec"]["nodeName"] == real_node.name
+        start = time.monotonic()
+        apply(kube_env, region_body(found, kafka_bootstrap, cassandra_env, s3_env))
+        found.wait_ready()
+        found.ready_seconds = elapsed_since(start)
+        print(f"\nChatRegion apply -> Ready with real pods: {found.ready_seconds} s")
+        yield found
+        operator_pods.close()
+    finally:
+        kube_env.kubectl("delete", "chatregion", "-n", namespace, "--all", "--timeout=90s",
+                         timeout=100, check=False)  # fmt: skip
+        kube_env.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_every_component_is_a_ready_container_on_the_real_node(region: RealRegion) -> None:
+    """Each component's pod runs on the real node, on the host's network at its own
+    port, Ready (its readiness probe passed with the mounted shard map) and never
+    restarted; the ChatRegion counts every component ready."""
+    status = region.body()["status"]
+    assert status["componentsReady"] == f"{len(COMPONENTS)}/{len(COMPONENTS)}", status
+    memory = {}
+    for component in COMPONENTS:
+        pod = region.pod(component)
+        assert pod["spec"]["nodeName"] == region.node.name
+        assert pod["spec"]["hostNetwork"] is True
+        (container,) = pod["status"]["containerStatuses"]
+        assert container["ready"], container
+        assert container["restartCount"] == 0, container
+        assert container["containerID"].startswith("containerd://")
+        (spec,) = pod["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in spec["env"]}
+        assert env["TIDINGS_PORT"] == str(region.ports.client[component])
+        memory[component] = region.rss_kib(component) // 1024
+    print(f"\nRSS (MiB) of each real pod: {memory}")
+
+
+async def test_two_cli_users_exchange_a_message_and_a_file_through_the_gateway(
+    region: RealRegion, tmp_path: Path
+) -> None:
+    """The ``tidings`` CLI on the host: two users register (the code read from the
+    gateway pod's dev-mode outbox), then an end-to-end encrypted text and file."""
+    gateway = region.gateway
+    code_command = f"{shlex.quote(procs.TIDINGS)} code {{phone}} --data-dir {gateway.data_dir}"
+
+    async def cli(phone: str, *args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            procs.TIDINGS, *args, "--server", gateway.url, "--home", str(tmp_path / phone),
+            "--phone", phone,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, f"tidings {args}: {err.decode()}"
+        return out.decode()
+
+    alice, bob = new_phone(), new_phone()
+    alice_id, bob_id = (
+        (await cli(phone, "register", "--code-command", code_command)).strip()
+        for phone in (alice, bob)
+    )
+    sent = (await cli(alice, "send", "--to", bob_id, "hello from a real pod")).strip()
+    document = tmp_path / "notes.bin"
+    document.write_bytes(bytes(range(256)) * 40)
+    file_sent = (await cli(alice, "send-file", "--to", bob_id, str(document))).strip()
+
+    rows: list[list[str]] = []
+    deadline = time.monotonic() + 60
+    while len(rows) < 2:
+        assert time.monotonic() < deadline, f"bob only received {rows}"
+        rows += [line.split("\t") for line in (await cli(bob, "inbox")).splitlines()]
+    assert rows[0] == [sent, alice_id, alice_id, "text", "hello from a real pod"]
+    assert rows[1][:4] == [file_sent, alice_id, alice_id, "file"], rows
+    fetched = tmp_path / "fetched.bin"
+    await cli(bob, "fetch-file", file_sent, "--out", str(fetched))
+    assert fetched.read_bytes() == document.read_bytes()
+
+
+async def test_a_killed_container_restarts_under_load_with_nothing_lost_or_duplicated(
+    region: RealRegion,
+) -> None:
+    """Steady sends while the delivery container, then the gateway's, is SIGKILLed
+    through containerd: the kubelet restarts each, and every accepted message arrives
+    exactly once (as the user sees it)."""
+    gateway = region.gateway
+    senders = [await register(gateway) for _ in range(2)]
+    receivers = [await register(gateway) for _ in range(2)]
+    load = traffic(senders, receivers, [gateway], rate_per_sender=5.0)
+    load.start()
+    try:
+        for component in ("delivery", "gateway"):
+            await eventually_async(lambda: load.tally.sent >= 10, "sends accepted before the kill")
+            before = load.tally.sent
+            restarts = region.kill_container(component)
+            await asyncio.to_thread(region.wait_restarted, component, restarts)
+            await eventually_async(
+                lambda b=before: load.tally.sent >= b + 10,  # type: ignore[misc]
+                f"sends accepted after {component} restarted",
+            )
+    finally:
+        tally = await load.finish(settle_timeout=90.0)
+    print(f"\nkilled delivery, then gateway: {tally.summary()}")
+    assert tally.lost == 0, tally.summary()
+    assert tally.duplicates == 0, tally.summary()
+
+
+async def eventually_async(check: object, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.25)
+
+
+def test_a_wrong_image_is_a_condition_on_the_chat_region(region: RealRegion) -> None:
+    """The image of the region points at nothing the node has: the replaced pods cannot
+    start, and the ChatRegion says so in a condition naming the image problem (not only
+    in pod events). Last in the module: the region stays broken."""
+    wrong = f"{region.image.rpartition(':')[0]}:missing-{uuid.uuid4().hex[:6]}"
+    region.kube.kubectl(
+        "patch", "chatregion", region.name, "-n", region.namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"image": wrong}}),
+    )  # fmt: skip
+
+    def image_condition() -> dict[str, str] | None:
+        body = region.body()
+        for kind in ("Degraded", "Ready", "Progressing"):
+            cond = condition(body, kind)
+            if cond and "ErrImageNeverPull" in (cond.get("reason", "") + cond.get("message", "")):
+                return cond
+        return None
+
+    cond = eventually(image_condition, "a condition naming the image failure", timeout=180)
+    print(f"\nwrong image: {cond}")
+    assert wrong in cond["message"] or "image" in cond["message"].lower(), cond
