@@ -22,9 +22,10 @@ import yaml
 
 from harness import Gateway
 from helm_support import CHART, CHART_CRDS, Helm
-from operator_support import eventually, free_port, get_json, ready_now, region_manifest
+from operator_support import apply, eventually, free_port, get_json, ready_now, region_manifest
+from providers.fcm_server import FakeFcm
 from servers import KubeEnv, RealNode
-from tidings_operator.names import COMPONENT_LABEL, INSTANCE_LABEL, component_name
+from tidings_operator.names import COMPONENT_LABEL, REGION_LABEL, component_name
 
 COMPONENTS = ("gateway", "router", "media", "presence", "delivery", "analytics")
 
@@ -120,7 +121,7 @@ class RealRegion:
         return found
 
     def pods(self, component: str) -> list[dict[str, Any]]:
-        selector = f"{INSTANCE_LABEL}={self.name},{COMPONENT_LABEL}={component}"
+        selector = f"{REGION_LABEL}={self.name},{COMPONENT_LABEL}={component}"
         found = self.get("pods", "-l", selector)
         items: list[dict[str, Any]] = (found or {}).get("items", [])
         return [p for p in items if "deletionTimestamp" not in p["metadata"]]
@@ -266,3 +267,40 @@ def deployment_name(region: RealRegion, component: str) -> str:
 
 def elapsed_since(start: float) -> float:
     return round(time.monotonic() - start, 1)
+
+
+def run_fcm_pool(region: RealRegion, fcm: FakeFcm, ports: Ports) -> None:
+    """An FCM PushPool of the region pushing to the local FCM server (a fresh service
+    account and the server's CA in Secrets), on ``ports``; returns once it is Ready."""
+    assert fcm.ca_file is not None
+    kube, ns = region.kube, region.namespace
+    kube.kubectl(
+        "-n", ns, "create", "secret", "generic", "fcm-credentials",
+        f"--from-literal=service-account.json={json.dumps(fcm.new_account())}",
+        f"--from-file=ca.pem={fcm.ca_file}",
+    )  # fmt: skip
+    name = f"{region.name}-fcm"
+    pool = {
+        "apiVersion": "tidings.dev/v1alpha1",
+        "kind": "PushPool",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "region": region.name,
+            "provider": "fcm",
+            "credentialsSecret": {"name": "fcm-credentials", "key": "service-account.json"},
+            "fcm": {
+                "endpoint": fcm.url,
+                "tokenUri": fcm.token_uri,
+                "caSecret": {"name": "fcm-credentials", "key": "ca.pem"},
+            },
+            "backoffBaseSeconds": 0.05,
+            "port": ports.client["push"],
+            "opsPort": ports.ops["push"],
+        },
+    }
+    apply(kube, pool)
+
+    def pool_ready() -> bool:
+        return ready_now(region.get("pushpool", name))
+
+    eventually(pool_ready, f"PushPool {name} Ready", READY_TIMEOUT)

@@ -23,6 +23,9 @@ import procs
 from harness import new_phone, register
 from helm_support import Helm
 from operator_support import apply, condition, eventually
+from providers.fcm_server import run_fcm_server
+from providers.tls import make_tls
+from push_support import send_many, set_token
 from realpods import (
     COMPONENTS,
     Ports,
@@ -31,6 +34,7 @@ from realpods import (
     elapsed_since,
     install_operator,
     region_body,
+    run_fcm_pool,
 )
 from servers import KubeEnv, RealNode
 from traffic import traffic
@@ -120,10 +124,8 @@ async def test_two_cli_users_exchange_a_message_and_a_file_through_the_gateway(
         return out.decode()
 
     alice, bob = new_phone(), new_phone()
-    alice_id, bob_id = (
-        (await cli(phone, "register", "--code-command", code_command)).strip()
-        for phone in (alice, bob)
-    )
+    alice_id = (await cli(alice, "register", "--code-command", code_command)).strip()
+    bob_id = (await cli(bob, "register", "--code-command", code_command)).strip()
     sent = (await cli(alice, "send", "--to", bob_id, "hello from a real pod")).strip()
     document = tmp_path / "notes.bin"
     document.write_bytes(bytes(range(256)) * 40)
@@ -176,6 +178,34 @@ async def eventually_async(check: object, what: str, timeout: float = 120.0) -> 
         await asyncio.sleep(0.25)
 
 
+async def test_a_push_pool_worker_pod_pushes_through_the_local_fcm_server(
+    region: RealRegion, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A PushPool's worker runs as a real pod beside the region's (the region's
+    placement, its own ports) and wakes an offline device through the local FCM and
+    OAuth2 server, verifying it with the CA from a Secret."""
+    tls = make_tls(tmp_path_factory.mktemp("fcm-tls"))
+    async with run_fcm_server(tls) as fcm:
+        ports = Ports.free(("push",))
+        await asyncio.to_thread(run_fcm_pool, region, fcm, ports)
+        pod = region.pod("push")
+        assert pod["spec"]["nodeName"] == region.node.name
+        print(f"\nRSS (MiB) of the push worker pod: {region.rss_kib('push') // 1024}")
+
+        gateway = region.gateway
+        alice, bob = await register(gateway), await register(gateway)
+        token = "bob-real-pod-token"
+        await set_token(bob, token)
+        await send_many(alice, bob, 1, "wake up")
+
+        def pushed() -> list[dict[str, object]]:
+            return [a.message for a in fcm.accepted if a.message.get("token") == token]
+
+        await eventually_async(pushed, "a push for bob at the FCM server", timeout=90)
+        assert pushed()[0]["data"] == {"type": "wake"}
+        assert "wake up" not in json.dumps(pushed())
+
+
 def test_a_wrong_image_is_a_condition_on_the_chat_region(region: RealRegion) -> None:
     """The image of the region points at nothing the node has: the replaced pods cannot
     start, and the ChatRegion says so in a condition naming the image problem (not only
@@ -196,4 +226,4 @@ def test_a_wrong_image_is_a_condition_on_the_chat_region(region: RealRegion) -> 
 
     cond = eventually(image_condition, "a condition naming the image failure", timeout=180)
     print(f"\nwrong image: {cond}")
-    assert wrong in cond["message"] or "image" in cond["message"].lower(), cond
+    assert wrong in cond["message"], cond
