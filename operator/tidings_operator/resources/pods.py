@@ -25,7 +25,6 @@ RUN_AS = 10001
 root)."""
 
 
-
 def prometheus_annotations(ops_port: int = OPS_PORT) -> dict[str, str]:
     return {
         "prometheus.io/scrape": "true",
@@ -34,7 +33,6 @@ def prometheus_annotations(ops_port: int = OPS_PORT) -> dict[str, str]:
     }
 
 
-PROMETHEUS_ANNOTATIONS = prometheus_annotations()
 
 
 def volume_mount(name: str, path: str, *, read_only: bool = False) -> dict[str, Any]:
