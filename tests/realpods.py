@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,7 @@ def region_body(
     )
 
 
+@contextmanager
 def install_operator(
     helm: Helm, namespace: str, image: str, node: RealNode
 ) -> Iterator[dict[str, Any]]:

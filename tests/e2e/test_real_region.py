@@ -66,19 +66,22 @@ def region(
     )
     try:
         create_s3_secret(kube_env, namespace, s3_env)
-        operator_pods = install_operator(helm, namespace, tidings_image, real_node)
-        operator_pod = next(operator_pods)
-        assert operator_pod["spec"]["nodeName"] == real_node.name
-        start = time.monotonic()
-        apply(kube_env, region_body(found, kafka_bootstrap, cassandra_env, s3_env))
-        found.wait_ready()
-        found.ready_seconds = elapsed_since(start)
-        print(f"\nChatRegion apply -> Ready with real pods: {found.ready_seconds} s")
-        yield found
-        operator_pods.close()
+        with install_operator(helm, namespace, tidings_image, real_node) as operator_pod:
+            assert operator_pod["spec"]["nodeName"] == real_node.name
+            try:
+                start = time.monotonic()
+                apply(kube_env, region_body(found, kafka_bootstrap, cassandra_env, s3_env))
+                found.wait_ready()
+                found.ready_seconds = elapsed_since(start)
+                print(f"\nChatRegion apply -> Ready with real pods: {found.ready_seconds} s")
+                yield found
+            finally:
+                # While the operator runs: its finalizers drop the region's data.
+                kube_env.kubectl(
+                    "delete", "pushpool,chatregion", "-n", namespace, "--all",
+                    "--timeout=120s", timeout=130, check=False,
+                )  # fmt: skip
     finally:
-        kube_env.kubectl("delete", "chatregion", "-n", namespace, "--all", "--timeout=90s",
-                         timeout=100, check=False)  # fmt: skip
         kube_env.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
@@ -204,6 +207,34 @@ async def test_a_push_pool_worker_pod_pushes_through_the_local_fcm_server(
         await eventually_async(pushed, "a push for bob at the FCM server", timeout=90)
         assert pushed()[0]["data"] == {"type": "wake"}
         assert "wake up" not in json.dumps(pushed())
+
+
+def test_a_second_gateway_on_the_one_real_node_is_unschedulable_and_said_so(
+    region: RealRegion,
+) -> None:
+    """On the host's network a node holds one pod per port: scaling the gateway to two
+    on the single real node leaves the new pod Pending (the scheduler's free-ports
+    check), and the ChatRegion names it; scaled back, the region is Ready again."""
+    set_gateway_replicas(region, 2)
+
+    def unschedulable() -> dict[str, str] | None:
+        cond = condition(region.body(), "Degraded")
+        return cond if cond and cond.get("reason") == "Unschedulable" else None
+
+    cond = eventually(unschedulable, "the ChatRegion Degraded by an unschedulable gateway")
+    assert "gateway" in cond["message"], cond
+    assert "free ports" in cond["message"], cond
+    set_gateway_replicas(region, 1)
+    region.wait_ready(timeout=120)
+    assert len(region.pods("gateway")) == 1
+
+
+def set_gateway_replicas(region: RealRegion, replicas: int) -> None:
+    patch = {"spec": {"components": {"gateway": {"replicas": replicas}}}}
+    region.kube.kubectl(
+        "patch", "chatregion", region.name, "-n", region.namespace, "--type=merge",
+        "-p", json.dumps(patch),
+    )  # fmt: skip
 
 
 def test_a_wrong_image_is_a_condition_on_the_chat_region(region: RealRegion) -> None:
