@@ -108,6 +108,8 @@ class RealRegion:
     ports: Ports
     ready_seconds: float = 0.0
     """From ``kubectl apply`` of the ChatRegion to its Ready condition."""
+    operator_pod: str = ""
+    """The name of the chart's operator pod."""
 
     @property
     def gateway(self) -> Gateway:
@@ -134,13 +136,15 @@ class RealRegion:
     def data_dir(self, component: str) -> Path:
         """The pod's data directory (an emptyDir) as the host sees it: where a dev-mode
         gateway logs the one-time codes."""
-        uid = self.pod(component)["metadata"]["uid"]
+        uid = str(self.pod(component)["metadata"]["uid"])
         pods = self.kube.kubeconfig.parent / "node" / "kubelet" / "pods"
         return pods / uid / "volumes" / "kubernetes.io~empty-dir" / "data"
 
     def rss_kib(self, component: str) -> int:
         """VmRSS of the container's process (PID 1: ``tidings serve``, no shell)."""
-        name = self.pod(component)["metadata"]["name"]
+        return self.pod_rss_kib(self.pod(component)["metadata"]["name"])
+
+    def pod_rss_kib(self, name: str) -> int:
         done = self.kube.kubectl("exec", "-n", self.namespace, name, "--", "cat", "/proc/1/status")
         (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("VmRSS:")]
         return int(line.split()[1])

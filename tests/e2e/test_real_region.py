@@ -14,7 +14,7 @@ import json
 import shlex
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -68,6 +68,7 @@ def region(
         create_s3_secret(kube_env, namespace, s3_env)
         with install_operator(helm, namespace, tidings_image, real_node) as operator_pod:
             assert operator_pod["spec"]["nodeName"] == real_node.name
+            found.operator_pod = operator_pod["metadata"]["name"]
             try:
                 start = time.monotonic()
                 apply(kube_env, region_body(found, kafka_bootstrap, cassandra_env, s3_env))
@@ -104,6 +105,7 @@ def test_every_component_is_a_ready_container_on_the_real_node(region: RealRegio
         env = {e["name"]: e.get("value") for e in spec["env"]}
         assert env["TIDINGS_PORT"] == str(region.ports.client[component])
         memory[component] = region.rss_kib(component) // 1024
+    memory["operator"] = region.pod_rss_kib(region.operator_pod) // 1024
     print(f"\nRSS (MiB) of each real pod: {memory}")
 
 
@@ -157,15 +159,18 @@ async def test_a_killed_container_restarts_under_load_with_nothing_lost_or_dupli
     receivers = [await register(gateway) for _ in range(2)]
     load = traffic(senders, receivers, [gateway], rate_per_sender=5.0)
     load.start()
+
+    def accepted(count: int) -> Callable[[], bool]:
+        return lambda: load.tally.sent >= count
+
     try:
+        await eventually_async(accepted(10), "sends accepted before the kills")
         for component in ("delivery", "gateway"):
-            await eventually_async(lambda: load.tally.sent >= 10, "sends accepted before the kill")
-            before = load.tally.sent
             restarts = region.kill_container(component)
+            killed_at = load.tally.sent
             await asyncio.to_thread(region.wait_restarted, component, restarts)
             await eventually_async(
-                lambda b=before: load.tally.sent >= b + 10,  # type: ignore[misc]
-                f"sends accepted after {component} restarted",
+                accepted(killed_at + 10), f"sends accepted after {component} restarted"
             )
     finally:
         tally = await load.finish(settle_timeout=90.0)
@@ -174,9 +179,11 @@ async def test_a_killed_container_restarts_under_load_with_nothing_lost_or_dupli
     assert tally.duplicates == 0, tally.summary()
 
 
-async def eventually_async(check: object, what: str, timeout: float = 120.0) -> None:
+async def eventually_async(check: Callable[[], object], what: str, timeout: float = 120.0) -> None:
+    """Until ``check()`` is truthy, yielding to the event loop (the load and the FCM
+    server run on it); fails after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.25)
 
