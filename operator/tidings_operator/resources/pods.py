@@ -33,8 +33,6 @@ def prometheus_annotations(ops_port: int = OPS_PORT) -> dict[str, str]:
     }
 
 
-
-
 def volume_mount(name: str, path: str, *, read_only: bool = False) -> dict[str, Any]:
     mount: dict[str, Any] = {"name": name, "mountPath": path}
     if read_only:
