@@ -132,6 +132,34 @@ class ResourceRequirements(SpecModel):
     """Hard limits; a container over its memory limit is killed."""
 
 
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Toleration(SpecModel):
+    """A toleration of a node taint, as in a Pod spec."""
+
+    key: str = Field(default="", max_length=316)
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str = Field(default="", max_length=63)
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+    toleration_seconds: int | None = None
+    """How long a ``NoExecute`` taint is tolerated; unset: for ever."""
+
+
+class PodPlacement(SpecModel):
+    """Where the platform's pods run and on which network."""
+
+    host_network: bool = False
+    """Run the pods on their node's network (no pod network, e.g. a node whose only
+    reachable network is loopback). Each component then needs ports of its own: see
+    ``components.<name>.port`` and ``opsPort``; a node holds at most one pod per port,
+    so a component's replicas spread over nodes."""
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32)
+    """Node labels the pods require."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    """Taints the pods tolerate."""
+
+
 class ObjectMeta(StatusModel):
     """The parts of ``metadata`` the operator reads."""
 

@@ -20,6 +20,8 @@ from tidings_operator.models.base import (
     Condition,
     ObjectMeta,
     Phase,
+    PodPlacement,
+    Port,
     RegionName,
     ResourceRequirements,
     SecretKey,
@@ -33,7 +35,13 @@ from tidings_operator.models.base import (
     list_map,
     validations,
 )
-from tidings_operator.names import API_VERSION, CHAT_REGION, REGION_NAME_PATTERN
+from tidings_operator.names import (
+    API_VERSION,
+    CHAT_REGION,
+    OPS_PORT,
+    REGION_NAME_PATTERN,
+    SETTINGS_PORT,
+)
 
 REGION_COMPONENTS = ("gateway", "router", "media", "presence", "delivery", "analytics")
 """The platform components a ChatRegion runs (``push`` runs in PushPools)."""
@@ -89,6 +97,12 @@ class ComponentSpec(SpecModel):
     """Pods to run when ``autoscaling`` is not set; 0 stops the component."""
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     autoscaling: Autoscaling | None = None
+    port: Port | None = None
+    """The client port the pods listen on (``TIDINGS_PORT``); default 8080. Only
+    needed apart from the default with ``pods.hostNetwork``, where components share
+    their node's ports."""
+    ops_port: Port | None = None
+    """The operations port (``TIDINGS_OPS_PORT``: ``/metrics``); default 9090."""
 
     @model_validator(mode="after")
     def _cpu_request_to_scale_on(self) -> ComponentSpec:
@@ -300,6 +314,7 @@ class ChatRegionSpec(SpecModel):
     """The platform image (runs ``tidings serve <component>``)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     components: ComponentsSpec = Field(default_factory=ComponentsSpec)
+    pods: PodPlacement = Field(default_factory=PodPlacement)
     kafka: KafkaSpec
     cassandra: CassandraSpec
     redis: RedisSpec
@@ -332,7 +347,27 @@ class ChatRegionSpec(SpecModel):
     def _enough_slots(self) -> ChatRegionSpec:
         if self.shards > self.slot_range.size:
             raise ValueError("shards must not exceed the number of slots in slotRange")
+        if self.pods.host_network:
+            clashes = host_port_clashes(self.components)
+            if clashes:
+                raise ValueError(
+                    "with pods.hostNetwork every component needs ports of its own: "
+                    + "; ".join(clashes)
+                )
         return self
+
+
+def host_port_clashes(components: ComponentsSpec) -> list[str]:
+    """Ports two running components would both listen on, as ``port 8080: gateway
+    http, router http`` (a component with no replicas holds none)."""
+    holders: dict[int, list[str]] = {}
+    for name in REGION_COMPONENTS:
+        spec = components.of(name)
+        if spec.replicas == 0 and spec.autoscaling is None:
+            continue
+        holders.setdefault(spec.port or SETTINGS_PORT, []).append(f"{name} port")
+        holders.setdefault(spec.ops_port or OPS_PORT, []).append(f"{name} opsPort")
+    return [f"{port}: {', '.join(names)}" for port, names in holders.items() if len(names) > 1]
 
 
 class PeerStatus(StatusModel):

@@ -18,6 +18,7 @@ from tidings_operator.models.base import (
     Condition,
     ObjectMeta,
     Phase,
+    Port,
     RegionName,
     ResourceRequirements,
     SecretKeySelector,
@@ -122,6 +123,12 @@ class PushPoolSpec(SpecModel):
     """Workers when ``autoscaling`` is not set (``kubectl scale`` writes it)."""
     autoscaling: PushAutoscaling | None = None
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    port: Port | None = None
+    """The workers' health port (``TIDINGS_PORT``); default 8080. The pods run where
+    and on the network the region's ``pods`` say: with ``hostNetwork`` give the pool
+    ports no component of the region uses."""
+    ops_port: Port | None = None
+    """The operations port (``TIDINGS_OPS_PORT``: ``/metrics``); default 9090."""
 
     @model_validator(mode="after")
     def _provider_section(self) -> PushPoolSpec:

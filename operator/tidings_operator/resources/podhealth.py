@@ -20,6 +20,8 @@ FAILING_WAITS = frozenset(
     {
         "ImagePullBackOff",
         "ErrImagePull",
+        # imagePullPolicy Never and the image is not on the node: no pull will fix it.
+        "ErrImageNeverPull",
         "InvalidImageName",
         "CrashLoopBackOff",
         "CreateContainerConfigError",

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tidings_operator.models.base import ResourceRequirements
+from tidings_operator.models.base import PodPlacement, ResourceRequirements
 from tidings_operator.names import OPS_PORT, SETTINGS_PORT
+from tidings_operator.resources.env import literal
 
 DATA_DIR = "/var/lib/tidings"
 """``TIDINGS_DATA_DIR``: scratch space (the distributed engines keep no state there)."""
@@ -23,11 +24,13 @@ RUN_AS = 10001
 """UID and GID of the platform processes (any non-root id; the image must not need
 root)."""
 
-PROMETHEUS_ANNOTATIONS = {
-    "prometheus.io/scrape": "true",
-    "prometheus.io/port": str(OPS_PORT),
-    "prometheus.io/path": "/metrics",
-}
+
+def prometheus_annotations(ops_port: int = OPS_PORT) -> dict[str, str]:
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(ops_port),
+        "prometheus.io/path": "/metrics",
+    }
 
 
 def volume_mount(name: str, path: str, *, read_only: bool = False) -> dict[str, Any]:
@@ -74,10 +77,19 @@ def container(
     env: Sequence[Mapping[str, Any]],
     resources: ResourceRequirements,
     mounts: Sequence[Mapping[str, Any]] = (),
+    port: int | None = None,
+    ops_port: int | None = None,
 ) -> dict[str, Any]:
     """The platform container: settings from a ConfigMap, credentials from Secrets.
     Two ports: ``http`` for clients (the Services' target, and the probes: they check
-    the server clients reach) and ``ops`` for Prometheus (metrics, analytics)."""
+    the server clients reach) and ``ops`` for Prometheus (metrics, analytics).
+    ``port``/``ops_port``, when given, override the ConfigMap's (``env`` wins over
+    ``envFrom``): on the host's network each component needs its own."""
+    overrides = []
+    if port is not None:
+        overrides.append(literal("port", port))
+    if ops_port is not None:
+        overrides.append(literal("ops_port", ops_port))
     http = {"path": "/healthz", "port": "http"}
     spec: dict[str, Any] = {
         "name": component,
@@ -86,11 +98,11 @@ def container(
         "command": ["tidings"],
         "args": ["serve", component],
         "ports": [
-            {"name": "http", "containerPort": SETTINGS_PORT, "protocol": "TCP"},
-            {"name": "ops", "containerPort": OPS_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": port or SETTINGS_PORT, "protocol": "TCP"},
+            {"name": "ops", "containerPort": ops_port or OPS_PORT, "protocol": "TCP"},
         ],
         "envFrom": [{"configMapRef": {"name": env_from_config_map}}],
-        "env": [dict(e) for e in env],
+        "env": [*(dict(e) for e in env), *overrides],
         # HTTP is served only once the engines have started (Cassandra migrations
         # included), so the startup probe allows two minutes before liveness counts.
         "startupProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 60},
@@ -126,11 +138,13 @@ def pod_template(
     service_account: str,
     container: Mapping[str, Any],
     volumes: Sequence[Mapping[str, Any]] = (),
+    placement: PodPlacement | None = None,
+    ops_port: int | None = None,
 ) -> dict[str, Any]:
-    return {
+    spec: dict[str, Any] = {
         "metadata": {
             "labels": dict(labels),
-            "annotations": {**PROMETHEUS_ANNOTATIONS, **annotations},
+            "annotations": {**prometheus_annotations(ops_port or OPS_PORT), **annotations},
         },
         "spec": {
             "serviceAccountName": service_account,
@@ -150,6 +164,24 @@ def pod_template(
             ],
         },
     }
+    if placement is not None:
+        spec["spec"] |= placement_spec(placement)
+    return spec
+
+
+def placement_spec(placement: PodPlacement) -> dict[str, Any]:
+    """The pod spec fields of a ``PodPlacement`` (only those set)."""
+    out: dict[str, Any] = {}
+    if placement.host_network:
+        # The cluster's DNS still resolves Services from the host's network.
+        out |= {"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet"}
+    if placement.node_selector:
+        out["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        out["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_defaults=True) for t in placement.tolerations
+        ]
+    return out
 
 
 def deployment(
@@ -166,14 +198,20 @@ def deployment(
         spec["replicas"] = replicas
     spec |= {
         "selector": {"matchLabels": dict(selector)},
-        # Surge first: capacity never dips below the desired count during a rollout.
-        "strategy": {
-            "type": "RollingUpdate",
-            "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
-        },
+        "strategy": rollout_strategy(template),
         "template": dict(template),
     }
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": dict(metadata), "spec": spec}
+
+
+def rollout_strategy(template: Mapping[str, Any]) -> dict[str, Any]:
+    """Surge first: capacity never dips below the desired count during a rollout. Not
+    on the host's network: a surge pod wants the ports its predecessor holds on the
+    node, so (on a full or single node) it would stay Pending and the rollout never
+    end; there the old pod goes first, one at a time."""
+    if template.get("spec", {}).get("hostNetwork"):
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
 
 
 def disruption_budget(metadata: Mapping[str, Any], selector: Mapping[str, str]) -> dict[str, Any]:

@@ -152,6 +152,8 @@ def pool_deployment(
         ],
         resources=spec.resources,
         mounts=mounts,
+        port=spec.port,
+        ops_port=spec.ops_port,
     )
     hashed = digest(settings_data(region), own_env, dict(secret_versions or {}))
     template = pod_template(
@@ -160,6 +162,8 @@ def pool_deployment(
         service_account=service_account(region.region),
         container=main,
         volumes=volumes,
+        placement=region.spec.pods,
+        ops_port=spec.ops_port,
     )
     return deployment(
         metadata=object_meta(push_pool_workload(pool.metadata.name), pool, pod_labels),

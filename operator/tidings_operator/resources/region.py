@@ -82,6 +82,8 @@ def component_deployment(
         env=[client_id_env(region.region, component), *secret_env(region)],
         resources=spec.resources,
         mounts=[shard_map_mount],
+        port=spec.port,
+        ops_port=spec.ops_port,
     )
     template = pod_template(
         labels=pod_labels,
@@ -89,6 +91,8 @@ def component_deployment(
         service_account=service_account(region.region),
         container=main,
         volumes=[shard_map],
+        placement=region.spec.pods,
+        ops_port=spec.ops_port,
     )
     return deployment(
         metadata=object_meta(name, region, pod_labels),
