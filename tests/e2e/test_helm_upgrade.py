@@ -55,8 +55,23 @@ def chart_version_at(commit: str) -> str:
     return version
 
 
+def full_history() -> None:
+    """A shallow clone (CI's may be) lacks the previous version: fetch the rest once."""
+    if git("rev-parse", "--is-shallow-repository").strip() != "true":
+        return
+    done = subprocess.run(
+        ["git", "fetch", "--unshallow", "--quiet"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, (
+        "the upgrade test installs the previous chart version from git history, and this "
+        f"clone is shallow and could not be deepened (git fetch --unshallow: {done.stderr}); "
+        "clone with the full history"
+    )
+
+
 def previous_chart_commit() -> str:
     """The last commit whose chart had the version before the current one."""
+    full_history()
     current = yaml.safe_load((ROOT / CHART_FILE).read_text())["version"]
     introduced = None
     for commit in git("log", "--format=%H", "--", CHART_FILE).split():
