@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
+from tidings.api.ws_protocol import DirectWebSocket
 from tidings.core.limits import DEFAULT_LIMITS
 
 
@@ -26,7 +27,8 @@ def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str = "info") 
         host=host,
         port=port,
         log_level=log_level,
-        ws="websockets-sansio",
+        # /v1/ws straight on websockets' sans-I/O protocol, no ASGI in between.
+        ws=DirectWebSocket,
         ws_max_size=DEFAULT_LIMITS.ws_frame_bytes,
         # Frames carry ciphertext, which does not compress: per-message deflate would
         # only cost CPU per frame and a zlib context (~300 KiB) per socket.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
@@ -19,7 +20,7 @@ from tidings.core import wsproto
 from tidings.core.envelopes import ReceiptKind
 from tidings.errors import RateLimited, TidingsError
 from tidings.services.frame_limits import FrameBudgets
-from tidings.services.gateway import Disconnected, SocketSession
+from tidings.services.gateway import Disconnected, SocketSession, Transport
 from tidings.services.registry import Services
 from tidings.services.router import Accepted, Outgoing
 
@@ -178,25 +179,33 @@ class SocketFirstApp(FastAPI):
 
 @router.websocket(WS_PATH)
 async def websocket(ws: WebSocket) -> None:
-    svc: Services = ws.app.state.services
-    gate: asyncio.Semaphore = ws.app.state.connect_gate
+    """The ASGI form of the socket (uvicorn runs ``ws_protocol.DirectWebSocket``)."""
     await ws.accept()
     token = ws.query_params.get("token")
+    header = ws.headers.get("authorization")
+    await serve_socket(ws.app.state, StarletteTransport(ws), lambda: token or bearer_token(header))
+
+
+async def serve_socket(state: Any, transport: Transport, credentials: Callable[[], str]) -> None:
+    """Authenticate the accepted socket's device, then serve it until it ends.
+    ``state`` is the app's (services, connect gate, poll interval)."""
+    svc: Services = state.services
+    gate: asyncio.Semaphore = state.connect_gate
     try:
         async with gate:
-            me = await svc.auth.authenticate(token or bearer_token(ws.headers.get("authorization")))
+            me = await svc.auth.authenticate(credentials())
     except TidingsError as exc:
         code = wsproto.CLOSE_TRY_AGAIN_LATER if exc.retryable else wsproto.CLOSE_UNAUTHORIZED
-        await ws.close(code=code, reason=exc.message[:120])
+        await transport.close(code, exc.message[:120])
         return
     session = SocketSession(
         svc.ctx,
         svc.router,
         svc.users,
         me,
-        StarletteTransport(ws),
+        transport,
         FrameHandler(svc, FrameBudgets(svc.ctx, me)),
-        poll_interval=ws.app.state.inbox_poll_interval,
+        poll_interval=state.inbox_poll_interval,
     )
     try:
         await session.run(gate)
@@ -205,4 +214,4 @@ async def websocket(ws: WebSocket) -> None:
             raise
         log.warning("socket of %s/%s refused: %s", me.user_id, me.device_id, exc.message)
         with contextlib.suppress(Exception):
-            await ws.close(code=wsproto.CLOSE_TRY_AGAIN_LATER, reason=exc.message[:120])
+            await transport.close(wsproto.CLOSE_TRY_AGAIN_LATER, exc.message[:120])

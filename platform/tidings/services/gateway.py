@@ -109,7 +109,7 @@ class SocketSession:
         self._wake = Flag()
         self._send_lock = asyncio.Lock()
         self._close: tuple[int, str] | None = None
-        self._last_frame = ctx.clock()
+        self._last_frame = self._polled_at = ctx.clock()
         self._queued: list[wsproto.Request | wsproto.FrameRejected | wsproto.Acked] = []
         self._worker: asyncio.Task[None] | None = None
         self._cursors: dict[str, str] = {}
@@ -394,7 +394,8 @@ class SocketSession:
                         self.queue_empty_sent = True
                         await self.send(wsproto.event("queue-empty"))
                     break
-            await self._wake.wait(self.poll_interval)
+            await self._wake.wait()
+            self._polled_at = self.ctx.clock()
 
     async def _listen(self, subscription: Any) -> None:
         async for raw in subscription:
@@ -423,15 +424,19 @@ class SocketSession:
             ended.set_exception(exc)
 
     def _arm_heartbeat(self) -> None:
-        """Check for silence every few seconds with a timer (no task per socket)."""
-        every = min(5.0, self.ctx.limits.heartbeat_timeout_s / 3)
+        """Check for silence, and whether the inbox is due a poll, every few seconds
+        with one timer (no task, and no second timer for the poll, per socket)."""
+        every = min(5.0, self.ctx.limits.heartbeat_timeout_s / 3, self.poll_interval)
         self._heartbeat = asyncio.get_running_loop().call_later(every, self._check_heartbeat)
 
     def _check_heartbeat(self) -> None:
         timeout = self.ctx.limits.heartbeat_timeout_s
-        if not self.busy and self.ctx.clock() - self._last_frame > timeout:
+        now = self.ctx.clock()
+        if not self.busy and now - self._last_frame > timeout:
             self._close = (wsproto.CLOSE_HEARTBEAT_TIMEOUT, f"no frame for {timeout:.0f}s")
             if self._ended is not None and not self._ended.done():
                 self._ended.set_result(None)
             return
+        if now - self._polled_at >= self.poll_interval:
+            self._wake.set()  # a wake-up that never came: read the inbox anyway
         self._arm_heartbeat()
