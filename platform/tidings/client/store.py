@@ -1,8 +1,9 @@
 """Local state of one account on one device: a SQLite file that never leaves it.
 
-Holds tokens, device keys, 1:1 sessions, sender keys, the decrypted history (with an
-FTS5 index: the server cannot search, the client can) and the server ids already
-processed (delivery is at-least-once; the app layer sees each message once).
+Holds tokens, device keys, 1:1 sessions, contacts' identity keys
+(:mod:`tidings.client.trust`), sender keys, the decrypted history (with an FTS5 index:
+the server cannot search, the client can) and the server ids already processed
+(delivery is at-least-once; the app layer sees each message once).
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tidings.client.trust import TrustStore
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
   user_id TEXT NOT NULL, device_id INTEGER NOT NULL, state BLOB NOT NULL,
+  PRIMARY KEY (user_id, device_id)
+);
+CREATE TABLE IF NOT EXISTS registrations (
+  user_id TEXT NOT NULL, device_id INTEGER NOT NULL, registration_id INTEGER NOT NULL,
   PRIMARY KEY (user_id, device_id)
 );
 CREATE TABLE IF NOT EXISTS archived_sessions (
@@ -86,6 +93,8 @@ class LocalStore:
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        self.trust = TrustStore(self.db)
+        """Contacts' identity keys and whether the user verified them."""
 
     def close(self) -> None:
         self.db.close()
@@ -121,10 +130,25 @@ class LocalStore:
         )
 
     def drop_session(self, user_id: str, device_id: int) -> None:
-        for table in ("sessions", "archived_sessions"):
+        for table in ("sessions", "archived_sessions", "registrations"):
             self.db.execute(
                 f"DELETE FROM {table} WHERE user_id=? AND device_id=?", (user_id, device_id)
             )
+
+    def registration_id(self, user_id: str, device_id: int) -> int | None:
+        """The registration id of the device a session was opened with (from its bundle),
+        sent along so the server can say the device was re-registered since."""
+        row = self.db.execute(
+            "SELECT registration_id FROM registrations WHERE user_id=? AND device_id=?",
+            (user_id, device_id),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def put_registration_id(self, user_id: str, device_id: int, registration_id: int) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO registrations VALUES(?,?,?)",
+            (user_id, device_id, registration_id),
+        )
 
     def archived_sessions(self, user_id: str, device_id: int) -> list[tuple[int, bytes]]:
         """Older sessions with one device, newest first."""
