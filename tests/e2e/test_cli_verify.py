@@ -1,11 +1,13 @@
 """Safety numbers and identity changes through the real CLI: ``tidings verify`` on both
-sides, then a reinstall of a verified contact seen from an open ``tidings chat``."""
+sides, then a reinstall of a verified contact seen from an open ``tidings chat``; and the
+local state private to its user."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,9 @@ async def test_verify_on_both_sides_then_a_reinstall_blocks_sending_until_accept
     async with platform(tmp_path) as user:
         alice, bob = user("alice"), user("bob")
         await asyncio.gather(alice.register(), bob.register())
+        # Keys and history are for the account's user only.
+        assert stat.S_IMODE(bob.home.stat().st_mode) == 0o700
+        assert stat.S_IMODE((bob.home / f"{bob.phone}.db").stat().st_mode) == 0o600
 
         out, _ = await alice.run("verify", bob.phone)
         assert f"safety number with {bob.phone} (not verified)" in out

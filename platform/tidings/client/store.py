@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tidings.client.private_state import private_companions, private_database
 from tidings.client.trust import TrustStore
 
 SCHEMA = """
@@ -88,11 +89,12 @@ _COLUMNS = (
 
 class LocalStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(path)  # directory 0700, files 0600, ours (or refused)
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        private_companions(path)
         self.trust = TrustStore(self.db)
         """Contacts' identity keys and whether the user verified them."""
 
