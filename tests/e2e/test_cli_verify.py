@@ -89,8 +89,14 @@ async def test_verify_on_both_sides_then_a_reinstall_blocks_sending_until_accept
             await chat.say("/verify")
             await chat.expect(r"\(verified\)")
             assert await _chat_digits(chat) == seen_by_alice
-            await chat.say("before the reinstall")
+            await chat.say("before the reinstall, it's end-to-end")
             await chat.expect(r"^sent ")
+            await chat.say("/to 5550002")  # no + and country code: said before any lookup
+            await chat.expect(r"^error: '5550002' is not an E\.164 number.*\+15550002")
+            for words in ("end-to-end", "it's", "reinstall,", "NOT"):
+                await chat.say(f"/search {words}")
+            for _ in range(3):
+                await chat.expect(rf"{a_phone}: .*me: before the reinstall, it's end-to-end")
 
             alice_again = await _reinstall(alice, tmp_path / "alice-new-phone")
             await alice_again.run("send", "--to-phone", bob.phone, "it is me, new phone")
@@ -103,7 +109,7 @@ async def test_verify_on_both_sides_then_a_reinstall_blocks_sending_until_accept
             assert "changed since you verified" in err
 
             await chat.say("/history")
-            await chat.expect(r"me: before the reinstall")
+            await chat.expect(r"me: before the reinstall, it's end-to-end \(")
             await chat.expect(rf"! the safety number with {a_phone} changed$")
             await chat.say("/verify")
             await chat.expect(r"\(CHANGED since you verified it")
@@ -121,6 +127,7 @@ async def test_verify_on_both_sides_then_a_reinstall_blocks_sending_until_accept
             assert [row[4] for row in rows] == ["welcome back"]
             await chat.say("/quit")
             await chat.expect("^bye$")
+            assert [line for line in chat.printed if "search" in line] == []  # no errors
         finally:
             if process.returncode is None:
                 process.kill()

@@ -260,7 +260,11 @@ class LocalStore:
         ).fetchall()
         return [str(r[0]) for r in rows]
 
-    def search(self, query: str, limit: int = 20) -> list[StoredMessage]:
+    def search(self, words: str, limit: int = 20) -> list[StoredMessage]:
+        """Messages containing every word of ``words`` (see :func:`fts_query`)."""
+        query = fts_query(words)
+        if not query:
+            return []
         columns = ", ".join("m." + c.strip() for c in _COLUMNS.split(","))
         rows = self.db.execute(
             f"SELECT {columns} FROM messages_fts f "
@@ -268,3 +272,23 @@ class LocalStore:
             (query, limit),
         ).fetchall()
         return [_message(r) for r in rows]
+
+
+def fts_query(words: str) -> str:
+    """An FTS5 query matching messages that contain all of ``words``, as typed.
+
+    Each whitespace-separated word becomes a quoted FTS5 string, so nothing a person
+    types is read as query syntax (``NOT``, ``it's``, ``end-to-end``, ``bob,``,
+    ``to:``); FTS5 then splits it into tokens like the indexed text, which makes
+    ``end-to-end`` the phrase "end to end". A trailing ``*`` keeps its meaning of "words
+    starting with". Words with no letters or digits (punctuation) are left out; an
+    empty result means there is nothing to search for."""
+    terms = []
+    for word in words.split():
+        prefix = word.endswith("*")
+        core = word.rstrip("*")
+        if not any(ch.isalnum() for ch in core):
+            continue
+        quoted = '"' + core.replace('"', '""') + '"'
+        terms.append(quoted + "*" if prefix else quoted)
+    return " ".join(terms)
