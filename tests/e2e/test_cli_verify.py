@@ -132,3 +132,11 @@ async def test_verify_on_both_sides_then_a_reinstall_blocks_sending_until_accept
             if process.returncode is None:
                 process.kill()
             await process.wait()
+
+        # Not verified any more: another reinstall is met by a send, which goes out
+        # (to the new key) with a warning.
+        third = await _reinstall(alice_again, tmp_path / "alice-third-phone")
+        _, err = await bob.run("send", "--to-phone", alice.phone, "third time")
+        assert f"warning: the safety number with {alice.phone} changed" in err
+        rows = await third.inbox_until(lambda rows: bool(rows))
+        assert [row[4] for row in rows] == ["third time"]

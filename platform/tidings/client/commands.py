@@ -67,6 +67,14 @@ async def _recipient(client: Client, args: argparse.Namespace) -> str:
     return await resolve(client, who)
 
 
+def _warn_identity_changes(client: Client) -> None:
+    """A send may have met a contact's new identity key: say so on stderr."""
+    while not client.events.empty():
+        event = client.events.get_nowait()
+        if event.kind == "identity":
+            print(f"warning: {chat_loop.identity_notice(client, event)}", file=sys.stderr)
+
+
 async def _send(args: argparse.Namespace) -> int:
     client = await _signed_in(args)
     try:
@@ -76,6 +84,7 @@ async def _send(args: argparse.Namespace) -> int:
     except UntrustedIdentity as exc:
         raise verifying.untrusted(client, exc) from None
     finally:
+        _warn_identity_changes(client)
         await client.close()
 
 
@@ -90,6 +99,7 @@ async def _send_file(args: argparse.Namespace) -> int:
     except UntrustedIdentity as exc:
         raise verifying.untrusted(client, exc) from None
     finally:
+        _warn_identity_changes(client)
         await client.close()
 
 
