@@ -88,6 +88,29 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _print_code(phone: str, data_dir: Path | None) -> int:
+    """``tidings code``: the latest dev-mode code for ``phone``, or where none was found.
+    The data directory is relative to where the server runs, so a miss names the file
+    read: run from another directory, the command would otherwise just say "no code"."""
+    outbox = (data_dir or Settings().data_dir).resolve() / "otp-outbox.jsonl"
+    if not outbox.is_file():
+        print(
+            f"no one-time codes logged at {outbox}: pass the server's data directory "
+            "(--data-dir, or TIDINGS_DATA_DIR; `tidings up` prints it as 'data'), or run "
+            "this where the server runs",
+            file=sys.stderr,
+        )
+        return 1
+    found = latest_code(outbox, phone)
+    if found is None:
+        print(
+            f"no code was sent to {phone} (looked in {outbox}); request one first", file=sys.stderr
+        )
+        return 1
+    print(found)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,8 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--config", type=Path, help="TOML settings file (environment variables override it)"
         )
     code = sub.add_parser("code", help="dev mode: print the latest one-time code sent to PHONE")
-    code.add_argument("phone")
-    code.add_argument("--data-dir", type=Path, default=None)
+    code.add_argument("phone", help="the number the code was sent to, e.g. +15550001")
+    code.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the server's data directory, where dev mode logs the codes (default: as the "
+        "server resolves it: TIDINGS_DATA_DIR, else .tidings-data in the current directory)",
+    )
     commands.add_parsers(sub)
     loadgen.add_parser(sub)
     args = parser.parse_args(argv)
@@ -122,13 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.run(args)
         return result
     if args.command == "code":
-        data_dir = args.data_dir or Settings().data_dir
-        found = latest_code(data_dir / "otp-outbox.jsonl", args.phone)
-        if found is None:
-            print(f"no code was sent to {args.phone}; request one first", file=sys.stderr)
-            return 1
-        print(found)
-        return 0
+        return _print_code(args.phone, args.data_dir)
     settings = _settings(args)
     components = up_components(settings) if args.command == "up" else (args.service,)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exiting 0 then tells

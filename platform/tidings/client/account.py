@@ -16,13 +16,14 @@ import shlex
 import sqlite3
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from tidings.client.http import ApiError
 from tidings.client.sdk import Client, Event
-from tidings.client.store import StoredMessage
+from tidings.client.store import StoredMessage, fts_query
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 CODE_WAIT_S = 600.0
@@ -193,8 +194,29 @@ def known(client: Client, key: str) -> dict[str, str]:
     return book
 
 
+def check_contact(who: str) -> None:
+    """Refuse what is neither an E.164 number nor a user id before asking the server,
+    saying how to write a number (``5550002`` is not one: it lacks ``+`` and a country
+    code)."""
+    if _PHONE.match(who):
+        return
+    digits = who.lstrip("+").replace(" ", "").replace("-", "")
+    if who.startswith("+") or digits.isdigit():
+        raise CommandError(
+            f"{who!r} is not an E.164 number: write + then the country code and the "
+            "number, without spaces, e.g. +15550002"
+        )
+    try:
+        uuid.UUID(who)
+    except ValueError:
+        raise CommandError(
+            f"{who!r} is neither a phone number (+15550002) nor a user id (a UUID)"
+        ) from None
+
+
 async def resolve(client: Client, who: str) -> str:
-    """A user id from an id or a phone number (looked up in the directory)."""
+    """A user id from an id or an E.164 phone number (looked up in the directory)."""
+    check_contact(who)
     if not who.startswith("+"):
         return who
     found = await client.lookup([who])
@@ -237,12 +259,14 @@ def message_line(message: StoredMessage | Event, as_json: bool) -> str:
     return "\t".join((*fields, _escape(message.text)))
 
 
-def search(client: Client, query: str, limit: int = 20) -> list[StoredMessage]:
-    """Full-text search of the local history; a malformed query is a CommandError."""
+def search(client: Client, words: str, limit: int = 20) -> list[StoredMessage]:
+    """Full-text search of the local history for messages with all of ``words``."""
+    if not fts_query(words):
+        raise CommandError(f"nothing to search for in {words!r}: give a word or a number")
     try:
-        return client.store.search(query, limit)
-    except sqlite3.OperationalError as exc:
-        raise CommandError(f"bad search query {query!r}: {exc}") from None
+        return client.store.search(words, limit)
+    except sqlite3.OperationalError as exc:  # quoted terms: should not happen
+        raise CommandError(f"could not search for {words!r}: {exc}") from None
 
 
 def value_line(name: str, value: str, as_json: bool) -> str:

@@ -43,7 +43,9 @@ _HEADER = struct.Struct(">5sBBBB")
 TABLES = (
     "kv",
     "sessions",
+    "registrations",
     "archived_sessions",
+    "identities",
     "own_sender_keys",
     "group_receivers",
     "messages",

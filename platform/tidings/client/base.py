@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from tidings.client.crypto.identity import DeviceKeys
 from tidings.client.http import Api, ApiError, Tokens
 from tidings.client.live import LiveSocket
-from tidings.client.store import LocalStore
+from tidings.client.store import LocalStore, StoredMessage
 
 log = logging.getLogger("tidings.client")
 
@@ -43,6 +44,9 @@ class Event:
     server_id: str = ""
     text: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+IDENTITY_NOTICE = "safety number changed"
 
 
 class ClientBase:
@@ -83,6 +87,35 @@ class ClientBase:
     def device_id(self) -> int:
         assert self.api.tokens is not None, "register first"
         return self.api.tokens.device_id
+
+    # contacts' identity keys -------------------------------------------------------
+    async def _note_identity(self, user_id: str, identity_key: bytes) -> None:
+        """Remember the identity key seen for ``user_id`` (from a bundle or a session
+        set up by them). A change becomes a notice in the conversation's history and an
+        ``identity`` event; the messages before it stay."""
+        if user_id == self.user_id:
+            return  # our own devices share our identity
+        change = self.store.trust.observe(user_id, identity_key)
+        if change is None:
+            return
+        notice_id = f"local-{uuid.uuid4()}"
+        extra = {"was_verified": change.was_verified}
+        self.store.add_message(
+            StoredMessage(
+                notice_id,
+                user_id,
+                user_id,
+                0,
+                int(time.time() * 1000),
+                "identity",
+                IDENTITY_NOTICE,
+                extra,
+                "notice",
+            )
+        )
+        await self.events.put(
+            Event("identity", user_id, user_id, 0, notice_id, IDENTITY_NOTICE, extra)
+        )
 
     # key upkeep -------------------------------------------------------------------
     async def replenish_prekeys(self) -> int:

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from tidings.client import verifying
 from tidings.client.account import (
     CommandError,
     label,
@@ -26,7 +27,7 @@ from tidings.client.account import (
     signed_in,
 )
 from tidings.client.http import ApiError
-from tidings.client.sdk import Client, Event
+from tidings.client.sdk import Client, Event, UntrustedIdentity
 from tidings.client.store import StoredMessage
 
 HELP = """\
@@ -37,8 +38,24 @@ In the chat, a plain line goes to the open conversation. Commands:
   /history [N]              the open conversation's last N messages (default 20)
   /search WORDS             search the local history
   /fetch SERVER_ID [PATH]   download, verify and decrypt a received file
+  /verify                   the safety number with the open 1:1 conversation
+  /verify mark|DIGITS       mark it verified (DIGITS: checked against it first)
+  /verify accept            accept the contact's changed identity key
+  /verify unmark            mark it unverified again
   /help                     this text
   /quit                     leave (so does end of input, Ctrl-D)"""
+
+
+def identity_notice(client: Client, event: Event) -> str:
+    """What to tell the user when a contact's identity key changed."""
+    who = label(client, event.conversation)
+    notice = f"the safety number with {who} changed (a new install, a new phone, or not them)"
+    if event.extra.get("was_verified"):
+        return (
+            f"{notice}; you had verified them, so nothing is sent to them until you compare "
+            "the new number (/verify) and accept it (/verify accept)"
+        )
+    return f"{notice}; compare it with /verify"
 
 
 def say(text: str) -> None:
@@ -118,6 +135,8 @@ class Chat:
             if command in ("/quit", "/exit"):
                 return False
             await self._command(command, rest.strip())
+        except UntrustedIdentity as exc:
+            say(f"error: {verifying.untrusted(self.client, exc)}")
         except (ApiError, CommandError, OSError) as exc:
             say(f"error: {exc}")
         return True
@@ -138,6 +157,8 @@ class Chat:
             with contextlib.suppress(ApiError):  # the address book is a convenience
                 await client.api.call("PUT", "/v1/contacts", {"user_ids": [user_id]})
             say(f"talking to {label(client, user_id)}")
+            if client.store.trust.blocked(user_id):
+                say(f"! {verifying.untrusted(client, UntrustedIdentity(user_id))}")
             await self._open(user_id)
         elif command == "/group" and arg:
             group = await client.api.call("GET", f"/v1/groups/{arg}")
@@ -154,6 +175,15 @@ class Chat:
         elif command == "/search" and arg:
             for message in search(client, arg):
                 say(f"{label(client, message.conversation)}: {self._describe(message)}")
+        elif command == "/verify":
+            if self.open is None or self.open.startswith("group:"):
+                raise CommandError("open a 1:1 conversation first: /to PHONE_OR_ID")
+            action, compared = verifying.chat_request(arg)
+            say(
+                verifying.describe(
+                    client, await verifying.apply(client, self.open, action, compared)
+                )
+            )
         elif command == "/fetch" and arg:
             await self._fetch(*arg.split(maxsplit=1))
         else:
@@ -189,6 +219,9 @@ class Chat:
         body = message.text
         if message.kind == "file":
             body = f"[file {message.text}, {message.extra.get('size')} bytes]"
+        elif message.kind == "identity":
+            who = label(self.client, message.conversation)
+            return f"{when} ! the safety number with {who} changed"
         mark = f" ({message.status})" if message.sender_user == self.client.user_id else ""
         return f"{when} {self._who(message.sender_user)}: {body}{mark} {message.server_id}"
 
@@ -236,6 +269,8 @@ class Chat:
         if event.kind == "receipt":
             ids = " ".join(event.extra.get("message_ids", []))
             return f"* {event.text} {ids} (by {who})"
+        if event.kind == "identity":
+            return f"! {identity_notice(self.client, event)}"
         if event.kind == "undecryptable":
             return f"! undecryptable message {event.server_id} from {who}"
         if event.kind == "typing" and event.extra.get("typing") == "started":

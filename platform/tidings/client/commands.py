@@ -1,4 +1,5 @@
-"""Client-side ``tidings`` subcommands (chat, register, send, inbox, groups, files).
+"""Client-side ``tidings`` subcommands (chat, register, send, inbox, groups, files,
+verify).
 
 Scriptable commands print one line per item (``--json``: one JSON object per line):
 ids for what they create, and ``SERVER_ID FROM CONVERSATION KIND TEXT`` (tab-separated)
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from tidings.client import chat as chat_loop
+from tidings.client import verifying
 from tidings.client.account import (
     CODE_HELP,
     CommandError,
@@ -29,7 +31,7 @@ from tidings.client.account import (
     search,
     value_line,
 )
-from tidings.client.sdk import Client
+from tidings.client.sdk import Client, UntrustedIdentity
 
 SHOWN = ("text", "file")
 """Event kinds ``inbox`` prints; receipts only update the local history's status."""
@@ -65,13 +67,24 @@ async def _recipient(client: Client, args: argparse.Namespace) -> str:
     return await resolve(client, who)
 
 
+def _warn_identity_changes(client: Client) -> None:
+    """A send may have met a contact's new identity key: say so on stderr."""
+    while not client.events.empty():
+        event = client.events.get_nowait()
+        if event.kind == "identity":
+            print(f"warning: {chat_loop.identity_notice(client, event)}", file=sys.stderr)
+
+
 async def _send(args: argparse.Namespace) -> int:
     client = await _signed_in(args)
     try:
         server_id = await client.send_text(await _recipient(client, args), args.text)
         print(value_line("server_id", server_id, args.json), flush=True)
         return 0
+    except UntrustedIdentity as exc:
+        raise verifying.untrusted(client, exc) from None
     finally:
+        _warn_identity_changes(client)
         await client.close()
 
 
@@ -82,6 +95,18 @@ async def _send_file(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.path} is not a file")
         server_id = await client.send_file(await _recipient(client, args), args.path)
         print(value_line("server_id", server_id, args.json), flush=True)
+        return 0
+    except UntrustedIdentity as exc:
+        raise verifying.untrusted(client, exc) from None
+    finally:
+        _warn_identity_changes(client)
+        await client.close()
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    client = await _signed_in(args)
+    try:
+        print(await verifying.run(client, args), flush=True)
         return 0
     finally:
         await client.close()
@@ -99,6 +124,8 @@ async def _inbox(args: argparse.Namespace) -> int:
                 print(message_line(stored or event, args.json), flush=True)
             elif event.kind == "undecryptable":
                 print(f"warning: could not decrypt {event.server_id}", file=sys.stderr)
+            elif event.kind == "identity":
+                print(f"warning: {chat_loop.identity_notice(client, event)}", file=sys.stderr)
         return 0
     finally:
         await client.close()
@@ -161,6 +188,8 @@ async def _group(args: argparse.Namespace) -> int:
             server_id = await client.send_group_text(args.group, args.text)
             print(value_line("server_id", server_id, args.json), flush=True)
         return 0
+    except UntrustedIdentity as exc:
+        raise verifying.untrusted(client, exc) from None
     finally:
         await client.close()
 
@@ -204,6 +233,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _add_to(p)
     p.add_argument("text")
     p.set_defaults(run=runner(_send))
+
+    p = command(
+        "verify",
+        "show the safety number with a contact; mark it verified, or accept a new key",
+        verifying.HELP,
+    )
+    verifying.add_options(p)
+    p.set_defaults(run=runner(_verify))
 
     p = command("inbox", "receive the queued messages, print them, exit")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")

@@ -51,6 +51,7 @@ class Receiving(ClientBase):
         assert self.keys is not None
         data = unb64(envelope["body"])
         group = envelope.get("group")
+        sender_identity: bytes | None = None
         try:
             if group is not None:
                 raw = self.store.group_receiver(group)
@@ -59,7 +60,9 @@ class Receiving(ClientBase):
                 self.store.put_group_receiver(group, receiver.to_bytes())
             else:
                 unused = self.keys.one_time_prekey_count
-                plaintext = await sessions.decrypt(self.keys, self.store, user, device, data)
+                plaintext, sender_identity = await sessions.decrypt_from(
+                    self.keys, self.store, user, device, data
+                )
                 self._save_keys()
                 self._prekeys_used += unused - self.keys.one_time_prekey_count
         except DuplicateMessage:
@@ -75,6 +78,8 @@ class Receiving(ClientBase):
             return Event(
                 "undecryptable", group or user, user, device, envelope["server_id"], str(exc)
             )
+        if sender_identity is not None:
+            await self._note_identity(user, sender_identity)
         payload = json.loads(plaintext)
         if payload["t"] == "skd":
             raw = self.store.group_receiver(payload["group"])

@@ -7,6 +7,10 @@ and ciphertext. Plaintext payloads are small JSON objects:
 - ``{"t": "file", "media_id", "key", "digest", "name", "size"}`` (key/digest base64)
 - ``{"t": "skd", "group", "dist"}`` a sender-key distribution, sent 1:1
 
+Contacts' identity keys are remembered and a change is never accepted silently
+(:mod:`tidings.client.identities`, :mod:`tidings.client.trust`): safety numbers,
+verification, and a refusal to send to a verified contact whose key changed.
+
 The copies for our own other devices carry one more field, ``"to"`` (the recipient),
 so a linked device files them under the right conversation.
 """
@@ -24,11 +28,12 @@ from typing import Any
 
 from tidings.client.backup import decrypt_backup, dump_store, encrypt_backup, load_store
 from tidings.client.base import Event, b64, unb64
-from tidings.client.crypto.identity import DeviceKeys, IdentityKeyPair, PreKeyBundle
+from tidings.client.crypto.identity import DeviceKeys, IdentityKeyPair
 from tidings.client.crypto.media import decrypt_media, encrypt_media
 from tidings.client.crypto.sender_keys import OwnSenderKey
 from tidings.client.crypto.session import Session
 from tidings.client.http import ApiError
+from tidings.client.identities import Identities, SafetyNumber
 from tidings.client.provisioning import (
     ProvisioningError,
     ProvisionPayload,
@@ -37,17 +42,24 @@ from tidings.client.provisioning import (
     parse_link_request,
     seal,
 )
-from tidings.client.receiving import Receiving
 from tidings.client.store import LocalStore, StoredMessage
+from tidings.client.trust import SafetyNumberMismatch, Trust, UntrustedIdentity
 
-__all__ = ["Client", "Event"]
+__all__ = [
+    "Client",
+    "Event",
+    "SafetyNumber",
+    "SafetyNumberMismatch",
+    "Trust",
+    "UntrustedIdentity",
+]
 
 log = logging.getLogger("tidings.client")
 
 SEND_ATTEMPTS = 4
 
 
-class Client(Receiving):
+class Client(Identities):
     """The SDK's entry point; see the module docstring for the payloads."""
 
     # account -----------------------------------------------------------------------
@@ -59,9 +71,9 @@ class Client(Receiving):
         Returns the user id."""
         if request_code:
             await self.api.request_code(phone)
-        tokens = await self.api.register(
-            phone, await code(phone), secrets.randbelow(16380) + 1, "sdk"
-        )
+        registration_id = secrets.randbelow(16380) + 1
+        tokens = await self.api.register(phone, await code(phone), registration_id, "sdk")
+        self.store.put_json("registration_id", registration_id)
         self.keys = DeviceKeys.generate()
         self._save_keys()
         await self.api.call("PUT", "/v1/keys/identity", self.keys.identity_upload())
@@ -139,23 +151,6 @@ class Client(Receiving):
         return cls(server, store_path)
 
     # sessions ----------------------------------------------------------------------
-    async def _open_sessions(self, user_id: str, devices: list[int] | None = None) -> None:
-        """Fetch bundles and start sessions with ``user_id``'s devices (all when None)."""
-        assert self.keys is not None
-        paths = (
-            [f"/v1/keys/{user_id}"]
-            if devices is None
-            else [f"/v1/keys/{user_id}/{d}" for d in devices]
-        )
-        for path in paths:
-            answer = await self.api.call("GET", path)
-            for device in answer["devices"]:
-                if user_id == self.user_id and device["device_id"] == self.device_id:
-                    continue
-                bundle = PreKeyBundle.from_api(answer["identity_key"], device)
-                session = await Session.initiate(self.keys, bundle)
-                self.store.put_session(user_id, int(device["device_id"]), session.to_bytes())
-
     async def _encrypt(
         self, users: list[str], payload: dict[str, Any]
     ) -> dict[str, list[dict[str, Any]]]:
@@ -170,7 +165,11 @@ class Client(Receiving):
                     session = Session.from_bytes(raw)
                     body = await session.encrypt(plaintext)
                     self.store.put_session(user, device, session.to_bytes())
-                    out.setdefault(user, []).append({"device": device, "body": b64(body)})
+                    copy: dict[str, Any] = {"device": device, "body": b64(body)}
+                    registration_id = self.store.registration_id(user, device)
+                    if registration_id is not None:  # lets the server say "re-registered"
+                        copy["registration_id"] = registration_id
+                    out.setdefault(user, []).append(copy)
         return out
 
     async def _repair(self, error: ApiError) -> None:
@@ -187,7 +186,11 @@ class Client(Receiving):
             await self._open_sessions(user, [int(d) for d in devices])
 
     async def send_direct(self, user_id: str, payload: dict[str, Any]) -> str:
-        """Encrypt ``payload`` for every device of ``user_id`` and our other devices."""
+        """Encrypt ``payload`` for every device of ``user_id`` and our other devices.
+
+        Refused with :class:`UntrustedIdentity` while a verified contact's changed key
+        waits for the user's acceptance."""
+        self.check_trusted(user_id)
         if not self.store.session_devices(user_id) and user_id != self.user_id:
             await self._open_sessions(user_id)
         client_id = str(uuid.uuid4())

@@ -34,6 +34,15 @@ async def decrypt(
     Raises the crypto errors of :mod:`tidings.client.crypto.errors` (a replay raises
     ``DuplicateMessage``); a failed attempt never changes a stored session.
     """
+    plaintext, _ = await decrypt_from(keys, store, user_id, device_id, data)
+    return plaintext
+
+
+async def decrypt_from(
+    keys: DeviceKeys, store: SessionStore, user_id: str, device_id: int, data: bytes
+) -> tuple[bytes, bytes]:
+    """:func:`decrypt`, also returning the identity key of the session that decrypted:
+    the sender's, as proven by the X3DH that set the session up."""
     raw = store.session(user_id, device_id)
     current = Session.from_bytes(raw) if raw else None
     candidates: list[tuple[int | None, Session]] = []
@@ -49,7 +58,7 @@ async def decrypt(
         if current is not None:
             store.archive_session(user_id, device_id, current.to_bytes(), ARCHIVED_PER_DEVICE)
         store.put_session(user_id, device_id, session.to_bytes())
-        return plaintext
+        return plaintext, session.remote_identity_key
     first_error: Exception | None = None
     for seq, session in candidates:
         try:
@@ -62,6 +71,6 @@ async def decrypt(
             if current is not None:
                 store.archive_session(user_id, device_id, current.to_bytes(), ARCHIVED_PER_DEVICE)
         store.put_session(user_id, device_id, session.to_bytes())
-        return plaintext
+        return plaintext, session.remote_identity_key
     assert first_error is not None
     raise first_error

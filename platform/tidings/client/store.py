@@ -1,8 +1,9 @@
 """Local state of one account on one device: a SQLite file that never leaves it.
 
-Holds tokens, device keys, 1:1 sessions, sender keys, the decrypted history (with an
-FTS5 index: the server cannot search, the client can) and the server ids already
-processed (delivery is at-least-once; the app layer sees each message once).
+Holds tokens, device keys, 1:1 sessions, contacts' identity keys
+(:mod:`tidings.client.trust`), sender keys, the decrypted history (with an FTS5 index:
+the server cannot search, the client can) and the server ids already processed
+(delivery is at-least-once; the app layer sees each message once).
 """
 
 from __future__ import annotations
@@ -13,10 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tidings.client.private_state import private_companions, private_database
+from tidings.client.trust import TrustStore
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
   user_id TEXT NOT NULL, device_id INTEGER NOT NULL, state BLOB NOT NULL,
+  PRIMARY KEY (user_id, device_id)
+);
+CREATE TABLE IF NOT EXISTS registrations (
+  user_id TEXT NOT NULL, device_id INTEGER NOT NULL, registration_id INTEGER NOT NULL,
   PRIMARY KEY (user_id, device_id)
 );
 CREATE TABLE IF NOT EXISTS archived_sessions (
@@ -81,11 +89,14 @@ _COLUMNS = (
 
 class LocalStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(path)  # directory 0700, files 0600, ours (or refused)
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        private_companions(path)
+        self.trust = TrustStore(self.db)
+        """Contacts' identity keys and whether the user verified them."""
 
     def close(self) -> None:
         self.db.close()
@@ -121,10 +132,25 @@ class LocalStore:
         )
 
     def drop_session(self, user_id: str, device_id: int) -> None:
-        for table in ("sessions", "archived_sessions"):
+        for table in ("sessions", "archived_sessions", "registrations"):
             self.db.execute(
                 f"DELETE FROM {table} WHERE user_id=? AND device_id=?", (user_id, device_id)
             )
+
+    def registration_id(self, user_id: str, device_id: int) -> int | None:
+        """The registration id of the device a session was opened with (from its bundle),
+        sent along so the server can say the device was re-registered since."""
+        row = self.db.execute(
+            "SELECT registration_id FROM registrations WHERE user_id=? AND device_id=?",
+            (user_id, device_id),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def put_registration_id(self, user_id: str, device_id: int, registration_id: int) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO registrations VALUES(?,?,?)",
+            (user_id, device_id, registration_id),
+        )
 
     def archived_sessions(self, user_id: str, device_id: int) -> list[tuple[int, bytes]]:
         """Older sessions with one device, newest first."""
@@ -234,7 +260,11 @@ class LocalStore:
         ).fetchall()
         return [str(r[0]) for r in rows]
 
-    def search(self, query: str, limit: int = 20) -> list[StoredMessage]:
+    def search(self, words: str, limit: int = 20) -> list[StoredMessage]:
+        """Messages containing every word of ``words`` (see :func:`fts_query`)."""
+        query = fts_query(words)
+        if not query:
+            return []
         columns = ", ".join("m." + c.strip() for c in _COLUMNS.split(","))
         rows = self.db.execute(
             f"SELECT {columns} FROM messages_fts f "
@@ -242,3 +272,23 @@ class LocalStore:
             (query, limit),
         ).fetchall()
         return [_message(r) for r in rows]
+
+
+def fts_query(words: str) -> str:
+    """An FTS5 query matching messages that contain all of ``words``, as typed.
+
+    Each whitespace-separated word becomes a quoted FTS5 string, so nothing a person
+    types is read as query syntax (``NOT``, ``it's``, ``end-to-end``, ``bob,``,
+    ``to:``); FTS5 then splits it into tokens like the indexed text, which makes
+    ``end-to-end`` the phrase "end to end". A trailing ``*`` keeps its meaning of "words
+    starting with". Words with no letters or digits (punctuation) are left out; an
+    empty result means there is nothing to search for."""
+    terms = []
+    for word in words.split():
+        prefix = word.endswith("*")
+        core = word.rstrip("*")
+        if not any(ch.isalnum() for ch in core):
+            continue
+        quoted = '"' + core.replace('"', '""') + '"'
+        terms.append(quoted + "*" if prefix else quoted)
+    return " ".join(terms)
