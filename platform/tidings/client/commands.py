@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tidings.client import chat as chat_loop
@@ -76,24 +77,23 @@ def _warn_identity_changes(client: Client) -> None:
 
 
 async def _send(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
-    try:
-        server_id = await client.send_text(await _recipient(client, args), args.text)
-        print(value_line("server_id", server_id, args.json), flush=True)
-        return 0
-    except UntrustedIdentity as exc:
-        raise verifying.untrusted(client, exc) from None
-    finally:
-        _warn_identity_changes(client)
-        await client.close()
+    return await _send_to_recipient(args, lambda client, to: client.send_text(to, args.text))
 
 
 async def _send_file(args: argparse.Namespace) -> int:
+    if not args.path.is_file():
+        raise CommandError(f"{args.path} is not a file")
+    return await _send_to_recipient(args, lambda client, to: client.send_file(to, args.path))
+
+
+async def _send_to_recipient(
+    args: argparse.Namespace, send: Callable[[Client, str], Awaitable[str]]
+) -> int:
+    """Sign in, send to the command's recipient, print the server id; a contact's
+    changed identity key stops the send with what to do next."""
     client = await _signed_in(args)
     try:
-        if not args.path.is_file():
-            raise CommandError(f"{args.path} is not a file")
-        server_id = await client.send_file(await _recipient(client, args), args.path)
+        server_id = await send(client, await _recipient(client, args))
         print(value_line("server_id", server_id, args.json), flush=True)
         return 0
     except UntrustedIdentity as exc:
