@@ -22,11 +22,17 @@ from tidings_operator.peering_pause import (
 )
 
 ME = "op-low@host"
-NOW = datetime.now(UTC)
 
 
-def heartbeat(priority: int, seen: datetime = NOW, lifetime: int = 60) -> dict[str, Any]:
-    return {"priority": priority, "lifetime": lifetime, "lastseen": seen.isoformat()}
+def now() -> datetime:
+    """kopf judges a peer alive by its ``lastseen`` against the wall clock, so each
+    heartbeat is stamped when the test builds it (not when the module was collected:
+    the whole suite takes longer than a peer's lifetime)."""
+    return datetime.now(UTC)
+
+
+def heartbeat(priority: int, seen: datetime | None = None, lifetime: int = 60) -> dict[str, Any]:
+    return {"priority": priority, "lifetime": lifetime, "lastseen": (seen or now()).isoformat()}
 
 
 def peering_event(status: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +118,7 @@ async def test_the_start_is_not_a_resume(reports: list[PauseChange]) -> None:
 
 async def test_lower_priority_and_dead_peers_do_not_pause(reports: list[PauseChange]) -> None:
     toggle = aiotoggles.Toggle()
-    long_ago = NOW - timedelta(minutes=10)
+    long_ago = now() - timedelta(minutes=10)
     await process({ME: heartbeat(10), "low": heartbeat(5), "gone": heartbeat(50, long_ago)}, toggle)
     assert toggle.is_off()
     assert reports == []
@@ -147,7 +153,7 @@ def test_blocking_peers_are_the_live_higher_or_equal_ones_highest_first() -> Non
         "a": heartbeat(10),
         "b": heartbeat(30),
         "c": heartbeat(5),
-        "d": heartbeat(40, NOW - timedelta(minutes=5)),
+        "d": heartbeat(40, now() - timedelta(minutes=5)),
         "junk": "not a heartbeat",
     }
     assert blocking_peers(status, identity=ME, priority=10) == [("b", 30), ("a", 10)]
