@@ -101,9 +101,9 @@ class DirectWebSocket(asyncio.Protocol):
             elif isinstance(event, Frame):
                 self._frame(event)
         if conn.close_sent is not None and not self._closed:
-            self._flush()  # the parser failed the connection (1002, 1009): say why
-            self._closing()
-            self._wake_reader()
+            # A close frame went out: ours, the answer to the client's, or the parser
+            # failing the connection (1002, 1009).
+            self._after_close()
         self._flush()
 
     def eof_received(self) -> bool | None:
@@ -138,7 +138,7 @@ class DirectWebSocket(asyncio.Protocol):
     # the session's transport ----------------------------------------------------------
     async def receive_text(self) -> str:
         while not self._frames:
-            if self._closed or self.conn.close_rcvd is not None or self.conn.close_sent:
+            if self._closed or self.conn.close_rcvd is not None or self.conn.close_sent is not None:
                 raise Disconnected()
             self._reader = self.loop.create_future()
             await self._reader
@@ -214,19 +214,18 @@ class DirectWebSocket(asyncio.Protocol):
                 kind = Opcode.TEXT if self._fragments else Opcode.BINARY
                 self._fragments = None
                 self._deliver(kind, data)
-        elif opcode is Opcode.PONG:
-            if self._ping_payload is not None and bytes(frame.data) == self._ping_payload:
-                self._ping_payload = None
-                if self._pong_due is not None:
-                    self._pong_due.cancel()
-                    self._pong_due = None
-                self._arm_ping()
-        elif opcode is Opcode.CLOSE:
-            # ServerProtocol queued the answering close frame (or this answers ours).
-            self._flush()
-            self._closing()
-            self._wake_reader()
-        # PING: ServerProtocol queued the pong; data_received flushes it.
+        elif (
+            opcode is Opcode.PONG
+            and self._ping_payload is not None
+            and bytes(frame.data) == self._ping_payload
+        ):
+            self._ping_payload = None
+            if self._pong_due is not None:
+                self._pong_due.cancel()
+                self._pong_due = None
+            self._arm_ping()
+        # CLOSE: ServerProtocol queued the answering close frame (or the client's answers
+        # ours); data_received sends it and closes. PING: it queued the pong.
 
     def _deliver(self, opcode: Opcode, data: bytes) -> None:
         if self.conn.close_sent is not None:
@@ -270,16 +269,17 @@ class DirectWebSocket(asyncio.Protocol):
 
     def _send_close(self, code: int, reason: str) -> None:
         self.conn.send_close(code, reason)
-        self._flush()
-        self._closing()
-        self._wake_reader()
+        self._after_close()
 
-    def _closing(self) -> None:
-        """A close frame went out: the client's answer ends the stream (``_flush``
-        closes the socket then); one that never comes, this timer."""
+    def _after_close(self) -> None:
+        """A close frame is queued: send it, stop pinging, and let the session's reader
+        see the end. The client's answer ends the stream (``_flush`` closes the socket
+        then); one that never comes, this timer."""
+        self._flush()
         self._stop_ping()
         if self._close_timer is None and not self._closed:
             self._close_timer = self.loop.call_later(CLOSE_TIMEOUT_S, self._abort)
+        self._wake_reader()
 
     def _abort(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

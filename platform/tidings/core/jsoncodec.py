@@ -36,7 +36,4 @@ def dumps(value: Any) -> bytes:
 
 def dumps_text(value: Any) -> str:
     """JSON text for a WebSocket text frame."""
-    try:
-        return orjson.dumps(value, option=_OPTIONS).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"))
+    return dumps(value).decode()
