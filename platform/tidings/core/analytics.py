@@ -99,31 +99,52 @@ def _day(day_number: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(day_number * DAY_MS / 1000))
 
 
-def aggregate(events: Iterable[Event]) -> dict[tuple[str, str], int]:
-    """Daily counters: (day, ``<event>.<kind>.<count|bytes|latency_ms_sum|latency_n>``)."""
-    # Summed per (day, event, kind) first: a batch holds thousands of events of a few
-    # kinds, and naming the counters once per kind is the costly part.
-    sums: dict[tuple[str, str, str], list[int]] = {}
+@dataclass
+class KindTotals:
+    """What one day's events of one name and kind add up to."""
+
+    count: int = 0
+    size: int = 0
+    latency_ms_sum: int = 0
+    latency_n: int = 0
+
+
+def totals_by_kind(events: Iterable[Event]) -> dict[tuple[str, str, str], KindTotals]:
+    """The events summed per (day, name, kind): a batch holds thousands of events of a
+    few kinds, and what is named per kind (counters, metric series) is the costly part."""
+    sums: dict[tuple[str, str, str], KindTotals] = {}
     for e in events:
         key = (day_of(e.ts_ms), e.name, e.kind)
         acc = sums.get(key)
         if acc is None:
-            acc = sums[key] = [0, 0, 0, 0]
-        acc[0] += e.count
-        acc[1] += e.size
+            acc = sums[key] = KindTotals()
+        acc.count += e.count
+        acc.size += e.size
         if e.latency_ms is not None:
-            acc[2] += e.latency_ms * e.count
-            acc[3] += e.count
-    totals: dict[tuple[str, str], int] = {}
-    for (day, name, kind), (count, size, latency_sum, latency_n) in sums.items():
+            acc.latency_ms_sum += e.latency_ms * e.count
+            acc.latency_n += e.count
+    return sums
+
+
+def aggregate(events: Iterable[Event]) -> dict[tuple[str, str], int]:
+    """Daily counters: (day, ``<event>.<kind>.<count|bytes|latency_ms_sum|latency_n>``)."""
+    return daily_counters(totals_by_kind(events))
+
+
+def daily_counters(
+    sums: Mapping[tuple[str, str, str], KindTotals],
+) -> dict[tuple[str, str], int]:
+    """``totals_by_kind`` as the daily aggregates' counters (see ``aggregate``)."""
+    counters: dict[tuple[str, str], int] = {}
+    for (day, name, kind), t in sums.items():
         base = f"{name}.{kind}"
-        totals[(day, f"{base}.count")] = count
-        if size:
-            totals[(day, f"{base}.bytes")] = size
-        if latency_n:
-            totals[(day, f"{base}.latency_ms_sum")] = latency_sum
-            totals[(day, f"{base}.latency_n")] = latency_n
-    return totals
+        counters[(day, f"{base}.count")] = t.count
+        if t.size:
+            counters[(day, f"{base}.bytes")] = t.size
+        if t.latency_n:
+            counters[(day, f"{base}.latency_ms_sum")] = t.latency_ms_sum
+            counters[(day, f"{base}.latency_n")] = t.latency_n
+    return counters
 
 
 def summary(counters: Mapping[str, int]) -> dict[str, dict[str, float]]:

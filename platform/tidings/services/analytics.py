@@ -13,10 +13,9 @@ import asyncio
 import logging
 import os
 import socket
-from collections import Counter
 
 from tidings.aio import wait_event
-from tidings.core.analytics import aggregate, decode_batch, encode_batch
+from tidings.core.analytics import daily_counters, decode_batch, encode_batch, totals_by_kind
 from tidings.core.shardmap import analytics_topic, consumer_group
 from tidings.errors import TidingsError
 from tidings.ports import AnalyticsStore, Record
@@ -76,22 +75,18 @@ class AnalyticsWorker:
             events.extend(found)
             metrics.analytics_skipped.inc(skipped)
         region = self.ctx.region
+        sums = totals_by_kind(events)
         await self.store.add(
-            {(region_day(region, day), name): n for (day, name), n in aggregate(events).items()}
+            {(region_day(region, day), name): n for (day, name), n in daily_counters(sums).items()}
         )
-        counts: Counter[tuple[str, str]] = Counter()
-        sizes: Counter[tuple[str, str]] = Counter()
+        for (_, name, kind), t in sums.items():  # each series looked up once per batch
+            metrics.analytics_events.labels(name, kind).inc(t.count)
+            if t.size:
+                metrics.analytics_bytes.labels(name, kind).inc(t.size)
         latencies: dict[str, list[float]] = {}
-        for e in events:  # each labelled series looked up once per batch, not per event
-            counts[(e.name, e.kind)] += e.count
-            if e.size:
-                sizes[(e.name, e.kind)] += e.size
+        for e in events:
             if e.latency_ms is not None:
                 latencies.setdefault(e.name, []).append(e.latency_ms / 1000)
-        for labels, count in counts.items():
-            metrics.analytics_events.labels(*labels).inc(count)
-        for labels, size in sizes.items():
-            metrics.analytics_bytes.labels(*labels).inc(size)
         for name, seconds in latencies.items():
             histogram = metrics.analytics_latency.labels(name)
             for latency in seconds:
