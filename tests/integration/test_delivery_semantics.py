@@ -27,6 +27,7 @@ from harness import (
 from tidings.core import wsproto
 from tidings.core.model import InboxItem
 from tidings.engines.embedded.inbox import SqliteMessageStore
+from tidings.services.gateway import SocketSession
 
 
 # helpers -------------------------------------------------------------------------------
@@ -388,6 +389,61 @@ async def test_pipelined_sends_are_answered_in_order_each_on_its_own_and_kept_in
     await bob_ws.nothing_for("deliver", 0.5)
     await alice_ws.close()
     await bob_ws.close()
+
+
+async def test_a_slow_ack_write_holds_up_a_ping_but_not_the_sends_behind_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acks are recorded beside the socket's sends: while Bob's ack write is held, his
+    own send is still answered (and delivered); his ping, which promises that the acks
+    read before it are recorded, is answered only once the write went through, and
+    the acked message is not delivered again."""
+    real_ack = SqliteMessageStore.ack
+    real_wait = SocketSession._acks_read_so_far
+    held, release, recorded, ping_waits = (asyncio.Event() for _ in range(4))
+
+    async def held_ack(self: SqliteMessageStore, *args: Any, **kwargs: Any) -> list[InboxItem]:
+        held.set()
+        await release.wait()
+        acked = await real_ack(self, *args, **kwargs)
+        recorded.set()
+        return acked
+
+    async def noted_wait(self: SocketSession) -> None:
+        ping_waits.set()
+        await real_wait(self)
+
+    monkeypatch.setattr(SqliteMessageStore, "ack", held_ack)
+    monkeypatch.setattr(SocketSession, "_acks_read_so_far", noted_wait)
+    async with run_gateway(tmp_path / "data") as gateway:
+        alice, bob = await register(gateway), await register(gateway)
+        alice_ws, bob_ws = await online(alice), await online(bob)
+        assert (await alice_ws.request("send", direct(bob, "a1", "to bob")))["status"] == 200
+        (first,) = await bob_ws.deliveries(1)  # and acked: the write is now held
+        await asyncio.wait_for(held.wait(), 10.0)
+
+        reply = await bob_ws.request("send", direct(alice, "b1", "to alice"))
+        assert reply["status"] == 200, reply
+        (back,) = await alice_ws.deliveries(1)
+        assert body_text(back) == "to alice"
+        assert not recorded.is_set()  # all that happened while the ack write was held
+
+        ping = asyncio.create_task(bob_ws.request("ping"))
+        await asyncio.wait_for(ping_waits.wait(), 10.0)  # the gateway holds the ping
+        release.set()
+        assert (await ping)["status"] == 200
+        assert recorded.is_set()
+        assert first["server_id"] not in await gateway_pending(gateway, bob)
+        await alice_ws.close()
+        await bob_ws.close()
+
+
+async def gateway_pending(gateway: Gateway, device: Device) -> list[str]:
+    """Server ids still pending in ``device``'s inbox, read from the server's own store."""
+    assert gateway.running is not None
+    ctx = gateway.running.server.config.app.state.platform.services.ctx
+    items = await ctx.messages.fetch(device.user_id, device.device_id, None, 100)
+    return [item.server_id for item in items]
 
 
 async def test_live_messages_arrive_without_waiting_for_the_idle_poll(

@@ -1,4 +1,5 @@
-"""The loop every bus worker runs: poll a batch, handle it until done, then commit.
+"""The loop every bus worker runs: poll a batch, handle it until done, then commit
+(while the next batch is polled).
 
 A batch is never skipped and never committed unhandled: a retryable failure pauses and
 handles the same batch again; a commit refused after a rebalance is left to the new
@@ -62,6 +63,10 @@ async def consume(
     """Poll ``topic`` in ``group`` and hand each batch to ``handle`` until ``stop``."""
     consumer = bus.consumer(topic, group)
     log.info("%s consuming %s as %s", what, topic, group)
+    # A batch's commit runs while the next batch is polled (the consumer's positions
+    # are its own, not the committed offsets): the commit's round trip is off the path
+    # of every record behind it. One commit at a time, so they land in order.
+    committing: asyncio.Task[None] | None = None
     try:
         while not stop.is_set():
             try:
@@ -73,6 +78,10 @@ async def consume(
                 await wait_event(stop, 1.0)
                 continue
             if records and await retrying(partial(handle, records), stop, what):
-                await commit(consumer, records)
+                if committing is not None:
+                    await committing
+                committing = asyncio.create_task(commit(consumer, records))
     finally:
+        if committing is not None:
+            await asyncio.shield(committing)
         await consumer.close()

@@ -9,6 +9,12 @@ ones are handled, and a short-lived worker takes whatever has queued in one go, 
 order (a run of sends is one router batch, a run of acks one inbox write and one receipt
 per sender). A busy socket thus costs a round trip per batch, not per frame, answers
 come in request order, and its pings are read while a slow send is still in flight.
+
+Acks do not hold up the sends behind them: they are recorded beside the worker, and
+only what must follow them (a ping's answer, a read receipt, the pump's re-read from the
+inbox's start) waits for the acks read before it. The acks read while one inbox write is
+under way go together in the next (one write, one ``delivered`` receipt per sender): a
+receipt per run of acks would multiply the receipts a sender gets back.
 """
 
 from __future__ import annotations
@@ -79,6 +85,10 @@ MAX_QUEUED_REQUESTS = 256
 """Requests read but not yet handled; past this the reader stops reading (back-pressure
 on the client's TCP connection) until the handler catches up."""
 
+AFTER_ACKS = frozenset({"ping", "receipt"})
+"""Requests that wait for the acks read before them to be recorded: a ping's answer
+says they were, and a read receipt must follow the ``delivered`` receipt of its acks."""
+
 FINISH_QUEUED_S = 2.0
 """How long a closing socket waits for the frames it already read to be handled."""
 
@@ -112,6 +122,14 @@ class SocketSession:
         self._last_frame = self._polled_at = ctx.clock()
         self._queued: list[wsproto.Request | wsproto.FrameRejected | wsproto.Acked] = []
         self._worker: asyncio.Task[None] | None = None
+        self._ack_ids: list[str] = []
+        """Acks read and not yet handed to the store: the next write's."""
+        self._acking: asyncio.Future[None] | None = None
+        """The loop recording acks, while it runs (see _record_acks)."""
+        self._acks_read = self._acks_recorded = 0
+        """Runs of acks read, and how many of them are recorded."""
+        self._ack_progress: asyncio.Future[None] | None = None
+        """Resolved (and replaced) each time acks are recorded."""
         self._cursors: dict[str, str] = {}
         """Inbox cursor of each delivery in flight (handed to the store with its ack)."""
         self._refused = False
@@ -169,6 +187,7 @@ class SocketSession:
             await self._finish_queued()
             everything = [*tasks, *self.following.tasks]
             everything += [self._worker] if self._worker is not None else []
+            # (the acks' work is shielded and outlives the socket, see _record_acks)
             for task in everything:
                 task.cancel()
             await asyncio.gather(*everything, return_exceptions=True)
@@ -211,8 +230,11 @@ class SocketSession:
 
     @property
     def busy(self) -> bool:
-        """Frames are being handled: silence from the client is not idleness then."""
-        return self._worker is not None and not self._worker.done()
+        """Frames are being handled or acks recorded: silence from the client is not
+        idleness then, and the inbox's start may still hold acked rows."""
+        return (self._worker is not None and not self._worker.done()) or (
+            self._acking is not None and not self._acking.done()
+        )
 
     async def _guarded(self) -> None:
         """The worker: a failure ends the socket the way a failed socket task does."""
@@ -244,31 +266,82 @@ class SocketSession:
                 while end < len(batch) and isinstance(batch[end], wsproto.Acked) == acks:
                     end += 1
                 if acks:
-                    server_ids = [
-                        e.server_id for e in batch[start:end] if isinstance(e, wsproto.Acked)
-                    ]
-                    # Shielded: a socket torn down mid-way must not record the acks and
-                    # then drop their receipts (the acked messages would never be receipted).
-                    work = asyncio.ensure_future(self._acked(server_ids))
-                    _background.add(work)
-                    work.add_done_callback(_settled)
-                    await asyncio.shield(work)
+                    self._record_acks(
+                        [e.server_id for e in batch[start:end] if isinstance(e, wsproto.Acked)]
+                    )
                 else:
                     requests = [e for e in batch[start:end] if not isinstance(e, wsproto.Acked)]
+                    if any(
+                        isinstance(e, wsproto.Request) and e.type in AFTER_ACKS for e in requests
+                    ):
+                        await self._acks_read_so_far()
                     for answer in await self._answer(requests):
                         await self.send(answer)
                 start = end
             if self._queued:
                 await asyncio.sleep(0)  # the other sockets' turn before the rest of ours
 
+    def _record_acks(self, server_ids: list[str]) -> None:
+        """Hand acks to the loop that records them, starting it if it is not running.
+        Shielded from the socket: one torn down mid-way must not record the acks and
+        then drop their receipts (the acked messages would never be receipted)."""
+        self._ack_ids += server_ids
+        self._acks_read += 1
+        if self._acking is None or self._acking.done():
+            work = asyncio.ensure_future(self._record_ack_runs())
+            _background.add(work)
+            work.add_done_callback(_settled)
+            work.add_done_callback(self._ack_loop_ended)
+            self._acking = work
+
+    async def _record_ack_runs(self) -> None:
+        """One inbox write for everything read so far, until nothing is left."""
+        while self._ack_ids:
+            ids, self._ack_ids, upto = self._ack_ids, [], self._acks_read
+            try:
+                await self._acked(ids)
+            except BaseException as exc:
+                self._tell_ack_waiters(exc)
+                raise
+            self._acks_recorded = upto
+            self._tell_ack_waiters(None)
+
+    def _tell_ack_waiters(self, error: BaseException | None) -> None:
+        """Wake whoever waits for acks to be recorded (they check how far it got)."""
+        progress, self._ack_progress = self._ack_progress, None
+        if progress is None or progress.done():
+            return
+        if error is None:
+            progress.set_result(None)
+        else:
+            progress.set_exception(error)
+            progress.exception()  # retrieved: the socket ends on it anyway
+
+    async def _acks_read_so_far(self) -> None:
+        """Wait until the acks read before now are recorded."""
+        target = self._acks_read
+        while self._acks_recorded < target:
+            if self._ack_progress is None:
+                self._ack_progress = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._ack_progress)
+
+    def _ack_loop_ended(self, work: asyncio.Future[None]) -> None:
+        """Acks that failed for good end the socket, as a failed frame does."""
+        self._last_frame = self.ctx.clock()
+        if work.cancelled() or work.exception() is None:
+            return
+        ended = self._ended
+        if ended is not None and not ended.done():
+            ended.set_exception(work.exception())  # type: ignore[arg-type]
+
     async def _finish_queued(self) -> None:
         """A client that acks and then goes away had its acks read: record them (briefly
         bounded) rather than deliver those messages again next time."""
-        worker = self._worker
-        if worker is None or worker.done():
-            return
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-            await asyncio.wait_for(asyncio.shield(worker), FINISH_QUEUED_S)
+        for work in (self._worker, self._acking):
+            if work is None or work.done():
+                continue
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(work), FINISH_QUEUED_S)
 
     async def _answer(self, batch: list[wsproto.Request | wsproto.FrameRejected]) -> list[str]:
         """One answer per frame, in order; runs of requests go to the handler together."""

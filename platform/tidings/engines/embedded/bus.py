@@ -69,7 +69,7 @@ class EmbeddedBus:
                 ).fetchone()
                 return None if row is None else int(row[0])
 
-            found = await self.db.run(fn)
+            found = self.db.read(fn)
             if found is None:
                 raise NotFound(f"topic {topic} does not exist; create it with ensure_topic")
             self._partitions[topic] = found
@@ -192,7 +192,10 @@ class EmbeddedConsumer:
                     pos[part] = int(off) + 1
             return pos, out
 
-        new_positions, records = await self.bus.db.run(fn)
+        # Positions known: a plain read, at once. Otherwise the writer loads (and
+        # registers) the group's committed offsets first.
+        db = self.bus.db
+        new_positions, records = await db.run(fn) if positions is None else db.read(fn)
         if self._generation == generation:  # no rebalance happened meanwhile
             self._positions = new_positions
         return records

@@ -86,7 +86,7 @@ class SqliteMessageStore:
             ).fetchall()
             return [_item(r) for r in rows]
 
-        return await self.db.run(fn)
+        return self.db.read(fn)
 
     async def ack(
         self,
@@ -142,7 +142,7 @@ class SqliteMessageStore:
             ).fetchone()
             return int(count)
 
-        return await self.db.run(fn)
+        return self.db.read(fn)
 
     async def purge_device(self, user_id: str, device_id: int) -> None:
         def fn(conn: sqlite3.Connection) -> None:

@@ -130,7 +130,7 @@ class SqliteUserStore(PushTokenTable):
             ).fetchone()
             return None if row is None else _user(row)
 
-        return await self.db.run(fn)
+        return self.db.read(fn)
 
     async def users_by_phone(self, phones: Sequence[str]) -> dict[str, User]:
         def fn(conn: sqlite3.Connection) -> dict[str, User]:
@@ -140,7 +140,7 @@ class SqliteUserStore(PushTokenTable):
             ).fetchall()
             return {u.phone: u for u in map(_user, rows)}
 
-        return await self.db.run(fn) if phones else {}
+        return self.db.read(fn) if phones else {}
 
     async def update_user(self, user: User) -> None:
         await self.db.run(
@@ -211,7 +211,7 @@ class SqliteUserStore(PushTokenTable):
             ).fetchall()
             return [_device(r) for r in rows]
 
-        return await self.db.run(fn) if user_ids else []
+        return self.db.read(fn) if user_ids else []
 
     async def remove_device(self, user_id: str, device_id: int) -> bool:
         def fn(conn: sqlite3.Connection) -> bool:
@@ -249,7 +249,7 @@ class SqliteUserStore(PushTokenTable):
                 return None
             return AuthSession(str(row[0]), str(row[1]), str(row[2]), int(row[3]), float(row[4]))
 
-        return await self.db.run(fn)
+        return self.db.read(fn)
 
     async def delete_session(self, token_hash: str) -> None:
         await self.db.run(
@@ -278,7 +278,7 @@ class SqliteUserStore(PushTokenTable):
             ).fetchone()
             return None if row is None else bytes(row[0])
 
-        return await self.db.run(fn)
+        return self.db.read(fn)
 
     async def set_signed_prekey(self, user_id: str, device_id: int, key: SignedPreKey) -> None:
         await self.db.run(
@@ -297,7 +297,7 @@ class SqliteUserStore(PushTokenTable):
             ).fetchone()
             return None if row is None else SignedPreKey(int(row[0]), bytes(row[1]), bytes(row[2]))
 
-        return await self.db.run(fn)
+        return self.db.read(fn)
 
     async def add_one_time_prekeys(
         self, user_id: str, device_id: int, keys: Sequence[OneTimePreKey], max_stored: int
@@ -328,7 +328,7 @@ class SqliteUserStore(PushTokenTable):
             ).fetchone()
             return int(count)
 
-        return await self.db.run(fn)
+        return self.db.read(fn)
 
     async def claim_one_time_prekey(self, user_id: str, device_id: int) -> OneTimePreKey | None:
         def fn(conn: sqlite3.Connection) -> OneTimePreKey | None:
@@ -372,7 +372,7 @@ class SqliteUserStore(PushTokenTable):
             ).fetchall()
             return [str(r[0]) for r in rows]
 
-        return await self.db.run(fn)
+        return self.db.read(fn)
 
     async def has_contact(self, user_id: str, contact_id: str) -> bool:
         def fn(conn: sqlite3.Connection) -> bool:
@@ -381,7 +381,7 @@ class SqliteUserStore(PushTokenTable):
             ).fetchone()
             return row is not None
 
-        return await self.db.run(fn)
+        return self.db.read(fn)
 
     # groups ------------------------------------------------------------------------
     async def create_group(self, group: Group) -> None:
@@ -416,7 +416,7 @@ class SqliteUserStore(PushTokenTable):
                 {str(uid): Role(str(role)) for uid, role in members},
             )
 
-        return await self.db.run(fn)
+        return self.db.read(fn, snapshot=True)
 
     async def set_member(self, group_id: str, user_id: str, role: Role) -> None:
         await self.db.run(
