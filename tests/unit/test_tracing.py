@@ -6,15 +6,18 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from pydantic import ValidationError
 
+from tidings.config import DEFAULT_SAMPLE_RATIO, Settings
 from tidings.core import jsoncodec
 from tidings.core.envelopes import Envelope, EnvelopeKind
 from tidings.errors import MismatchedDevices
 from tidings.services.router import Accepted
-from tidings.tracing import Tracing, parent_of
+from tidings.tracing import Tracing, otlp_exporter, parent_of
 
 BODY = "Y2lwaGVydGV4dA=="
 
@@ -153,3 +156,24 @@ def test_a_malformed_trace_context_starts_a_fresh_trace_instead_of_failing() -> 
     span.end()
     (finished,) = exporter.get_finished_spans()
     assert finished.parent is None
+
+
+def test_tracing_settings_refuse_what_they_cannot_use() -> None:
+    assert Settings().otlp_endpoint == ""  # no tracing unless asked for
+    assert Settings().trace_sample_ratio == DEFAULT_SAMPLE_RATIO
+    with pytest.raises(ValidationError, match="otlp_endpoint"):
+        Settings(otlp_endpoint="otel-collector:4318")  # no scheme
+    with pytest.raises(ValidationError, match="trace_sample_ratio"):
+        Settings(trace_sample_ratio=1.5)
+    assert Settings(otlp_endpoint="https://collector.example:4318").otlp_endpoint
+
+
+def test_the_exporter_posts_to_the_traces_path_of_the_endpoint() -> None:
+    for given in (
+        "http://collector:4318",
+        "http://collector:4318/",
+        "http://collector:4318/v1/traces",
+    ):
+        exporter = otlp_exporter(given)
+        assert getattr(exporter, "_endpoint", None) == "http://collector:4318/v1/traces"
+        exporter.shutdown()
