@@ -31,6 +31,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context as TraceContext
@@ -72,6 +73,13 @@ def otlp_exporter(endpoint: str) -> SpanExporter:
     if not url.endswith("/v1/traces"):
         url += "/v1/traces"
     return OTLPSpanExporter(endpoint=url)
+
+
+class Send(Protocol):
+    """What sampling needs of a send (``services.router.Outgoing``)."""
+
+    @property
+    def client_id(self) -> str: ...
 
 
 class Tracing:
@@ -135,12 +143,12 @@ class Tracing:
 
     # --- hooks of the message path (each returns None when there is nothing to trace) ---
 
-    def sends(self, client_ids: Sequence[str]) -> SendTrace | None:
+    def sends(self, outs: Sequence[Send]) -> SendTrace | None:
         """The sends of one router batch that are sampled (one draw each), or None."""
         if self.tracer is None or self.ratio <= 0.0:
             return None
         chance, ratio = self._chance, self.ratio
-        picked = [client_id for client_id in client_ids if chance() < ratio]
+        picked = [out.client_id for out in outs if chance() < ratio]
         return SendTrace(self.tracer, picked) if picked else None
 
     def delivering(self, envelopes: Iterable[Envelope]) -> DeliveryTrace | None:
@@ -223,9 +231,9 @@ class SendTrace:
             if span.is_recording():  # not ended yet
                 span.end()
 
-    def answered(self, client_ids: Sequence[str], results: Sequence[object]) -> None:
+    def answered(self, outs: Sequence[Send], results: Sequence[object]) -> None:
         """End every span with the answer its send got (``Accepted`` or an error)."""
-        outcome = dict(zip(client_ids, results, strict=False))
+        outcome = dict(zip((out.client_id for out in outs), results, strict=False))
         for client_id, accept in self.accepts.items():
             result = outcome.get(client_id)
             error = result if isinstance(result, Exception) else None

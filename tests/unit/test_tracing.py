@@ -16,7 +16,7 @@ from tidings.config import DEFAULT_SAMPLE_RATIO, Settings
 from tidings.core import jsoncodec
 from tidings.core.envelopes import Envelope, EnvelopeKind
 from tidings.errors import MismatchedDevices
-from tidings.services.router import Accepted
+from tidings.services.router import Accepted, Outgoing
 from tidings.tracing import Tracing, otlp_exporter, parent_of
 
 BODY = "Y2lwaGVydGV4dA=="
@@ -34,6 +34,10 @@ def envelope(client_id: str, device: int = 1) -> Envelope:
         client_id=client_id,
         body=BODY,
     )
+
+
+def sends(*client_ids: str) -> list[Outgoing]:
+    return [Outgoing(c, "bob", None, {"bob": {1: (None, BODY)}}) for c in client_ids]
 
 
 def tracing(ratio: float, draws: list[float] | None = None) -> tuple[Tracing, InMemorySpanExporter]:
@@ -70,9 +74,9 @@ def test_the_trace_travels_beside_the_body_and_never_reaches_the_recipient() -> 
 
 def test_unsampled_sends_make_no_span_and_leave_envelopes_untouched() -> None:
     tracer, exporter = tracing(0.01, draws=[0.5, 0.9, 0.02])
-    assert tracer.sends(["m1", "m2", "m3"]) is None
-    assert Tracing.off().sends(["m1"]) is None
-    assert tracing(0.0)[0].sends(["m1"]) is None
+    assert tracer.sends(sends("m1", "m2", "m3")) is None
+    assert Tracing.off().sends(sends("m1")) is None
+    assert tracing(0.0)[0].sends(sends("m1")) is None
     assert tracer.delivering([envelope("m1")]) is None
     assert tracer.deliver_span(envelope("m1")) is None
     tracer.acked([envelope("m1")], 0)
@@ -81,14 +85,14 @@ def test_unsampled_sends_make_no_span_and_leave_envelopes_untouched() -> None:
 
 def test_only_the_sampled_send_of_a_batch_is_stamped_and_traced() -> None:
     tracer, exporter = tracing(0.5, draws=[0.9, 0.1])  # m1 not sampled, m2 sampled
-    trace = tracer.sends(["m1", "m2"])
+    trace = tracer.sends(sends("m1", "m2"))
     assert trace is not None
     assert list(trace.accepts) == ["m2"]
     stamped = trace.stamp([envelope("m1"), envelope("m2", 1), envelope("m2", 2)])
     assert [e.trace is not None for e in stamped] == [False, True, True]
     assert stamped[1].trace == stamped[2].trace  # one produce span for the send's copies
     trace.produced()
-    trace.answered(["m1", "m2"], [Accepted("s-m1", 1, False), Accepted("s-m2", 1, False)])
+    trace.answered(sends("m1", "m2"), [Accepted("s-m1", 1, False), Accepted("s-m2", 1, False)])
     spans = by_name(exporter.get_finished_spans())
     (accept,) = spans["tidings.gateway.accept"]
     (produce,) = spans["tidings.router.produce"]
@@ -103,9 +107,9 @@ def test_only_the_sampled_send_of_a_batch_is_stamped_and_traced() -> None:
 
 def test_a_refused_send_ends_its_span_with_the_error_and_makes_no_produce_span() -> None:
     tracer, exporter = tracing(1.0)
-    trace = tracer.sends(["m1"])
+    trace = tracer.sends(sends("m1"))
     assert trace is not None
-    trace.answered(["m1"], [MismatchedDevices("the device list is out of date")])
+    trace.answered(sends("m1"), [MismatchedDevices("the device list is out of date")])
     (accept,) = exporter.get_finished_spans()
     assert accept.status.status_code is StatusCode.ERROR
     assert accept.attributes is not None
@@ -114,11 +118,11 @@ def test_a_refused_send_ends_its_span_with_the_error_and_makes_no_produce_span()
 
 def test_every_later_hop_joins_the_trace_the_envelope_carries() -> None:
     tracer, exporter = tracing(1.0)
-    trace = tracer.sends(["m1"])
+    trace = tracer.sends(sends("m1"))
     assert trace is not None
     (sent,) = trace.stamp([envelope("m1")])
     trace.produced()
-    trace.answered(["m1"], [Accepted("s-m1", 1, False)])
+    trace.answered(sends("m1"), [Accepted("s-m1", 1, False)])
     # A process that starts no trace (ratio 0) still records the hops of this one.
     later, later_spans = tracing(0.0)
     batch = later.delivering([envelope("other"), sent])

@@ -95,7 +95,7 @@ class Router:
         """
         ctx = self.ctx
         ctx.metrics.send_batch_size.observe(len(outs))
-        trace = ctx.tracing.sends([out.client_id for out in outs])  # None: none sampled
+        trace = ctx.tracing.sends(outs)  # None when none is sampled
         results: list[Accepted | TidingsError | None] = [None] * len(outs)
         allowed, refusal = await self._take_sends(principal, len(outs))
         for index in range(allowed, len(outs)):
@@ -105,7 +105,7 @@ class Router:
         )
         if not pending:
             if trace is not None:
-                trace.answered([out.client_id for out in outs], results)
+                trace.answered(outs, results)
             return _answers(results)
 
         # Deduplicate by the server id the client id maps to; a repeat within this batch
@@ -182,7 +182,7 @@ class Router:
                 else earlier
             )
         if trace is not None:
-            trace.answered([out.client_id for out in outs], results)
+            trace.answered(outs, results)
         return _answers(results)
 
     async def _take_sends(self, principal: Principal, count: int) -> tuple[int, RateLimited | None]:
