@@ -36,7 +36,7 @@ from prometheus_support import RULES, Prometheus, prometheus_env
 from servers import KubeEnv
 from traffic import traffic
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 ALERT = "TidingsDeliveryLagGrowing"
 WINDOW = "30s"
@@ -191,6 +191,14 @@ async def test_killing_the_delivery_workers_fires_the_lag_alert_and_restarting_r
             restarted = time.monotonic()
             workers = [await procs.start(["serve", "delivery"], data, log, env) for _ in range(2)]
             resolved = await until_state(prometheus, test_id, namespace, "inactive", 90)
+            print(
+                f"\n{ALERT} (delta window {WINDOW}, for {FOR}), seconds after the workers "
+                f"were killed:\n  pending   {pending - killed:6.1f}"
+                f"\n  firing    {firing - killed:6.1f}"
+                f"\n  restarted {restarted - killed:6.1f}"
+                f"\n  resolved  {resolved - killed:6.1f} ({resolved - restarted:.1f} after "
+                "the restart)"
+            )
             tally = await load.finish(settle_timeout=60.0)
         finally:
             for proc in [gateway, *workers]:
@@ -199,14 +207,7 @@ async def test_killing_the_delivery_workers_fires_the_lag_alert_and_restarting_r
                     await proc.wait()
     finally:
         prometheus.forget(f"operator-{test_id}")
-    print(
-        f"\n{ALERT} (delta window {WINDOW}, for {FOR}), seconds after the workers were killed:"
-        f"\n  pending   {pending - killed:6.1f}"
-        f"\n  firing    {firing - killed:6.1f}"
-        f"\n  restarted {restarted - killed:6.1f}"
-        f"\n  resolved  {resolved - killed:6.1f} ({resolved - restarted:.1f} after the restart)"
-        f"\n{tally.summary()}"
-    )
+    print(tally.summary())
     assert killed < pending < firing < restarted < resolved
     assert tally.sent >= 50, tally.summary()
     assert tally.lost == 0, f"{tally.summary()}; missing {tally.missing()}"
