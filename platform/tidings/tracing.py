@@ -131,11 +131,6 @@ class Tracing:
         provider.add_span_processor(processor)
         return cls(provider.get_tracer(INSTRUMENTATION), ratio, provider=provider, chance=chance)
 
-    def flush(self) -> None:
-        """Hand every ended span to the exporter now (tests; shutdown does it too)."""
-        if self._provider is not None:
-            self._provider.force_flush()
-
     async def close(self) -> None:
         """Export what is buffered and stop (the exporter's HTTP call off the loop)."""
         if self._provider is not None:
