@@ -130,7 +130,15 @@ def operator_watching(kube_env: KubeEnv, tmp_path: Path) -> Iterator[tuple[Opera
         with running_operator(
             kube_env, [namespace], tmp_path / "operator.log", "--shard-interval=2", interval=2.0
         ) as op:
-            yield op, namespace
+            try:
+                yield op, namespace
+            finally:
+                # While the operator runs: its finalizer deletes the region's topics and
+                # keyspace (deletionPolicy Delete) and lets the region go.
+                kube_env.kubectl(
+                    *("-n", namespace, "delete", "chatregions", "--all", "--timeout=120s"),
+                    check=False,
+                )
     finally:
         kube_env.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -157,6 +165,7 @@ async def test_killing_the_delivery_workers_fires_the_lag_alert_and_restarting_r
             cassandra=cassandra_env,
             keyspace=keyspace,
             partitions=4,
+            deletion_policy="Delete",
         ),
     )
     prometheus.scrape(

@@ -355,8 +355,11 @@ class ChatRegionSpec(SpecModel):
     dev_mode: bool = False
     """Log one-time codes instead of sending SMS. Never in production."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    tracing: TracingSpec = Field(default_factory=TracingSpec)
-    """Where the region's pods send traces of the message path, and how many."""
+    # No default object: a region that never sets it reads the same to an operator that
+    # predates the field (models refuse unknown fields) while CRDs and operator upgrade.
+    tracing: TracingSpec | None = None
+    """Where the region's pods send traces of the message path, and how many; absent:
+    no tracing."""
 
     @model_validator(mode="after")
     def _enough_slots(self) -> ChatRegionSpec:
