@@ -54,6 +54,8 @@ class Run:
         """Valid-looking codes the server refused (a new code was requested each time)."""
         self.config: dict[str, Any] = {}
         self._pinger: asyncio.Task[None] | None = None
+        self.sink: asyncio.subprocess.Process | None = None
+        """The OTLP sink of ``--trace-ratio`` (bench/otlp_sink.py), when started."""
 
     def progress(self, text: str) -> None:
         if not self.args.quiet:
@@ -67,6 +69,8 @@ class Run:
         base = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
         base["TIDINGS_LOG_LEVEL"] = "warning"
         base.update(_servers.SIGNUP_LIMITS)
+        if args.trace_ratio is not None:
+            base.update(await self._tracing_env())
         procs: dict[str, list[int]] = {}
         if args.engine == "embedded":
             env = dict(base, TIDINGS_ENGINE="embedded")
@@ -113,6 +117,33 @@ class Run:
         self._pinger = asyncio.get_running_loop().create_task(self._ping_loop())
         self.progress("servers up: " + ", ".join(f"{s.name} {s.url}" for s in self.servers))
 
+    async def _tracing_env(self) -> dict[str, str]:
+        """Settings that trace ``--trace-ratio`` of the sends, exporting to the OTLP sink
+        started here (or ``--otlp-endpoint``)."""
+        endpoint = self.args.otlp_endpoint
+        if not endpoint:
+            self.sink = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(Path(__file__).with_name("otlp_sink.py")),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert self.sink.stdout is not None
+            line = (await asyncio.wait_for(self.sink.stdout.readline(), 10)).decode()
+            endpoint = line.split()[-1]
+        self.config["otlp_endpoint"] = endpoint
+        return {
+            "TIDINGS_OTLP_ENDPOINT": endpoint,
+            "TIDINGS_TRACE_SAMPLE_RATIO": str(self.args.trace_ratio),
+        }
+
+    async def stop_sink(self) -> None:
+        """Stop the OTLP sink, keeping what it received in ``config``."""
+        if self.sink is None or self.sink.returncode is not None:
+            return
+        self.sink.terminate()
+        out, _ = await self.sink.communicate()
+        self.config["otlp_sink"] = out.decode().strip()
+
     async def start_or_fail(self, tmp: Path) -> bool:
         """``start_servers``; False (the reason in ``failures``, whatever started stopped
         again) when they did not start."""
@@ -132,6 +163,7 @@ class Run:
         if self.http is not None:
             await self.http.aclose()
         await _servers.stop(self.servers)
+        await self.stop_sink()  # after the servers: their last spans are flushed at stop
         region, bootstrap = self.config.get("region"), self.config.get("kafka_bootstrap")
         if region and bootstrap:
             try:

@@ -97,6 +97,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--timeout", type=float, default=120.0, help="bound of each phase, seconds")
     p.add_argument(
+        "--trace-ratio",
+        type=float,
+        default=None,
+        help="trace this share of sends (TIDINGS_TRACE_SAMPLE_RATIO), exporting to a sink "
+        "the bench starts (bench/otlp_sink.py) or to --otlp-endpoint (default: no tracing)",
+    )
+    p.add_argument(
+        "--otlp-endpoint", default="", help="with --trace-ratio: a collector instead of the sink"
+    )
+    p.add_argument(
         "--receipt-grace",
         type=float,
         default=10.0,
@@ -110,6 +120,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown or not phases:
         p.error(f"--phase: unknown {unknown}; choose from {','.join(PHASES)}")
     args.phases = [x for x in PHASES if x in phases]
+    if args.trace_ratio is not None and not 0.0 <= args.trace_ratio <= 1.0:
+        p.error("--trace-ratio must be between 0 and 1")
     if args.size < HEADER.size:
         p.error(f"--size must be at least {HEADER.size}")
     return args
@@ -131,6 +143,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         storm=args.storm,
         compression=args.compression,
         timeout=args.timeout,
+        trace_ratio=args.trace_ratio,
         nofile=nofile,
         loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         cores=os.cpu_count(),

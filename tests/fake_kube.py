@@ -107,6 +107,9 @@ class FakeExternal:
     async def shard_lag(self, shard: MessageShard, owner: ChatRegion) -> int:
         return 0
 
+    async def shard_oldest_ms(self, shard: MessageShard, owner: ChatRegion) -> int | None:
+        return None
+
     async def missing_topics(self, region: ChatRegion) -> list[str]:
         return []
 

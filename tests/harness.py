@@ -24,6 +24,7 @@ import websockets
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from tidings import server
 from tidings.bootstrap import create_apps
@@ -82,12 +83,20 @@ async def run_gateway(
     components: tuple[str, ...] | None = None,
     push_senders: Mapping[Provider, PushSender] | None = None,
     clock: Callable[[], float] = time.time,
+    span_exporter: SpanExporter | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Gateway]:
     """A gateway with ``components`` (default: what ``tidings up`` runs; with
-    ``push_senders``, the push worker too, sending through them) on ``clock``."""
+    ``push_senders``, the push worker too, sending through them) on ``clock``; traced
+    spans go to ``span_exporter`` when given."""
     settings = Settings(data_dir=data_dir, **{"inbox_poll_interval": 0.5, **overrides})
-    apps = create_apps(settings, components=components, push_senders=push_senders, clock=clock)
+    apps = create_apps(
+        settings,
+        components=components,
+        push_senders=push_senders,
+        clock=clock,
+        span_exporter=span_exporter,
+    )
     serving = await server.serve(
         apps.client, apps.ops, host="127.0.0.1", port=0, ops_port=0, log_level="warning"
     )

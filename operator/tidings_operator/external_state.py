@@ -17,9 +17,10 @@ from tidings_operator.cassandra_admin import (
     ensure_schema,
 )
 from tidings_operator.kafka_admin import (
+    GroupBacklog,
     apply_topic_decision,
     delete_topics,
-    group_lag,
+    group_backlog,
     kafka_admin,
     observe_topics,
     topic_names,
@@ -78,6 +79,11 @@ class External(Protocol):
         """Delivery records of the shard's recipients not yet consumed."""
         ...
 
+    async def shard_oldest_ms(self, shard: MessageShard, owner: ChatRegion) -> int | None:
+        """When the oldest of those records was accepted (ms since the epoch), or None
+        when none waits (or it could not be read)."""
+        ...
+
 
 class KafkaCassandra:
     """``External`` on the real systems. A region's topics and keyspace are converged
@@ -96,20 +102,24 @@ class KafkaCassandra:
         self._lag_ttl = lag_ttl
         self._clock = clock
         self._synced: dict[tuple[str, str], tuple[str, float]] = {}
-        self._lags: dict[tuple[str, str, str], tuple[dict[int, int], float]] = {}
+        self._lags: dict[tuple[str, str, str], tuple[GroupBacklog, float]] = {}
         self._lag_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
 
     async def _group_lag(self, bootstrap: str, group: str, topic: str) -> dict[int, int]:
-        """``group_lag``, shared for ``lag_ttl`` seconds: every shard of a region reads
-        the same groups, and a thousand shards must not mean a thousand Kafka sessions."""
+        return (await self._backlog(bootstrap, group, topic)).lag
+
+    async def _backlog(self, bootstrap: str, group: str, topic: str) -> GroupBacklog:
+        """``group_backlog``, shared for ``lag_ttl`` seconds: every shard of a region
+        reads the same groups, and a thousand shards must not mean a thousand Kafka
+        sessions."""
         key = (bootstrap, group, topic)
         async with self._lag_locks.setdefault(key, asyncio.Lock()):
             cached = self._lags.get(key)
             if cached is not None and self._clock() - cached[1] < self._lag_ttl:
                 return cached[0]
-            lag = await group_lag(bootstrap, group, topic)
-            self._lags[key] = (lag, self._clock())
-            return lag
+            backlog = await group_backlog(bootstrap, group, topic)
+            self._lags[key] = (backlog, self._clock())
+            return backlog
 
     def _fresh(self, region: ChatRegion) -> bool:
         seen = self._synced.get((region.metadata.namespace, region.region))
@@ -210,6 +220,13 @@ class KafkaCassandra:
             for source in shard_lag_sources(shard)
         ]
         return shard_lag(shard, measured)
+
+    async def shard_oldest_ms(self, shard: MessageShard, owner: ChatRegion) -> int | None:
+        found = [
+            (await self._backlog(owner.spec.kafka.bootstrap_servers, s.group, s.topic)).oldest_ms
+            for s in shard_lag_sources(shard)
+        ]
+        return min((ms for ms in found if ms is not None), default=None)
 
 
 def _external_digest(region: ChatRegion) -> str:

@@ -355,6 +355,22 @@ async def _group_offsets(admin: KafkaAdmin, group: str, parts: list[Any]) -> Any
             await asyncio.sleep(_SETTLE_POLL_S)
 
 
+@dataclass(frozen=True)
+class GroupBacklog:
+    """What a consumer group has not committed on a topic: records per partition, and
+    when the oldest of them was produced."""
+
+    lag: dict[int, int]
+    oldest_ms: int | None = None
+    """Kafka timestamp (ms since the epoch, the producer's ``CreateTime``: when the
+    router accepted the send) of the oldest record waiting; None when none waits or it
+    could not be read in time."""
+
+
+OLDEST_READ_S = 2.0
+"""How long reading the first waiting record of each lagging partition may take."""
+
+
 async def group_lag(
     bootstrap_servers: str,
     group: str,
@@ -365,10 +381,27 @@ async def group_lag(
 ) -> dict[int, int]:
     """Per partition of ``topic``: records the consumer group has not committed yet
     (``tidings.core.offsets.consumer_lag``). ``{}`` when the topic does not exist."""
+    backlog = await group_backlog(
+        bootstrap_servers, group, topic, client_id=client_id, timeout=timeout, oldest=False
+    )
+    return backlog.lag
+
+
+async def group_backlog(
+    bootstrap_servers: str,
+    group: str,
+    topic: str,
+    *,
+    client_id: str = "tidings-operator",
+    timeout: float = DEFAULT_TIMEOUT_S,
+    oldest: bool = True,
+) -> GroupBacklog:
+    """``group_lag``, and (``oldest``) the timestamp of the oldest record waiting: the
+    first uncommitted record of each lagging partition is read (one fetch each)."""
     async with kafka_admin(bootstrap_servers, client_id, timeout=timeout) as admin:
         metadata = await _metadata(admin)
         if topic not in metadata:
-            return {}
+            return GroupBacklog({})
         parts = [TopicPartition(topic, p["partition"]) for p in metadata[topic]]
         async with admin.guard(f"reading the offsets of group {group} on {topic}"):
             committed = await _group_offsets(admin, group, parts)
@@ -381,27 +414,60 @@ async def group_lag(
             enable_auto_commit=False,
             request_timeout_ms=round(timeout * 1000),
         )
+        oldest_ms = None
         try:
             async with admin.guard(f"reading the log offsets of {topic}"):
                 await lookup.start()
-                beginning = await lookup.beginning_offsets(parts)
-                end = await lookup.end_offsets(parts)
+                beginning = {
+                    tp.partition: o for tp, o in (await lookup.beginning_offsets(parts)).items()
+                }
+                end = {tp.partition: o for tp, o in (await lookup.end_offsets(parts)).items()}
+            positions = {
+                tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic
+            }
+            lag = consumer_lag(beginning, end, positions)
+            if oldest and any(lag.values()):
+                waiting = {
+                    p: max(beginning.get(p, 0), positions.get(p, -1)) for p, n in lag.items() if n
+                }
+                async with admin.guard(f"reading the oldest waiting record of {topic}"):
+                    oldest_ms = await _first_timestamps(lookup, topic, waiting)
         finally:
             with contextlib.suppress(ExternalUnavailable):
                 async with admin.guard("closing the offset reader"):
                     await lookup.stop()
-    return consumer_lag(
-        {tp.partition: offset for tp, offset in beginning.items()},
-        {tp.partition: offset for tp, offset in end.items()},
-        {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic},
-    )
+    return GroupBacklog(lag, oldest_ms)
+
+
+async def _first_timestamps(lookup: Any, topic: str, start: Mapping[int, int]) -> int | None:
+    """The oldest timestamp among the records at ``start`` (partition -> offset), or
+    None when none came within ``OLDEST_READ_S`` (retention removed it meanwhile, or
+    the broker is slow: the age is then unknown, never made up)."""
+    parts = {p: TopicPartition(topic, p) for p in start}
+    lookup.assign(list(parts.values()))
+    for partition, tp in parts.items():
+        lookup.seek(tp, start[partition])
+    found: dict[int, int] = {}
+    deadline = asyncio.get_running_loop().time() + OLDEST_READ_S
+    while len(found) < len(parts):
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            break
+        wanted = [tp for p, tp in parts.items() if p not in found]
+        batch = await lookup.getmany(*wanted, timeout_ms=round(left * 1000), max_records=64)
+        for tp, records in batch.items():
+            if records and tp.partition not in found:
+                found[tp.partition] = int(records[0].timestamp)
+    return min(found.values()) if found else None
 
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "GroupBacklog",
     "KafkaAdmin",
     "apply_topic_decision",
     "delete_topics",
+    "group_backlog",
     "group_lag",
     "kafka_admin",
     "observe_topics",

@@ -109,6 +109,13 @@ def parser() -> argparse.ArgumentParser:
         "recreated within about this long, not only at the next resync",
     )
     run.add_argument(
+        "--shard-interval",
+        type=float,
+        default=float(_env("SHARD_INTERVAL", "60")),
+        help="seconds between refreshes of each MessageShard's status and lag metrics "
+        "(owner, epoch, consumer lag, oldest undelivered age), read from Kafka",
+    )
+    run.add_argument(
         "--max-concurrent-reconciles",
         type=int,
         default=int(_env("MAX_CONCURRENT_RECONCILES", "8")),
@@ -168,10 +175,12 @@ def _run(args: argparse.Namespace) -> None:
             max_concurrent_reconciles=args.max_concurrent_reconciles,
             heartbeat_interval=args.heartbeat_interval,
             topic_check_interval=args.topic_check_interval,
+            shard_interval=args.shard_interval,
             regions=frozenset(regions) if regions else None,
             holder=f"{socket.gethostname()}/{os.getpid()}",
         ),
-        KafkaCassandra(),
+        # A lag read is shared by a region's shards, never kept past their refresh.
+        KafkaCassandra(lag_ttl=min(10.0, args.shard_interval)),
     )
     start_http_server(args.metrics_port)
     asyncio.run(

@@ -101,6 +101,13 @@ CONSUMER_LAG = Gauge(
     "topic. Read even while the workers are down.",
     ["kind", "namespace", "name", "region"],
 )
+OLDEST_UNDELIVERED_AGE = Gauge(
+    "tidings_operator_oldest_undelivered_age_seconds",
+    "Age of the oldest record a worker group has not committed (accepted but not yet "
+    "stored in an inbox, for the delivery group), from its Kafka timestamp, as the last "
+    "reconcile read it; 0 when none waits. Grows even while the workers are down.",
+    ["kind", "namespace", "name", "region"],
+)
 PEER_HEALTH = Gauge(
     "tidings_operator_peer_health",
     "1 for the health a region last judged each peer to be in (Healthy, Suspect, Failed, "
@@ -129,8 +136,18 @@ def set_consumer_lag(kind: str, namespace: str, name: str, region: str, lag: int
     previous = _LAG_REGIONS.get(key)
     if previous is not None and previous != region:
         CONSUMER_LAG.remove(kind, namespace, name, previous)
+        with contextlib.suppress(KeyError):
+            OLDEST_UNDELIVERED_AGE.remove(kind, namespace, name, previous)
     _LAG_REGIONS[key] = region
     CONSUMER_LAG.labels(kind, namespace, name, region).set(lag)
+
+
+def set_oldest_undelivered_age(
+    kind: str, namespace: str, name: str, region: str, age_s: float
+) -> None:
+    """Export the age of a resource's oldest waiting record (after ``set_consumer_lag``,
+    which tracks the owner region both gauges are labelled with)."""
+    OLDEST_UNDELIVERED_AGE.labels(kind, namespace, name, region).set(age_s)
 
 
 def forget_consumer_lag(kind: str, namespace: str, name: str) -> None:
@@ -139,6 +156,8 @@ def forget_consumer_lag(kind: str, namespace: str, name: str) -> None:
     region = _LAG_REGIONS.pop((kind, namespace, name), None)
     if region is not None:
         CONSUMER_LAG.remove(kind, namespace, name, region)
+        with contextlib.suppress(KeyError):
+            OLDEST_UNDELIVERED_AGE.remove(kind, namespace, name, region)
 
 
 def set_refusals(kind: str, namespace: str, name: str, reasons: Iterable[str]) -> None:

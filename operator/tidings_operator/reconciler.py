@@ -64,6 +64,7 @@ from tidings_operator.resources.dependencies import (
     secret_names_of,
 )
 from tidings_operator.resources.heartbeat import heartbeat_lease, read_heartbeat
+from tidings_operator.resources.lag import waiting_age_s
 from tidings_operator.resources.podhealth import ComponentPods, component_pods
 from tidings_operator.resources.refusal import Refusal
 from tidings_operator.shard_moves import move_shards, shard_views
@@ -643,9 +644,18 @@ class Reconciler:
         lag = None
         if owner_body is not None and not deleting:
             try:
-                lag = await self.external.shard_lag(shard, ChatRegion.model_validate(owner_body))
+                owner = ChatRegion.model_validate(owner_body)
+                lag = await self.external.shard_lag(shard, owner)
                 metrics.set_consumer_lag(
                     MESSAGE_SHARD, key.namespace, key.name, shard.spec.owner, lag
+                )
+                oldest_ms = await self.external.shard_oldest_ms(shard, owner)
+                metrics.set_oldest_undelivered_age(
+                    MESSAGE_SHARD,
+                    key.namespace,
+                    key.name,
+                    shard.spec.owner,
+                    waiting_age_s(oldest_ms, self.now()),
                 )
             except ExternalUnavailable as exc:
                 log.warning("lag of %s unknown: %s", key, exc)

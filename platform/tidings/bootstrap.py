@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from tidings.api.app import create_app as create_api
 from tidings.api.app import routers_for
@@ -62,6 +63,7 @@ from tidings.services.presence import PresenceService
 from tidings.services.push import PushWorker
 from tidings.services.registry import Services
 from tidings.services.shard_map_file import ShardMapFile
+from tidings.tracing import Tracing, otlp_exporter
 
 log = logging.getLogger("tidings")
 
@@ -285,6 +287,7 @@ def build(
     otp: OtpSender | None = None,
     clock: Callable[[], float] = time.time,
     push_senders: Mapping[Provider, PushSender] | None = None,
+    tracing: Tracing | None = None,
 ) -> Platform:
     """Engines and services for ``settings`` (``settings.engine`` picks the engine set)."""
     data = settings.data_dir
@@ -322,7 +325,10 @@ def build(
         limits=limits,
         rates=settings.rates,
         partitions=settings.partitions,
+        tracing=tracing or Tracing.off(),
     )
+    if tracing is not None:
+        engines.closers.append(tracing.close)  # last: what the others' shutdown traced
     watch = None
     if settings.shard_map_file is not None:
         watch = ShardMapFile(ctx, settings.shard_map_file)
@@ -337,6 +343,27 @@ def build(
         shipper=EventShipper(ctx),
         push_senders=push_senders,
         shard_map_file=watch,
+    )
+
+
+def build_tracing(
+    settings: Settings, components: Collection[str], exporter: SpanExporter | None = None
+) -> Tracing | None:
+    """Tracing of the message path when an exporter or ``otlp_endpoint`` is given.
+
+    With a ratio of 0 the process starts no trace but still records its hops of traces
+    other processes started (sampling follows the envelope's parent)."""
+    if exporter is None:
+        if not settings.otlp_endpoint:
+            return None
+        exporter = otlp_exporter(settings.otlp_endpoint)
+    named = "-".join(c for c in COMPONENTS if c in components)
+    service = "tidings" if set(components) >= set(up_components(settings)) else f"tidings-{named}"
+    return Tracing.exporting(
+        exporter,
+        settings.trace_sample_ratio,
+        service=service,
+        attributes={"tidings.region": settings.region},
     )
 
 
@@ -357,9 +384,11 @@ def create_apps(
     otp: OtpSender | None = None,
     clock: Callable[[], float] = time.time,
     push_senders: Mapping[Provider, PushSender] | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> Apps:
     """The ASGI apps running ``components`` (default: what ``tidings up`` runs); see
-    ``api.app.routers_for`` and ``api.ops.ops_routers_for`` for the routes each serves."""
+    ``api.app.routers_for`` and ``api.ops.ops_routers_for`` for the routes each serves.
+    ``span_exporter`` takes the spans instead of ``settings.otlp_endpoint`` (tests)."""
     if components is None:
         components = COMPONENTS if push_senders else up_components(settings)
     unknown = set(components) - set(COMPONENTS)
@@ -377,7 +406,13 @@ def create_apps(
         except (ValueError, OSError, ImportError) as exc:
             raise SystemExit(f"push is misconfigured: {exc}") from exc
         push_senders = owned
-    platform = build(settings, otp=otp, clock=clock, push_senders=push_senders)
+    platform = build(
+        settings,
+        otp=otp,
+        clock=clock,
+        push_senders=push_senders,
+        tracing=build_tracing(settings, components, span_exporter),
+    )
     platform.engines.closers.extend(sender.close for sender in owned.values())
 
     @contextlib.asynccontextmanager

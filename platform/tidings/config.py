@@ -23,6 +23,11 @@ COMPONENTS = ("gateway", "router", "media", "presence", "delivery", "push", "ana
 """What ``tidings serve`` can run alone; ``tidings up`` runs them all (``push`` only
 when a provider is configured, see ``up_components``)."""
 
+DEFAULT_SAMPLE_RATIO = 0.01
+"""Share of sends traced by default (``trace_sample_ratio``): enough to follow slow
+messages on a busy region, few enough that the message path's cost does not move (see
+docs/observability.md)."""
+
 CONFIG_FILE_ENV = "TIDINGS_CONFIG_FILE"
 """A TOML file of settings (keys are the setting names without ``TIDINGS_``, lower
 case); environment variables override it."""
@@ -66,6 +71,16 @@ class Settings(BaseSettings):
     ``{"otp_address_burst": 100000, "register_address_burst": 100000}`` (JSON in the
     environment, a table in TOML) for a load test registering many accounts from one
     address. Unknown names are refused."""
+
+    # traces (names match the ChatRegion's spec.tracing) --------------------------------
+    otlp_endpoint: str = Field(default="", max_length=2048, pattern=r"^(https?://\S+)?$")
+    """Where spans of the message path go: an OpenTelemetry collector's OTLP/HTTP base
+    URL (e.g. ``http://otel-collector:4318``; ``/v1/traces`` is added). Empty: no
+    tracing at all. Headers, timeout and TLS: the standard ``OTEL_EXPORTER_OTLP_*``
+    variables; batching: ``OTEL_BSP_*``."""
+    trace_sample_ratio: float = Field(default=DEFAULT_SAMPLE_RATIO, ge=0.0, le=1.0)
+    """Share of sends traced (decided at accept; every later hop of a traced send is
+    traced too). 0 traces nothing even with ``otlp_endpoint`` set."""
 
     # distributed engines (names match the ChatRegion custom resource) ----------------
     kafka_bootstrap: str = "127.0.0.1:9092"

@@ -3,6 +3,7 @@ why a shard's lag spans every partition, and the replica rule (the HPA's)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tidings_operator.resources.lag import (
     shard_lag_sources,
     shard_partitions,
     total_lag,
+    waiting_age_s,
 )
 
 
@@ -211,3 +213,11 @@ def test_replicas_always_lie_within_the_bounds(
 ) -> None:
     replicas = pool_replicas(scaled(low, low + extra, 250), lag, current=current)
     assert low <= replicas <= low + extra
+
+
+def test_the_oldest_waiting_age_counts_from_its_kafka_timestamp() -> None:
+    now = datetime(2026, 12, 6, 12, 0, 30, tzinfo=UTC)
+    accepted_ms = int(datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC).timestamp() * 1000)
+    assert waiting_age_s(accepted_ms, now) == 30.0
+    assert waiting_age_s(None, now) == 0.0  # nothing waits
+    assert waiting_age_s(accepted_ms + 60_000, now) == 0.0  # a producer clock ahead of ours

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from tidings.config import Settings
 from tidings.core.shardmap import SLOTS, single_region
 from tidings_operator.models import REGION_COMPONENTS, ChatRegion, MessageShard, PushPool, parse
+from tidings_operator.models.chatregion import TracingSpec
 from tidings_operator.names import SETTINGS_HASH_ANNOTATION
 from tidings_operator.resources import pool_children, region_children
 from tidings_operator.resources.env import env_name, setting_for
@@ -329,6 +330,32 @@ def test_the_settings_config_map_starts_the_platform_as_asked() -> None:
     assert settings.redis_url == ""  # from a Secret in this example, not the ConfigMap
     for value in data.values():
         assert isinstance(value, str)
+
+
+def test_tracing_reaches_the_pods_only_when_the_region_asks_for_it() -> None:
+    region = us_east()
+    assert region.spec.tracing is None
+    assert not {"TIDINGS_OTLP_ENDPOINT", "TIDINGS_TRACE_SAMPLE_RATIO"} & set(settings_data(region))
+    traced = region.model_copy(
+        update={
+            "spec": region.spec.model_copy(
+                update={
+                    "tracing": TracingSpec(
+                        otlp_endpoint="http://otel-collector.observability:4318",
+                        sample_ratio=0.05,
+                    )
+                }
+            )
+        }
+    )
+    data = settings_data(traced)
+    settings = Settings(**{setting_for(k) or k: v for k, v in data.items()})  # type: ignore[arg-type]
+    assert settings.otlp_endpoint == "http://otel-collector.observability:4318"
+    assert settings.trace_sample_ratio == 0.05
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        TracingSpec(otlp_endpoint="http://collector:4318", sample_ratio=2)
+    with pytest.raises(ValueError, match="pattern"):
+        TracingSpec(otlp_endpoint="collector:4318")
 
 
 def test_credentials_come_from_secrets_only() -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from tidings.config import DEFAULT_SAMPLE_RATIO
 from tidings.core.shardmap import SLOTS
 from tidings_operator.models.base import (
     ApiVersion,
@@ -298,6 +299,18 @@ class FailoverSpec(SpecModel):
     """How long a region must look dead before an automatic failover."""
 
 
+class TracingSpec(SpecModel):
+    """Traces of the message path (OpenTelemetry spans, OTLP over HTTP): a span per hop
+    of a sampled send, from the sender's gateway to the recipient's ack."""
+
+    otlp_endpoint: str = Field(default="", max_length=2048, pattern=r"^(https?://\S+)?$")
+    """An OpenTelemetry collector's OTLP/HTTP base URL (``TIDINGS_OTLP_ENDPOINT``), e.g.
+    ``http://otel-collector.observability:4318``. Empty: no tracing."""
+    sample_ratio: float = Field(default=DEFAULT_SAMPLE_RATIO, ge=0.0, le=1.0)
+    """Share of sends traced, decided when a send is accepted
+    (``TIDINGS_TRACE_SAMPLE_RATIO``); 0 starts no trace."""
+
+
 class ChatRegionSpec(SpecModel):
     """The desired state of a region."""
 
@@ -342,6 +355,11 @@ class ChatRegionSpec(SpecModel):
     dev_mode: bool = False
     """Log one-time codes instead of sending SMS. Never in production."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # No default object: a region that never sets it reads the same to an operator that
+    # predates the field (models refuse unknown fields) while CRDs and operator upgrade.
+    tracing: TracingSpec | None = None
+    """Where the region's pods send traces of the message path, and how many; absent:
+    no tracing."""
 
     @model_validator(mode="after")
     def _enough_slots(self) -> ChatRegionSpec:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from tidings.core.shardmap import consumer_group, deliveries_topic, push_topic, receipts_topic
 from tidings_operator.models import MessageShard, PushPool
@@ -110,3 +111,11 @@ __all__ = [
     "shard_partitions",
     "total_lag",
 ]
+
+
+def waiting_age_s(oldest_ms: int | None, now: datetime) -> float:
+    """Seconds the oldest waiting record has waited at ``now`` (0 when none waits; never
+    negative, whatever the producer's clock said)."""
+    if oldest_ms is None:
+        return 0.0
+    return max(0.0, now.timestamp() - oldest_ms / 1000)

@@ -46,6 +46,10 @@ def settings_data(region: ChatRegion) -> dict[str, str]:
     }
     if spec.redis.url is not None:
         values["redis_url"] = spec.redis.url
+    if spec.tracing is not None and spec.tracing.otlp_endpoint:
+        # Only when set: a region without tracing keeps its ConfigMap (and its pods).
+        values["otlp_endpoint"] = spec.tracing.otlp_endpoint
+        values["trace_sample_ratio"] = spec.tracing.sample_ratio
     return settings_env(values)
 
 

@@ -45,6 +45,10 @@ class Envelope:
     """Ephemeral envelopes (typing) go to online devices only and are never stored."""
     epoch: int = 0
     """Fencing epoch of the recipient's shard when the router produced this."""
+    trace: str | None = None
+    """W3C ``traceparent`` of the hop that produced this copy, on sampled messages only
+    (``tidings.tracing``): routing metadata beside the ciphertext, never inside it, and
+    never shown to the recipient. Absent from the encoded form when None."""
 
     def for_device(self, user_id: str, device_id: int) -> Envelope:
         return replace(self, recipient_user=user_id, recipient_device=device_id)
@@ -71,6 +75,8 @@ class Envelope:
             "ephemeral": self.ephemeral,
             "epoch": self.epoch if epoch is None else epoch,
         }
+        if self.trace is not None:
+            data["trace"] = self.trace
         return jsoncodec.dumps(data)
 
     @classmethod
@@ -93,6 +99,7 @@ class Envelope:
             typing=data.get("typing"),
             ephemeral=data.get("ephemeral", False),
             epoch=data.get("epoch", 0),
+            trace=data.get("trace"),
         )
 
     def to_client(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from tidings.ports import (
     Sessions,
     UserStore,
 )
+from tidings.tracing import Tracing
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class Context:
     partitions: int = 8
     events: EventBuffer = field(default_factory=EventBuffer)
     """Analytics events waiting to be shipped (see ``services.analytics``)."""
+    tracing: Tracing = field(default_factory=Tracing.off)
+    """Traces of the message path (``tidings.tracing``); off unless configured."""
 
     # The user store's parts: one engine implements them all, each service uses its own.
     @property

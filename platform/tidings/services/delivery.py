@@ -59,6 +59,7 @@ class DeliveryWorker:
         ctx = self.ctx
         started = time.perf_counter()
         decoded = [Envelope.decode(r.value) for r in records]
+        trace = ctx.tracing.delivering(decoded)  # None unless an envelope carries a trace
         # The inbox keeps the bytes the router encoded: each envelope is encoded once.
         raw = {id(e): r.value for e, r in zip(decoded, records, strict=True)}
         envelopes, moved = moved_away(ctx.shard_map, ctx.region, decoded)
@@ -77,11 +78,15 @@ class DeliveryWorker:
         ]
         if stored:
             ctx.metrics.inbox_writes.inc(await ctx.messages.append(stored))
+            if trace is not None:
+                trace.stored()
             now = ctx.now_ms()
             for e in envelopes:
                 if not e.ephemeral:
                     ctx.emit("stored", e.kind.value, latency_ms=max(0, now - e.timestamp))
         await self._notify(envelopes)
+        if trace is not None:
+            trace.woken()
         ctx.metrics.delivery_batch_seconds.observe(time.perf_counter() - started)
 
     async def _notify(self, envelopes: list[Envelope]) -> None:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -374,6 +375,7 @@ class SocketSession:
         the message pending (delivered again on the next connection, clients dedupe),
         and receipts keep retrying after the socket is gone."""
         me, ctx = self.principal, self.ctx
+        started_ns = time.time_ns()  # the start of a traced message's ack span
         ctx.metrics.ack_batch_size.observe(len(server_ids))
         try:
             cursors = {sid: c for sid in server_ids if (c := self._cursors.pop(sid, None))}
@@ -396,6 +398,7 @@ class SocketSession:
         ctx.metrics.deliveries_acked.inc(len(acked))
         now = ctx.now_ms()
         envelopes = [Envelope.decode(item.envelope) for item in acked]
+        ctx.tracing.acked(envelopes, started_ns)
         for envelope in envelopes:
             ctx.emit("delivered", envelope.kind.value, latency_ms=max(0, now - envelope.timestamp))
         try:  # inline first: a later read receipt from this device then follows it
@@ -459,7 +462,10 @@ class SocketSession:
                         self.ctx.metrics.delivery_latency.observe(
                             max(0, self.ctx.now_ms() - envelope.timestamp) / 1000
                         )
+                    span = self.ctx.tracing.deliver_span(envelope) if envelope.trace else None
                     await self.send(self.proto.deliver(item.server_id, envelope.to_client()))
+                    if span is not None:
+                        span.end()
                     self.ctx.metrics.deliveries_sent.inc()
                     cursor = item.cursor
                 if len(items) < want:

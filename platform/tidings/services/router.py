@@ -95,6 +95,7 @@ class Router:
         """
         ctx = self.ctx
         ctx.metrics.send_batch_size.observe(len(outs))
+        trace = ctx.tracing.sends(outs)  # None when none is sampled
         results: list[Accepted | TidingsError | None] = [None] * len(outs)
         allowed, refusal = await self._take_sends(principal, len(outs))
         for index in range(allowed, len(outs)):
@@ -103,6 +104,8 @@ class Router:
             principal, [(i, outs[i]) for i in range(allowed)], results
         )
         if not pending:
+            if trace is not None:
+                trace.answered(outs, results)
             return _answers(results)
 
         # Deduplicate by the server id the client id maps to; a repeat within this batch
@@ -148,7 +151,9 @@ class Router:
             produced.append((index, out, server_id, to, ts, len(envelopes) - start))
         if envelopes:
             try:
-                await self.produce(envelopes)
+                await self.produce(envelopes if trace is None else trace.stamp(envelopes))
+                if trace is not None:
+                    trace.produced()
             except TidingsError as exc:
                 for index, *_ in produced:
                     results[index] = exc
@@ -176,6 +181,8 @@ class Router:
                 if isinstance(earlier, Accepted)
                 else earlier
             )
+        if trace is not None:
+            trace.answered(outs, results)
         return _answers(results)
 
     async def _take_sends(self, principal: Principal, count: int) -> tuple[int, RateLimited | None]:

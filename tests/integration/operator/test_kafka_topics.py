@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 
@@ -16,9 +17,11 @@ from aiokafka.admin.records_to_delete import RecordsToDelete
 
 from tidings_operator.external import KAFKA_REJECTED, KAFKA_UNAVAILABLE, ExternalUnavailable
 from tidings_operator.kafka_admin import (
+    GroupBacklog,
     KafkaAdmin,
     apply_topic_decision,
     delete_topics,
+    group_backlog,
     group_lag,
     kafka_admin,
     observe_topics,
@@ -252,6 +255,36 @@ async def test_group_lag_counts_uncommitted_records_per_partition(
     assert await group_lag(kafka_bootstrap, group, topic) == {0: 3, 1: 0, 2: 0}
     # Another group's commits are its own.
     assert await group_lag(kafka_bootstrap, name("other"), topic) == {0: 5, 1: 3, 2: 0}
+
+
+async def test_the_backlog_names_when_its_oldest_waiting_record_was_produced(
+    admin: KafkaAdmin, kafka_bootstrap: str, name: Callable[[str], str]
+) -> None:
+    topic, group = name("age"), name("group")
+    await converge(admin, TopicSpec(topic, 2, 1))
+    assert await group_backlog(kafka_bootstrap, group, topic) == GroupBacklog({0: 0, 1: 0})
+    base = int(time.time() * 1000) - 3_600_000  # an hour ago: the broker takes that
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(3):  # partition 0: base, +1 s, +2 s; partition 1: +10 s, +11 s, +12 s
+            await producer.send_and_wait(topic, b"r", partition=0, timestamp_ms=base + i * 1000)
+            await producer.send_and_wait(
+                topic, b"r", partition=1, timestamp_ms=base + 10_000 + i * 1000
+            )
+    finally:
+        await producer.stop()
+    assert (await group_backlog(kafka_bootstrap, group, topic)).oldest_ms == base
+    await commit(kafka_bootstrap, group, topic, {0: 2})  # two of partition 0 consumed
+    assert await group_backlog(kafka_bootstrap, group, topic) == GroupBacklog(
+        {0: 1, 1: 3}, base + 2000
+    )
+    await commit(kafka_bootstrap, group, topic, {0: 3, 1: 1})
+    assert await group_backlog(kafka_bootstrap, group, topic) == GroupBacklog(
+        {0: 0, 1: 2}, base + 11_000
+    )
+    await commit(kafka_bootstrap, group, topic, {1: 3})
+    assert await group_backlog(kafka_bootstrap, group, topic) == GroupBacklog({0: 0, 1: 0})
 
 
 async def test_a_partition_without_a_commit_counts_from_its_log_start(
