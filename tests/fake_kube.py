@@ -6,6 +6,7 @@ to fail."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from tidings_operator.external_state import ExternalOutcome
@@ -85,6 +86,19 @@ class FakeKube:
         self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
     ) -> None:
         self.events.append((involved["metadata"]["name"], reason, message))
+
+
+class FakeClock:
+    """A ``Clock`` that moves only when told to."""
+
+    def __init__(self, start: datetime) -> None:
+        self.moment = start
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, seconds: float) -> None:
+        self.moment += timedelta(seconds=seconds)
 
 
 class FakeExternal:
