@@ -79,8 +79,22 @@ class FakeKube:
         obj = self.objects.get((kind, namespace or "", name))
         if obj is None:
             raise ApiError(404, "NotFound", name)
-        obj["status"] = dict(status)
+        obj["status"] = {**(obj.get("status") or {}), **status}  # a merge patch
         return obj
+
+    async def patch(
+        self, kind: str, namespace: str | None, name: str, patch: Mapping[str, Any]
+    ) -> Manifest:
+        """A merge patch of metadata and spec; ``metadata.resourceVersion`` in it is a
+        precondition (409 when the object changed since)."""
+        obj = self.objects.get((kind, namespace or "", name))
+        if obj is None:
+            raise ApiError(404, "NotFound", name)
+        expected = (patch.get("metadata") or {}).get("resourceVersion")
+        if expected is not None and expected != obj["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", f"{name} changed since {expected}")
+        changed = {**obj, "spec": {**obj.get("spec", {}), **(patch.get("spec") or {})}}
+        return self.put(changed)
 
     async def event(
         self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False

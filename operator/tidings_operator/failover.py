@@ -112,8 +112,13 @@ def plan_takeover(
 ) -> list[Move]:
     """The moves ``acting`` makes for the shards ``failed`` owns now."""
     takers = sorted({acting, *healthy_peers} - {failed})
-    owned = [s for s in _ordered(shards) if s.owner == failed]
-    moves = [_move(shard, takers[i % len(takers)]) for i, shard in enumerate(owned)]
+    # Each shard's taker follows from its place among all the shards, not among those
+    # still to move: regions acting one after the other agree on who takes what.
+    moves = [
+        _move(shard, takers[i % len(takers)])
+        for i, shard in enumerate(_ordered(shards))
+        if shard.owner == failed
+    ]
     return [m for m in moves if m.to_owner == acting]
 
 

@@ -151,7 +151,11 @@ def judge_peer(
     """The peer's health from its heartbeat and every region's sighting of it.
     ``regions`` counts all the regions (the peer and the judge included)."""
     need = majority(regions)
-    counted = [v for v in vantages if v.observer != peer and _counts(v, now, window_seconds)]
+    one_each: dict[str, Vantage] = {}  # a region has one vote, however often it is listed
+    for v in vantages:
+        if v.observer != peer and _counts(v, now, window_seconds):
+            one_each.setdefault(v.observer, v)
+    counted = list(one_each.values())
     seeing_down = [v for v in counted if v.sighting is not None and not v.sighting.reachable]
     window = timedelta(seconds=window_seconds)
     votes = [
@@ -177,7 +181,7 @@ def judge_peer(
             f"no heartbeat Lease {heartbeat_lease_name(peer)} yet: is its operator running?",
         )
     problem = next((v.sighting.problem for v in seeing_down if v.sighting), "")
-    if len(votes) >= need:
+    if len(votes) >= need and need <= regions - 1:  # (two regions: never)
         return verdict(
             Health.FAILED,
             "DataPlaneUnreachable",

@@ -78,6 +78,11 @@ class WorkQueue:
         return len(self._workers)
 
     @property
+    def retrying(self) -> int:
+        """Keys waiting out a back-off after a failed reconcile."""
+        return len(self._retries)
+
+    @property
     def running(self) -> int:
         """Reconciles in progress now (the others queued wait for a slot)."""
         return self._running

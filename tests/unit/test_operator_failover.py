@@ -186,3 +186,15 @@ def test_the_failover_block_is_its_own_and_the_reconcile_keeps_its_condition() -
     # The decision's time holds while the decision does.
     later = failover_status(stored, [verdict], decision, T0 + timedelta(minutes=5))
     assert later["failover"]["decision"]["time"] == patch["failover"]["decision"]["time"]
+
+
+def test_takers_agree_on_the_split_whoever_acts_first() -> None:
+    first = plan_takeover("eu", "ap", ["us"], SHARDS)
+    moved = {m.shard for m in first}
+    after = [
+        shard(s.name, s.home, s.index, owner="ap", epoch=2) if s.name in moved else s
+        for s in SHARDS
+    ]
+    second = plan_takeover("eu", "us", ["ap"], after)
+    assert {m.shard for m in second} == {m.shard for m in plan_takeover("eu", "us", ["ap"], SHARDS)}
+    assert moved.isdisjoint(m.shard for m in second)
