@@ -229,18 +229,22 @@ async def test_the_work_queue_retries_only_what_can_succeed(
     kube = FakeKube(invalid_region())
     reconciler = Reconciler(cast(Kube, kube), FakeExternal(), clock=FakeClock(T0))
 
+    ran = asyncio.Event()
+
     async def handler(key: Key) -> None:
         calls.append(key)
-        if error is InvalidSpec:
-            await reconciler(key)  # the real one: the model refuses the spec
-        raise error("boom")
+        try:
+            if error is InvalidSpec:
+                await reconciler(key)  # the real one: the model refuses the spec
+            raise error("boom")
+        finally:
+            ran.set()  # the queue decides on a retry before it next yields
 
     queue = WorkQueue(handler, debounce=0, first_retry=3600)
     key = Key("ChatRegion", "ns", "us-east")
     queue.trigger(key)
-    async with asyncio.timeout(5):
-        while not calls or len(queue):
-            await asyncio.sleep(0.001)
+    await asyncio.wait_for(ran.wait(), 5)
+    await asyncio.sleep(0)
     assert queue.retrying == retried
     await queue.close()
     assert calls == [key]

@@ -150,11 +150,14 @@ def test_decisions() -> None:
 
 def test_a_run_of_failed_checks_keeps_its_start_and_a_success_ends_it() -> None:
     first = observe("eu", 2, ["gw refused", "kafka refused"], None, at(0))
-    assert first is not None and first.down_since == at(0)
+    assert first is not None
+    assert first.down_since == at(0)
     second = observe("eu", 2, ["gw refused", "kafka refused"], first, at(5))
-    assert second is not None and second.down_since == at(0)
+    assert second is not None
+    assert second.down_since == at(0)
     half = observe("eu", 2, ["gw refused"], second, at(10))  # Kafka answered
-    assert half is not None and half.reachable
+    assert half is not None
+    assert half.reachable
     assert observe("eu", 0, [], half, at(15)) is None  # nothing to probe: no vote
 
 
