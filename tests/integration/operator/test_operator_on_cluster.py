@@ -296,7 +296,7 @@ def test_a_deleted_or_hand_edited_child_is_repaired(region: Region) -> None:
         "the hand-edited settings ConfigMap to be restored",
     )
     reasons = [e["reason"] for e in events_of(region)]
-    assert "ChildUpdated" in reasons
+    assert "ChildPatched" in reasons
 
 
 def refusals(op: OperatorProcess, region: Region) -> dict[str, float]:
