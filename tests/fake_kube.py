@@ -6,6 +6,7 @@ to fail."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from tidings_operator.external_state import ExternalOutcome
@@ -78,13 +79,40 @@ class FakeKube:
         obj = self.objects.get((kind, namespace or "", name))
         if obj is None:
             raise ApiError(404, "NotFound", name)
-        obj["status"] = dict(status)
+        obj["status"] = {**(obj.get("status") or {}), **status}  # a merge patch
         return obj
+
+    async def patch(
+        self, kind: str, namespace: str | None, name: str, patch: Mapping[str, Any]
+    ) -> Manifest:
+        """A merge patch of metadata and spec; ``metadata.resourceVersion`` in it is a
+        precondition (409 when the object changed since)."""
+        obj = self.objects.get((kind, namespace or "", name))
+        if obj is None:
+            raise ApiError(404, "NotFound", name)
+        expected = (patch.get("metadata") or {}).get("resourceVersion")
+        if expected is not None and expected != obj["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", f"{name} changed since {expected}")
+        changed = {**obj, "spec": {**obj.get("spec", {}), **(patch.get("spec") or {})}}
+        return self.put(changed)
 
     async def event(
         self, involved: Mapping[str, Any], *, reason: str, message: str, warning: bool = False
     ) -> None:
         self.events.append((involved["metadata"]["name"], reason, message))
+
+
+class FakeClock:
+    """A ``Clock`` that moves only when told to."""
+
+    def __init__(self, start: datetime) -> None:
+        self.moment = start
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, seconds: float) -> None:
+        self.moment += timedelta(seconds=seconds)
 
 
 class FakeExternal:

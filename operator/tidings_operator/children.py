@@ -84,15 +84,5 @@ def plan_children(
     return ChildPlan(tuple(apply), tuple(create), tuple(unmanaged), tuple(prune))
 
 
-def change_of(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> str | None:
-    """``"Created"``, ``"Updated"`` (the apply changed something: drift repaired or
-    spec followed) or None when the object was already as desired."""
-    if before is None:
-        return "Created"
-    old = (before.get("metadata") or {}).get("resourceVersion")
-    new = (after.get("metadata") or {}).get("resourceVersion")
-    return "Updated" if old != new else None
-
-
 def index_live(objects: Iterable[Manifest]) -> dict[ChildKey, Manifest]:
     return {key_of(obj): obj for obj in objects}

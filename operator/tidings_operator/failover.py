@@ -1,12 +1,8 @@
 """Failover decisions: is a peer region alive, and which shards move where. No I/O.
 
 **Health.** Every region's operator renews a heartbeat Lease (``tidings-region-<name>``)
-while it runs. A region watching a peer reads that Lease and, when the peer lists a
-gateway endpoint, probes its ``/readyz``. The peer *fails a check* when its Lease has
-expired or the probe fails; after ``detectionWindowSeconds`` of failed checks in a row it
-is ``Failed``. A peer whose Lease never existed is ``Unknown`` and is never taken over
-automatically: "never started" and "died" look the same from outside, and a newly
-applied pair of regions must not grab each other's shards before both operators run.
+while it runs and publishes on it what it sees of its peers' data planes; ``quorum``
+turns those into a verdict per peer (``Failed`` only by a majority of the regions).
 
 **Moves.** Moving a shard writes its new ``owner`` and ``epoch + 1`` in one update that
 carries the ``resourceVersion`` it was planned from: the bump fences the old owner (its
@@ -37,8 +33,11 @@ def heartbeat_lease_name(region: str) -> str:
 class Health(StrEnum):
     HEALTHY = "Healthy"
     SUSPECT = "Suspect"
-    """Failing checks, for less than the detection window so far."""
+    """Some region sees its data plane unreachable, not yet a majority for the window."""
     FAILED = "Failed"
+    """A majority of the regions saw its data plane unreachable for the whole window."""
+    OPERATOR_DOWN = "OperatorDown"
+    """Its heartbeat expired, its data plane is not failed: nothing moves."""
     UNKNOWN = "Unknown"
     """No heartbeat was ever seen."""
 
@@ -55,14 +54,6 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
-class PeerObservation:
-    name: str
-    heartbeat: Heartbeat | None
-    probe_error: str | None = None
-    """Why the gateway probe failed; None when it passed or there is no endpoint."""
-
-
-@dataclass(frozen=True)
 class PeerVerdict:
     name: str
     health: Health
@@ -70,54 +61,10 @@ class PeerVerdict:
     """When the peer entered this state (kept while it stays there)."""
     reason: str
     message: str
-
-
-def judge_peer(
-    seen: PeerObservation,
-    previous: PeerVerdict | None,
-    now: datetime,
-    window_seconds: int,
-) -> PeerVerdict:
-    """The peer's state from this observation and the last verdict (level-based: the
-    caller keeps verdicts in status, so an operator restart loses no detection time)."""
-
-    def verdict(health: Health, reason: str, message: str) -> PeerVerdict:
-        # Suspect and Failed are one run of failed checks: Failed keeps Suspect's start.
-        failing = (Health.SUSPECT, Health.FAILED)
-        same_run = previous is not None and (
-            previous.health == health or (previous.health in failing and health in failing)
-        )
-        since = previous.since if same_run and previous is not None else now
-        return PeerVerdict(seen.name, health, since, reason, message)
-
-    if seen.heartbeat is None:
-        return verdict(
-            Health.UNKNOWN,
-            "NoHeartbeat",
-            f"no heartbeat Lease {heartbeat_lease_name(seen.name)} yet: is its operator running?",
-        )
-    failures = []
-    if seen.heartbeat.expired(now):
-        failures.append(
-            f"heartbeat last renewed {seen.heartbeat.renewed.isoformat()} "
-            f"(Lease of {seen.heartbeat.duration_seconds}s expired)"
-        )
-    if seen.probe_error:
-        failures.append(f"gateway probe failed: {seen.probe_error}")
-    if not failures:
-        return verdict(Health.HEALTHY, "HeartbeatCurrent", "heartbeat current")
-    reason = "HeartbeatExpired" if seen.heartbeat.expired(now) else "GatewayUnreachable"
-    suspect = verdict(Health.SUSPECT, reason, "; ".join(failures))
-    failing_for = (now - suspect.since).total_seconds()
-    if failing_for < window_seconds:
-        return suspect
-    return PeerVerdict(
-        seen.name,
-        Health.FAILED,
-        suspect.since,
-        reason,
-        f"failing for {failing_for:.0f}s (window {window_seconds}s): {'; '.join(failures)}",
-    )
+    votes: int = 0
+    """Regions that saw its data plane unreachable for the whole window."""
+    needed: int = 0
+    """Votes that make it ``Failed`` (a majority of the regions)."""
 
 
 @dataclass(frozen=True)
@@ -165,8 +112,13 @@ def plan_takeover(
 ) -> list[Move]:
     """The moves ``acting`` makes for the shards ``failed`` owns now."""
     takers = sorted({acting, *healthy_peers} - {failed})
-    owned = [s for s in _ordered(shards) if s.owner == failed]
-    moves = [_move(shard, takers[i % len(takers)]) for i, shard in enumerate(owned)]
+    # Each shard's taker follows from its place among all the shards, not among those
+    # still to move: regions acting one after the other agree on who takes what.
+    moves = [
+        _move(shard, takers[i % len(takers)])
+        for i, shard in enumerate(_ordered(shards))
+        if shard.owner == failed
+    ]
     return [m for m in moves if m.to_owner == acting]
 
 

@@ -25,11 +25,32 @@ from tidings_operator.kube import ApiError
 from tidings_operator.models import Condition
 from tidings_operator.resources.refusal import Refusal
 from tidings_operator.status import DEGRADED, READY, merge_conditions
+from tidings_operator.workqueue import PermanentError
 
 RECONCILE_ERROR = "ReconcileError"
 """A bug or an error of a kind the operator does not know: retried with back-off."""
 API_ERROR = "KubernetesApiError"
 INVALID_OBJECT = "InvalidObject"
+
+
+class InvalidSpec(PermanentError):
+    """The stored object is refused by the models (an older CRD, or a rule the CRD
+    cannot express): retrying cannot help, only an edit can. Its status says what to
+    fix; the work queue does not retry it (the next edit or resync looks again)."""
+
+    def __init__(self, kind: str, name: str, exc: ValidationError) -> None:
+        super().__init__(invalid_spec_message(kind, name, exc))
+
+
+def invalid_spec_message(kind: str, name: str, exc: ValidationError) -> str:
+    """What is wrong and how to fix it, for the ``InvalidSpec`` condition."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()[:5]
+    )
+    return (
+        f"the spec is not valid: {problems}; fix it with kubectl edit {kind.lower()} {name} "
+        "(nothing is reconciled until then; deleting it still works)"
+    )
 
 
 def describe_failure(exc: BaseException) -> Refusal:

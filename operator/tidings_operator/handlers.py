@@ -17,7 +17,9 @@ import kopf
 import kopf.on as kopf_on
 
 from tidings_operator import metrics
+from tidings_operator.clock import SystemClock
 from tidings_operator.external_state import External
+from tidings_operator.failover_loop import FailoverLoop
 from tidings_operator.kopf_fixes import keep_watching_terminating_namespaces
 from tidings_operator.kube import Kube
 from tidings_operator.names import (
@@ -35,7 +37,7 @@ from tidings_operator.reconciler import Reconciler, owner_key
 from tidings_operator.resync import Inventory
 from tidings_operator.secret_users import SecretUsers
 from tidings_operator.topic_watch import missing_topics, report_missing
-from tidings_operator.workqueue import Key, WorkQueue
+from tidings_operator.workqueue import Key, PermanentError, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,8 @@ class Options:
     """Reconciles of one kind at once (see ``WorkQueue``)."""
     """MessageShard status (owner, epoch, lag) refresh."""
     heartbeat_interval: float = 5.0
-    """Seconds between renewals of each region's heartbeat Lease (which holds for three
-    intervals) and between judgements of its peers."""
+    """Seconds between ticks of the failover loop: renewals of each region's heartbeat
+    Lease (which holds for three intervals), probes and judgements of its peers."""
     topic_check_interval: float = 5.0
     """Seconds between listings of each region's Kafka topics (``topic_watch``)."""
     regions: frozenset[str] | None = None
@@ -80,6 +82,7 @@ class Runtime:
     kube: Kube
     queue: WorkQueue
     reconciler: Reconciler
+    failover: FailoverLoop
 
 
 def register(registry: kopf.OperatorRegistry, options: Options, external: External) -> None:
@@ -102,15 +105,16 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         settings.watching.connect_timeout = 30
         settings.posting.enabled = False  # we post our own Events, one per change
         kube = Kube.from_kubeconfig(options.kubeconfig)
-        reconciler = Reconciler(
+        clock = SystemClock()
+        reconciler = Reconciler(kube, external, clock=clock, regions=options.regions)
+        failover = FailoverLoop(
             kube,
-            external,
-            regions=options.regions,
+            clock,
             holder=options.holder,
             heartbeat_seconds=max(1, round(3 * options.heartbeat_interval)),
         )
         queue = WorkQueue(reconciler, concurrency=options.max_concurrent_reconciles)
-        runtime["rt"] = Runtime(kube, queue, reconciler)
+        runtime["rt"] = Runtime(kube, queue, reconciler, failover)
         metrics.RECONCILES_RUNNING.set_function(lambda: queue.running)
 
     @kopf.on.login(registry=registry)
@@ -201,11 +205,18 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
             trigger(Key(CHAT_REGION, namespace or "", name))
             await report_missing(rt().kube, body, missing)
 
+    # The failover loop: heartbeat, sightings of the peers, verdicts, takeover. Its own
+    # timer and status block; a failure is logged and the next tick tries again.
     @region_timer("heartbeat", options.heartbeat_interval)
     async def heartbeat(name: str, namespace: str | None, **_: Any) -> None:
         key = Key(CHAT_REGION, namespace or "", name)
-        if await rt().reconciler.heartbeat(key):
-            trigger(key)  # judge the peers as often as they beat
+        try:
+            outcome = await rt().failover.tick(key)
+        except Exception as exc:
+            metrics.FAILOVER_TICKS.labels("error").inc()
+            log.warning("failover loop of %s failed, next tick retries: %s", key, exc)
+            return
+        metrics.FAILOVER_TICKS.labels(outcome.value).inc()
 
     @kopf.on.delete(
         group=GROUP,
@@ -221,6 +232,8 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         try:
             async with rt().queue.exclusive(key):
                 await rt().reconciler.finalize_region(dict(body))
+        except PermanentError as exc:  # kopf lets the object go; the Event says why
+            raise kopf.PermanentError(f"deletion policy cannot be carried out: {exc}") from exc
         except Exception as exc:
             raise kopf.TemporaryError(
                 f"deletion policy not carried out yet: {exc}", delay=10

@@ -37,7 +37,8 @@ PAUSED = Gauge(
 )
 CHILD_CHANGES = Counter(
     "tidings_operator_child_changes_total",
-    "Children created, updated (drift repaired or spec followed) or pruned, by kind.",
+    "Children changed by an apply, by kind and change: Created, Patched (drift repaired "
+    "or spec followed) or Deleted (pruned); Unchanged applies are not counted.",
     ["kind", "change"],
 )
 REFUSALS = Gauge(
@@ -58,9 +59,15 @@ HEARTBEATS = Counter(
     "Heartbeat Leases renewed, by region (a region whose count stops is failing).",
     ["region"],
 )
+FAILOVER_TICKS = Counter(
+    "tidings_operator_failover_ticks_total",
+    "Runs of the failover loop (heartbeat, peer probes and verdicts), by outcome (ok, "
+    "paused, gone, deleting, invalid, error).",
+    ["result"],
+)
 PEER_HEALTH_CHANGES = Counter(
     "tidings_operator_peer_health_changes_total",
-    "Peers entering a health state (Healthy, Suspect, Failed, Unknown).",
+    "Peers entering a health state (Healthy, Suspect, Failed, OperatorDown, Unknown).",
     ["health"],
 )
 SHARD_MOVES = Counter(
@@ -111,7 +118,7 @@ OLDEST_UNDELIVERED_AGE = Gauge(
 PEER_HEALTH = Gauge(
     "tidings_operator_peer_health",
     "1 for the health a region last judged each peer to be in (Healthy, Suspect, Failed, "
-    "Unknown), 0 for the others.",
+    "OperatorDown, Unknown), 0 for the others.",
     ["region", "peer", "health"],
 )
 

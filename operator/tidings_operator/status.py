@@ -16,8 +16,8 @@ Conditions (kstatus-style, polarity as in Kubernetes itself):
   rollout stalled, pods of a finished rollout are not ready, a referenced Secret or key
   missing, or applying a child failed.
 - ``Paused``: the ``tidings.dev/paused`` annotation stops reconciliation.
-- ``PeersHealthy`` (regions with peers): every peer's heartbeat is current; False names
-  the first peer that is ``Suspect``, ``Failed`` or ``Unknown`` (``failover`` decides).
+- ``PeersHealthy`` (regions with peers): written by the failover loop
+  (``failover_status``), kept as it is by the reconcile.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from tidings_operator.failover import Health, PeerVerdict
 from tidings_operator.models import ChatRegion, Condition, MessageShard, PushPool
 from tidings_operator.models.base import ComponentStatus, ConditionStatus, Phase
-from tidings_operator.models.chatregion import ChatRegionStatus, PeerStatus
+from tidings_operator.models.chatregion import ChatRegionStatus
 from tidings_operator.models.pushpool import PushPoolStatus
 from tidings_operator.names import PAUSED_ANNOTATION
 from tidings_operator.resources.podhealth import ComponentPods
@@ -188,7 +187,7 @@ def summarize(obs: Observation, previous: Sequence[Condition], now: datetime) ->
         paused = ("False", "Reconciling", "")
 
     computed = [
-        _condition(kind, *values, obs.generation, now)
+        condition(kind, *values, obs.generation, now)
         for kind, values in (
             (READY, ready),
             (PROGRESSING, progressing),
@@ -222,7 +221,7 @@ def summarize(obs: Observation, previous: Sequence[Condition], now: datetime) ->
     )
 
 
-def _condition(
+def condition(
     kind: str, status: str, reason: str, message: str, generation: int, now: datetime
 ) -> Condition:
     checked: ConditionStatus = "True" if status == "True" else "False"
@@ -272,77 +271,21 @@ def owned_shards(region: str, shards: Sequence[MessageShard]) -> int:
     return sum(1 for s in shards if s.spec.owner == region)
 
 
-def peers_condition(
-    verdicts: Sequence[PeerVerdict], generation: int, now: datetime
-) -> Condition | None:
-    """``PeersHealthy``, for a region with peers: False names the first peer that is not
-    healthy (a failover in progress or done shows here and in Events)."""
-    if not verdicts:
-        return None
-    unwell = [v for v in verdicts if v.health is not Health.HEALTHY]
-    if not unwell:
-        return _condition(
-            PEERS_HEALTHY,
-            "True",
-            "AllPeersHealthy",
-            f"{_names([v.name for v in verdicts])}: heartbeat current",
-            generation,
-            now,
-        )
-    first = unwell[0]
-    more = f" ({len(unwell) - 1} more peers not healthy)" if len(unwell) > 1 else ""
-    return _condition(
-        PEERS_HEALTHY,
-        "False",
-        f"Peer{first.health.value}",
-        f"{first.name}: {first.message}{more}",
-        generation,
-        now,
-    )
-
-
-def peer_statuses(verdicts: Sequence[PeerVerdict]) -> list[PeerStatus]:
-    return [
-        PeerStatus(
-            name=v.name, health=v.health.value, since=v.since, reason=v.reason, message=v.message
-        )
-        for v in verdicts
-    ]
-
-
-def previous_verdicts(region: ChatRegion) -> dict[str, PeerVerdict]:
-    """The verdicts in the region's status (detection time survives operator restarts)."""
-    return {
-        p.name: PeerVerdict(p.name, Health(p.health), p.since, p.reason, p.message)
-        for p in (region.status.peers if region.status else [])
-    }
-
-
 def region_status(
     region: ChatRegion,
     summary: Summary,
     *,
     gateway: str = "",
     shards: Sequence[MessageShard] = (),
-    peers: Sequence[PeerVerdict] | None = None,
-    now: datetime | None = None,
 ) -> ChatRegionStatus:
-    """The ChatRegion status to write. ``peers`` None keeps the last verdicts (a
-    paused region does not look at its peers); judged ``peers`` come with the ``now``
-    they were judged at."""
+    """The ChatRegion status the reconcile writes. ``failover`` and the
+    ``PeersHealthy`` condition belong to the failover loop: the condition is kept as it
+    is, the block left out (a merge patch leaves it alone)."""
     previous = region.status
     conditions = list(summary.conditions)
-    if peers is None:
-        kept = [c for c in (previous.conditions if previous else []) if c.type == PEERS_HEALTHY]
-        conditions.extend(kept)
-        peer_list = list(previous.peers) if previous else []
-    else:
-        if now is None:
-            raise ValueError("peer verdicts need the time they were judged at")
-        cond = peers_condition(peers, region.metadata.generation, now)
-        if cond is not None:
-            conditions.extend(merge_conditions(previous.conditions if previous else [], [cond]))
-        peer_list = peer_statuses(peers)
+    conditions.extend(
+        c for c in (previous.conditions if previous else []) if c.type == PEERS_HEALTHY
+    )
     return ChatRegionStatus(
         observed_generation=region.metadata.generation,
         phase=summary.phase,
@@ -351,7 +294,6 @@ def region_status(
         components_ready=summary.components_ready,
         gateway_endpoint=gateway,
         owned_shards=owned_shards(region.region, shards),
-        peers=peer_list,
     )
 
 

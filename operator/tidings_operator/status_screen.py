@@ -112,7 +112,7 @@ def health_line(region: Manifest) -> str:
 
 
 def peers_line(region: Manifest, now: datetime) -> str:
-    peers = (region.get("status") or {}).get("peers") or []
+    peers = ((region.get("status") or {}).get("failover") or {}).get("peers") or []
     if not peers:
         named = [p.get("name", "") for p in (region.get("spec") or {}).get("peers") or []]
         return ", ".join(f"{name} not judged yet" for name in named) or "none"

@@ -4,7 +4,9 @@ Watch events, timers and child changes only say "look at this object again". Tri
 for a key that is already queued fold into one; one worker at a time handles a key, and
 a trigger that arrives while it works makes it run once more afterwards, so the last
 state is always reconciled and two reconciles of one object never race. A failure is
-retried with exponential back-off until a trigger or a success resets it.
+retried with exponential back-off until a trigger or a success resets it, except a
+``PermanentError`` (an invalid spec): retrying cannot help, so it waits for the next
+trigger (an edit, or the level-based resync).
 
 At most ``concurrency`` reconciles of one kind run at once (controller-runtime's
 ``MaxConcurrentReconciles``), the others wait for a slot: a thousand MessageShards
@@ -41,6 +43,11 @@ class Key:
 Handler = Callable[[Key], Awaitable[None]]
 
 
+class PermanentError(Exception):
+    """A reconcile that retrying cannot fix (kopf's ``PermanentError``): not retried
+    with back-off; the next trigger of the key runs it again."""
+
+
 class WorkQueue:
     def __init__(
         self,
@@ -69,6 +76,11 @@ class WorkQueue:
 
     def __len__(self) -> int:
         return len(self._workers)
+
+    @property
+    def retrying(self) -> int:
+        """Keys waiting out a back-off after a failed reconcile."""
+        return len(self._retries)
 
     @property
     def running(self) -> int:
@@ -134,6 +146,9 @@ class WorkQueue:
                 await self._handler(key)
             except asyncio.CancelledError:
                 raise
+            except PermanentError as exc:
+                log.warning("reconcile of %s cannot succeed as it is, not retried: %s", key, exc)
+                return False
             except Exception:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures

@@ -95,7 +95,7 @@ def make_regions(kube: KubeEnv, namespace: str, east: str, west: str) -> None:
         "phase": "Ready",
         "componentsReady": "7/7",
         "conditions": ready(),
-        "peers": [{"name": west, "health": "Failed", "since": NOW}],
+        "failover": {"peers": [{"name": west, "health": "Failed", "since": NOW}]},
     }
     west_status = {"phase": "Degraded", "componentsReady": "5/7", "conditions": ready("gw 0/1")}
     set_status(kube, namespace, "chatregion", east, east_status)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from fake_kube import FakeExternal, FakeKube
+from fake_kube import FakeClock, FakeExternal, FakeKube
 from tidings_operator.kube import Kube
 from tidings_operator.models import ChatRegion, PushPool
 from tidings_operator.reconciler import Reconciler
@@ -125,7 +125,7 @@ def test_while_a_secret_is_missing_running_pods_are_not_rolled() -> None:
 
 async def test_a_region_whose_secret_is_missing_is_not_ready_and_names_it() -> None:
     kube = FakeKube(region_body(), secret("redis", "url"), secret("cass", "username", "password"))
-    reconciler = Reconciler(cast(Kube, kube), FakeExternal(), now=lambda: NOW)
+    reconciler = Reconciler(cast(Kube, kube), FakeExternal(), clock=FakeClock(NOW))
     await reconciler(Key("ChatRegion", "ns", "us-east"))
     status = kube.status("ChatRegion", "us-east")
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")

@@ -1,4 +1,4 @@
-"""Failover decisions: peer health over time, and which shards move where."""
+"""Failover decisions: which shards move where, and the failover status block."""
 
 from __future__ import annotations
 
@@ -12,96 +12,20 @@ from tidings_operator.failover import (
     Health,
     Heartbeat,
     MoveRefused,
-    PeerObservation,
     PeerVerdict,
     ShardView,
-    judge_peer,
     plan_failback,
     plan_failover,
     plan_takeover,
 )
+from tidings_operator.failover_status import failover_status, peers_condition, previous_verdicts
 from tidings_operator.models import ChatRegion
+from tidings_operator.quorum import Action, Decision
 from tidings_operator.resources.heartbeat import heartbeat_lease, micro_time, read_heartbeat
-from tidings_operator.status import (
-    Observation,
-    peers_condition,
-    previous_verdicts,
-    region_status,
-    summarize,
-)
+from tidings_operator.status import Observation, region_status, summarize
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 WINDOW = 30
-
-
-def beat(renewed: datetime, seconds: int = 15) -> Heartbeat:
-    return Heartbeat(renewed=renewed, duration_seconds=seconds)
-
-
-def run(observations: list[tuple[datetime, PeerObservation]]) -> list[PeerVerdict]:
-    """Judge a peer through a series of observations, as successive reconciles do."""
-    verdicts: list[PeerVerdict] = []
-    for now, seen in observations:
-        verdicts.append(judge_peer(seen, verdicts[-1] if verdicts else None, now, WINDOW))
-    return verdicts
-
-
-def test_a_current_heartbeat_is_healthy() -> None:
-    (verdict,) = run([(T0, PeerObservation("eu", beat(T0 - timedelta(seconds=3))))])
-    assert (verdict.health, verdict.reason) == (Health.HEALTHY, "HeartbeatCurrent")
-
-
-def test_a_peer_never_seen_is_unknown_not_failed() -> None:
-    verdicts = run([(T0 + timedelta(minutes=m), PeerObservation("eu", None)) for m in range(10)])
-    assert {v.health for v in verdicts} == {Health.UNKNOWN}
-    assert "tidings-region-eu" in verdicts[-1].message
-
-
-def test_an_expired_heartbeat_is_suspect_then_failed_after_the_window() -> None:
-    last = beat(T0)  # renewed at T0, holds 15 s
-    verdicts = run(
-        [
-            (T0 + timedelta(seconds=10), PeerObservation("eu", last)),
-            (T0 + timedelta(seconds=20), PeerObservation("eu", last)),
-            (T0 + timedelta(seconds=35), PeerObservation("eu", last)),
-            (T0 + timedelta(seconds=50), PeerObservation("eu", last)),
-            (T0 + timedelta(seconds=51), PeerObservation("eu", last)),
-        ]
-    )
-    assert [v.health for v in verdicts] == [
-        Health.HEALTHY,
-        Health.SUSPECT,
-        Health.SUSPECT,
-        Health.FAILED,
-        Health.FAILED,
-    ]
-    suspect_since = T0 + timedelta(seconds=20)
-    assert verdicts[1].since == suspect_since
-    assert verdicts[3].since == suspect_since  # one run of failed checks
-    assert verdicts[3].reason == "HeartbeatExpired"
-    assert "window 30s" in verdicts[3].message
-
-
-def test_a_peer_that_recovers_within_the_window_starts_over() -> None:
-    verdicts = run(
-        [
-            (T0 + timedelta(seconds=20), PeerObservation("eu", beat(T0))),
-            (T0 + timedelta(seconds=25), PeerObservation("eu", beat(T0 + timedelta(seconds=24)))),
-            (T0 + timedelta(seconds=60), PeerObservation("eu", beat(T0 + timedelta(seconds=24)))),
-        ]
-    )
-    assert [v.health for v in verdicts] == [Health.SUSPECT, Health.HEALTHY, Health.SUSPECT]
-    assert verdicts[2].since == T0 + timedelta(seconds=60)
-
-
-def test_a_failing_gateway_probe_fails_a_peer_with_a_fresh_heartbeat() -> None:
-    times = [T0, T0 + timedelta(seconds=31)]
-    verdicts = run(
-        [(t, PeerObservation("eu", beat(t), probe_error="connection refused")) for t in times]
-    )
-    assert [v.health for v in verdicts] == [Health.SUSPECT, Health.FAILED]
-    assert verdicts[-1].reason == "GatewayUnreachable"
-    assert "connection refused" in verdicts[-1].message
 
 
 def shard(name: str, home: str, index: int, owner: str | None = None, epoch: int = 1) -> ShardView:
@@ -222,7 +146,7 @@ def test_the_heartbeat_lease_is_owned_by_its_region_and_read_back() -> None:
         "leaseDurationSeconds": 15,
         "renewTime": "2026-11-25T12:00:00.000000Z",
     }
-    assert read_heartbeat(lease) == beat(T0)
+    assert read_heartbeat(lease) == Heartbeat(T0, 15)
     assert read_heartbeat(None) is None
     assert read_heartbeat({"spec": {"holderIdentity": "x"}}) is None
     assert micro_time(T0 + timedelta(microseconds=5)).endswith(".000005Z")
@@ -241,14 +165,36 @@ def test_peers_condition_names_the_first_unwell_peer() -> None:
     assert bad.message == "ap: failing for 40s"
 
 
-def test_region_status_keeps_peer_verdicts_while_they_are_not_judged() -> None:
-    summary = summarize(Observation(generation=3, workloads={}), [], T0)
-    verdict = PeerVerdict("eu", Health.SUSPECT, T0, "HeartbeatExpired", "expired")
-    judged = region_status(region(), summary, peers=[verdict], now=T0)
-    assert [(p.name, p.health) for p in judged.peers] == [("eu", "Suspect")]
-    assert "PeersHealthy" in {c.type for c in judged.conditions}
-    stored = region().model_copy(update={"status": judged})
+def test_the_failover_block_is_its_own_and_the_reconcile_keeps_its_condition() -> None:
+    verdict = PeerVerdict("eu", Health.SUSPECT, T0, "DataPlaneUnreachable", "down", 1, 2)
+    decision = Decision(Action.NONE, "NoFailure", "no peer failed")
+    patch = failover_status(region(peers=[{"name": "eu"}]), [verdict], decision, T0)
+    assert patch["failover"]["regions"] == 2
+    assert patch["failover"]["majority"] == 2
+    assert patch["failover"]["peers"][0]["votes"] == 1
+    assert patch["failover"]["decision"]["reason"] == "NoFailure"
+    assert [c["type"] for c in patch["conditions"]] == ["PeersHealthy"]
+    stored = region(peers=[{"name": "eu"}]).model_validate(
+        {**region(peers=[{"name": "eu"}]).model_dump(by_alias=True), "status": patch}
+    )
     assert previous_verdicts(stored) == {"eu": verdict}
-    kept = region_status(stored, summary, peers=None)  # paused: not looked at
-    assert kept.peers == judged.peers
-    assert "PeersHealthy" in {c.type for c in kept.conditions}
+    # The region's reconcile writes everything else, keeps PeersHealthy, leaves the block.
+    summary = summarize(Observation(generation=3, workloads={}), [], T0)
+    rebuilt = region_status(stored, summary)
+    assert rebuilt.failover is None
+    assert "PeersHealthy" in {c.type for c in rebuilt.conditions}
+    # The decision's time holds while the decision does.
+    later = failover_status(stored, [verdict], decision, T0 + timedelta(minutes=5))
+    assert later["failover"]["decision"]["time"] == patch["failover"]["decision"]["time"]
+
+
+def test_takers_agree_on_the_split_whoever_acts_first() -> None:
+    first = plan_takeover("eu", "ap", ["us"], SHARDS)
+    moved = {m.shard for m in first}
+    after = [
+        shard(s.name, s.home, s.index, owner="ap", epoch=2) if s.name in moved else s
+        for s in SHARDS
+    ]
+    second = plan_takeover("eu", "us", ["ap"], after)
+    assert {m.shard for m in second} == {m.shard for m in plan_takeover("eu", "us", ["ap"], SHARDS)}
+    assert moved.isdisjoint(m.shard for m in second)

@@ -10,7 +10,7 @@ import pytest
 from cassandra import AuthenticationFailed  # type: ignore[import-untyped]
 from cassandra.cluster import NoHostAvailable  # type: ignore[import-untyped]
 
-from fake_kube import FakeExternal, FakeKube, region_body
+from fake_kube import FakeClock, FakeExternal, FakeKube, region_body
 from tidings_operator.cassandra_admin import _translate, host_errors
 from tidings_operator.external import CASSANDRA_REJECTED, CASSANDRA_UNAVAILABLE
 from tidings_operator.failure import RECONCILE_ERROR, describe_failure, failed_status
@@ -111,7 +111,9 @@ def region_object(generation: int = 2, **status: Any) -> dict[str, Any]:
 
 async def test_the_reconciler_writes_the_failure_and_raises_for_a_retry() -> None:
     kube = FakeKube(region_object(generation=7, phase="Ready", observedGeneration=6))
-    reconciler = Reconciler(cast(Kube, kube), FakeExternal(AttributeError("boom")), now=lambda: NOW)
+    reconciler = Reconciler(
+        cast(Kube, kube), FakeExternal(AttributeError("boom")), clock=FakeClock(NOW)
+    )
     with pytest.raises(AttributeError):
         await reconciler(Key("ChatRegion", "ns", "us-east"))
     status = kube.status("ChatRegion", "us-east")

@@ -10,7 +10,8 @@ from typing import Any, cast
 import pytest
 from prometheus_client import REGISTRY
 
-from fake_kube import FakeExternal, FakeKube, region_body
+from fake_kube import FakeClock, FakeExternal, FakeKube, region_body
+from tidings_operator.failover_loop import FailoverLoop
 from tidings_operator.kube import Kube
 from tidings_operator.logs import HandlerChatter
 from tidings_operator.reconciler import Reconciler
@@ -30,10 +31,10 @@ def sample(metric: str, **labels: str) -> float | None:
 
 async def test_ready_and_heartbeat_series_go_with_their_region() -> None:
     kube = FakeKube(region("gone-soon"))
-    reconciler = Reconciler(cast(Kube, kube), FakeExternal(), now=lambda: NOW)
+    reconciler = Reconciler(cast(Kube, kube), FakeExternal(), clock=FakeClock(NOW))
     key = Key("ChatRegion", "obs", "gone-soon")
     labels = {"kind": "ChatRegion", "namespace": "obs", "name": "gone-soon"}
-    await reconciler.heartbeat(key)
+    await FailoverLoop(cast(Kube, kube), FakeClock(NOW)).tick(key)
     await reconciler(key)
     assert sample("tidings_operator_resource_ready", **labels) == 0  # pods not ready yet
     assert sample("tidings_operator_resource_paused", **labels) == 0
@@ -47,7 +48,7 @@ async def test_ready_and_heartbeat_series_go_with_their_region() -> None:
 
 async def test_a_served_shard_reports_ready() -> None:
     kube = FakeKube(region("east"))
-    reconciler = Reconciler(cast(Kube, kube), FakeExternal(), now=lambda: NOW)
+    reconciler = Reconciler(cast(Kube, kube), FakeExternal(), clock=FakeClock(NOW))
     await reconciler(Key("ChatRegion", "obs", "east"))
     await reconciler(Key("MessageShard", "obs", "east-0"))
     labels = {"kind": "MessageShard", "namespace": "obs", "name": "east-0"}

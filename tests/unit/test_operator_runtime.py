@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tidings_operator.children import ChildKey, change_of, index_live, plan_children
-from tidings_operator.reconciler import owner_key, phase_event
+from tidings_operator.children import ChildKey, index_live, plan_children
+from tidings_operator.outcome import Change, change_of
+from tidings_operator.reconcile_steps import owner_key, phase_event
 from tidings_operator.resources.refusal import Refusal
 from tidings_operator.status import Observation, Rollout, WorkloadState, summarize
 from tidings_operator.workqueue import Key, WorkQueue
@@ -71,10 +72,10 @@ def test_only_children_of_this_owner_are_pruned() -> None:
     assert plan_children([], live, OWNER).prune == (ChildKey("HorizontalPodAutoscaler", "mine"),)
 
 
-def test_a_change_is_reported_only_when_the_apply_wrote_something() -> None:
-    assert change_of(None, obj("Service", "s")) == "Created"
-    assert change_of(obj("Service", "s", rv="4"), obj("Service", "s", rv="5")) == "Updated"
-    assert change_of(obj("Service", "s", rv="5"), obj("Service", "s", rv="5")) is None
+def test_an_apply_reports_a_typed_change() -> None:
+    assert change_of(None, obj("Service", "s")) is Change.CREATED
+    assert change_of(obj("Service", "s", rv="4"), obj("Service", "s", rv="5")) is Change.PATCHED
+    assert change_of(obj("Service", "s", rv="5"), obj("Service", "s", rv="5")) is Change.UNCHANGED
 
 
 def test_a_child_names_its_owner_key() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from fake_kube import FakeExternal, FakeKube, region_body
+from fake_kube import FakeClock, FakeExternal, FakeKube, region_body
 from tidings_operator.kube import Kube
 from tidings_operator.models import MessageShard
 from tidings_operator.reconciler import Reconciler
@@ -73,7 +73,7 @@ def region(name: str) -> dict[str, Any]:
 
 async def test_the_home_region_reports_a_shard_given_to_nowhere() -> None:
     kube = FakeKube(region("us-east"))
-    reconciler = Reconciler(cast(Kube, kube), FakeExternal(), now=lambda: NOW)
+    reconciler = Reconciler(cast(Kube, kube), FakeExternal(), clock=FakeClock(NOW))
     key = Key("ChatRegion", "ns", "us-east")
     await reconciler(key)  # creates its shard
     await reconciler(Key("MessageShard", "ns", "us-east-0"))

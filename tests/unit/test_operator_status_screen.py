@@ -50,7 +50,9 @@ EAST = region(
     phase="Ready",
     componentsReady="7/7",
     gatewayEndpoint="us-east-gateway.chat.svc:443",
-    peers=[{"name": "eu-west", "health": "Failed", "since": stamp(timedelta(minutes=4))}],
+    failover={
+        "peers": [{"name": "eu-west", "health": "Failed", "since": stamp(timedelta(minutes=4))}]
+    },
     conditions=[{"type": "Ready", "status": "True", "reason": "AllReady"}],
 )
 WEST = region(

@@ -101,7 +101,7 @@ def build() -> Board:
     board.row("Peers")
     board.table(
         "Peer health now",
-        "How each region last judged each peer (Healthy, Suspect, Failed, Unknown).",
+        "How each region last judged each peer (Healthy, Suspect, Failed, OperatorDown, Unknown).",
         Query(f"max by (region, peer, health) (tidings_operator_peer_health{{{REGION}}} == 1)"),
         width=WIDTH // 2,
     )

@@ -285,18 +285,22 @@ class Peer(SpecModel):
     name: RegionName
     """The peer's region name (its ChatRegion's name)."""
     gateway_endpoint: str = Field(default="", max_length=2048)
-    """The peer's gateway URL, probed for health when failover is automatic."""
+    """The peer's gateway URL: its ``/readyz`` is probed as part of its data plane."""
+    kafka_bootstrap_servers: str = Field(default="", max_length=2048)
+    """The peer's Kafka (``host:port,...``): reaching one broker counts as reachable.
+    A peer whose gateway and Kafka are both unreachable is down as seen from here."""
 
 
 class FailoverSpec(SpecModel):
     """Moving this region's shards to peers when it fails."""
 
     policy: Literal["Manual", "Automatic"] = "Manual"
-    """``Manual``: only ``kubectl tidings failover`` moves shards. ``Automatic``: after
-    ``detectionWindowSeconds`` of failed health checks the operator fences the region and
-    reassigns its shards. Failback is always manual."""
+    """``Manual``: only ``kubectl tidings failover`` moves shards. ``Automatic``: once a
+    majority of the regions have seen a peer's data plane unreachable for
+    ``detectionWindowSeconds``, the operators fence it and take its shards over (never
+    with two regions: no majority can observe the other). Failback is always manual."""
     detection_window_seconds: int = Field(default=30, ge=5, le=3600)
-    """How long a region must look dead before an automatic failover."""
+    """How long a peer's data plane must be seen unreachable before it counts as failed."""
 
 
 class TracingSpec(SpecModel):
@@ -392,12 +396,37 @@ class PeerStatus(StatusModel):
     """How this region sees one of its peers (the failover detector's verdict)."""
 
     name: str
-    health: Literal["Healthy", "Suspect", "Failed", "Unknown"]
+    health: Literal["Healthy", "Suspect", "Failed", "OperatorDown", "Unknown"]
     since: datetime
     """When the peer entered this state (Suspect and Failed count from the first failed
     check)."""
     reason: str = ""
     message: str = ""
+    votes: int = 0
+    """Regions that saw its data plane unreachable for the whole detection window."""
+    votes_needed: int = 0
+    """Votes that make it Failed: a majority of all the regions."""
+
+
+class FailoverDecision(StatusModel):
+    """What the failover loop last decided, and why."""
+
+    action: Literal["None", "TakeOver", "NoQuorum", "Manual"]
+    reason: str
+    message: str = ""
+    time: datetime
+
+
+class FailoverStatus(StatusModel):
+    """The failover loop's own block: written by it alone, never by the reconcile."""
+
+    regions: int = 0
+    """Regions of the deployment (this one and its peers)."""
+    majority: int = 0
+    """Regions that must observe a peer down before it is Failed."""
+    peers: list[PeerStatus] = Field(default_factory=list, json_schema_extra=list_map("name"))
+    """Health of each peer, as the failover detector last judged it."""
+    decision: FailoverDecision | None = None
 
 
 class ChatRegionStatus(StatusModel):
@@ -416,8 +445,8 @@ class ChatRegionStatus(StatusModel):
     """Where clients connect (the gateway Service's address)."""
     owned_shards: int = 0
     """MessageShards this region owns now (its own and any taken over)."""
-    peers: list[PeerStatus] = Field(default_factory=list, json_schema_extra=list_map("name"))
-    """Health of each peer, as the failover detector last judged it."""
+    failover: FailoverStatus | None = None
+    """Peers' verdicts and the last failover decision (regions with peers)."""
 
 
 class ChatRegion(StatusModel):

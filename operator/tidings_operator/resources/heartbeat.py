@@ -12,6 +12,7 @@ from typing import Any
 
 from tidings_operator.failover import Heartbeat, heartbeat_lease_name
 from tidings_operator.models import ChatRegion
+from tidings_operator.quorum import OBSERVATIONS_ANNOTATION
 from tidings_operator.resources.meta import Manifest, labels, object_meta
 
 COMPONENT = "heartbeat"
@@ -23,14 +24,25 @@ def micro_time(moment: datetime) -> str:
 
 
 def heartbeat_lease(
-    region: ChatRegion, *, holder: str, now: datetime, duration_seconds: int
+    region: ChatRegion,
+    *,
+    holder: str,
+    now: datetime,
+    duration_seconds: int,
+    observations: str | None = None,
 ) -> Manifest:
+    """The Lease to apply. ``observations`` is what the region publishes of its peers'
+    data planes (``quorum.publish``), for the other regions to count."""
+    meta = object_meta(
+        heartbeat_lease_name(region.region),
+        region,
+        labels(region.region, COMPONENT),
+        {OBSERVATIONS_ANNOTATION: observations} if observations is not None else None,
+    )
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": object_meta(
-            heartbeat_lease_name(region.region), region, labels(region.region, COMPONENT)
-        ),
+        "metadata": meta,
         "spec": {
             "holderIdentity": holder,
             "leaseDurationSeconds": duration_seconds,

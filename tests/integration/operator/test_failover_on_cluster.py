@@ -1,15 +1,19 @@
-"""Failover between two regions, each run by its own ``tidings-operator run --region``
-process (as each region's cluster runs its own): killing one region's operator lets its
-heartbeat expire, and the other fences and takes over its shards; failback is a person's
-``kubectl tidings failback``."""
+"""Failover between regions, each run by its own ``tidings-operator run --region``
+process (as each region's cluster runs its own). Killing a region's operator moves
+nothing (its data plane, here its Kafka, still answers: the others report it
+``OperatorDown``); with two regions ``Automatic`` never acts (no majority can observe a
+peer) and says so; a person's ``kubectl tidings failover`` and ``failback`` move shards.
+The takeover itself, by a majority seeing a data plane down, is driven on a fake clock
+in ``tests/unit/test_operator_failover_loop.py``."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +41,10 @@ WINDOW = 5
 
 
 @dataclass
-class Pair:
+class Regions:
     kube: KubeEnv
     namespace: str
-    a: str
-    b: str
+    names: list[str]
     manifests: dict[str, dict[str, Any]]
     logs: Path
 
@@ -63,10 +66,21 @@ class Pair:
     def ready(self, region: str) -> bool:
         return ready_now(self.get("chatregion", region))
 
-    def peer_health(self, region: str, peer: str) -> str | None:
+    def failover(self, region: str) -> dict[str, Any]:
         body = self.get("chatregion", region) or {}
-        peers = (body.get("status") or {}).get("peers") or []
-        return next((p["health"] for p in peers if p["name"] == peer), None)
+        found: dict[str, Any] = (body.get("status") or {}).get("failover") or {}
+        return found
+
+    def peer(self, region: str, peer: str) -> dict[str, Any]:
+        peers = self.failover(region).get("peers") or []
+        found: dict[str, Any] = next((p for p in peers if p["name"] == peer), {})
+        return found
+
+    def renewed(self, region: str) -> datetime | None:
+        """When ``region``'s operator last renewed its heartbeat (its own clock)."""
+        lease = self.get("lease", f"tidings-region-{region}") or {}
+        stamp = (lease.get("spec") or {}).get("renewTime")
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
 
     def shards_of(self, home: str) -> dict[str, tuple[str, int]]:
         """Shard name -> (owner, epoch), for the shards whose home is ``home``."""
@@ -93,48 +107,83 @@ class Pair:
     def tidings(self, *args: str, check: bool = True) -> Any:
         return self.kube.kubectl("tidings", "-n", self.namespace, *args, check=check, plugins=True)
 
+    def start(self) -> None:
+        for manifest in self.manifests.values():
+            apply(self.kube, manifest)
+        for region in self.names:
+            eventually(lambda r=region: self.ready(r), f"ChatRegion {region} to turn Ready")
+        eventually(
+            lambda: all(
+                self.peer(r, p).get("health") == "Healthy"
+                for r in self.names
+                for p in self.names
+                if p != r
+            ),
+            "each region to see every peer healthy",
+        )
 
-@pytest.fixture
-def pair(
-    kube_env: KubeEnv,
-    kafka_bootstrap: str,
-    cassandra_env: dict[str, str],
-    tmp_path: Path,
-) -> Iterator[Pair]:
-    install_crds(kube_env)
+
+def release(regions: Regions) -> None:
+    """Delete the test's namespace. Each region's finalizer belongs to that region's
+    operator, stopped by now: take it off, or the namespace stays Terminating."""
+    for name in regions.names:
+        regions.kube.kubectl(
+            "-n",
+            regions.namespace,
+            "patch",
+            "chatregion",
+            name,
+            "--type=merge",
+            "-p",
+            json.dumps({"metadata": {"finalizers": None}}),
+            check=False,
+        )
+    regions.kube.kubectl("delete", "namespace", regions.namespace, "--wait=false", check=False)
+
+
+def regions_of(
+    count: int, kube: KubeEnv, kafka: str, cassandra: dict[str, str], logs: Path
+) -> Regions:
+    install_crds(kube)
     suffix = uuid.uuid4().hex[:8]
     namespace = f"fo-{suffix}"
-    kube_env.kubectl("create", "namespace", namespace)
-    a, b = f"a{suffix}", f"b{suffix}"
+    kube.kubectl("create", "namespace", namespace)
+    names = [f"{letter}{suffix}" for letter in "abc"[:count]]
+    size = 1024 // count
     manifests = {}
-    for name, peer, slots in ((a, b, (0, 511)), (b, a, (512, 1023))):
+    for i, name in enumerate(names):
         manifests[name] = region_manifest(
             name,
             namespace,
-            kafka=kafka_bootstrap,
-            cassandra=cassandra_env,
+            kafka=kafka,
+            cassandra=cassandra,
             keyspace=f"fo_{name}",
             shards=2,
-            slotRange={"first": slots[0], "last": slots[1]},
-            peers=[{"name": peer}],
+            slotRange={"first": i * size, "last": 1023 if i == count - 1 else (i + 1) * size - 1},
+            # The data plane probed is each region's Kafka (the shared one here, which
+            # stays up: a killed operator leaves it serving).
+            peers=[{"name": p, "kafkaBootstrapServers": kafka} for p in names if p != name],
             failover={"policy": "Automatic", "detectionWindowSeconds": WINDOW},
         )
-    yield Pair(kube_env, namespace, a, b, manifests, tmp_path)
-    kube_env.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    return Regions(kube, namespace, names, manifests, logs)
 
 
-def start(pair: Pair) -> None:
-    for manifest in pair.manifests.values():
-        apply(pair.kube, manifest)
-    for region in (pair.a, pair.b):
-        eventually(lambda r=region: pair.ready(r), f"ChatRegion {region} to turn Ready")
-    eventually(
-        lambda: (
-            pair.peer_health(pair.a, pair.b) == "Healthy"
-            and pair.peer_health(pair.b, pair.a) == "Healthy"
-        ),
-        "each region to see the other's heartbeat",
-    )
+@pytest.fixture
+def three(
+    kube_env: KubeEnv, kafka_bootstrap: str, cassandra_env: dict[str, str], tmp_path: Path
+) -> Iterator[Regions]:
+    regions = regions_of(3, kube_env, kafka_bootstrap, cassandra_env, tmp_path)
+    yield regions
+    release(regions)
+
+
+@pytest.fixture
+def two(
+    kube_env: KubeEnv, kafka_bootstrap: str, cassandra_env: dict[str, str], tmp_path: Path
+) -> Iterator[Regions]:
+    regions = regions_of(2, kube_env, kafka_bootstrap, cassandra_env, tmp_path)
+    yield regions
+    release(regions)
 
 
 def kill(op: OperatorProcess) -> None:
@@ -142,116 +191,104 @@ def kill(op: OperatorProcess) -> None:
     op.process.wait(10)
 
 
-@pytest.mark.timeout(420)
-def test_a_region_whose_operator_dies_is_fenced_and_its_shards_taken_over(pair: Pair) -> None:
-    with pair.operator(pair.a) as op_a:
-        with pair.operator(pair.b) as op_b:
-            start(pair)
-            home = {f"{pair.b}-0": (pair.b, 1), f"{pair.b}-1": (pair.b, 1)}
-            assert pair.shards_of(pair.b) == home
-            # Each region waits for its own operator only when deleted: a failed
-            # region's operator holds nothing of its peers'.
-            for region in (pair.a, pair.b):
-                finalizers = (pair.get("chatregion", region) or {})["metadata"]["finalizers"]
-                assert finalizers == [f"tidings.dev/finalizer-{region}"]
-            kill(op_b)
+@pytest.mark.timeout(300)
+def test_a_region_whose_operator_dies_keeps_its_shards_and_status_says_why(
+    three: Regions,
+) -> None:
+    a, b, c = three.names
+    home = {f"{c}-0": (c, 1), f"{c}-1": (c, 1)}
+    with ExitStack() as stack:
+        stack.enter_context(three.operator(a))
+        stack.enter_context(three.operator(b))
+        with three.operator(c) as op_c:
+            three.start()
+            assert three.shards_of(c) == home
+            kill(op_c)
+        for judge in (a, b):
+            eventually(
+                lambda j=judge: three.peer(j, c).get("health") == "OperatorDown",
+                f"{judge} to see {c}'s operator down",
+            )
+        since = datetime.fromisoformat(three.peer(a, c)["since"].replace("Z", "+00:00"))
 
-        moved = {f"{pair.b}-0": (pair.a, 2), f"{pair.b}-1": (pair.a, 2)}
-        eventually(
-            lambda: pair.shards_of(pair.b) == moved,
-            f"{pair.a} to take over {pair.b}'s shards with a bumped epoch",
-        )
-        eventually(
-            lambda: pair.peer_health(pair.a, pair.b) == "Failed",
-            f"{pair.a}'s status to report {pair.b} failed",  # written after the moves
-        )
-        body = pair.get("chatregion", pair.a) or {}
-        peers_cond = condition(body, "PeersHealthy")
-        assert peers_cond is not None
-        assert (peers_cond["status"], peers_cond["reason"]) == ("False", "PeerFailed")
-        assert {"PeerSuspect", "PeerFailed", "ShardTakenOver"} <= pair.reasons(pair.a)
-        assert "ShardsTakenOver" in pair.reasons(pair.b)
-        # What the peer and failover alerts read (labels in the exposition's sorted order).
-        exported = op_a.metrics().splitlines()
-        for health, value in (("Failed", 1.0), ("Suspect", 0.0), ("Healthy", 0.0)):
-            assert (
-                f'tidings_operator_peer_health{{health="{health}",peer="{pair.b}",'
-                f'region="{pair.a}"}} {value}'
-            ) in exported
-        assert 'tidings_operator_shard_moves_total{trigger="automatic"} 2.0' in exported
-        assert pair.shards_of(pair.a) == {f"{pair.a}-0": (pair.a, 1), f"{pair.a}-1": (pair.a, 1)}
+        def three_windows_on() -> bool:  # as the operators' own clock tells
+            renewed = three.renewed(a)
+            return renewed is not None and (renewed - since).total_seconds() >= 3 * WINDOW
 
+        eventually(three_windows_on, f"three detection windows of {c}'s operator down")
+        assert three.shards_of(c) == home
+        for judge in (a, b):
+            seen = three.peer(judge, c)
+            assert (seen["health"], seen["reason"]) == ("OperatorDown", "OperatorDown")
+            assert "data plane reachable" in seen["message"]
+            assert "moves no shards" in seen["message"]
+            decision = three.failover(judge)["decision"]
+            assert (decision["action"], decision["reason"]) == ("None", "OperatorDown")
+            assert three.failover(judge)["majority"] == 2
+            cond = condition(three.get("chatregion", judge), "PeersHealthy")
+            assert cond is not None
+            assert (cond["status"], cond["reason"]) == ("False", "PeerOperatorDown")
+            assert "ShardTakenOver" not in three.reasons(judge)
+            assert "PeerOperatorDown" in three.reasons(judge)
+        assert "ShardsTakenOver" not in three.reasons(c)
+
+
+@pytest.mark.timeout(300)
+def test_two_regions_never_fail_over_by_themselves_but_on_command(two: Regions) -> None:
+    a, b = two.names
+    with two.operator(a) as op_a, two.operator(b):
+        two.start()
+        for region in (a, b):
+            decision = two.failover(region)["decision"]
+            assert (decision["action"], decision["reason"]) == ("NoQuorum", "FailoverNoQuorum")
+            assert "kubectl tidings failover" in decision["message"]
+            eventually(
+                lambda r=region: "FailoverNoQuorum" in two.reasons(r),
+                f"an Event on {region} saying Automatic cannot act",
+            )
+        refused = two.tidings("failover", a, "--to", "nowhere", check=False)
+        assert refused.returncode == 1
+        assert "no ChatRegion nowhere" in refused.stderr
+        done = two.tidings("failover", a, "--to", b)
+        assert done.returncode == 0
+        moved = {f"{a}-0": (b, 2), f"{a}-1": (b, 2)}
+        assert two.shards_of(a) == moved
+        assert "ShardMoved" in two.reasons(a)
+        again = two.tidings("failover", a, "--to", b, check=False)
+        assert again.returncode == 1
+        assert "owns no shards" in again.stderr
         eventually(
-            lambda: pair.routed_by(pair.a).items() >= moved.items(),
-            f"{pair.a}'s shard map to route {pair.b}'s users to {pair.a}",
+            lambda: two.routed_by(a).items() >= moved.items(),
+            f"{a}'s shard map to name {b} the owner of its shards",
         )
         eventually(
             lambda: (
-                ((pair.get("messageshard", f"{pair.b}-0") or {}).get("status") or {}).get("owner")
-                == pair.a
+                ((two.get("messageshard", f"{a}-0") or {}).get("status") or {}).get("owner") == b
             ),
-            f"{pair.a}'s operator to acknowledge the shard it took",
+            f"{b}'s operator to acknowledge the shard it took",
         )
-
         # The old owner cannot take a shard back without a newer epoch, nor lower it.
-        refused = pair.kube.kubectl(
+        refused = two.kube.kubectl(
             "-n",
-            pair.namespace,
+            two.namespace,
             "patch",
             "messageshard",
-            f"{pair.b}-0",
+            f"{a}-0",
             "--type=merge",
             "-p",
-            json.dumps({"spec": {"owner": pair.b}}),
+            json.dumps({"spec": {"owner": a}}),
             check=False,
         )
         assert refused.returncode != 0
         assert "must bump its epoch" in refused.stderr
-
-        # The region comes back: healthy again, but its shards stay where they are.
-        with pair.operator(pair.b):
-            eventually(
-                lambda: pair.peer_health(pair.a, pair.b) == "Healthy",
-                f"{pair.a} to see {pair.b} healthy again",
-            )
-            eventually(lambda: pair.ready(pair.b), f"{pair.b} to be Ready again")
-            # Its own pods now read the move too: what its delivery workers still hold
-            # for those users is forwarded to the owner, not delivered by them.
-            eventually(
-                lambda: pair.routed_by(pair.b).items() >= moved.items(),
-                f"{pair.b}'s shard map to name {pair.a} the owner of its shards",
-            )
-            assert pair.shards_of(pair.b) == moved  # failback is never automatic
-
-            preview = pair.tidings("failback", pair.b, "--dry-run")
-            assert f"would move shard {pair.b}-0: {pair.a} -> {pair.b} (epoch 2 -> 3)" in (
-                preview.stdout
-            )
-            assert pair.shards_of(pair.b) == moved
-            done = pair.tidings("failback", pair.b)
-            assert f"moved shard {pair.b}-1: {pair.a} -> {pair.b} (epoch 2 -> 3)" in done.stdout
-            assert pair.shards_of(pair.b) == {
-                f"{pair.b}-0": (pair.b, 3),
-                f"{pair.b}-1": (pair.b, 3),
-            }
-            listing = pair.tidings("shards").stdout
-            assert f"{pair.b}-0" in listing
-            assert "EPOCH" in listing
-
-
-@pytest.mark.timeout(300)
-def test_kubectl_tidings_failover_moves_a_healthy_regions_shards_on_command(pair: Pair) -> None:
-    for manifest in pair.manifests.values():
-        manifest["spec"]["failover"]["policy"] = "Manual"
-    with pair.operator(pair.a), pair.operator(pair.b):
-        start(pair)
-        refused = pair.tidings("failover", pair.a, "--to", "nowhere", check=False)
-        assert refused.returncode == 1
-        assert "no ChatRegion nowhere" in refused.stderr
-        done = pair.tidings("failover", pair.a, "--to", pair.b)
-        assert done.returncode == 0
-        assert pair.shards_of(pair.a) == {f"{pair.a}-0": (pair.b, 2), f"{pair.a}-1": (pair.b, 2)}
-        assert "ShardMoved" in pair.reasons(pair.a)
-        again = pair.tidings("failover", pair.a, "--to", pair.b, check=False)
-        assert again.returncode == 1
-        assert "owns no shards" in again.stderr
+        preview = two.tidings("failback", a, "--dry-run")
+        assert f"would move shard {a}-0: {b} -> {a} (epoch 2 -> 3)" in preview.stdout
+        assert two.shards_of(a) == moved
+        back = two.tidings("failback", a)
+        assert f"moved shard {a}-1: {b} -> {a} (epoch 2 -> 3)" in back.stdout
+        assert two.shards_of(a) == {f"{a}-0": (a, 3), f"{a}-1": (a, 3)}
+        assert "EPOCH" in two.tidings("shards").stdout
+        exported = op_a.metrics().splitlines()
+        assert f'tidings_operator_peer_health{{health="Healthy",peer="{b}",region="{a}"}} 1.0' in (
+            exported
+        )

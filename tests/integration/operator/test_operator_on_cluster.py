@@ -296,7 +296,7 @@ def test_a_deleted_or_hand_edited_child_is_repaired(region: Region) -> None:
         "the hand-edited settings ConfigMap to be restored",
     )
     reasons = [e["reason"] for e in events_of(region)]
-    assert "ChildUpdated" in reasons
+    assert "ChildPatched" in reasons
 
 
 def refusals(op: OperatorProcess, region: Region) -> dict[str, float]:
@@ -543,6 +543,30 @@ def test_invalid_specs_are_refused_by_the_api_server(
     assert done.returncode != 0
     assert message in done.stderr, done.stderr
     assert '<nil>: Invalid value: "object"' not in done.stderr, done.stderr
+
+
+@pytest.mark.region(pods={"hostNetwork": True})  # every component on port 8080
+def test_a_spec_only_the_operator_refuses_is_permanent_and_still_deletable(
+    region: Region, operator: OperatorProcess
+) -> None:
+    apply(region.kube, region.manifest)
+
+    def refused() -> dict[str, Any] | None:
+        cond = condition(region.get("chatregion", region.name), "Ready")
+        return cond if cond and cond["reason"] == "InvalidSpec" else None
+
+    ready = eventually(refused, "Ready=False InvalidSpec")
+    assert ready["status"] == "False"
+    assert "every component needs ports of its own" in ready["message"]
+    assert f"kubectl edit chatregion {region.name}" in ready["message"]
+    key = f"ChatRegion {region.namespace}/{region.name}"
+    eventually(
+        lambda: f"reconcile of {key} cannot succeed as it is" in operator.log_text(),
+        "the operator to log the permanent error",
+    )
+    assert f"reconcile of {key} failed (attempt" not in operator.log_text()  # no back-off
+    _delete_region(region)  # the finalizer lets it go
+    assert "ExternalRetained" in {e["reason"] for e in events_of(region)}
 
 
 def run_push_pool(region: Region, **spec: Any) -> str:
