@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,36 +94,35 @@ async def test_a_closed_database_refuses_calls(db: SqliteDb) -> None:
         await db.run(_insert("a", 1))
 
 
-async def test_calls_made_while_a_batch_commits_go_together_in_the_next(db: SqliteDb) -> None:
+async def test_calls_of_later_turns_go_in_a_batch_of_their_own(db: SqliteDb) -> None:
     statements: list[str] = []
     assert db._conn is not None
     db._conn.set_trace_callback(statements.append)
-    release = threading.Event()
-
-    def held(conn: sqlite3.Connection) -> str:
-        assert release.wait(10), "never released"
-        return "held"
-
-    first = asyncio.ensure_future(db.run(held))
-    for _ in range(100):  # until the writer thread runs the first batch
-        await asyncio.sleep(0)
-        if db._committing is not None:
-            break
-    assert db._committing is not None
-    later = asyncio.gather(*(db.run(_insert(f"k{i}", i)) for i in range(10)))
-    await asyncio.sleep(0)
-    release.set()
-    assert await first == "held"
-    assert await later == list(range(10))
+    assert await db.run(_insert("a", 1)) == 1
+    assert await asyncio.gather(*(db.run(_insert(f"k{i}", i)) for i in range(10))) == list(
+        range(10)
+    )
     assert statements.count("BEGIN IMMEDIATE") == 2
     assert statements.count("COMMIT") == 2
 
 
-async def test_close_waits_for_the_batch_under_way_and_the_calls_behind_it(
-    db: SqliteDb, tmp_path: Path
-) -> None:
+async def test_a_read_sees_the_last_commit_not_the_calls_still_queued(db: SqliteDb) -> None:
+    def keys(conn: sqlite3.Connection) -> list[str]:
+        return [str(k) for (k,) in conn.execute("SELECT k FROM t ORDER BY k")]
+
+    await db.run(_insert("a", 1))
+    queued = asyncio.ensure_future(db.run(_insert("b", 2)))
+    await asyncio.sleep(0)  # queued for the next turn's batch, not committed yet
+    assert not queued.done()
+    assert db.read(keys) == ["a"]
+    assert await queued == 2
+    assert db.read(keys) == ["a", "b"]
+    assert db.read(keys, snapshot=True) == ["a", "b"]
+
+
+async def test_close_commits_the_calls_still_queued(db: SqliteDb, tmp_path: Path) -> None:
     calls = [asyncio.ensure_future(db.run(_insert(f"k{i}", i))) for i in range(5)]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # each call queued; the batch would run on the next turn
     await db.close()
-    assert [c.result() for c in calls] == list(range(5))
+    assert await asyncio.gather(*calls) == list(range(5))
     assert _committed(tmp_path / "t.db") == {f"k{i}": i for i in range(5)}
