@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -17,11 +18,12 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 from tidings.client.http import ApiError
+from tidings.client.locks import SocketHeld, hold_socket
 from tidings.client.sdk import Client, Event
 from tidings.client.store import StoredMessage, fts_query
 
@@ -123,6 +125,32 @@ def require_account(client: Client, args: argparse.Namespace) -> None:
             f"no account for {args.phone} in {args.home}; "
             f"run `tidings register --phone {args.phone}` first"
         )
+
+
+@contextlib.contextmanager
+def holding_socket(client: Client, holder: str) -> Iterator[None]:
+    """Hold this device's connection (see :mod:`tidings.client.locks`), or say plainly
+    which process does instead of knocking it offline."""
+    try:
+        with hold_socket(client.store.path, holder):
+            yield
+    except SocketHeld as exc:
+        raise CommandError(
+            f"{exc}: the server keeps one connection per device, so messages arrive "
+            "there (and stay in the history here: `tidings history`). Quit it to use "
+            f"{holder}, or link another device (`tidings link`)"
+        ) from None
+
+
+async def signed_in_client(args: argparse.Namespace) -> Client:
+    """The client of ``--phone``, refusing (with what to run) when it has no account."""
+    client = open_client(args)
+    try:
+        require_account(client, args)
+    except BaseException:
+        await client.close()
+        raise
+    return client
 
 
 def _code_source(args: argparse.Namespace) -> Callable[[str], Awaitable[str]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from tidings.client import verifying
 from tidings.client.account import (
     CommandError,
+    holding_socket,
     label,
     open_client,
     register,
@@ -82,8 +83,9 @@ async def main(args: argparse.Namespace) -> int:
             say(f"signed in as {args.phone} ({client.user_id})")
         else:
             say(f"registered {args.phone} as {await register(client, args)}")
-        await client.replenish_prekeys()
-        return await Chat(client).run(args)
+        with holding_socket(client, "tidings chat"):
+            await client.replenish_prekeys()
+            return await Chat(client).run(args)
     finally:
         await client.close()
 

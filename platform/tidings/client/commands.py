@@ -22,14 +22,15 @@ from tidings.client.account import (
     CommandError,
     add_code_options,
     common_options,
+    holding_socket,
     message_line,
     open_client,
     register,
     remember,
-    require_account,
     resolve,
     runner,
     search,
+    signed_in_client,
     value_line,
 )
 from tidings.client.sdk import Client, UntrustedIdentity
@@ -49,16 +50,6 @@ async def _register(args: argparse.Namespace) -> int:
         return 0
     finally:
         await client.close()
-
-
-async def _signed_in(args: argparse.Namespace) -> Client:
-    client = open_client(args)
-    try:
-        require_account(client, args)
-    except BaseException:
-        await client.close()
-        raise
-    return client
 
 
 async def _recipient(client: Client, args: argparse.Namespace) -> str:
@@ -91,7 +82,7 @@ async def _send_to_recipient(
 ) -> int:
     """Sign in, send to the command's recipient, print the server id; a contact's
     changed identity key stops the send with what to do next."""
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
         server_id = await send(client, await _recipient(client, args))
         print(value_line("server_id", server_id, args.json), flush=True)
@@ -104,7 +95,7 @@ async def _send_to_recipient(
 
 
 async def _verify(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
         print(await verifying.run(client, args), flush=True)
         return 0
@@ -113,10 +104,11 @@ async def _verify(args: argparse.Namespace) -> int:
 
 
 async def _inbox(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
-        async with asyncio.timeout(args.timeout):
-            await client.listen(until_queue_empty=True)
+        with holding_socket(client, "tidings inbox"):
+            async with asyncio.timeout(args.timeout):
+                await client.listen(until_queue_empty=True)
         while not client.events.empty():
             event = client.events.get_nowait()
             if event.kind in SHOWN:
@@ -132,7 +124,7 @@ async def _inbox(args: argparse.Namespace) -> int:
 
 
 async def _fetch_file(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
         message = client.store.message(args.server_id)
         if message is None or message.kind != "file":
@@ -147,7 +139,7 @@ async def _fetch_file(args: argparse.Namespace) -> int:
 
 
 async def _search(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
         for message in search(client, args.query, args.limit):
             print(message_line(message, args.json), flush=True)
@@ -157,7 +149,7 @@ async def _search(args: argparse.Namespace) -> int:
 
 
 async def _history(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
         conversation = None
         if args.group:
@@ -172,7 +164,7 @@ async def _history(args: argparse.Namespace) -> int:
 
 
 async def _group(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
         action: str = args.group_command
         if action == "create":

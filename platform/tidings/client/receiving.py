@@ -40,7 +40,7 @@ class Receiving(ClientBase):
             self.store.set_status(receipt["message_ids"], receipt["kind"])
             event = Event("receipt", user, user, device, server_id, receipt["kind"], receipt)
         elif envelope["type"] == "message":
-            async with self._ratchets:
+            async with self._ratchets.held():
                 event = await self._decrypt_message(envelope, user, device)
         self.store.mark_processed(server_id)
         return event

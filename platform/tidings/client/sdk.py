@@ -37,6 +37,7 @@ from tidings.client.identities import Identities, SafetyNumber
 from tidings.client.provisioning import (
     ProvisioningError,
     ProvisionPayload,
+    link_address,
     new_link_request,
     open_blob,
     parse_link_request,
@@ -108,14 +109,45 @@ class Client(Identities):
         payload = ProvisionPayload(self.keys.identity.seed, answer["code"], self.user_id, phone)
         return seal(new_device_public, payload)
 
-    async def link(self, blob: str, device_name: str = "linked") -> int:
+    async def approve_link(self, new_device_request: str) -> None:
+        """Primary device: :meth:`create_link` for a link request and leave the blob on
+        the server for that device to fetch (:meth:`wait_for_approval`): the user only
+        carries the request from the new device to this one."""
+        blob = await self.create_link(new_device_request)
+        address = link_address(new_device_request)
+        await self.api.call("PUT", f"/v1/devices/provisioning/{address}", {"blob": blob})
+
+    async def wait_for_approval(self, request: str, *, poll_s: float = 1.0) -> str:
+        """New device: poll the server until the primary approved ``request`` (from
+        :meth:`link_request`); returns the provisioning blob for :meth:`link`. Bound it
+        with ``asyncio.timeout``: the primary may never approve."""
+        path = f"/v1/devices/provisioning/{link_address(request)}"
+        while True:
+            try:
+                answer = await self.api.call("GET", path, auth=False)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                await asyncio.sleep(poll_s)
+                continue
+            return str(answer["blob"])
+
+    async def link(
+        self, blob: str, device_name: str = "linked", *, phone: str | None = None
+    ) -> int:
         """New device, step 2: open the blob, become a device of the account and publish
         a signed prekey (signed by the account identity) and one-time prekeys.
+        With ``phone``, refuse (before redeeming the code) a blob for another number.
         Returns the new device id."""
         private = self.store.get("link_request")
         if private is None:
             raise ProvisioningError("no pending link request here; call link_request() first")
         payload = open_blob(blob, private)
+        if phone is not None and payload.phone != phone:
+            raise ProvisioningError(
+                f"the approval came from the account of {payload.phone}, not {phone}; "
+                "nothing was linked"
+            )
         tokens = await self.api.link_device(
             payload.link_code, device_name, secrets.randbelow(16380) + 1
         )
@@ -157,7 +189,7 @@ class Client(Identities):
         assert self.keys is not None
         plaintext = json.dumps(payload).encode()
         out: dict[str, list[dict[str, Any]]] = {}
-        async with self._ratchets:
+        async with self._ratchets.held():
             for user in users:
                 for device in self.store.session_devices(user):
                     raw = self.store.session(user, device)

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Body, Path, Response
 from tidings.api.contract import errors
 from tidings.api.deps import ClientAddress, Me, Svc
 from tidings.api.schemas import (
+    LINK_ADDRESS,
     CodeRequest,
     CodeSent,
     DeviceOut,
     DevicesOut,
     LinkCodeOut,
-    LINK_ADDRESS,
     LinkRequest,
     ProvisioningIn,
     ProvisioningOut,
