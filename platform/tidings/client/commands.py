@@ -1,5 +1,6 @@
-"""Client-side ``tidings`` subcommands (chat, register, send, inbox, groups, files,
-verify).
+"""Client-side ``tidings`` subcommands (chat, register, send, inbox, files, verify;
+groups in :mod:`tidings.client.groupcmds`, devices and backups in
+:mod:`tidings.client.devicecmds`).
 
 Scriptable commands print one line per item (``--json``: one JSON object per line):
 ids for what they create, and ``SERVER_ID FROM CONVERSATION KIND TEXT`` (tab-separated)
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tidings.client import chat as chat_loop
-from tidings.client import verifying
+from tidings.client import groupcmds, names, verifying
 from tidings.client.account import (
     CODE_HELP,
     CommandError,
@@ -25,17 +27,20 @@ from tidings.client.account import (
     holding_socket,
     message_line,
     open_client,
+    people_in,
     register,
-    remember,
     resolve,
+    resolve_group,
     runner,
     search,
+    send_file_to,
+    send_text_to,
     signed_in_client,
     value_line,
 )
 from tidings.client.sdk import Client, UntrustedIdentity
 
-SHOWN = ("text", "file")
+SHOWN = ("text", "file", "notice")
 """Event kinds ``inbox`` prints; receipts only update the local history's status."""
 
 
@@ -53,9 +58,12 @@ async def _register(args: argparse.Namespace) -> int:
 
 
 async def _recipient(client: Client, args: argparse.Namespace) -> str:
+    """The conversation to send to: a user id or ``group:ID``."""
+    if args.group:
+        return "group:" + await resolve_group(client, args.group)
     who: str | None = args.to or args.to_phone
     if who is None:
-        raise CommandError("say who: --to USER_ID_OR_PHONE or --to-phone PHONE")
+        raise CommandError("say who: --to USER_ID_OR_PHONE, --to-phone PHONE or --group GROUP")
     return await resolve(client, who)
 
 
@@ -68,13 +76,11 @@ def _warn_identity_changes(client: Client) -> None:
 
 
 async def _send(args: argparse.Namespace) -> int:
-    return await _send_to_recipient(args, lambda client, to: client.send_text(to, args.text))
+    return await _send_to_recipient(args, lambda client, to: send_text_to(client, to, args.text))
 
 
 async def _send_file(args: argparse.Namespace) -> int:
-    if not args.path.is_file():
-        raise CommandError(f"{args.path} is not a file")
-    return await _send_to_recipient(args, lambda client, to: client.send_file(to, args.path))
+    return await _send_to_recipient(args, lambda client, to: send_file_to(client, to, args.path))
 
 
 async def _send_to_recipient(
@@ -109,11 +115,15 @@ async def _inbox(args: argparse.Namespace) -> int:
         with holding_socket(client, "tidings inbox"):
             async with asyncio.timeout(args.timeout):
                 await client.listen(until_queue_empty=True)
+        events = []
         while not client.events.empty():
-            event = client.events.get_nowait()
+            events.append(client.events.get_nowait())
+        shown = [e for e in events if e.kind in SHOWN]
+        await names.learn_profiles(client.api, client.store, people_in(shown))
+        for event in events:
             if event.kind in SHOWN:
                 stored = client.store.message(event.server_id)
-                print(message_line(stored or event, args.json), flush=True)
+                print(message_line(stored or event, args.json, client), flush=True)
             elif event.kind == "undecryptable":
                 print(f"warning: could not decrypt {event.server_id}", file=sys.stderr)
             elif event.kind == "identity":
@@ -142,7 +152,7 @@ async def _search(args: argparse.Namespace) -> int:
     client = await signed_in_client(args)
     try:
         for message in search(client, args.query, args.limit):
-            print(message_line(message, args.json), flush=True)
+            print(message_line(message, args.json, client), flush=True)
         return 0
     finally:
         await client.close()
@@ -153,43 +163,40 @@ async def _history(args: argparse.Namespace) -> int:
     try:
         conversation = None
         if args.group:
-            conversation = f"group:{args.group}"
+            conversation = "group:" + await resolve_group(client, args.group)
         elif args.with_:
             conversation = await resolve(client, args.with_)
         for message in client.store.history(conversation, args.limit):
-            print(message_line(message, args.json), flush=True)
+            print(message_line(message, args.json, client), flush=True)
         return 0
     finally:
         await client.close()
 
 
-async def _group(args: argparse.Namespace) -> int:
+async def _profile(args: argparse.Namespace) -> int:
+    """``profile``: ``USER_ID NAME PHONE``; ``profile set-name NAME``: what contacts see
+    instead of the number (a name the server holds, like Signal's profile name)."""
     client = await signed_in_client(args)
     try:
-        action: str = args.group_command
-        if action == "create":
-            members = [await resolve(client, m) for m in args.member]
-            group_id = await client.create_group(args.name, members)
-            remember(client, "groups", group_id, args.name)
-            print(value_line("group_id", group_id, args.json), flush=True)
-        elif action == "add":
-            await client.add_members(args.group, [await resolve(client, m) for m in args.members])
-        elif action == "remove":
-            await client.remove_member(args.group, await resolve(client, args.member))
+        if args.profile_command == "set-name":
+            me = await client.api.call("PATCH", "/v1/users/me", {"display_name": args.name})
         else:
-            server_id = await client.send_group_text(args.group, args.text)
-            print(value_line("server_id", server_id, args.json), flush=True)
+            me = await client.api.call("GET", "/v1/users/me")
+        names.remember(client.store, names.DISPLAY_NAMES, client.user_id, me["display_name"])
+        if args.json:
+            print(json.dumps(me), flush=True)
+        else:
+            print(f"{me['user_id']}\t{me['display_name']}\t{me['phone']}", flush=True)
         return 0
-    except UntrustedIdentity as exc:
-        raise verifying.untrusted(client, exc) from None
     finally:
         await client.close()
 
 
 def _add_to(p: argparse.ArgumentParser) -> None:
     to = p.add_mutually_exclusive_group(required=True)
-    to.add_argument("--to", metavar="USER_ID", help="recipient user id (or +phone)")
-    to.add_argument("--to-phone", metavar="PHONE", help="recipient phone, looked up")
+    to.add_argument("--to", metavar="USER_ID_OR_PHONE", help="recipient: +phone or user id")
+    to.add_argument("--to-phone", metavar="PHONE", help="recipient phone (same as --to +PHONE)")
+    to.add_argument("--group", metavar="GROUP", help="a group: its id or a known group's name")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -256,24 +263,18 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = command("history", "the local history, oldest first")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--with", dest="with_", metavar="USER_ID_OR_PHONE")
-    which.add_argument("--group", metavar="GROUP_ID")
+    which.add_argument("--group", metavar="GROUP", help="a group's id or known name")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(run=runner(_history))
 
-    group = sub.add_parser("group", help="create groups, change members, send to a group")
-    gsub = group.add_subparsers(dest="group_command", required=True)
-    p = gsub.add_parser("create", help="create a group; prints its id", parents=[common])
-    p.add_argument("name")
-    p.add_argument("--member", action="append", default=[], metavar="USER_ID_OR_PHONE")
-    p = gsub.add_parser("add", help="add members (admins only)", parents=[common])
-    p.add_argument("group", metavar="GROUP_ID")
-    p.add_argument("members", nargs="+", metavar="USER_ID_OR_PHONE")
-    p = gsub.add_parser("remove", help="remove a member (admins only)", parents=[common])
-    p.add_argument("group", metavar="GROUP_ID")
-    p.add_argument("member", metavar="USER_ID_OR_PHONE")
-    p = gsub.add_parser(
-        "send", help="send a text to a group; prints its server id", parents=[common]
+    groupcmds.add_parser(sub, common)
+
+    p = command("profile", "your profile: USER_ID NAME PHONE; `profile set-name NAME` sets it")
+    psub = p.add_subparsers(dest="profile_command")
+    name = psub.add_parser(
+        "set-name",
+        parents=[common],
+        help="the display name contacts and groups see (up to 64 characters)",
     )
-    p.add_argument("group", metavar="GROUP_ID")
-    p.add_argument("text")
-    group.set_defaults(run=runner(_group), **quiet)
+    name.add_argument("name", help="e.g. 'Alice Smith'; empty to clear it")
+    p.set_defaults(run=runner(_profile))

@@ -10,7 +10,7 @@ from typing import Any
 
 import websockets
 
-from tidings.client import sessions
+from tidings.client import names, notices, sessions
 from tidings.client.base import ClientBase, Event, unb64
 from tidings.client.crypto.errors import CryptoError, DuplicateMessage
 from tidings.client.crypto.sender_key_wire import SenderKeyDistribution
@@ -89,6 +89,8 @@ class Receiving(ClientBase):
             )
             self.store.put_group_receiver(payload["group"], receiver.to_bytes())
             return None
+        if payload["t"] == notices.KIND:
+            return self._receive_notice(envelope, payload, user, device, group)
         # A copy of what our own other device sent names the real conversation.
         sent_to = payload.pop("to", None) if user == self.user_id and not group else None
         conversation = f"group:{group}" if group else str(sent_to or user)
@@ -108,6 +110,55 @@ class Receiving(ClientBase):
             )
         )
         return Event(payload["t"], conversation, user, device, envelope["server_id"], text, extra)
+
+    def _receive_notice(
+        self,
+        envelope: dict[str, Any],
+        payload: dict[str, Any],
+        user: str,
+        device: int,
+        group: str | None,
+    ) -> Event | None:
+        """A group notice: kept in the group's history and shown. It arrives through the
+        group, or 1:1 to a removed member; one naming another group is dropped."""
+        try:
+            notice = notices.parse(payload)
+        except notices.BadNotice as exc:
+            log.warning("ignoring group notice %s: %s", envelope["server_id"], exc)
+            return None
+        if group is not None and notice["group"] != group:
+            log.warning("ignoring notice %s about another group", envelope["server_id"])
+            return None
+        if group is None and notice["op"] != "removed":
+            return None  # only a removal travels 1:1
+        status = "sent" if user == self.user_id else "received"
+        return self._store_notice(
+            envelope["server_id"], user, device, envelope["timestamp"], notice, status
+        )
+
+    def _store_notice(
+        self,
+        server_id: str,
+        user: str,
+        device: int,
+        timestamp: int,
+        notice: dict[str, Any],
+        status: str,
+    ) -> Event:
+        group_id, name = notice["group"], notice.get("name", "")
+        if name and (
+            notice["op"] == "renamed" or group_id not in names.book(self.store, names.GROUPS)
+        ):
+            names.remember(self.store, names.GROUPS, group_id, name)
+        text = notices.describe(notice, user, self.user_id, lambda u: names.person(self.store, u))
+        extra = {k: v for k, v in notice.items() if k != "t"}
+        conversation = f"group:{group_id}"
+        self.store.add_message(
+            StoredMessage(
+                server_id, conversation, user, device, timestamp, "notice", text, extra, status
+            )
+        )
+        return Event("notice", conversation, user, device, server_id, text, extra)
 
     async def listen(self, *, until_queue_empty: bool = False) -> None:
         """Keep a WebSocket open (reconnecting with backoff), ack after storing, and put
