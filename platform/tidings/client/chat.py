@@ -77,7 +77,8 @@ def receipt_line(client: Client, event: Event, who: str) -> str | None:
         return None
     if len(mine) == 1:
         return f"* {event.text} {mine[0].server_id} (by {who})"
-    return f"* {event.text}: {len(mine)} messages, up to {mine[-1].server_id} (by {who})"
+    latest = max(mine, key=lambda m: m.timestamp)
+    return f"* {event.text}: {len(mine)} messages, up to {latest.server_id} (by {who})"
 
 
 def say(text: str) -> None:
