@@ -84,9 +84,11 @@ async def test_forged_notices_are_dropped_and_a_file_reaches_the_group(
     try:
         group = await alice.create_group("team", [bob.user_id], notify=False)
         other = await alice.create_group("other", [bob.user_id], notify=False)
-        # A notice naming another group, and a rename sent 1:1 (only removals are): dropped.
+        # A notice naming another group, a rename sent 1:1 (only removals are), and a
+        # rename by a member who is not an admin: dropped.
         await alice.send_group(group, notices.notice("renamed", other, "hijacked"))
         await alice.send_direct(bob.user_id, notices.notice("renamed", group, "hijacked"))
+        await bob.send_group(group, notices.notice("renamed", group, "bob's now"))
         await alice.send_group_text(group, "after the forgeries")
         photo = tmp_path / "photo.jpg"
         photo.write_bytes(os.urandom(50_000))
@@ -104,6 +106,10 @@ async def test_forged_notices_are_dropped_and_a_file_reaches_the_group(
         assert [e.kind for e in seen if e.kind != "receipt"] == ["text", "file"]
         assert names.book(bob.store, names.GROUPS).get(group) != "hijacked"
         assert names.book(bob.store, names.GROUPS).get(other) != "hijacked"
+        async with asyncio.timeout(15):
+            await alice.listen(until_queue_empty=True)
+        assert names.group(alice.store, group) == "team"  # bob is no admin
+        assert [m.kind for m in alice.store.history(f"group:{group}")] == ["text", "file"]
         file = seen[-1]
         assert (file.conversation, file.text) == (f"group:{group}", "photo.jpg")
         assert await bob.fetch_file(file.extra) == photo.read_bytes()

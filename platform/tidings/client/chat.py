@@ -184,6 +184,7 @@ class Chat:
             user_id = await resolve(client, arg)
             with contextlib.suppress(ApiError):  # the address book is a convenience
                 await client.api.call("PUT", "/v1/contacts", {"user_ids": [user_id]})
+            await names.learn_profiles(client.api, client.store, [user_id], refresh=True)
             say(f"talking to {label(client, user_id)}")
             if client.store.trust.blocked(user_id):
                 say(f"! {verifying.untrusted(client, UntrustedIdentity(user_id))}")
@@ -227,6 +228,7 @@ class Chat:
         talked = client.store.conversations()
         people = [*listed, *(c for c in talked if not c.startswith("group:"))]
         groups = [c.removeprefix("group:") for c in talked if c.startswith("group:")]
+        await names.learn_profiles(client.api, client.store, people, refresh=True)
         for user_id in dict.fromkeys(people):
             say(f"contact {user_id} {label(client, user_id)}")
         for group_id in dict.fromkeys(groups):

@@ -60,7 +60,9 @@ async def learn_profiles(
             continue
         try:
             profile = await api.call("GET", f"/v1/users/{user_id}")
-        except ApiError:
+        except ApiError as exc:
+            if exc.status == 404:  # no such user (any more): do not ask again
+                known[user_id] = ""
             continue
         known[user_id] = str(profile.get("display_name") or "")
     store.put_json(DISPLAY_NAMES, known)
