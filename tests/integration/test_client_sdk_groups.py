@@ -15,7 +15,7 @@ from harness import Gateway
 from sdk_support import receive, sdk_client
 from tidings.client import names, notices
 from tidings.client.http import ApiError
-from tidings.client.sdk import Event
+from tidings.client.sdk import Client, Event
 
 
 def _told(events: list[Event]) -> list[tuple[str, str, str]]:
@@ -132,3 +132,30 @@ async def test_an_sdk_client_without_notices_sends_none(
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_two_clients_on_one_store_send_to_a_group_without_breaking_it(
+    embedded_gateway: Gateway, tmp_path: Path
+) -> None:
+    """A chat and a ``tidings group send`` share the account's store: their sender-key
+    steps must not repeat each other. A member joins, so both senders' distributions go
+    out (awaits between reading the key and storing it) before their sends race."""
+    gateway = embedded_gateway
+    alice, bob, carol = [await sdk_client(gateway, tmp_path, n) for n in ("alice", "bob", "carol")]
+    twin = Client(gateway.url, alice.store.path)  # the other process, in effect
+    try:
+        group = await alice.create_group("trio", [bob.user_id], notify=False)
+        await alice.send_group_text(group, "first")
+        await alice.add_members(group, [carol.user_id], notify=False)
+        await asyncio.gather(
+            alice.send_group_text(group, "from the chat"),
+            twin.send_group_text(group, "from a script"),
+        )
+        # A repeated step would be dropped as a duplicate: the wait would time out.
+        got = await receive(bob, 3)
+        assert sorted(e.text for e in got) == ["first", "from a script", "from the chat"]
+        got = await receive(carol, 2)
+        assert sorted(e.text for e in got) == ["from a script", "from the chat"]
+    finally:
+        for client in (alice, twin, bob, carol):
+            await client.close()

@@ -19,6 +19,8 @@ from tidings.client.crypto.sender_keys import OwnSenderKey
 from tidings.client.http import ApiError
 from tidings.client.sending import Sending
 
+SENDER_KEY_ATTEMPTS = 5
+
 
 class GroupChat(Sending):
     async def group_info(self, group_id: str) -> dict[str, Any]:
@@ -84,20 +86,31 @@ class GroupChat(Sending):
         return payload
 
     async def send_group(self, group_id: str, payload: dict[str, Any]) -> str:
-        """One sender-key ciphertext for the whole group; rekeys after a removal."""
-        members = sorted((await self.api.call("GET", f"/v1/groups/{group_id}"))["members"])
-        held = self.store.own_sender_key(group_id)
-        if held is None or set(held[1]) - set(members):
-            own, reached = OwnSenderKey.create(group_id), []  # new key: removed members lose it
+        """One sender-key ciphertext for the whole group; rekeys after a removal.
+
+        The sender key advances under the ratchet lock; if another process on this store
+        sent to the group while the distributions went out, start over from its state
+        (reusing a step of the chain would repeat a message key)."""
+        for _ in range(SENDER_KEY_ATTEMPTS):
+            members = sorted((await self.api.call("GET", f"/v1/groups/{group_id}"))["members"])
+            held = self.store.own_sender_key(group_id)
+            if held is None or set(held[1]) - set(members):
+                own, reached = OwnSenderKey.create(group_id), []  # removed members lose it
+            else:
+                own, reached = OwnSenderKey.from_bytes(held[0]), list(held[1])
+            dist = b64(own.distribution().to_bytes())
+            for member in members:
+                if member not in reached and member != self.user_id:
+                    await self.send_direct(member, {"t": "skd", "group": group_id, "dist": dist})
+                    reached.append(member)
+            async with self._ratchets.held():
+                if self.store.own_sender_key(group_id) != held:
+                    continue
+                own, data = own.encrypt(json.dumps(payload).encode())
+                self.store.put_own_sender_key(group_id, own.to_bytes(), reached)
+            break
         else:
-            own, reached = OwnSenderKey.from_bytes(held[0]), held[1]
-        dist = b64(own.distribution().to_bytes())
-        for member in members:
-            if member not in reached and member != self.user_id:
-                await self.send_direct(member, {"t": "skd", "group": group_id, "dist": dist})
-                reached.append(member)
-        own, data = own.encrypt(json.dumps(payload).encode())
-        self.store.put_own_sender_key(group_id, own.to_bytes(), reached)
+            raise ApiError(0, "busy", f"could not send to group {group_id}: try again", {})
         body = {"id": str(uuid.uuid4()), "to": {"group": group_id}, "group_body": b64(data)}
         answer = await self.api.call("POST", "/v1/messages", body)
         self._remember_sent(answer["server_id"], f"group:{group_id}", answer["timestamp"], payload)
