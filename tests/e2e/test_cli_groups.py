@@ -43,7 +43,7 @@ async def test_a_group_that_tells_its_members_what_happened(tmp_path: Path) -> N
             sent = (await chat.expect(r"^sent photo\.jpg (\S+)$")).group(1)
 
             out, _ = await ann.run("group", "admin", "team", ben.phone)
-            assert out.strip() == f"you made {ben.phone} an admin"
+            assert out.strip() == f"you made Ben ({ben.phone}) an admin"
             await chat.expect(r"^! \[team\] Ann made you an admin$")
             # A command beside the open chat: it only sends, so it may.
             out, _ = await ben.run("group", "rename", group, "friends")

@@ -25,7 +25,8 @@ from tidings.client.http import ApiError
 from tidings.client.sdk import Client, UntrustedIdentity
 
 
-def _said(client: Client, op: str, group_id: str, members: list[str]) -> str:
+async def _said(client: Client, op: str, group_id: str, members: list[str]) -> str:
+    await names.learn_profiles(client.api, client.store, members)
     payload = notices.notice(op, group_id, names.group(client.store, group_id), members)
     return notices.describe(
         payload, client.user_id, client.user_id, lambda u: names.person(client.store, u)
@@ -95,7 +96,8 @@ async def _group(args: argparse.Namespace) -> int:
             server_id = await client.send_group_text(group_id, args.text)
             print(value_line("server_id", server_id, args.json), flush=True)
         else:
-            print(await _change(client, action, group_id, args), flush=True)
+            said = await _change(client, action, group_id, args)
+            print(said, flush=True)
         return 0
     except UntrustedIdentity as exc:
         raise verifying.untrusted(client, exc) from None
@@ -110,21 +112,21 @@ async def _change(client: Client, action: str, group_id: str, args: argparse.Nam
     if action == "add":
         members = [await resolve(client, m) for m in args.members]
         await client.add_members(group_id, members)
-        return _said(client, "added", group_id, members)
+        return await _said(client, "added", group_id, members)
     if action == "remove":
         member = await resolve(client, args.member)
         await client.remove_member(group_id, member)
-        return _said(client, "removed", group_id, [member])
+        return await _said(client, "removed", group_id, [member])
     if action == "admin":
         member = await resolve(client, args.member)
         await client.set_admin(group_id, member, not args.revoke)
-        return _said(client, "member" if args.revoke else "admin", group_id, [member])
+        return await _said(client, "member" if args.revoke else "admin", group_id, [member])
     if action == "rename":
         await client.rename_group(group_id, args.name)
-        return _said(client, "renamed", group_id, [])
+        return await _said(client, "renamed", group_id, [])
     if action == "leave":
         await client.leave_group(group_id)
-        return _said(client, "left", group_id, [])
+        return await _said(client, "left", group_id, [])
     raise CommandError(f"unknown group command {action!r}")
 
 
