@@ -111,9 +111,16 @@ async def test_receipts_are_summarised_and_internal_ones_never_shown(tmp_path: P
             await chat.expect(rf"talking to {re.escape(ann.phone)}")
             await chat.say("/quit")
             await chat.expect("^bye$")
+        # ann's own name for ben wins over his profile name, on her device.
+        out, _ = await ann.run("contacts", "set-name", ben.phone, "Benny")
+        assert out.strip() == f"{ben.user_id}\tBenny ({ben.phone})"
+        _, err = await ann.run("contacts", "set-name", ben.phone, "\x1b[2J", ok=False)
+        assert "control characters" in err
+        out, _ = await ann.run("contacts")
+        assert out.splitlines() == [f"{ben.user_id}\tBenny ({ben.phone})"]
         async with chatting(ann) as chat:
             await chat.expect(
-                rf"^\* read: 3 messages, up to {last} \(by Ben \({re.escape(ben.phone)}\)\)$"
+                rf"^\* read: 3 messages, up to {last} \(by Benny \({re.escape(ben.phone)}\)\)$"
             )
             await chat.say("/quit")
             await chat.expect("^bye$")

@@ -21,6 +21,11 @@ def test_people_and_groups_are_shown_by_the_names_known(tmp_path: Path) -> None:
         names.remember(store, names.DISPLAY_NAMES, "u3", "")  # fetched: no name set
         assert names.person(store, "u3") == "u3"
 
+        names.remember(store, names.CONTACT_NAMES, "u1", "Mum")  # the user's own name wins
+        assert names.person(store, "u1") == "Mum (+15550001)"
+        names.remember(store, names.CONTACT_NAMES, "u1", "")
+        assert names.person(store, "u1") == "Alice (+15550001)"
+
         assert names.conversation(store, "group:g1") == "group g1"
         names.remember(store, names.GROUPS, "g1", "friends")
         assert names.conversation(store, "group:g1") == "friends"

@@ -43,6 +43,7 @@ def test_each_notice_reads_as_a_sentence(
         {"t": "group", "op": "renamed", "group": "g1", "name": ""},
         {"t": "group", "op": "renamed", "group": "g1", "name": "two\nlines"},
         {"t": "group", "op": "renamed", "group": "g1", "name": "x" * 101},
+        {"t": "group", "op": "created", "group": "g1", "name": "\x1b[2Jcleared"},
     ],
 )
 def test_malformed_notices_are_refused(payload: dict[str, object]) -> None:

@@ -18,13 +18,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tidings.client import chat as chat_loop
-from tidings.client import groupcmds, names, verifying
+from tidings.client import groupcmds, names, notices, verifying
 from tidings.client.account import (
     CODE_HELP,
     CommandError,
     add_code_options,
     common_options,
     holding_socket,
+    label,
     message_line,
     open_client,
     people_in,
@@ -192,6 +193,36 @@ async def _profile(args: argparse.Namespace) -> int:
         await client.close()
 
 
+async def _contacts(args: argparse.Namespace) -> int:
+    """``contacts``: ``USER_ID NAME`` for the server's contact list and everyone in the
+    local history; ``contacts set-name WHO NAME``: a name of your own for a contact."""
+    client = await signed_in_client(args)
+    try:
+        if args.contacts_command == "set-name":
+            user_id = await resolve(client, args.who)
+            given = args.name.strip()
+            if given:
+                try:
+                    given = notices.check_name(given)
+                except notices.BadNotice as exc:
+                    raise CommandError(str(exc).replace("a group name", "a name")) from None
+            names.remember(client.store, names.CONTACT_NAMES, user_id, given)
+            print(f"{user_id}\t{label(client, user_id)}", flush=True)
+            return 0
+        listed = (await client.api.call("GET", "/v1/contacts"))["contacts"]
+        talked = [c for c in client.store.conversations() if not c.startswith("group:")]
+        people = list(dict.fromkeys([*listed, *talked]))
+        await names.learn_profiles(client.api, client.store, people, refresh=True)
+        for user_id in people:
+            if args.json:
+                print(json.dumps({"user_id": user_id, "name": label(client, user_id)}))
+            else:
+                print(f"{user_id}\t{label(client, user_id)}", flush=True)
+        return 0
+    finally:
+        await client.close()
+
+
 def _add_to(p: argparse.ArgumentParser) -> None:
     to = p.add_mutually_exclusive_group(required=True)
     to.add_argument("--to", metavar="USER_ID_OR_PHONE", help="recipient: +phone or user id")
@@ -268,6 +299,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(run=runner(_history))
 
     groupcmds.add_parser(sub, common)
+
+    p = command("contacts", "your contacts: USER_ID NAME; `contacts set-name WHO NAME` names one")
+    csub = p.add_subparsers(dest="contacts_command")
+    name = csub.add_parser(
+        "set-name",
+        parents=[common],
+        help="your own name for a contact, shown instead of their profile name (this device)",
+    )
+    name.add_argument("who", metavar="USER_ID_OR_PHONE", help="the contact")
+    name.add_argument("name", help="e.g. 'Mum'; empty to use their profile name again")
+    p.set_defaults(run=runner(_contacts))
 
     p = command("profile", "your profile: USER_ID NAME PHONE; `profile set-name NAME` sets it")
     psub = p.add_subparsers(dest="profile_command")

@@ -1,8 +1,9 @@
-"""Names people see instead of ids: phone numbers, profile display names, group names.
+"""Names people see instead of ids: phone numbers, contact and profile names, group names.
 
-All kept in the local store (kv books ``phones``, ``display_names`` and ``groups``), so a
-line of output never waits on the server: phones are remembered when the user types
-them, display names when a profile is fetched (:func:`learn_profiles`), group names when
+All kept in the local store (kv books ``phones``, ``contact_names``, ``display_names`` and
+``groups``), so a line of output never waits on the server: phones are remembered when
+the user types them, contact names when the user gives them, display names when a
+profile is fetched (:func:`learn_profiles`), group names when
 a group is created, opened, or renamed by an encrypted notice
 (:mod:`tidings.client.notices`): the server knows only the name a group was created with.
 """
@@ -15,6 +16,9 @@ from tidings.client.http import Api, ApiError
 from tidings.client.store import LocalStore
 
 PHONES, DISPLAY_NAMES, GROUPS = "phones", "display_names", "groups"
+CONTACT_NAMES = "contact_names"
+"""Names the user gave contacts on this device (``tidings contacts set-name``): they win
+over the contact's own profile name, as an address book's do."""
 
 
 def book(store: LocalStore, which: str) -> dict[str, str]:
@@ -30,9 +34,10 @@ def remember(store: LocalStore, which: str, ident: str, name: str) -> None:
 
 
 def person(store: LocalStore, user_id: str) -> str:
-    """``Alice (+15550001)``, ``Alice``, ``+15550001``, or the user id when nothing is known."""
+    """``Alice (+15550001)``, ``Alice``, ``+15550001``, or the user id when nothing is known;
+    the name is the one the user gave the contact, else the contact's profile name."""
     phone = book(store, PHONES).get(user_id)
-    shown = book(store, DISPLAY_NAMES).get(user_id)
+    shown = book(store, CONTACT_NAMES).get(user_id) or book(store, DISPLAY_NAMES).get(user_id)
     if shown and phone:
         return f"{shown} ({phone})"
     return shown or phone or user_id

@@ -50,7 +50,7 @@ def parse(payload: Mapping[str, Any]) -> dict[str, Any]:
         raise BadNotice(f"malformed group notice {dict(payload)!r}")
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         raise BadNotice("a group notice's members are user ids")
-    if op == "renamed":
+    if op == "renamed" or name:  # any name shown must be printable: no escape sequences
         check_name(name)
     return {"t": KIND, "op": op, "group": group_id, "name": name, "members": members}
 
