@@ -70,6 +70,16 @@ def common_options() -> argparse.ArgumentParser:
     return p
 
 
+def nested_options() -> argparse.ArgumentParser:
+    """:func:`common_options` for the subcommands of a command that takes them too
+    (``devices approve``): their defaults are suppressed, so an option given before the
+    subcommand (``devices --phone P approve``) is not reset by the subcommand's default."""
+    p = common_options()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return p
+
+
 def add_code_options(p: argparse.ArgumentParser, *, send_only: bool = False) -> None:
     """Where the one-time code comes from when this command has to register."""
     group = p.add_mutually_exclusive_group()

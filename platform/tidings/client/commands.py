@@ -27,6 +27,7 @@ from tidings.client.account import (
     holding_socket,
     label,
     message_line,
+    nested_options,
     open_client,
     people_in,
     register,
@@ -304,7 +305,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     csub = p.add_subparsers(dest="contacts_command")
     name = csub.add_parser(
         "set-name",
-        parents=[common],
+        parents=[nested_options()],
         help="your own name for a contact, shown instead of their profile name (this device)",
     )
     name.add_argument("who", metavar="USER_ID_OR_PHONE", help="the contact")
@@ -315,7 +316,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     psub = p.add_subparsers(dest="profile_command")
     name = psub.add_parser(
         "set-name",
-        parents=[common],
+        parents=[nested_options()],
         help="the display name contacts and groups see (up to 64 characters)",
     )
     name.add_argument("name", help="e.g. 'Alice Smith'; empty to clear it")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tidings.client.account import (
     CommandError,
+    nested_options,
     open_client,
     phone_of,
     runner,
@@ -222,12 +223,13 @@ def add_parsers(
         help="list this account's devices; approve a new one; unlink one",
     )
     dsub = devices.add_subparsers(dest="devices_command")
-    dsub.add_parser("list", parents=[common], help="ID NAME ROLE LINKED_AT (the default)")
-    p = dsub.add_parser("approve", parents=[common], help="(primary) link the device showing CODE")
+    nested = nested_options()
+    dsub.add_parser("list", parents=[nested], help="ID NAME ROLE LINKED_AT (the default)")
+    p = dsub.add_parser("approve", parents=[nested], help="(primary) link the device showing CODE")
     p.add_argument("code", help="the link code `tidings link` printed on the new device")
     p = dsub.add_parser(
         "unlink",
-        parents=[common],
+        parents=[nested],
         help="sign a linked device out for good (the primary: any; a linked device: itself)",
     )
     p.add_argument("device_id", type=int, metavar="ID", help="from `tidings devices`")
