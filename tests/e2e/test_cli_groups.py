@@ -70,6 +70,8 @@ async def test_a_group_that_tells_its_members_what_happened(tmp_path: Path) -> N
                 [[ann.user_id, "Ann", "admin"], [ben.user_id, "Ben", "admin"],
                  [cat.user_id, "you", "member"]]
             )  # fmt: skip
+            await cat.run("send", "--group", "friends", "bye all")
+            await chat.expect(rf"^< \[friends\] {cat.user_id}: bye all$")
             out, _ = await cat.run("group", "leave", "friends")
             assert out.strip() == "you left the group"
             await chat.expect(rf"^! \[friends\] {cat.user_id} left the group$")
@@ -85,12 +87,13 @@ async def test_a_group_that_tells_its_members_what_happened(tmp_path: Path) -> N
         rows = await ann.inbox_until(lambda rows: "left the group" in " ".join(texts(rows)))
         assert texts(rows)[1:] == [
             f"Ben ({ben.phone}) renamed the group to 'friends'",  # ann knows his number
+            "bye all",
             f"{cat.phone} left the group",
         ]
         out, _ = await ann.run("history", "--group", "friends")
         # In the order this device stored them: ann's own notices when she made them.
         assert [row.split("\t")[3] for row in out.splitlines()] == [
-            "notice", "notice", "file", "notice", "notice"
+            "notice", "notice", "file", "notice", "text", "notice"
         ]  # fmt: skip
 
 
