@@ -112,3 +112,23 @@ class Interactive:
                 assert raw, f"chat exited; it printed:\n{''.join(self.printed)}"
                 self.printed.append(raw.decode())
                 self.unread.append(raw.decode())
+
+
+@contextlib.asynccontextmanager
+async def chatting(user: User, *args: str) -> AsyncIterator[Interactive]:
+    """``tidings chat`` for a registered ``user``, killed on the way out if still running."""
+    process = await asyncio.create_subprocess_exec(
+        procs.TIDINGS,
+        "chat",
+        *user.options(),
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield Interactive(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from tidings.client import commands, loadgen
+from tidings.client import account, commands, devicecmds, loadgen
 from tidings.config import COMPONENTS, CONFIG_FILE_ENV, Settings, up_components
 from tidings.engines.embedded.otp import latest_code
 
@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "server resolves it: TIDINGS_DATA_DIR, else .tidings-data in the current directory)",
     )
     commands.add_parsers(sub)
+    devicecmds.add_parsers(sub, account.common_options())
     loadgen.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(  # client commands set log_level=WARNING: their output is the UI

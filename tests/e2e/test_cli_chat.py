@@ -84,23 +84,29 @@ async def test_group_of_four_with_a_removal(tmp_path: Path) -> None:
         out, _ = await ann.run("group", "send", group, "hello group")
         hello = out.strip()
         for rows in await asyncio.gather(
-            *(u.inbox_until(lambda rows: bool(rows)) for u in (ben, cat, dan))
+            *(u.inbox_until(lambda rows: len(rows) >= 2) for u in (ben, cat, dan))
         ):
-            assert rows == [[hello, ann.user_id, conversation, "text", "hello group"]]
+            # Told they were added (a notice), then the message.
+            assert [row[2:4] for row in rows] == [[conversation, "notice"], [conversation, "text"]]
+            assert rows[0][4].startswith(f"{ann.user_id} created the group 'four' with ")
+            assert rows[1] == [hello, ann.user_id, conversation, "text", "hello group"]
 
-        await ann.run("group", "remove", group, dan.phone)
+        out, _ = await ann.run("group", "remove", group, dan.phone)
+        assert out.strip() == f"you removed {dan.phone}"
         out, _ = await ann.run("group", "send", group, "dan is gone")
         gone = out.strip()
         for rows in await asyncio.gather(
-            *(u.inbox_until(lambda rows: bool(rows)) for u in (ben, cat))
+            *(u.inbox_until(lambda rows: len(rows) >= 2) for u in (ben, cat))
         ):
-            assert rows == [[gone, ann.user_id, conversation, "text", "dan is gone"]]
+            assert rows[0][2:] == [conversation, "notice", f"{ann.user_id} removed {dan.user_id}"]
+            assert rows[1] == [gone, ann.user_id, conversation, "text", "dan is gone"]
 
         # dan's envelopes arrive in order: once a later direct message reached him, the
         # group message would have too, had the server routed it to him.
         await ann.run("send", "--to", dan.user_id, "a word after the group message")
         rows = await dan.inbox_until(lambda rows: "a word after the group message" in texts(rows))
         assert "dan is gone" not in texts(rows)
+        assert [conversation, "notice", f"{ann.user_id} removed you"] in [r[2:] for r in rows]
         _, err = await dan.run("group", "send", group, "let me back in", ok=False)
         assert "not a member" in err
 

@@ -696,3 +696,43 @@ async def test_when_the_last_admin_leaves_another_member_becomes_admin(gateway: 
     assert set(members) == {bob.user_id, carol.user_id}
     admins = [u for u, role in members.items() if role == "admin"]
     assert admins == [min(bob.user_id, carol.user_id)]
+
+
+async def test_a_provisioning_blob_is_relayed_once_and_bad_input_is_refused(
+    gateway: Gateway,
+) -> None:
+    """The primary leaves a blob for a new device's link request; the device (no token
+    yet) takes it once. Addresses and blobs of the wrong shape are 422, a second
+    approval 409, a linked device 403, and nothing left yet 404."""
+    primary = await register(gateway)
+    laptop = await primary.link()
+    address = "A" * 42 + "Q"
+    blob = {"blob": "tidings-provision:1:" + "x" * 100}
+    async with gateway.http() as anonymous:
+        r = await anonymous.get(f"/v1/devices/provisioning/{address}")
+        assert r.status_code == 404, r.text
+        assert error_of(r)["code"] == "not_found"
+    async with laptop.http() as http:
+        r = await http.put(f"/v1/devices/provisioning/{address}", json=blob)
+        assert r.status_code == 403, r.text
+    async with primary.http() as http:
+        for bad_address, body in (
+            ("short", blob),
+            ("A" * 42 + "!", blob),
+            (address, {"blob": "not a blob"}),
+            (address, {"blob": "tidings-provision:1:" + "x" * 3000}),
+        ):
+            r = await http.put(f"/v1/devices/provisioning/{bad_address}", json=body)
+            assert r.status_code in (404, 422), (bad_address, r.text)
+        r = await http.put(f"/v1/devices/provisioning/{address}", json=blob)
+        assert r.status_code == 204, r.text
+        r = await http.put(f"/v1/devices/provisioning/{address}", json=blob)
+        assert r.status_code == 409, r.text
+    async with gateway.http() as anonymous:
+        r = await anonymous.get(f"/v1/devices/provisioning/{address}")
+        assert r.status_code == 200, r.text
+        assert r.json() == blob
+        r = await anonymous.get(f"/v1/devices/provisioning/{address}")
+        assert r.status_code == 404, r.text
+        r = await anonymous.get("/v1/devices/provisioning/short")
+        assert r.status_code == 422, r.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from sdk_support import receive, sdk_client
 from tidings.client import base
 from tidings.client.backup import BackupError
 from tidings.client.http import ApiError
+from tidings.client.provisioning import ProvisioningError
 from tidings.client.sdk import Client, Event
 
 
@@ -26,6 +28,35 @@ async def _link(primary: Client, gateway: Gateway, home: Path, name: str) -> Cli
     blob = await primary.create_link(request)  # typed/scanned into the primary
     await device.link(blob, name)  # carried back to the new device
     return device
+
+
+async def test_a_device_links_through_the_servers_relay(gateway: Gateway, tmp_path: Path) -> None:
+    """Only the request travels by hand: the primary approves it, the new device fetches
+    the sealed blob; a blob from another number is refused before its code is spent."""
+    alice = await sdk_client(gateway, tmp_path, "alice")
+    mallory = await sdk_client(gateway, tmp_path, "mallory")
+    tablet = Client(gateway.url, tmp_path / "tablet.db")
+    try:
+        request = tablet.link_request()
+        waiting = asyncio.create_task(tablet.wait_for_approval(request, poll_s=0.05))
+        await mallory.approve_link(request)  # someone who saw the request, first
+        async with asyncio.timeout(10):
+            blob = await waiting
+        with pytest.raises(
+            ProvisioningError, match="not " + re.escape(alice.store.get_json("phone"))
+        ):
+            await tablet.link(blob, "tablet", phone=alice.store.get_json("phone"))
+        assert tablet.api.tokens is None
+
+        request = tablet.link_request()
+        await alice.approve_link(request)
+        async with asyncio.timeout(10):
+            blob = await tablet.wait_for_approval(request, poll_s=0.05)
+        assert await tablet.link(blob, "tablet", phone=alice.store.get_json("phone")) == 2
+        assert tablet.user_id == alice.user_id
+    finally:
+        for client in (alice, mallory, tablet):
+            await client.close()
 
 
 @contextlib.asynccontextmanager

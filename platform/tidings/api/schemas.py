@@ -116,6 +116,23 @@ class LinkRequest(Strict):
     registration_id: RegistrationId
 
 
+LINK_ADDRESS = r"^[A-Za-z0-9_-]{43}$"
+"""A link request's X25519 public key, base64url without padding (the part after
+``tidings-link-request:1:``)."""
+
+
+class ProvisioningIn(Strict):
+    blob: str = Field(
+        min_length=1,
+        max_length=L.provisioning_blob_chars,
+        pattern=r"^tidings-provision:1:[A-Za-z0-9_-]+$",
+    )
+
+
+class ProvisioningOut(Strict):
+    blob: str
+
+
 class DeviceOut(Strict):
     device_id: int
     name: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -17,11 +18,13 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tidings.client import names, notices
 from tidings.client.http import ApiError
+from tidings.client.locks import SocketHeld, hold_socket
 from tidings.client.sdk import Client, Event
 from tidings.client.store import StoredMessage, fts_query
 
@@ -64,6 +67,16 @@ def common_options() -> argparse.ArgumentParser:
         "(env TIDINGS_HOME; default ~/.tidings)",
     )
     p.add_argument("--json", action="store_true", help="print JSON (one object per line)")
+    return p
+
+
+def nested_options() -> argparse.ArgumentParser:
+    """:func:`common_options` for the subcommands of a command that takes them too
+    (``devices approve``): their defaults are suppressed, so an option given before the
+    subcommand (``devices --phone P approve``) is not reset by the subcommand's default."""
+    p = common_options()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
     return p
 
 
@@ -125,6 +138,32 @@ def require_account(client: Client, args: argparse.Namespace) -> None:
         )
 
 
+@contextlib.contextmanager
+def holding_socket(client: Client, holder: str) -> Iterator[None]:
+    """Hold this device's connection (see :mod:`tidings.client.locks`), or say plainly
+    which process does instead of knocking it offline."""
+    try:
+        with hold_socket(client.store.path, holder):
+            yield
+    except SocketHeld as exc:
+        raise CommandError(
+            f"{exc}: the server keeps one connection per device, so messages arrive "
+            "there (and stay in the history here: `tidings history`). Quit it to use "
+            f"{holder}, or link another device (`tidings link`)"
+        ) from None
+
+
+async def signed_in_client(args: argparse.Namespace) -> Client:
+    """The client of ``--phone``, refusing (with what to run) when it has no account."""
+    client = open_client(args)
+    try:
+        require_account(client, args)
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
 def _code_source(args: argparse.Namespace) -> Callable[[str], Awaitable[str]]:
     if args.code:
         given: str = args.code
@@ -182,16 +221,13 @@ async def register(client: Client, args: argparse.Namespace) -> str:
     return await client.register(phone, source, request_code=not args.code)
 
 
-# address book: phones and group names the user has seen, kept in the local store -----
+# names: phones, display names and group names this device knows ---------------------
 def remember(client: Client, key: str, ident: str, label: str) -> None:
-    book: dict[str, str] = client.store.get_json(key) or {}
-    book[ident] = label
-    client.store.put_json(key, book)
+    names.remember(client.store, key, ident, label)
 
 
 def known(client: Client, key: str) -> dict[str, str]:
-    book: dict[str, str] = client.store.get_json(key) or {}
-    return book
+    return names.book(client.store, key)
 
 
 def check_contact(who: str) -> None:
@@ -227,12 +263,43 @@ async def resolve(client: Client, who: str) -> str:
 
 
 def label(client: Client, conversation: str) -> str:
-    """How to show a user or ``group:ID`` conversation: phone or group name when known."""
+    """How to show a user or ``group:ID`` conversation: names when known (phone, profile
+    display name, group name), else the id."""
+    return names.conversation(client.store, conversation)
+
+
+async def resolve_group(client: Client, text: str) -> str:
+    """A group id from an id or the name of a group this device knows."""
+    groups = known(client, names.GROUPS)
+    if text in groups:
+        return text
+    named = [gid for gid, name in groups.items() if name == text]
+    if len(named) == 1:
+        return named[0]
+    if len(named) > 1:
+        raise CommandError(f"{len(named)} groups are named {text!r}: give the id (`group list`)")
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        raise CommandError(
+            f"no group named {text!r} here: `tidings group list` shows the groups you know"
+        ) from None
+    return text
+
+
+async def send_text_to(client: Client, conversation: str, text: str) -> str:
+    """Send ``text`` to a user id or ``group:ID`` conversation; returns the server id."""
     if conversation.startswith("group:"):
-        gid = conversation.removeprefix("group:")
-        name = known(client, "groups").get(gid)
-        return f"group {name} ({gid})" if name else f"group {gid}"
-    return known(client, "phones").get(conversation, conversation)
+        return await client.send_group_text(conversation.removeprefix("group:"), text)
+    return await client.send_text(conversation, text)
+
+
+async def send_file_to(client: Client, conversation: str, path: Path) -> str:
+    if not await asyncio.to_thread(path.is_file):
+        raise CommandError(f"{path} is not a file")
+    if conversation.startswith("group:"):
+        return await client.send_group_file(conversation.removeprefix("group:"), path)
+    return await client.send_file(conversation, path)
 
 
 # output ------------------------------------------------------------------------------
@@ -240,8 +307,35 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
 
 
-def message_line(message: StoredMessage | Event, as_json: bool) -> str:
-    """One message as a tab-separated line (SERVER_ID FROM CONVERSATION KIND TEXT) or JSON."""
+def shown_text(client: Client, message: StoredMessage | Event) -> str:
+    """A message's text; a group notice is described again with the names known now
+    (at arrival the sender's profile may not have been fetched yet)."""
+    if message.kind == "notice" and "op" in message.extra:
+        me = client.user_id
+
+        def name_of(user_id: str) -> str:
+            return names.person(client.store, user_id)
+
+        return notices.describe(message.extra, message.sender_user, me, name_of)
+    return message.text
+
+
+def people_in(messages: Iterable[StoredMessage | Event]) -> list[str]:
+    """Everyone a line about these messages may name: senders and notices' members."""
+    found: list[str] = []
+    for message in messages:
+        found.append(message.sender_user)
+        if message.kind == "notice":
+            found.extend(message.extra.get("members", []))
+    return found
+
+
+def message_line(
+    message: StoredMessage | Event, as_json: bool, client: Client | None = None
+) -> str:
+    """One message as a tab-separated line (SERVER_ID FROM CONVERSATION KIND TEXT) or JSON
+    (with ``from_name`` and ``conversation_name`` when ``client`` is given)."""
+    text = message.text if client is None else shown_text(client, message)
     if as_json:
         out: dict[str, Any] = {
             "server_id": message.server_id,
@@ -249,14 +343,17 @@ def message_line(message: StoredMessage | Event, as_json: bool) -> str:
             "device": message.sender_device,
             "conversation": message.conversation,
             "kind": message.kind,
-            "text": message.text,
+            "text": text,
         }
+        if client is not None:
+            out["from_name"] = names.person(client.store, message.sender_user)
+            out["conversation_name"] = names.conversation(client.store, message.conversation)
         if isinstance(message, StoredMessage):
             out.update(timestamp=message.timestamp, status=message.status)
         out.update({k: v for k, v in message.extra.items() if k not in _SECRET_FIELDS})
         return json.dumps(out)
     fields = (message.server_id, message.sender_user, message.conversation, message.kind)
-    return "\t".join((*fields, _escape(message.text)))
+    return "\t".join((*fields, _escape(text)))
 
 
 def search(client: Client, words: str, limit: int = 20) -> list[StoredMessage]:

@@ -74,12 +74,18 @@ def _uncell(value: Any) -> Any:
 
 
 def dump_store(store: LocalStore) -> dict[str, Any]:
+    """Every table, read in one transaction: a chat writing to the store meanwhile (a
+    ratchet step, a message) is in the backup entirely or not at all."""
     tables: dict[str, list[list[Any]]] = {}
-    for table in TABLES:
-        rows = store.db.execute(f"SELECT * FROM {table}").fetchall()
-        if table == "kv":
-            rows = [r for r in rows if r[0] not in SKIP_KV]
-        tables[table] = [[_cell(v) for v in row] for row in rows]
+    store.db.execute("BEGIN")
+    try:
+        for table in TABLES:
+            rows = store.db.execute(f"SELECT * FROM {table}").fetchall()
+            if table == "kv":
+                rows = [r for r in rows if r[0] not in SKIP_KV]
+            tables[table] = [[_cell(v) for v in row] for row in rows]
+    finally:
+        store.db.execute("COMMIT")
     return {"v": VERSION, "tables": tables}
 
 

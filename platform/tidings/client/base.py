@@ -14,6 +14,7 @@ from typing import Any
 from tidings.client.crypto.identity import DeviceKeys
 from tidings.client.http import Api, ApiError, Tokens
 from tidings.client.live import LiveSocket
+from tidings.client.locks import RatchetLock
 from tidings.client.store import LocalStore, StoredMessage
 
 log = logging.getLogger("tidings.client")
@@ -59,9 +60,10 @@ class ClientBase:
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.queue_empty = asyncio.Event()
         self._stop = asyncio.Event()
-        self._ratchets = asyncio.Lock()
+        self._ratchets = RatchetLock(store_path)
         """Held while sessions are loaded, advanced and stored: a send while ``listen``
-        decrypts must not overwrite the state the other just saved."""
+        decrypts (in this process or another on the same store) must not overwrite the
+        state the other just saved."""
         self.live = LiveSocket()
         self._prekeys_used = 0
         self._prekeys_checked = False  # on the current listen connection

@@ -15,26 +15,33 @@ import threading
 import time
 from pathlib import Path
 
-from tidings.client import verifying
+from tidings.client import names, verifying
 from tidings.client.account import (
     CommandError,
+    holding_socket,
     label,
     open_client,
+    people_in,
     register,
-    remember,
     resolve,
+    resolve_group,
     search,
+    send_file_to,
+    send_text_to,
+    shown_text,
     signed_in,
 )
 from tidings.client.http import ApiError
 from tidings.client.sdk import Client, Event, UntrustedIdentity
+from tidings.client.sending import SHOWN_KINDS
 from tidings.client.store import StoredMessage
 
 HELP = """\
 In the chat, a plain line goes to the open conversation. Commands:
   /to PHONE_OR_ID           open a 1:1 conversation
-  /group GROUP_ID           open a group conversation
+  /group GROUP              open a group conversation (its id or name)
   /contacts                 your contacts and groups
+  /send-file PATH           encrypt, upload and send a file to the open conversation
   /history [N]              the open conversation's last N messages (default 20)
   /search WORDS             search the local history
   /fetch SERVER_ID [PATH]   download, verify and decrypt a received file
@@ -56,6 +63,22 @@ def identity_notice(client: Client, event: Event) -> str:
             "the new number (/verify) and accept it (/verify accept)"
         )
     return f"{notice}; compare it with /verify"
+
+
+def receipt_line(client: Client, event: Event, who: str) -> str | None:
+    """A receipt as people read it: only for messages they sent and see (not sender
+    keys or notices: internal), one line per receipt however many it covers."""
+    mine = []
+    for server_id in event.extra.get("message_ids", []):
+        message = client.store.message(server_id)
+        if message is not None and message.kind in SHOWN_KINDS:
+            mine.append(message)
+    if not mine:
+        return None
+    if len(mine) == 1:
+        return f"* {event.text} {mine[0].server_id} (by {who})"
+    latest = max(mine, key=lambda m: m.timestamp)
+    return f"* {event.text}: {len(mine)} messages, up to {latest.server_id} (by {who})"
 
 
 def say(text: str) -> None:
@@ -82,8 +105,9 @@ async def main(args: argparse.Namespace) -> int:
             say(f"signed in as {args.phone} ({client.user_id})")
         else:
             say(f"registered {args.phone} as {await register(client, args)}")
-        await client.replenish_prekeys()
-        return await Chat(client).run(args)
+        with holding_socket(client, "tidings chat"):
+            await client.replenish_prekeys()
+            return await Chat(client).run(args)
     finally:
         await client.close()
 
@@ -141,14 +165,18 @@ class Chat:
             say(f"error: {exc}")
         return True
 
-    async def _send(self, text: str) -> None:
+    def _conversation(self) -> str:
         if self.open is None:
-            raise CommandError("no conversation open: /to PHONE_OR_ID or /group GROUP_ID")
-        if self.open.startswith("group:"):
-            server_id = await self.client.send_group_text(self.open.removeprefix("group:"), text)
-        else:
-            server_id = await self.client.send_text(self.open, text)
-        say(f"sent {server_id}")
+            raise CommandError("no conversation open: /to PHONE_OR_ID or /group GROUP")
+        return self.open
+
+    async def _send(self, text: str) -> None:
+        say(f"sent {await send_text_to(self.client, self._conversation(), text)}")
+
+    async def _send_file(self, path: str) -> None:
+        file = await asyncio.to_thread(Path(path).expanduser)  # may read the passwd database
+        server_id = await send_file_to(self.client, self._conversation(), file)
+        say(f"sent {file.name} {server_id}")
 
     async def _command(self, command: str, arg: str) -> None:
         client = self.client
@@ -156,15 +184,18 @@ class Chat:
             user_id = await resolve(client, arg)
             with contextlib.suppress(ApiError):  # the address book is a convenience
                 await client.api.call("PUT", "/v1/contacts", {"user_ids": [user_id]})
+            await names.learn_profiles(client.api, client.store, [user_id], refresh=True)
             say(f"talking to {label(client, user_id)}")
             if client.store.trust.blocked(user_id):
                 say(f"! {verifying.untrusted(client, UntrustedIdentity(user_id))}")
             await self._open(user_id)
         elif command == "/group" and arg:
-            group = await client.api.call("GET", f"/v1/groups/{arg}")
-            remember(client, "groups", arg, str(group["name"]))
-            say(f"talking in {label(client, 'group:' + arg)}, {len(group['members'])} members")
-            await self._open(f"group:{arg}")
+            group_id = await resolve_group(client, arg)
+            group = await client.group_info(group_id)
+            say(f"talking in {group['name']}, {len(group['members'])} members")
+            await self._open(f"group:{group_id}")
+        elif command == "/send-file" and arg:
+            await self._send_file(arg)
         elif command == "/contacts":
             await self._contacts()
         elif command == "/history":
@@ -197,6 +228,7 @@ class Chat:
         talked = client.store.conversations()
         people = [*listed, *(c for c in talked if not c.startswith("group:"))]
         groups = [c.removeprefix("group:") for c in talked if c.startswith("group:")]
+        await names.learn_profiles(client.api, client.store, people, refresh=True)
         for user_id in dict.fromkeys(people):
             say(f"contact {user_id} {label(client, user_id)}")
         for group_id in dict.fromkeys(groups):
@@ -222,12 +254,16 @@ class Chat:
         elif message.kind == "identity":
             who = label(self.client, message.conversation)
             return f"{when} ! the safety number with {who} changed"
+        elif message.kind == "notice":
+            return f"{when} ! {shown_text(self.client, message)}"
         mark = f" ({message.status})" if message.sender_user == self.client.user_id else ""
         return f"{when} {self._who(message.sender_user)}: {body}{mark} {message.server_id}"
 
     async def _print_events(self) -> None:
         while True:
             event = await self.client.events.get()
+            others = [u for u in people_in([event]) if u != self.client.user_id]
+            await names.learn_profiles(self.client.api, self.client.store, others)
             line = self._event_line(event)
             if line:
                 say(line)
@@ -249,7 +285,7 @@ class Chat:
         unread = [
             (m.sender_user, m.server_id)
             for m in self.client.store.history(conversation, 100)
-            if m.status == "received"
+            if m.status == "received" and m.kind in SHOWN_KINDS
         ]
         await self._mark_read(unread)
 
@@ -267,8 +303,9 @@ class Chat:
                 f"/fetch {event.server_id} to save it"
             )
         if event.kind == "receipt":
-            ids = " ".join(event.extra.get("message_ids", []))
-            return f"* {event.text} {ids} (by {who})"
+            return receipt_line(self.client, event, who)
+        if event.kind == "notice":
+            return f"! {where}{shown_text(self.client, event)}"
         if event.kind == "identity":
             return f"! {identity_notice(self.client, event)}"
         if event.kind == "undecryptable":

@@ -1,5 +1,6 @@
-"""Client-side ``tidings`` subcommands (chat, register, send, inbox, groups, files,
-verify).
+"""Client-side ``tidings`` subcommands (chat, register, send, inbox, files, verify;
+groups in :mod:`tidings.client.groupcmds`, devices and backups in
+:mod:`tidings.client.devicecmds`).
 
 Scriptable commands print one line per item (``--json``: one JSON object per line):
 ids for what they create, and ``SERVER_ID FROM CONVERSATION KIND TEXT`` (tab-separated)
@@ -10,31 +11,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tidings.client import chat as chat_loop
-from tidings.client import verifying
+from tidings.client import groupcmds, names, notices, verifying
 from tidings.client.account import (
     CODE_HELP,
     CommandError,
     add_code_options,
     common_options,
+    holding_socket,
+    label,
     message_line,
+    nested_options,
     open_client,
+    people_in,
     register,
-    remember,
-    require_account,
     resolve,
+    resolve_group,
     runner,
     search,
+    send_file_to,
+    send_text_to,
+    signed_in_client,
     value_line,
 )
 from tidings.client.sdk import Client, UntrustedIdentity
 
-SHOWN = ("text", "file")
+SHOWN = ("text", "file", "notice")
 """Event kinds ``inbox`` prints; receipts only update the local history's status."""
 
 
@@ -51,20 +59,13 @@ async def _register(args: argparse.Namespace) -> int:
         await client.close()
 
 
-async def _signed_in(args: argparse.Namespace) -> Client:
-    client = open_client(args)
-    try:
-        require_account(client, args)
-    except BaseException:
-        await client.close()
-        raise
-    return client
-
-
 async def _recipient(client: Client, args: argparse.Namespace) -> str:
+    """The conversation to send to: a user id or ``group:ID``."""
+    if args.group:
+        return "group:" + await resolve_group(client, args.group)
     who: str | None = args.to or args.to_phone
     if who is None:
-        raise CommandError("say who: --to USER_ID_OR_PHONE or --to-phone PHONE")
+        raise CommandError("say who: --to USER_ID_OR_PHONE, --to-phone PHONE or --group GROUP")
     return await resolve(client, who)
 
 
@@ -77,13 +78,11 @@ def _warn_identity_changes(client: Client) -> None:
 
 
 async def _send(args: argparse.Namespace) -> int:
-    return await _send_to_recipient(args, lambda client, to: client.send_text(to, args.text))
+    return await _send_to_recipient(args, lambda client, to: send_text_to(client, to, args.text))
 
 
 async def _send_file(args: argparse.Namespace) -> int:
-    if not args.path.is_file():
-        raise CommandError(f"{args.path} is not a file")
-    return await _send_to_recipient(args, lambda client, to: client.send_file(to, args.path))
+    return await _send_to_recipient(args, lambda client, to: send_file_to(client, to, args.path))
 
 
 async def _send_to_recipient(
@@ -91,7 +90,7 @@ async def _send_to_recipient(
 ) -> int:
     """Sign in, send to the command's recipient, print the server id; a contact's
     changed identity key stops the send with what to do next."""
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
         server_id = await send(client, await _recipient(client, args))
         print(value_line("server_id", server_id, args.json), flush=True)
@@ -104,7 +103,7 @@ async def _send_to_recipient(
 
 
 async def _verify(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
         print(await verifying.run(client, args), flush=True)
         return 0
@@ -113,15 +112,20 @@ async def _verify(args: argparse.Namespace) -> int:
 
 
 async def _inbox(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
-        async with asyncio.timeout(args.timeout):
-            await client.listen(until_queue_empty=True)
+        with holding_socket(client, "tidings inbox"):
+            async with asyncio.timeout(args.timeout):
+                await client.listen(until_queue_empty=True)
+        events = []
         while not client.events.empty():
-            event = client.events.get_nowait()
+            events.append(client.events.get_nowait())
+        shown = [e for e in events if e.kind in SHOWN]
+        await names.learn_profiles(client.api, client.store, people_in(shown))
+        for event in events:
             if event.kind in SHOWN:
                 stored = client.store.message(event.server_id)
-                print(message_line(stored or event, args.json), flush=True)
+                print(message_line(stored or event, args.json, client), flush=True)
             elif event.kind == "undecryptable":
                 print(f"warning: could not decrypt {event.server_id}", file=sys.stderr)
             elif event.kind == "identity":
@@ -132,7 +136,7 @@ async def _inbox(args: argparse.Namespace) -> int:
 
 
 async def _fetch_file(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
         message = client.store.message(args.server_id)
         if message is None or message.kind != "file":
@@ -147,57 +151,84 @@ async def _fetch_file(args: argparse.Namespace) -> int:
 
 
 async def _search(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
         for message in search(client, args.query, args.limit):
-            print(message_line(message, args.json), flush=True)
+            print(message_line(message, args.json, client), flush=True)
         return 0
     finally:
         await client.close()
 
 
 async def _history(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+    client = await signed_in_client(args)
     try:
         conversation = None
         if args.group:
-            conversation = f"group:{args.group}"
+            conversation = "group:" + await resolve_group(client, args.group)
         elif args.with_:
             conversation = await resolve(client, args.with_)
         for message in client.store.history(conversation, args.limit):
-            print(message_line(message, args.json), flush=True)
+            print(message_line(message, args.json, client), flush=True)
         return 0
     finally:
         await client.close()
 
 
-async def _group(args: argparse.Namespace) -> int:
-    client = await _signed_in(args)
+async def _profile(args: argparse.Namespace) -> int:
+    """``profile``: ``USER_ID NAME PHONE``; ``profile set-name NAME``: what contacts see
+    instead of the number (a name the server holds, like Signal's profile name)."""
+    client = await signed_in_client(args)
     try:
-        action: str = args.group_command
-        if action == "create":
-            members = [await resolve(client, m) for m in args.member]
-            group_id = await client.create_group(args.name, members)
-            remember(client, "groups", group_id, args.name)
-            print(value_line("group_id", group_id, args.json), flush=True)
-        elif action == "add":
-            await client.add_members(args.group, [await resolve(client, m) for m in args.members])
-        elif action == "remove":
-            await client.remove_member(args.group, await resolve(client, args.member))
+        if args.profile_command == "set-name":
+            me = await client.api.call("PATCH", "/v1/users/me", {"display_name": args.name})
         else:
-            server_id = await client.send_group_text(args.group, args.text)
-            print(value_line("server_id", server_id, args.json), flush=True)
+            me = await client.api.call("GET", "/v1/users/me")
+        names.remember(client.store, names.DISPLAY_NAMES, client.user_id, me["display_name"])
+        if args.json:
+            print(json.dumps(me), flush=True)
+        else:
+            print(f"{me['user_id']}\t{me['display_name']}\t{me['phone']}", flush=True)
         return 0
-    except UntrustedIdentity as exc:
-        raise verifying.untrusted(client, exc) from None
+    finally:
+        await client.close()
+
+
+async def _contacts(args: argparse.Namespace) -> int:
+    """``contacts``: ``USER_ID NAME`` for the server's contact list and everyone in the
+    local history; ``contacts set-name WHO NAME``: a name of your own for a contact."""
+    client = await signed_in_client(args)
+    try:
+        if args.contacts_command == "set-name":
+            user_id = await resolve(client, args.who)
+            given = args.name.strip()
+            if given:
+                try:
+                    given = notices.check_name(given)
+                except notices.BadNotice as exc:
+                    raise CommandError(str(exc).replace("a group name", "a name")) from None
+            names.remember(client.store, names.CONTACT_NAMES, user_id, given)
+            print(f"{user_id}\t{label(client, user_id)}", flush=True)
+            return 0
+        listed = (await client.api.call("GET", "/v1/contacts"))["contacts"]
+        talked = [c for c in client.store.conversations() if not c.startswith("group:")]
+        people = list(dict.fromkeys([*listed, *talked]))
+        await names.learn_profiles(client.api, client.store, people, refresh=True)
+        for user_id in people:
+            if args.json:
+                print(json.dumps({"user_id": user_id, "name": label(client, user_id)}))
+            else:
+                print(f"{user_id}\t{label(client, user_id)}", flush=True)
+        return 0
     finally:
         await client.close()
 
 
 def _add_to(p: argparse.ArgumentParser) -> None:
     to = p.add_mutually_exclusive_group(required=True)
-    to.add_argument("--to", metavar="USER_ID", help="recipient user id (or +phone)")
-    to.add_argument("--to-phone", metavar="PHONE", help="recipient phone, looked up")
+    to.add_argument("--to", metavar="USER_ID_OR_PHONE", help="recipient: +phone or user id")
+    to.add_argument("--to-phone", metavar="PHONE", help="recipient phone (same as --to +PHONE)")
+    to.add_argument("--group", metavar="GROUP", help="a group: its id or a known group's name")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -264,24 +295,29 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = command("history", "the local history, oldest first")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--with", dest="with_", metavar="USER_ID_OR_PHONE")
-    which.add_argument("--group", metavar="GROUP_ID")
+    which.add_argument("--group", metavar="GROUP", help="a group's id or known name")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(run=runner(_history))
 
-    group = sub.add_parser("group", help="create groups, change members, send to a group")
-    gsub = group.add_subparsers(dest="group_command", required=True)
-    p = gsub.add_parser("create", help="create a group; prints its id", parents=[common])
-    p.add_argument("name")
-    p.add_argument("--member", action="append", default=[], metavar="USER_ID_OR_PHONE")
-    p = gsub.add_parser("add", help="add members (admins only)", parents=[common])
-    p.add_argument("group", metavar="GROUP_ID")
-    p.add_argument("members", nargs="+", metavar="USER_ID_OR_PHONE")
-    p = gsub.add_parser("remove", help="remove a member (admins only)", parents=[common])
-    p.add_argument("group", metavar="GROUP_ID")
-    p.add_argument("member", metavar="USER_ID_OR_PHONE")
-    p = gsub.add_parser(
-        "send", help="send a text to a group; prints its server id", parents=[common]
+    groupcmds.add_parser(sub, common)
+
+    p = command("contacts", "your contacts: USER_ID NAME; `contacts set-name WHO NAME` names one")
+    csub = p.add_subparsers(dest="contacts_command")
+    name = csub.add_parser(
+        "set-name",
+        parents=[nested_options()],
+        help="your own name for a contact, shown instead of their profile name (this device)",
     )
-    p.add_argument("group", metavar="GROUP_ID")
-    p.add_argument("text")
-    group.set_defaults(run=runner(_group), **quiet)
+    name.add_argument("who", metavar="USER_ID_OR_PHONE", help="the contact")
+    name.add_argument("name", help="e.g. 'Mum'; empty to use their profile name again")
+    p.set_defaults(run=runner(_contacts))
+
+    p = command("profile", "your profile: USER_ID NAME PHONE; `profile set-name NAME` sets it")
+    psub = p.add_subparsers(dest="profile_command")
+    name = psub.add_parser(
+        "set-name",
+        parents=[nested_options()],
+        help="the display name contacts and groups see (up to 64 characters)",
+    )
+    name.add_argument("name", help="e.g. 'Alice Smith'; empty to clear it")
+    p.set_defaults(run=runner(_profile))

@@ -203,7 +203,7 @@ class SdkDevice(SimDevice):
             await self.client.send_group_text(group_id, text)
 
     async def create_group(self, name: str, members: list[str]) -> str:
-        return await self.client.create_group(name, members)
+        return await self.client.create_group(name, members, notify=False)
 
     async def close(self) -> None:
         await super().close()

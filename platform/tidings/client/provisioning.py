@@ -124,6 +124,13 @@ def parse_link_request(text: str) -> bytes:
     return raw
 
 
+def link_address(request: str) -> str:
+    """Where the server keeps the blob for ``request``: its key in base64url (43
+    characters), checked to be a well-formed link request first."""
+    parse_link_request(request)
+    return "".join(request.split())[len(REQUEST_PREFIX) :]
+
+
 def seal(request: str, payload: ProvisionPayload) -> str:
     """Encrypt ``payload`` to the device that showed ``request``; returns the blob text."""
     request_pub = parse_link_request(request)

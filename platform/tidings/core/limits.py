@@ -42,6 +42,8 @@ class Limits:
     otp_ttl_s: int = 600
     otp_verify_attempts: int = 5
     link_code_ttl_s: int = 600
+    provisioning_blob_chars: int = 2048
+    """A provisioning blob left for a new device (its payload is about 300 bytes)."""
     access_token_ttl_s: int = 3600
     refresh_token_ttl_s: int = 30 * 24 * 3600
     heartbeat_timeout_s: float = 90.0

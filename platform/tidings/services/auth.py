@@ -14,7 +14,7 @@ from tidings.core import validation
 from tidings.core.limitkeys import address_key, number_block
 from tidings.core.model import PRIMARY_DEVICE, AuthSession, Device, User
 from tidings.core.ratelimit import Limit
-from tidings.errors import Forbidden, NotFound, RateLimited, Unauthorized
+from tidings.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 from tidings.services.context import Context, Principal, device_channel
 from tidings.services.directory import Directory
 
@@ -224,6 +224,25 @@ class AuthService:
         )
         await self.directory.changed(user_id)
         return await self.issue(user_id, device.device_id)
+
+    async def leave_provisioning(self, principal: Principal, address: str, blob: str) -> None:
+        """(primary only) Park a provisioning blob for the new device whose link request
+        key is ``address``; it fetches it once with :meth:`take_provisioning`. The blob
+        is sealed to that key, so the server relays what it cannot read. The first blob
+        left for an address stays: a second one is refused (409)."""
+        if principal.device_id != PRIMARY_DEVICE:
+            raise Forbidden("only the primary device can approve new devices")
+        ttl = self.ctx.limits.link_code_ttl_s
+        if await self.ctx.keys.put_if_absent(f"provision:{address}", blob.encode(), ttl):
+            raise Conflict("this link request was already approved; make a new one")
+
+    async def take_provisioning(self, address: str) -> str:
+        """The blob left for ``address``, once: it is deleted as it is handed out."""
+        blob = await self.ctx.keys.get(f"provision:{address}")
+        if blob is None:
+            raise NotFound("nothing was approved for this link request (yet)")
+        await self.ctx.keys.delete(f"provision:{address}")
+        return blob.decode()
 
     async def list_devices(self, principal: Principal) -> list[Device]:
         return await self.ctx.devices.list_devices(principal.user_id)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Path, Response
 
 from tidings.api.contract import errors
 from tidings.api.deps import ClientAddress, Me, Svc
 from tidings.api.schemas import (
+    LINK_ADDRESS,
     CodeRequest,
     CodeSent,
     DeviceOut,
     DevicesOut,
     LinkCodeOut,
     LinkRequest,
+    ProvisioningIn,
+    ProvisioningOut,
     PushTokenIn,
     RefreshRequest,
     RegisterRequest,
@@ -76,6 +79,26 @@ async def link_code(me: Me, svc: Svc) -> LinkCodeOut:
 @router.post("/devices/link", responses=errors(401, 429))
 async def link(body: LinkRequest, svc: Svc) -> TokensOut:
     return _tokens(await svc.auth.link_device(body.code, body.device_name, body.registration_id))
+
+
+LinkAddress = Annotated[str, Path(pattern=LINK_ADDRESS, description="the link request's key")]
+
+
+@router.put("/devices/provisioning/{address}", status_code=204, responses=errors(403, 409))
+async def leave_provisioning(
+    address: LinkAddress, body: ProvisioningIn, me: Me, svc: Svc
+) -> Response:
+    """(primary only) Approve a new device: leave the provisioning blob sealed to its
+    link request for it to fetch (kept for the link code's lifetime, first one wins)."""
+    await svc.auth.leave_provisioning(me, address, body.blob)
+    return Response(status_code=204)
+
+
+@router.get("/devices/provisioning/{address}", responses=errors(404))
+async def take_provisioning(address: LinkAddress, svc: Svc) -> ProvisioningOut:
+    """The new device polls here (no token yet) until its blob was left: handed out
+    once, then gone. ``404`` while nothing was approved."""
+    return ProvisioningOut(blob=await svc.auth.take_provisioning(address))
 
 
 @router.get("/devices")

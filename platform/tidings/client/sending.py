@@ -1,0 +1,134 @@
+"""Sending: 1:1 encryption to every device of a user and our own, and files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tidings.client import notices
+from tidings.client.base import b64, unb64
+from tidings.client.crypto.media import decrypt_media, encrypt_media
+from tidings.client.crypto.session import Session
+from tidings.client.http import ApiError
+from tidings.client.identities import Identities
+from tidings.client.store import StoredMessage
+
+SEND_ATTEMPTS = 4
+SHOWN_KINDS = ("text", "file")
+"""Payloads kept in the history as messages (notices are kept by their own code)."""
+
+
+class Sending(Identities):
+    # sessions ----------------------------------------------------------------------
+    async def _encrypt(
+        self, users: list[str], payload: dict[str, Any]
+    ) -> dict[str, list[dict[str, Any]]]:
+        assert self.keys is not None
+        plaintext = json.dumps(payload).encode()
+        out: dict[str, list[dict[str, Any]]] = {}
+        async with self._ratchets.held():
+            for user in users:
+                for device in self.store.session_devices(user):
+                    raw = self.store.session(user, device)
+                    assert raw is not None
+                    session = Session.from_bytes(raw)
+                    body = await session.encrypt(plaintext)
+                    self.store.put_session(user, device, session.to_bytes())
+                    copy: dict[str, Any] = {"device": device, "body": b64(body)}
+                    registration_id = self.store.registration_id(user, device)
+                    if registration_id is not None:  # lets the server say "re-registered"
+                        copy["registration_id"] = registration_id
+                    out.setdefault(user, []).append(copy)
+        return out
+
+    async def _repair(self, error: ApiError) -> None:
+        """Make the local device list match the server's answer to a refused send."""
+        details = error.details
+        for user, devices in details.get("extra", {}).items():
+            for device in devices:
+                self.store.drop_session(user, int(device))
+        for user, devices in details.get("stale", {}).items():
+            for device in devices:
+                self.store.drop_session(user, int(device))
+            await self._open_sessions(user, [int(d) for d in devices])
+        for user, devices in details.get("missing", {}).items():
+            await self._open_sessions(user, [int(d) for d in devices])
+
+    async def send_direct(self, user_id: str, payload: dict[str, Any]) -> str:
+        """Encrypt ``payload`` for every device of ``user_id`` and our other devices.
+
+        Refused with :class:`UntrustedIdentity` while a verified contact's changed key
+        waits for the user's acceptance."""
+        self.check_trusted(user_id)
+        if not self.store.session_devices(user_id) and user_id != self.user_id:
+            await self._open_sessions(user_id)
+        client_id = str(uuid.uuid4())
+        for attempt in range(SEND_ATTEMPTS):
+            ciphertexts = await self._encrypt([user_id], payload)
+            if user_id != self.user_id:  # our other devices get a copy saying who it was for
+                ciphertexts.update(await self._encrypt([self.user_id], {**payload, "to": user_id}))
+            body = {"id": client_id, "to": {"user": user_id}, "ciphertexts": ciphertexts}
+            try:
+                answer = await self.api.call("POST", "/v1/messages", body)
+            except ApiError as exc:
+                if exc.status not in (409, 410) or attempt == SEND_ATTEMPTS - 1:
+                    raise
+                await self._repair(exc)
+                continue
+            server_id: str = answer["server_id"]
+            self._remember_sent(server_id, user_id, answer["timestamp"], payload)
+            return server_id
+        raise AssertionError("unreachable")
+
+    def _remember_sent(
+        self, server_id: str, conversation: str, ts: int, payload: dict[str, Any]
+    ) -> None:
+        if payload["t"] == notices.KIND and conversation.startswith("group:"):
+            self._store_notice(server_id, self.user_id, self.device_id, ts, payload, "sent")
+        if payload["t"] in SHOWN_KINDS:
+            text = payload.get("text", payload.get("name", ""))
+            self.store.add_message(
+                StoredMessage(
+                    server_id,
+                    conversation,
+                    self.user_id,
+                    self.device_id,
+                    ts,
+                    payload["t"],
+                    text,
+                    {k: v for k, v in payload.items() if k not in ("t", "text")},
+                    "sent",
+                )
+            )
+
+    async def send_text(self, user_id: str, text: str) -> str:
+        return await self.send_direct(user_id, {"t": "text", "text": text})
+
+    # media -------------------------------------------------------------------------
+    async def upload_file(self, path: Path) -> dict[str, Any]:
+        """Encrypt and upload a file; returns the ``file`` payload that points to it
+        (send it with :meth:`send_direct` or ``send_group``)."""
+        data = await asyncio.to_thread(path.read_bytes)
+        sealed = encrypt_media(data)
+        answer = await self.api.call("POST", "/v1/media", {"size": len(sealed.blob)})
+        await self.api.upload(answer["upload"]["url"], sealed.blob, answer["upload"]["headers"])
+        return {
+            "t": "file",
+            "media_id": answer["media_id"],
+            "key": b64(sealed.key),
+            "digest": b64(sealed.digest),
+            "name": path.name,
+            "size": len(data),
+        }
+
+    async def send_file(self, user_id: str, path: Path) -> str:
+        return await self.send_direct(user_id, await self.upload_file(path))
+
+    async def fetch_file(self, extra: dict[str, Any]) -> bytes:
+        """Download and decrypt the file a ``file`` message points to (digest checked)."""
+        answer = await self.api.call("GET", f"/v1/media/{extra['media_id']}")
+        blob = await self.api.download(answer["download"]["url"])
+        return decrypt_media(blob, unb64(extra["key"]), unb64(extra["digest"]))
