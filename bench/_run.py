@@ -69,7 +69,7 @@ class Run:
         base = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
         base["TIDINGS_LOG_LEVEL"] = "warning"
         base.update(_servers.SIGNUP_LIMITS)
-        if args.trace_ratio is not None:
+        if getattr(args, "trace_ratio", None) is not None:  # fairness.py has no --trace-ratio
             base.update(await self._tracing_env())
         procs: dict[str, list[int]] = {}
         if args.engine == "embedded":
