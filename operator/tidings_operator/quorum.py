@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from tidings_operator.clock import parse_rfc3339
 from tidings_operator.failover import Health, Heartbeat, PeerVerdict, heartbeat_lease_name
 
 OBSERVATIONS_ANNOTATION = "tidings.dev/observations"
@@ -70,15 +71,6 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _parse(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def publish(sightings: Mapping[str, Sighting]) -> str:
     """The annotation's value: compact JSON, sorted, so an unchanged view is unchanged."""
     doc = {
@@ -102,14 +94,14 @@ def read_sightings(lease: Mapping[str, Any] | None) -> dict[str, Sighting]:
         return {}
     found = {}
     for target, seen in doc.items() if isinstance(doc, dict) else ():
-        checked = _parse(seen.get("checked")) if isinstance(seen, dict) else None
+        checked = parse_rfc3339(seen.get("checked")) if isinstance(seen, dict) else None
         if checked is None:
             continue
         problem = seen.get("problem")
         found[str(target)] = Sighting(
             str(target),
             checked,
-            _parse(seen.get("downSince")),
+            parse_rfc3339(seen.get("downSince")),
             problem if isinstance(problem, str) else "",
         )
     return found

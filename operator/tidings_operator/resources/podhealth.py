@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from tidings_operator.clock import parse_rfc3339
 from tidings_operator.names import COMPONENT_LABEL
 
 FAILING_WAITS = frozenset(
@@ -53,15 +54,6 @@ class ComponentPods:
     """Pods not ready yet, within ``UNREADY_BOUND`` and with nothing failing."""
 
 
-def _parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == kind), {})
@@ -95,7 +87,7 @@ def pod_issue(
         )
     if _condition(pod, "Ready").get("status") == "True":
         return None
-    started = _parse_time(status.get("startTime")) or _parse_time(
+    started = parse_rfc3339(status.get("startTime")) or parse_rfc3339(
         (pod.get("metadata") or {}).get("creationTimestamp")
     )
     if started is not None and now - started > bound:
