@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from tidings.client import names, verifying
+from tidings.client import names, outbox, verifying
 from tidings.client.account import (
     CommandError,
     holding_socket,
@@ -27,7 +27,6 @@ from tidings.client.account import (
     resolve_group,
     search,
     send_file_to,
-    send_text_to,
     shown_text,
     signed_in,
 )
@@ -106,7 +105,11 @@ async def main(args: argparse.Namespace) -> int:
         else:
             say(f"registered {args.phone} as {await register(client, args)}")
         with holding_socket(client, "tidings chat"):
-            await client.replenish_prekeys()
+            try:
+                await client.replenish_prekeys()
+            except ApiError as exc:
+                if not outbox.unreachable(exc):  # offline: the chat says so and queues
+                    raise
             return await Chat(client).run(args)
     finally:
         await client.close()
@@ -125,11 +128,14 @@ class Chat:
         listener = asyncio.create_task(self.client.listen(), name="chat-listen")
         listener.add_done_callback(lambda _: self.lines.put_nowait(None))
         printer = asyncio.create_task(self._print_events(), name="chat-print")
+        watcher = asyncio.create_task(self._watch_connection(), name="chat-connection")
         try:
             if args.to:
                 await self.handle(f"/to {args.to}")
             elif args.group:
                 await self.handle(f"/group {args.group}")
+            if self.client.store.outgoing() and self.client.live.connected.is_set():
+                await self._flush("online")
             say("type /help for commands")
             while (line := await self.lines.get()) is not None:
                 if not await self.handle(line):
@@ -138,7 +144,8 @@ class Chat:
         finally:
             listener.cancel()
             printer.cancel()
-            await asyncio.gather(listener, printer, return_exceptions=True)
+            watcher.cancel()
+            await asyncio.gather(listener, printer, watcher, return_exceptions=True)
         if ended_alone:
             error = None if listener.cancelled() else listener.exception()
             say(f"error: connection lost: {error}" if error else "signed in elsewhere; bye")
@@ -171,7 +178,31 @@ class Chat:
         return self.open
 
     async def _send(self, text: str) -> None:
-        say(f"sent {await send_text_to(self.client, self._conversation(), text)}")
+        sent = await outbox.send_or_queue(self.client, self._conversation(), text)
+        if sent.server_id:
+            say(f"sent {sent.server_id}")
+        else:
+            say(f"queued ({sent.queued} waiting): sent when the server is back")
+
+    async def _watch_connection(self) -> None:
+        """Say when the connection drops and when it is back, then send the outbox."""
+        live = self.client.live
+        while True:
+            await live.disconnected.wait()
+            say("offline: the server cannot be reached; what you type is queued")
+            await live.connected.wait()
+            await self._flush("back online")
+
+    async def _flush(self, why: str) -> None:
+        try:
+            sent = await outbox.flush(self.client)
+        except UntrustedIdentity as exc:
+            say(f"{why}; outbox held: {verifying.untrusted(self.client, exc)}")
+        except ApiError as exc:
+            waiting = len(self.client.store.outgoing())
+            say(f"{why}; {waiting} queued message(s) still waiting: {exc}")
+        else:
+            say(f"{why}; {len(sent)} queued message(s) sent" if sent else why)
 
     async def _send_file(self, path: str) -> None:
         file = await asyncio.to_thread(Path(path).expanduser)  # may read the passwd database

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tidings.client import chat as chat_loop
-from tidings.client import groupcmds, names, notices, verifying
+from tidings.client import groupcmds, names, notices, outbox, verifying
 from tidings.client.account import (
     CODE_HELP,
     CommandError,
@@ -36,10 +36,10 @@ from tidings.client.account import (
     runner,
     search,
     send_file_to,
-    send_text_to,
     signed_in_client,
     value_line,
 )
+from tidings.client.http import ApiError
 from tidings.client.sdk import Client, UntrustedIdentity
 
 SHOWN = ("text", "file", "notice")
@@ -78,7 +78,74 @@ def _warn_identity_changes(client: Client) -> None:
 
 
 async def _send(args: argparse.Namespace) -> int:
-    return await _send_to_recipient(args, lambda client, to: send_text_to(client, to, args.text))
+    """Send after what waits in the outbox; queue the text when the server is down."""
+    client = await signed_in_client(args)
+    try:
+        sent = await outbox.send_or_queue(client, await _recipient(client, args), args.text)
+        if sent.server_id:
+            print(value_line("server_id", sent.server_id, args.json), flush=True)
+        else:
+            print(value_line("queued", str(sent.queued), args.json), flush=True)
+            print(_queued_note(client, sent.queued), file=sys.stderr, flush=True)
+        return 0
+    except UntrustedIdentity as exc:
+        raise verifying.untrusted(client, exc) from None
+    finally:
+        _warn_identity_changes(client)
+        await client.close()
+
+
+def _queued_note(client: Client, waiting: int) -> str:
+    return (
+        f"{client.api.base_url} cannot be reached: queued ({waiting} waiting in the outbox); "
+        "the next `tidings chat`, `inbox` or `send` sends it, or `tidings outbox flush`"
+    )
+
+
+async def _flush_outbox(client: Client) -> None:
+    """Send what waits in the outbox (``inbox``): say how many went, or why not."""
+    if not client.store.outgoing():
+        return
+    try:
+        sent = await outbox.flush(client)
+    except UntrustedIdentity as exc:
+        print(f"warning: outbox: {verifying.untrusted(client, exc)}", file=sys.stderr)
+        return
+    except ApiError as exc:
+        if not outbox.unreachable(exc):
+            print(f"warning: outbox: {exc.code}: {exc}", file=sys.stderr)
+        return
+    print(f"sent {len(sent)} queued message(s) from the outbox", file=sys.stderr, flush=True)
+
+
+async def _outbox(args: argparse.Namespace) -> int:
+    """``outbox``: ``CLIENT_ID CONVERSATION TEXT`` per queued text, oldest first;
+    ``outbox flush`` sends them (``CLIENT_ID SERVER_ID`` each); ``outbox drop ID``."""
+    client = await signed_in_client(args)
+    try:
+        if args.outbox_command == "flush":
+            try:
+                sent = await outbox.flush(client)
+            except UntrustedIdentity as exc:
+                raise verifying.untrusted(client, exc) from None
+            for client_id, server_id in sent:
+                print(f"{client_id}\t{server_id}", flush=True)
+            return 0
+        queued = client.store.outgoing()
+        if args.outbox_command == "drop":
+            if args.client_id not in [c for c, _, _ in queued]:
+                raise CommandError(f"no {args.client_id} in the outbox: `tidings outbox` lists it")
+            client.store.drop_outgoing(args.client_id)
+            return 0
+        for client_id, conversation, text in queued:
+            if args.json:
+                line = {"client_id": client_id, "conversation": conversation, "text": text}
+                print(json.dumps(line), flush=True)
+            else:
+                print(f"{client_id}\t{conversation}\t{text}", flush=True)
+        return 0
+    finally:
+        await client.close()
 
 
 async def _send_file(args: argparse.Namespace) -> int:
@@ -114,6 +181,7 @@ async def _verify(args: argparse.Namespace) -> int:
 async def _inbox(args: argparse.Namespace) -> int:
     client = await signed_in_client(args)
     try:
+        await _flush_outbox(client)
         with holding_socket(client, "tidings inbox"):
             async with asyncio.timeout(args.timeout):
                 await client.listen(until_queue_empty=True)
@@ -264,6 +332,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _add_to(p)
     p.add_argument("text")
     p.set_defaults(run=runner(_send))
+
+    p = command(
+        "outbox",
+        "texts waiting for the server (sent, in order, by the next chat, inbox or send)",
+    )
+    osub = p.add_subparsers(dest="outbox_command")
+    osub.add_parser("flush", parents=[nested_options()], help="send them now")
+    drop = osub.add_parser("drop", parents=[nested_options()], help="give up on one")
+    drop.add_argument("client_id", help="its id, from `tidings outbox`")
+    p.set_defaults(run=runner(_outbox))
 
     p = command(
         "verify",
