@@ -17,9 +17,13 @@ async def test_a_retried_outbox_text_is_delivered_once(
     alice = await sdk_client(embedded_gateway, tmp_path, "alice")
     bob = await sdk_client(embedded_gateway, tmp_path, "bob")
     try:
+        nobody = "99999999-9999-4999-8999-999999999999"  # refused: holds nothing back
+        alice.store.queue_outgoing("00000000-0000-4000-8000-000000000000", nobody, "lost")
         alice.store.queue_outgoing("11111111-1111-4111-8111-111111111111", bob.user_id, "one")
         alice.store.queue_outgoing("22222222-2222-4222-8222-222222222222", bob.user_id, "two")
-        first = await outbox.flush(alice)
+        flushed = await outbox.flush(alice)
+        assert [(r.conversation, r.text) for r in flushed.refused] == [(nobody, "lost")]
+        first = flushed.sent
         assert [client_id[0] for client_id, _ in first] == ["1", "2"]
         assert alice.store.outgoing() == []
         # The answer to "two" was lost: the outbox sends it again, under the same id.

@@ -64,6 +64,16 @@ def identity_notice(client: Client, event: Event) -> str:
     return f"{notice}; compare it with /verify"
 
 
+def refusal_line(client: Client, refused: outbox.Refused) -> str:
+    """A queued text the server refused: what it was, to whom, and why."""
+    error = refused.error
+    if isinstance(error, UntrustedIdentity):
+        reason = str(verifying.untrusted(client, error))
+    else:
+        reason = f"{getattr(error, 'code', 'error')}: {error}"
+    return f"not sent to {label(client, refused.conversation)}: {refused.text!r}: {reason}"
+
+
 def receipt_line(client: Client, event: Event, who: str) -> str | None:
     """A receipt as people read it: only for messages they sent and see (not sender
     keys or notices: internal), one line per receipt however many it covers."""
@@ -179,6 +189,8 @@ class Chat:
 
     async def _send(self, text: str) -> None:
         sent = await outbox.send_or_queue(self.client, self._conversation(), text)
+        for refused in sent.refused:
+            say(f"! {refusal_line(self.client, refused)}")
         if sent.server_id:
             say(f"sent {sent.server_id}")
         else:
@@ -195,14 +207,15 @@ class Chat:
 
     async def _flush(self, why: str) -> None:
         try:
-            sent = await outbox.flush(self.client)
-        except UntrustedIdentity as exc:
-            say(f"{why}; outbox held: {verifying.untrusted(self.client, exc)}")
+            flushed = await outbox.flush(self.client)
         except ApiError as exc:
             waiting = len(self.client.store.outgoing())
             say(f"{why}; {waiting} queued message(s) still waiting: {exc}")
-        else:
-            say(f"{why}; {len(sent)} queued message(s) sent" if sent else why)
+            return
+        sent = flushed.sent
+        say(f"{why}; {len(sent)} queued message(s) sent" if sent else why)
+        for refused in flushed.refused:
+            say(f"! {refusal_line(self.client, refused)}")
 
     async def _send_file(self, path: str) -> None:
         file = await asyncio.to_thread(Path(path).expanduser)  # may read the passwd database

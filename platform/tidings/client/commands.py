@@ -84,6 +84,8 @@ async def _send(args: argparse.Namespace) -> int:
     client = await signed_in_client(args)
     try:
         sent = await outbox.send_or_queue(client, await _recipient(client, args), args.text)
+        for refused in sent.refused:
+            print(f"warning: {chat_loop.refusal_line(client, refused)}", file=sys.stderr)
         if sent.server_id:
             print(value_line("server_id", sent.server_id, args.json), flush=True)
         else:
@@ -109,15 +111,13 @@ async def _flush_outbox(client: Client) -> None:
     if not client.store.outgoing():
         return
     try:
-        sent = await outbox.flush(client)
-    except UntrustedIdentity as exc:
-        print(f"warning: outbox: {verifying.untrusted(client, exc)}", file=sys.stderr)
+        flushed = await outbox.flush(client)
+    except ApiError:  # unreachable: inbox says so next
         return
-    except ApiError as exc:
-        if not outbox.unreachable(exc):
-            print(f"warning: outbox: {exc.code}: {exc}", file=sys.stderr)
-        return
-    print(f"sent {len(sent)} queued message(s) from the outbox", file=sys.stderr, flush=True)
+    for refused in flushed.refused:
+        print(f"warning: {chat_loop.refusal_line(client, refused)}", file=sys.stderr)
+    sent = len(flushed.sent)
+    print(f"sent {sent} queued message(s) from the outbox", file=sys.stderr, flush=True)
 
 
 async def _outbox(args: argparse.Namespace) -> int:
@@ -126,13 +126,12 @@ async def _outbox(args: argparse.Namespace) -> int:
     client = await signed_in_client(args)
     try:
         if args.outbox_command == "flush":
-            try:
-                sent = await outbox.flush(client)
-            except UntrustedIdentity as exc:
-                raise verifying.untrusted(client, exc) from None
-            for client_id, server_id in sent:
+            flushed = await outbox.flush(client)
+            for client_id, server_id in flushed.sent:
                 print(f"{client_id}\t{server_id}", flush=True)
-            return 0
+            for refused in flushed.refused:
+                print(f"error: {chat_loop.refusal_line(client, refused)}", file=sys.stderr)
+            return 1 if flushed.refused else 0
         queued = client.store.outgoing()
         if args.outbox_command == "drop":
             if args.client_id not in [c for c, _, _ in queued]:
