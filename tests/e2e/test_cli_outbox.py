@@ -60,3 +60,11 @@ async def test_texts_typed_offline_arrive_once_in_order_after_restart(tmp_path: 
             assert texts(rows) == ["one", "two", "three", "four"]
             out, _ = await alice.run("outbox")
             assert out == ""
+
+    # Queued by `send` while down, sent by a chat opened once the server is back.
+    out, _ = await alice.run("send", "--to", bob.phone, "five")
+    assert out.strip() == "1"
+    async with procs.running(["up"], data, log, port=port), chatting(alice) as chat:
+        await chat.expect(r"^online; 1 queued message\(s\) sent")
+        rows = await bob.inbox_until(lambda rows: len(rows) >= 1)
+        assert texts(rows) == ["five"]

@@ -90,6 +90,16 @@ def receipt_line(client: Client, event: Event, who: str) -> str | None:
     return f"* {event.text}: {len(mine)} messages, up to {latest.server_id} (by {who})"
 
 
+async def _either(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -144,8 +154,6 @@ class Chat:
                 await self.handle(f"/to {args.to}")
             elif args.group:
                 await self.handle(f"/group {args.group}")
-            if self.client.store.outgoing() and self.client.live.connected.is_set():
-                await self._flush("online")
             say("type /help for commands")
             while (line := await self.lines.get()) is not None:
                 if not await self.handle(line):
@@ -197,13 +205,21 @@ class Chat:
             say(f"queued ({sent.queued} waiting): sent when the server is back")
 
     async def _watch_connection(self) -> None:
-        """Say when the connection drops and when it is back, then send the outbox."""
+        """Say when the connection drops and when it is back; send the outbox whenever
+        it is connected (texts queued by an earlier run or command go out too)."""
         live = self.client.live
+        offline = False
         while True:
-            await live.disconnected.wait()
-            say("offline: the server cannot be reached; what you type is queued")
+            await _either(live.connected, live.disconnected)
+            if live.connected.is_set():
+                if offline or self.client.store.outgoing():
+                    await self._flush("back online" if offline else "online")
+                offline = False
+                await live.disconnected.wait()
+            if not offline:
+                say("offline: the server cannot be reached; what you type is queued")
+                offline = True
             await live.connected.wait()
-            await self._flush("back online")
 
     async def _flush(self, why: str) -> None:
         try:
