@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tidings.client import chat as chat_loop
-from tidings.client import groupcmds, names, notices, outbox, verifying
+from tidings.client import groupcmds, names, notices, outbox, outboxcmds, verifying
 from tidings.client.account import (
     CODE_HELP,
     CommandError,
@@ -39,7 +39,6 @@ from tidings.client.account import (
     signed_in_client,
     value_line,
 )
-from tidings.client.http import ApiError
 from tidings.client.sdk import Client, UntrustedIdentity
 
 TO_HELP = "the recipient: a +phone (E.164) or a user id"
@@ -90,62 +89,12 @@ async def _send(args: argparse.Namespace) -> int:
             print(value_line("server_id", sent.server_id, args.json), flush=True)
         else:
             print(value_line("queued", str(sent.queued), args.json), flush=True)
-            print(_queued_note(client, sent.queued), file=sys.stderr, flush=True)
+            print(outboxcmds.queued_note(client, sent.queued), file=sys.stderr, flush=True)
         return 0
     except UntrustedIdentity as exc:
         raise verifying.untrusted(client, exc) from None
     finally:
         _warn_identity_changes(client)
-        await client.close()
-
-
-def _queued_note(client: Client, waiting: int) -> str:
-    return (
-        f"{client.api.base_url} cannot be reached: queued ({waiting} waiting in the outbox); "
-        "the next `tidings chat`, `inbox` or `send` sends it, or `tidings outbox flush`"
-    )
-
-
-async def _flush_outbox(client: Client) -> None:
-    """Send what waits in the outbox (``inbox``): say how many went, or why not."""
-    if not client.store.outgoing():
-        return
-    try:
-        flushed = await outbox.flush(client)
-    except ApiError:  # unreachable: inbox says so next
-        return
-    for refused in flushed.refused:
-        print(f"warning: {chat_loop.refusal_line(client, refused)}", file=sys.stderr)
-    sent = len(flushed.sent)
-    print(f"sent {sent} queued message(s) from the outbox", file=sys.stderr, flush=True)
-
-
-async def _outbox(args: argparse.Namespace) -> int:
-    """``outbox``: ``CLIENT_ID CONVERSATION TEXT`` per queued text, oldest first;
-    ``outbox flush`` sends them (``CLIENT_ID SERVER_ID`` each); ``outbox drop ID``."""
-    client = await signed_in_client(args)
-    try:
-        if args.outbox_command == "flush":
-            flushed = await outbox.flush(client)
-            for client_id, server_id in flushed.sent:
-                print(f"{client_id}\t{server_id}", flush=True)
-            for refused in flushed.refused:
-                print(f"error: {chat_loop.refusal_line(client, refused)}", file=sys.stderr)
-            return 1 if flushed.refused else 0
-        queued = client.store.outgoing()
-        if args.outbox_command == "drop":
-            if args.client_id not in [c for c, _, _ in queued]:
-                raise CommandError(f"no {args.client_id} in the outbox: `tidings outbox` lists it")
-            client.store.drop_outgoing(args.client_id)
-            return 0
-        for client_id, conversation, text in queued:
-            if args.json:
-                line = {"client_id": client_id, "conversation": conversation, "text": text}
-                print(json.dumps(line), flush=True)
-            else:
-                print(f"{client_id}\t{conversation}\t{text}", flush=True)
-        return 0
-    finally:
         await client.close()
 
 
@@ -182,7 +131,7 @@ async def _verify(args: argparse.Namespace) -> int:
 async def _inbox(args: argparse.Namespace) -> int:
     client = await signed_in_client(args)
     try:
-        await _flush_outbox(client)
+        await outboxcmds.flush_quietly(client)
         with holding_socket(client, "tidings inbox"):
             async with asyncio.timeout(args.timeout):
                 await client.listen(until_queue_empty=True)
@@ -343,7 +292,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     osub.add_parser("flush", parents=[nested_options()], help="send them now")
     drop = osub.add_parser("drop", parents=[nested_options()], help="give up on one")
     drop.add_argument("client_id", help="its id, from `tidings outbox`")
-    p.set_defaults(run=runner(_outbox))
+    p.set_defaults(run=runner(outboxcmds.run))
 
     p = command(
         "verify",
