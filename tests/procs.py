@@ -41,7 +41,7 @@ class Proc:
 
 
 async def start(
-    args: list[str], data_dir: Path, log: Path, env: dict[str, str] | None = None
+    args: list[str], data_dir: Path, log: Path, env: dict[str, str] | None = None, port: int = 0
 ) -> Proc:
     """Run ``tidings ARGS`` until it prints its URL and its operations URL (both ports
     free ones); ``env`` adds ``TIDINGS_*`` settings."""
@@ -51,7 +51,7 @@ async def start(
             TIDINGS,
             *args,
             "--port",
-            "0",
+            str(port),
             "--ops-port",
             "0",
             "--data-dir",
@@ -80,9 +80,9 @@ async def start(
 
 @contextlib.asynccontextmanager
 async def running(
-    args: list[str], data_dir: Path, log: Path, env: dict[str, str] | None = None
+    args: list[str], data_dir: Path, log: Path, env: dict[str, str] | None = None, port: int = 0
 ) -> AsyncIterator[Proc]:
-    proc = await start(args, data_dir, log, env)
+    proc = await start(args, data_dir, log, env, port)
     try:
         yield proc
     finally:

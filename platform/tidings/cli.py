@@ -111,7 +111,8 @@ def _print_code(phone: str, data_dir: Path | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every ``tidings`` command and option (its help is checked by a test)."""
     parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (
@@ -120,13 +121,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=helptext)
         if name == "serve":
-            p.add_argument("service", choices=COMPONENTS)
-        p.add_argument("--host")
+            p.add_argument("service", choices=COMPONENTS, help="the service to run")
+        p.add_argument("--host", help="the address to listen on (default: the settings')")
         p.add_argument("--port", type=int, help="the client port (0: a free one)")
         p.add_argument(
             "--ops-port", type=int, help="the operations port: /metrics, analytics, health"
         )
-        p.add_argument("--data-dir", type=Path)
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            help="where the embedded engines keep their files (env TIDINGS_DATA_DIR; "
+            "default .tidings-data)",
+        )
         p.add_argument(
             "--config", type=Path, help="TOML settings file (environment variables override it)"
         )
@@ -142,7 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parsers(sub)
     devicecmds.add_parsers(sub, account.common_options())
     loadgen.add_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(  # client commands set log_level=WARNING: their output is the UI
         level=getattr(args, "log_level", logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -255,7 +255,19 @@ async def resolve(client: Client, who: str) -> str:
     check_contact(who)
     if not who.startswith("+"):
         return who
-    found = await client.lookup([who])
+    try:
+        found = await client.lookup([who])
+    except ApiError as exc:
+        if exc.status != 0:
+            raise
+        # offline: a number this device already knows needs no lookup (the outbox)
+        known_ids = [uid for uid, phone in known(client, "phones").items() if phone == who]
+        if known_ids:
+            return known_ids[0]
+        raise CommandError(
+            f"{client.api.base_url} cannot be reached to look up {who}; "
+            "try again once it can (numbers you wrote to before work offline)"
+        ) from None
     if who not in found:
         raise CommandError(f"{who} is not registered with Tidings")
     remember(client, "phones", found[who], who)

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from tidings.client import names, verifying
+from tidings.client import names, outbox, verifying
 from tidings.client.account import (
     CommandError,
     holding_socket,
@@ -27,7 +27,6 @@ from tidings.client.account import (
     resolve_group,
     search,
     send_file_to,
-    send_text_to,
     shown_text,
     signed_in,
 )
@@ -65,6 +64,16 @@ def identity_notice(client: Client, event: Event) -> str:
     return f"{notice}; compare it with /verify"
 
 
+def refusal_line(client: Client, refused: outbox.Refused) -> str:
+    """A queued text the server refused: what it was, to whom, and why."""
+    error = refused.error
+    if isinstance(error, UntrustedIdentity):
+        reason = str(verifying.untrusted(client, error))
+    else:
+        reason = f"{getattr(error, 'code', 'error')}: {error}"
+    return f"not sent to {label(client, refused.conversation)}: {refused.text!r}: {reason}"
+
+
 def receipt_line(client: Client, event: Event, who: str) -> str | None:
     """A receipt as people read it: only for messages they sent and see (not sender
     keys or notices: internal), one line per receipt however many it covers."""
@@ -79,6 +88,16 @@ def receipt_line(client: Client, event: Event, who: str) -> str | None:
         return f"* {event.text} {mine[0].server_id} (by {who})"
     latest = max(mine, key=lambda m: m.timestamp)
     return f"* {event.text}: {len(mine)} messages, up to {latest.server_id} (by {who})"
+
+
+async def _either(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def say(text: str) -> None:
@@ -106,7 +125,11 @@ async def main(args: argparse.Namespace) -> int:
         else:
             say(f"registered {args.phone} as {await register(client, args)}")
         with holding_socket(client, "tidings chat"):
-            await client.replenish_prekeys()
+            try:
+                await client.replenish_prekeys()
+            except ApiError as exc:
+                if not outbox.unreachable(exc):  # offline: the chat says so and queues
+                    raise
             return await Chat(client).run(args)
     finally:
         await client.close()
@@ -125,6 +148,7 @@ class Chat:
         listener = asyncio.create_task(self.client.listen(), name="chat-listen")
         listener.add_done_callback(lambda _: self.lines.put_nowait(None))
         printer = asyncio.create_task(self._print_events(), name="chat-print")
+        watcher = asyncio.create_task(self._watch_connection(), name="chat-connection")
         try:
             if args.to:
                 await self.handle(f"/to {args.to}")
@@ -138,7 +162,8 @@ class Chat:
         finally:
             listener.cancel()
             printer.cancel()
-            await asyncio.gather(listener, printer, return_exceptions=True)
+            watcher.cancel()
+            await asyncio.gather(listener, printer, watcher, return_exceptions=True)
         if ended_alone:
             error = None if listener.cancelled() else listener.exception()
             say(f"error: connection lost: {error}" if error else "signed in elsewhere; bye")
@@ -171,7 +196,42 @@ class Chat:
         return self.open
 
     async def _send(self, text: str) -> None:
-        say(f"sent {await send_text_to(self.client, self._conversation(), text)}")
+        sent = await outbox.send_or_queue(self.client, self._conversation(), text)
+        for refused in sent.refused:
+            say(f"! {refusal_line(self.client, refused)}")
+        if sent.server_id:
+            say(f"sent {sent.server_id}")
+        else:
+            say(f"queued ({sent.queued} waiting): sent when the server is back")
+
+    async def _watch_connection(self) -> None:
+        """Say when the connection drops and when it is back; send the outbox whenever
+        it is connected (texts queued by an earlier run or command go out too)."""
+        live = self.client.live
+        offline = False
+        while True:
+            await _either(live.connected, live.disconnected)
+            if live.connected.is_set():
+                if offline or self.client.store.outgoing():
+                    await self._flush("back online" if offline else "online")
+                offline = False
+                await live.disconnected.wait()
+            if not offline:
+                say("offline: the server cannot be reached; what you type is queued")
+                offline = True
+            await live.connected.wait()
+
+    async def _flush(self, why: str) -> None:
+        try:
+            flushed = await outbox.flush(self.client)
+        except ApiError as exc:
+            waiting = len(self.client.store.outgoing())
+            say(f"{why}; {waiting} queued message(s) still waiting: {exc}")
+            return
+        sent = flushed.sent
+        say(f"{why}; {len(sent)} queued message(s) sent" if sent else why)
+        for refused in flushed.refused:
+            say(f"! {refusal_line(self.client, refused)}")
 
     async def _send_file(self, path: str) -> None:
         file = await asyncio.to_thread(Path(path).expanduser)  # may read the passwd database

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tidings.client import chat as chat_loop
-from tidings.client import groupcmds, names, notices, verifying
+from tidings.client import groupcmds, names, notices, outbox, outboxcmds, verifying
 from tidings.client.account import (
     CODE_HELP,
     CommandError,
@@ -36,12 +36,13 @@ from tidings.client.account import (
     runner,
     search,
     send_file_to,
-    send_text_to,
     signed_in_client,
     value_line,
 )
 from tidings.client.sdk import Client, UntrustedIdentity
 
+TO_HELP = "the recipient: a +phone (E.164) or a user id"
+GROUP_HELP = "a group: its id or the name of a group you know"
 SHOWN = ("text", "file", "notice")
 """Event kinds ``inbox`` prints; receipts only update the local history's status."""
 
@@ -65,7 +66,7 @@ async def _recipient(client: Client, args: argparse.Namespace) -> str:
         return "group:" + await resolve_group(client, args.group)
     who: str | None = args.to or args.to_phone
     if who is None:
-        raise CommandError("say who: --to USER_ID_OR_PHONE, --to-phone PHONE or --group GROUP")
+        raise CommandError("say who: --to USER_ID_OR_PHONE or --group GROUP")
     return await resolve(client, who)
 
 
@@ -78,7 +79,23 @@ def _warn_identity_changes(client: Client) -> None:
 
 
 async def _send(args: argparse.Namespace) -> int:
-    return await _send_to_recipient(args, lambda client, to: send_text_to(client, to, args.text))
+    """Send after what waits in the outbox; queue the text when the server is down."""
+    client = await signed_in_client(args)
+    try:
+        sent = await outbox.send_or_queue(client, await _recipient(client, args), args.text)
+        for refused in sent.refused:
+            print(f"warning: {chat_loop.refusal_line(client, refused)}", file=sys.stderr)
+        if sent.server_id:
+            print(value_line("server_id", sent.server_id, args.json), flush=True)
+        else:
+            print(value_line("queued", str(sent.queued), args.json), flush=True)
+            print(outboxcmds.queued_note(client, sent.queued), file=sys.stderr, flush=True)
+        return 0
+    except UntrustedIdentity as exc:
+        raise verifying.untrusted(client, exc) from None
+    finally:
+        _warn_identity_changes(client)
+        await client.close()
 
 
 async def _send_file(args: argparse.Namespace) -> int:
@@ -114,6 +131,7 @@ async def _verify(args: argparse.Namespace) -> int:
 async def _inbox(args: argparse.Namespace) -> int:
     client = await signed_in_client(args)
     try:
+        await outboxcmds.flush_quietly(client)
         with holding_socket(client, "tidings inbox"):
             async with asyncio.timeout(args.timeout):
                 await client.listen(until_queue_empty=True)
@@ -226,9 +244,9 @@ async def _contacts(args: argparse.Namespace) -> int:
 
 def _add_to(p: argparse.ArgumentParser) -> None:
     to = p.add_mutually_exclusive_group(required=True)
-    to.add_argument("--to", metavar="USER_ID_OR_PHONE", help="recipient: +phone or user id")
-    to.add_argument("--to-phone", metavar="PHONE", help="recipient phone (same as --to +PHONE)")
-    to.add_argument("--group", metavar="GROUP", help="a group: its id or a known group's name")
+    to.add_argument("--to", metavar="USER_ID_OR_PHONE", help=TO_HELP)
+    to.add_argument("--to-phone", metavar="PHONE", help=argparse.SUPPRESS)  # the old name
+    to.add_argument("--group", metavar="GROUP", help=GROUP_HELP)
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -252,8 +270,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "chat", "interactive chat: sign in, then talk live", CODE_HELP + "\n\n" + chat_loop.HELP
     )
     add_code_options(p)
-    p.add_argument("--to", metavar="USER_ID_OR_PHONE", help="open this conversation first")
-    p.add_argument("--group", metavar="GROUP_ID", help="open this group first")
+    first = p.add_mutually_exclusive_group()
+    first.add_argument("--to", metavar="USER_ID_OR_PHONE", help=TO_HELP + "; opened first")
+    first.add_argument("--group", metavar="GROUP", help=GROUP_HELP + "; opened first")
     p.set_defaults(run=runner(chat_loop.main))
 
     p = command("register", "register --phone (or sign in again); prints the user id", CODE_HELP)
@@ -262,8 +281,18 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     p = command("send", "send a text message; prints its server id")
     _add_to(p)
-    p.add_argument("text")
+    p.add_argument("text", help="the message (quote it)")
     p.set_defaults(run=runner(_send))
+
+    p = command(
+        "outbox",
+        "texts waiting for the server (sent, in order, by the next chat, inbox or send)",
+    )
+    osub = p.add_subparsers(dest="outbox_command")
+    osub.add_parser("flush", parents=[nested_options()], help="send them now")
+    drop = osub.add_parser("drop", parents=[nested_options()], help="give up on one")
+    drop.add_argument("client_id", help="its id, from `tidings outbox`")
+    p.set_defaults(run=runner(outboxcmds.run))
 
     p = command(
         "verify",
@@ -279,7 +308,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     p = command("send-file", "encrypt, upload and send a file; prints its server id")
     _add_to(p)
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="the file to send")
     p.set_defaults(run=runner(_send_file))
 
     p = command("fetch-file", "download, verify and decrypt a received file")
@@ -288,15 +317,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(run=runner(_fetch_file))
 
     p = command("search", "full-text search of the local history")
-    p.add_argument("query")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("query", help="words that must all appear (quote several)")
+    p.add_argument("--limit", type=int, default=20, help="at most N results (default %(default)s)")
     p.set_defaults(run=runner(_search))
 
     p = command("history", "the local history, oldest first")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--with", dest="with_", metavar="USER_ID_OR_PHONE")
-    which.add_argument("--group", metavar="GROUP", help="a group's id or known name")
-    p.add_argument("--limit", type=int, default=50)
+    which.add_argument(
+        "--with", dest="with_", metavar="USER_ID_OR_PHONE", help="only the 1:1 with +phone or id"
+    )
+    which.add_argument("--group", metavar="GROUP", help="only this group: its id or known name")
+    p.add_argument(
+        "--limit", type=int, default=50, help="the last N messages (default %(default)s)"
+    )
     p.set_defaults(run=runner(_history))
 
     groupcmds.add_parser(sub, common)

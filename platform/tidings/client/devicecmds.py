@@ -246,7 +246,7 @@ def add_parsers(
         ("import", "restore PATH into --home (which must not hold this account yet)"),
     ):
         p = bsub.add_parser(name, parents=[common], help=helptext, description=helptext)
-        p.add_argument("path", type=Path, metavar="PATH")
+        p.add_argument("path", type=Path, metavar="PATH", help="the backup file")
         p.add_argument(
             "--passphrase-file",
             type=Path,

@@ -85,7 +85,9 @@ class GroupChat(Sending):
         await self.send_group(group_id, payload)
         return payload
 
-    async def send_group(self, group_id: str, payload: dict[str, Any]) -> str:
+    async def send_group(
+        self, group_id: str, payload: dict[str, Any], *, client_id: str | None = None
+    ) -> str:
         """One sender-key ciphertext for the whole group; rekeys after a removal.
 
         The sender key advances under the ratchet lock; if another process on this store
@@ -111,13 +113,19 @@ class GroupChat(Sending):
             break
         else:
             raise ApiError(0, "busy", f"could not send to group {group_id}: try again", {})
-        body = {"id": str(uuid.uuid4()), "to": {"group": group_id}, "group_body": b64(data)}
+        body = {
+            "id": client_id or str(uuid.uuid4()),
+            "to": {"group": group_id},
+            "group_body": b64(data),
+        }
         answer = await self.api.call("POST", "/v1/messages", body)
         self._remember_sent(answer["server_id"], f"group:{group_id}", answer["timestamp"], payload)
         return str(answer["server_id"])
 
-    async def send_group_text(self, group_id: str, text: str) -> str:
-        return await self.send_group(group_id, {"t": "text", "text": text})
+    async def send_group_text(
+        self, group_id: str, text: str, *, client_id: str | None = None
+    ) -> str:
+        return await self.send_group(group_id, {"t": "text", "text": text}, client_id=client_id)
 
     async def send_group_file(self, group_id: str, path: Path) -> str:
         """Encrypt and upload once; the key goes to the members inside the group message."""

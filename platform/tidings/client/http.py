@@ -11,6 +11,12 @@ import httpx
 
 from tidings.errors import TidingsError
 
+SIGNED_OUT = (
+    "this device is signed out: its number was registered on another device (or the "
+    "device was unlinked); run `tidings register` to use the number here again"
+)
+"""Why a refresh token stops working: the server revokes a device's tokens then."""
+
 
 class ApiError(TidingsError):
     """The server refused a request; ``status``, ``code`` and ``details`` say why."""
@@ -91,9 +97,17 @@ class Api:
             assert self.tokens is not None
             if stale is not None and self.tokens is not stale:
                 return self.tokens
-            body = await self.call(
-                "POST", "/v1/auth/refresh", {"refresh_token": self.tokens.refresh_token}, auth=False
-            )
+            try:
+                body = await self.call(
+                    "POST",
+                    "/v1/auth/refresh",
+                    {"refresh_token": self.tokens.refresh_token},
+                    auth=False,
+                )
+            except ApiError as exc:
+                if exc.status != 401:
+                    raise
+                raise ApiError(401, "signed_out", SIGNED_OUT, {}) from exc
             return self._set_tokens(body)
 
     async def request_code(self, phone: str) -> None:

@@ -24,14 +24,18 @@ class LiveSocket:
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
         self.connected = asyncio.Event()
+        self.disconnected = asyncio.Event()
+        """Set once a connection attempt failed or the socket closed, until it is back."""
 
     def attach(self, ws: Any) -> None:
         self._ws = ws
+        self.disconnected.clear()
         self.connected.set()
 
     def detach(self) -> None:
         self._ws = None
         self.connected.clear()
+        self.disconnected.set()
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():

@@ -199,6 +199,7 @@ class Receiving(ClientBase):
                     await self.api.refresh(used)
             except OSError as exc:
                 log.info("connection failed (%s); retrying in %.1fs", exc, backoff)
+                self.live.detach()  # says "disconnected" to whoever watches
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(backoff):
                     await self._stop.wait()

@@ -57,15 +57,19 @@ class Sending(Identities):
         for user, devices in details.get("missing", {}).items():
             await self._open_sessions(user, [int(d) for d in devices])
 
-    async def send_direct(self, user_id: str, payload: dict[str, Any]) -> str:
+    async def send_direct(
+        self, user_id: str, payload: dict[str, Any], *, client_id: str | None = None
+    ) -> str:
         """Encrypt ``payload`` for every device of ``user_id`` and our other devices.
 
+        ``client_id`` (default: a fresh one) is what the server dedupes by: a retry of a
+        send that may have arrived (the outbox) passes the id of the first attempt.
         Refused with :class:`UntrustedIdentity` while a verified contact's changed key
         waits for the user's acceptance."""
         self.check_trusted(user_id)
         if not self.store.session_devices(user_id) and user_id != self.user_id:
             await self._open_sessions(user_id)
-        client_id = str(uuid.uuid4())
+        client_id = client_id or str(uuid.uuid4())
         for attempt in range(SEND_ATTEMPTS):
             ciphertexts = await self._encrypt([user_id], payload)
             if user_id != self.user_id:  # our other devices get a copy saying who it was for
@@ -104,8 +108,8 @@ class Sending(Identities):
                 )
             )
 
-    async def send_text(self, user_id: str, text: str) -> str:
-        return await self.send_direct(user_id, {"t": "text", "text": text})
+    async def send_text(self, user_id: str, text: str, *, client_id: str | None = None) -> str:
+        return await self.send_direct(user_id, {"t": "text", "text": text}, client_id=client_id)
 
     # media -------------------------------------------------------------------------
     async def upload_file(self, path: Path) -> dict[str, Any]:

@@ -48,6 +48,10 @@ CREATE TRIGGER IF NOT EXISTS messages_ai AFTER INSERT ON messages BEGIN
   INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
 END;
 CREATE TABLE IF NOT EXISTS processed (server_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS outbox (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL UNIQUE,
+  conversation TEXT NOT NULL, text TEXT NOT NULL
+);
 """
 
 
@@ -259,6 +263,25 @@ class LocalStore:
             "SELECT conversation FROM messages GROUP BY conversation ORDER BY MAX(id) DESC"
         ).fetchall()
         return [str(r[0]) for r in rows]
+
+    # outbox ------------------------------------------------------------------------
+    def queue_outgoing(self, client_id: str, conversation: str, text: str) -> int:
+        """Keep a text the server could not be reached for; returns how many wait."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO outbox(client_id, conversation, text) VALUES(?,?,?)",
+            (client_id, conversation, text),
+        )
+        return len(self.outgoing())
+
+    def outgoing(self) -> list[tuple[str, str, str]]:
+        """Queued texts, oldest first: (client_id, conversation, text)."""
+        rows = self.db.execute(
+            "SELECT client_id, conversation, text FROM outbox ORDER BY seq"
+        ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def drop_outgoing(self, client_id: str) -> None:
+        self.db.execute("DELETE FROM outbox WHERE client_id=?", (client_id,))
 
     def search(self, words: str, limit: int = 20) -> list[StoredMessage]:
         """Messages containing every word of ``words`` (see :func:`fts_query`)."""

@@ -1,0 +1,38 @@
+"""Every ``tidings`` command and option says what it is for in ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+
+from tidings import cli
+
+
+def _parsers(
+    parser: argparse.ArgumentParser, path: str = "tidings"
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _parsers(child, f"{path} {name}")
+
+
+def test_every_option_and_command_has_help() -> None:
+    missing = []
+    for path, parser in _parsers(cli.build_parser()):
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if isinstance(action, argparse._SubParsersAction):
+                helped = {a.dest for a in action._choices_actions if a.help}
+                missing += [f"{path} {n}" for n in action.choices if n not in helped]
+            elif not action.help:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
+
+
+def test_hidden_aliases_still_parse() -> None:
+    args = cli.build_parser().parse_args(["send", "--to-phone", "+15550002", "hi"])
+    assert args.to_phone == "+15550002"
+    assert args.to is None
