@@ -112,6 +112,11 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         settings.watching.client_timeout = options.watch_timeout + 60
         settings.watching.connect_timeout = 30
         settings.posting.enabled = False  # we post our own Events, one per change
+        # A region deleted while one of its timers runs (the topic and keyspace watches
+        # run for about a second every few) keeps kopf's finalizer until kopf looks
+        # again whether the timer stopped: every 60 s by default, a minute of
+        # Terminating for nothing.
+        settings.background.cancellation_polling = 1
         kube = Kube.from_kubeconfig(options.kubeconfig)
         clock = SystemClock()
         reconciler = Reconciler(kube, external, clock=clock, regions=options.regions)

@@ -105,12 +105,20 @@ def region(
     kube_env.kubectl("create", "namespace", namespace)
     name, keyspace = f"r{suffix}", f"xw_{suffix}"
     manifest = region_manifest(
-        name, namespace, kafka=kafka_bootstrap, cassandra=cassandra_env, keyspace=keyspace
+        name,
+        namespace,
+        kafka=kafka_bootstrap,
+        cassandra=cassandra_env,
+        keyspace=keyspace,
+        deletion_policy="Delete",  # topics and keyspace go with the test
     )
     apply(kube_env, manifest)
     found = Region(kube_env, name, namespace, keyspace)
     eventually(found.ready, "the ChatRegion to turn Ready")
     yield found
+    # Deleted while the operator still runs: its finalizer removes topics and keyspace,
+    # and the namespace is not left Terminating on a finalizer nobody serves.
+    kube_env.kubectl("-n", namespace, "delete", "chatregion", name, "--timeout=60s", check=False)
     kube_env.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
