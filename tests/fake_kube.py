@@ -141,6 +141,9 @@ class FakeExternal:
     async def missing_topics(self, region: ChatRegion) -> list[str]:
         return []
 
+    async def missing_keyspace(self, region: ChatRegion, login: Any) -> bool:
+        return False
+
 
 def region_body(
     name: str = "us-east",

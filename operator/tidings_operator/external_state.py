@@ -15,6 +15,7 @@ from tidings_operator.cassandra_admin import (
     converge_keyspace,
     delete_datacenter,
     ensure_schema,
+    observe_keyspace,
 )
 from tidings_operator.kafka_admin import (
     GroupBacklog,
@@ -40,6 +41,8 @@ from tidings_operator.resources.refusal import Refusal
 from tidings_operator.resources.topics import decide_topic, region_topics
 
 CLIENT_ID = MANAGER
+TOPIC_MISSING = "TopicMissing"
+KEYSPACE_MISSING = "KeyspaceMissing"
 
 CassandraLogin = tuple[str, str]
 
@@ -72,6 +75,11 @@ class External(Protocol):
 
     async def missing_topics(self, region: ChatRegion) -> list[str]:
         """The region's topics Kafka does not list now; when any is missing, the next
+        ``sync_region`` converges at once instead of waiting for its resync."""
+        ...
+
+    async def missing_keyspace(self, region: ChatRegion, login: CassandraLogin | None) -> bool:
+        """Whether Cassandra has no keyspace of the region's name now; when so, the next
         ``sync_region`` converges at once instead of waiting for its resync."""
         ...
 
@@ -137,7 +145,7 @@ class KafkaCassandra:
         outcome = ExternalOutcome()
         await self._sync_topics(region, outcome)
         await asyncio.to_thread(self._sync_keyspace, region, login, outcome)
-        if not outcome.refusals:
+        if not outcome.refusals and not outcome.errors:
             self._synced[(region.metadata.namespace, region.region)] = (
                 _external_digest(region),
                 self._clock(),
@@ -153,16 +161,38 @@ class KafkaCassandra:
             self._synced.pop((region.metadata.namespace, region.region), None)
         return missing
 
+    async def missing_keyspace(self, region: ChatRegion, login: CassandraLogin | None) -> bool:
+        def absent() -> bool:
+            with self._session(region, login) as session:
+                return observe_keyspace(session, region.spec.cassandra.keyspace) is None
+
+        missing = await asyncio.to_thread(absent)
+        if missing:
+            self._synced.pop((region.metadata.namespace, region.region), None)
+        return missing
+
     async def _sync_topics(self, region: ChatRegion, outcome: ExternalOutcome) -> None:
         wanted = region_topics(region)
         async with kafka_admin(region.spec.kafka.bootstrap_servers, CLIENT_ID) as admin:
             observed = await observe_topics(admin, [t.name for t in wanted])
+            created = False
             for spec in wanted:
                 decision = decide_topic(spec, observed.get(spec.name))
                 outcome.refusals.extend(decision.refusals)
                 if decision.changes:
                     await apply_topic_decision(admin, decision)
                     outcome.done.append(decision.describe())
+                    created = created or decision.create is not None
+            if created:  # read back: Ready only once Kafka lists every topic again
+                listed = await topic_names(admin)
+                if unlisted := [t.name for t in wanted if t.name not in listed]:
+                    outcome.errors.append(
+                        Refusal(
+                            TOPIC_MISSING,
+                            f"Kafka does not list topic {', '.join(unlisted)} after creating "
+                            "it (a deletion may still be in progress); checked again shortly",
+                        )
+                    )
 
     def _sync_keyspace(
         self, region: ChatRegion, login: CassandraLogin | None, outcome: ExternalOutcome
@@ -180,6 +210,15 @@ class KafkaCassandra:
                         f"keyspace {cassandra.keyspace}: schema migrations "
                         f"{', '.join(map(str, applied))} applied"
                     )
+            if plan.statements and observe_keyspace(session, cassandra.keyspace) is None:
+                # read back: Ready only once Cassandra has the keyspace again
+                outcome.errors.append(
+                    Refusal(
+                        KEYSPACE_MISSING,
+                        f"Cassandra has no keyspace {cassandra.keyspace} after creating it; "
+                        "checked again shortly",
+                    )
+                )
 
     @staticmethod
     def _session(region: ChatRegion, login: CassandraLogin | None) -> Any:

@@ -78,12 +78,22 @@ def failed_status(
     """The status to write after a failed reconcile of ``generation``: the previous
     one with ``Ready=False`` and ``Degraded=True`` saying why, and phase ``Degraded``."""
     message = f"reconcile of generation {generation} failed: {failure.message}"
+    return not_ready_status(previous, generation, Refusal(failure.reason, message), now)
+
+
+def not_ready_status(
+    previous: Mapping[str, Any], generation: int, problem: Refusal, now: datetime
+) -> dict[str, Any]:
+    """The previous status with ``Ready=False`` and ``Degraded=True`` saying ``problem``
+    (stamped with ``generation``), phase ``Degraded``; everything else kept as the last
+    completed reconcile left it."""
+    message = problem.message
     old = [Condition.model_validate(c) for c in previous.get("conditions") or []]
     computed = [
         Condition(
             type=kind,
             status=status,
-            reason=failure.reason,
+            reason=problem.reason,
             message=message,
             last_transition_time=now,
             observed_generation=generation,

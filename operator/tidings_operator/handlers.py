@@ -36,7 +36,13 @@ from tidings_operator.peering_pause import PauseChange, announce, report_peering
 from tidings_operator.reconciler import Reconciler, owner_key
 from tidings_operator.resync import Inventory
 from tidings_operator.secret_users import SecretUsers
-from tidings_operator.topic_watch import missing_topics, report_missing
+from tidings_operator.topic_watch import (
+    keyspace_missing,
+    mark_missing,
+    missing_keyspace,
+    missing_topics,
+    topics_missing,
+)
 from tidings_operator.workqueue import Key, PermanentError, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -69,6 +75,8 @@ class Options:
     Lease (which holds for three intervals), probes and judgements of its peers."""
     topic_check_interval: float = 5.0
     """Seconds between listings of each region's Kafka topics (``topic_watch``)."""
+    keyspace_check_interval: float = 10.0
+    """Seconds between look-ups of each region's Cassandra keyspace (``topic_watch``)."""
     regions: frozenset[str] | None = None
     """The ChatRegions this operator runs; None: all it watches."""
     holder: str = MANAGER
@@ -104,6 +112,11 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         settings.watching.client_timeout = options.watch_timeout + 60
         settings.watching.connect_timeout = 30
         settings.posting.enabled = False  # we post our own Events, one per change
+        # A region deleted while one of its timers runs (the topic and keyspace watches
+        # run for about a second every few) keeps kopf's finalizer until kopf looks
+        # again whether the timer stopped: every 60 s by default, a minute of
+        # Terminating for nothing.
+        settings.background.cancellation_polling = 1
         kube = Kube.from_kubeconfig(options.kubeconfig)
         clock = SystemClock()
         reconciler = Reconciler(kube, external, clock=clock, regions=options.regions)
@@ -202,8 +215,24 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
     @region_timer("topic-watch", options.topic_check_interval)
     async def topic_watch(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
         if missing := await missing_topics(external, body):
-            trigger(Key(CHAT_REGION, namespace or "", name))
-            await report_missing(rt().kube, body, missing)
+            key = Key(CHAT_REGION, namespace or "", name)
+            # The status first, outside any reconcile of the region (a reconcile in
+            # flight would overwrite it): it is not Ready from now until the reconcile
+            # queued next has recreated the topics and read them back.
+            async with rt().queue.exclusive(key):
+                await mark_missing(rt().kube, rt().reconciler.clock, key, topics_missing(missing))
+            trigger(key)
+
+    @region_timer("keyspace-watch", options.keyspace_check_interval)
+    async def keyspace_watch(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        login_of = rt().reconciler.cassandra_login
+        if (keyspace := await missing_keyspace(external, body, login_of)) is not None:
+            key = Key(CHAT_REGION, namespace or "", name)
+            async with rt().queue.exclusive(key):
+                await mark_missing(
+                    rt().kube, rt().reconciler.clock, key, keyspace_missing(keyspace)
+                )
+            trigger(key)
 
     # The failover loop: heartbeat, sightings of the peers, verdicts, takeover. Its own
     # timer and status block; a failure is logged and the next tick tries again.

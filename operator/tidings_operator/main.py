@@ -109,6 +109,14 @@ def parser() -> argparse.ArgumentParser:
         "recreated within about this long, not only at the next resync",
     )
     run.add_argument(
+        "--keyspace-check-interval",
+        type=float,
+        default=float(_env("KEYSPACE_CHECK_INTERVAL", "10")),
+        help="seconds between look-ups of each region's Cassandra keyspace (one "
+        "connection each): a dropped keyspace is recreated, with its tables, within "
+        "about this long, not only at the next resync",
+    )
+    run.add_argument(
         "--shard-interval",
         type=float,
         default=float(_env("SHARD_INTERVAL", "60")),
@@ -175,6 +183,7 @@ def _run(args: argparse.Namespace) -> None:
             max_concurrent_reconciles=args.max_concurrent_reconciles,
             heartbeat_interval=args.heartbeat_interval,
             topic_check_interval=args.topic_check_interval,
+            keyspace_check_interval=args.keyspace_check_interval,
             shard_interval=args.shard_interval,
             regions=frozenset(regions) if regions else None,
             holder=f"{socket.gethostname()}/{os.getpid()}",

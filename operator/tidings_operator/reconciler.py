@@ -164,12 +164,13 @@ class Reconciler(PoolReconcile, ShardReconcile):
         self, body: Mapping[str, Any], region: ChatRegion
     ) -> ExternalOutcome:
         try:
-            login = await self._cassandra_login(region)
+            login = await self.cassandra_login(region)
             return await self.external.sync_region(region, login)
         except ExternalUnavailable as exc:
             return ExternalOutcome(errors=[Refusal(exc.reason, str(exc))])
 
-    async def _cassandra_login(self, region: ChatRegion) -> tuple[str, str] | None:
+    async def cassandra_login(self, region: ChatRegion) -> tuple[str, str] | None:
+        """(username, password) from the region's credentials Secret, None without one."""
         ref = region.spec.cassandra.credentials_secret
         if ref is None:
             return None
@@ -214,7 +215,7 @@ class Reconciler(PoolReconcile, ShardReconcile):
             )
             await self._event(body, reason="ExternalRetained", message=message)
             return [message]
-        login = await self._cassandra_login(region)
+        login = await self.cassandra_login(region)
         done = await self.external.delete_region(region, login)
         for message in done:
             await self._event(body, reason="ExternalDeleted", message=message)

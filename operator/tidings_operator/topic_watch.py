@@ -1,59 +1,120 @@
-"""Kafka topics watched, not only resynced.
+"""Kafka topics and the Cassandra keyspace watched, not only resynced.
 
-Kafka has no watch API, so each region this operator runs has its topics listed every
-``--topic-check-interval`` seconds (one metadata request). A topic deleted behind the
-operator's back (a ``kafka-topics --delete``, a cleanup script) is then noticed within
-that interval: the region's reconcile is queued at once, and it converges the topics
-without waiting for the external resync, recreating the missing one with the spec's
-partitions and settings (a ``TopicMissing`` Warning Event names what was missing, an
-``ExternalUpdated`` one the recreation). This is Strimzi's topic operator's
-stance: Kafka's state is watched, not trusted to stay as it was written.
+Neither system has a watch API, so each region this operator runs has its topics listed
+every ``--topic-check-interval`` seconds (one metadata request) and its keyspace looked
+up every ``--keyspace-check-interval`` seconds (one ``system_schema`` read). A topic
+deleted or a keyspace dropped behind the operator's back (a ``kafka-topics --delete``,
+a ``DROP KEYSPACE``, a cleanup script) is then noticed within that interval:
 
-A Kafka that cannot be reached is not this check's to report: the reconcile says so in
-the region's status; here it only means "nothing seen missing this time".
+1. the region's status turns ``Ready=False``/``Degraded=True`` with reason
+   ``TopicMissing`` or ``KeyspaceMissing`` naming what is missing, with a Warning Event
+   of the same reason;
+2. its reconcile is queued at once and converges the external state without waiting
+   for the external resync: the topic recreated with the spec's partitions and
+   settings, or the keyspace with its replication and the platform's tables (an
+   ``ExternalUpdated`` Event each);
+3. that reconcile reads them back: only when Kafka lists every topic and Cassandra the
+   keyspace are the conditions computed afresh (Ready again); otherwise the reason
+   stays and the next check tries again.
+
+This is Strimzi's topic operator's stance: the external state is watched, not trusted
+to stay as it was written. A Kafka or Cassandra that cannot be reached is not this
+check's to report: the reconcile says so in the status; here it only means "nothing
+seen missing this time".
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from tidings_operator import metrics
+from tidings_operator.clock import Clock
+from tidings_operator.events import post_event
 from tidings_operator.external import ExternalUnavailable
-from tidings_operator.external_state import External
+from tidings_operator.external_state import (
+    KEYSPACE_MISSING,
+    TOPIC_MISSING,
+    CassandraLogin,
+    External,
+)
+from tidings_operator.failure import not_ready_status
 from tidings_operator.kube import ApiError, Kube
 from tidings_operator.models import ChatRegion, parse
+from tidings_operator.resources.refusal import Refusal
+from tidings_operator.workqueue import Key
 
 log = logging.getLogger(__name__)
 
 
-MISSING = "TopicMissing"
+MISSING = TOPIC_MISSING
 
 
-async def report_missing(kube: Kube, body: Mapping[str, Any], missing: list[str]) -> None:
-    """A Warning Event on the region naming the topics found missing (its reconcile,
-    queued at once, recreates them and says so in an ``ExternalUpdated`` Event)."""
+def topics_missing(topics: Sequence[str]) -> Refusal:
+    """The condition for topics Kafka does not list."""
+    return Refusal(
+        MISSING,
+        f"Kafka does not list topic {', '.join(topics)} (deleted behind the operator's "
+        "back): recreating it with the spec's partitions and settings",
+    )
+
+
+def keyspace_missing(keyspace: str) -> Refusal:
+    """The condition for a keyspace Cassandra does not have."""
+    return Refusal(
+        KEYSPACE_MISSING,
+        f"Cassandra has no keyspace {keyspace} (dropped behind the operator's back): "
+        "recreating it with the spec's replication and the platform's tables; the "
+        "messages it held are gone unless restored from a backup",
+    )
+
+
+def missing_status(
+    previous: Mapping[str, Any], generation: int, problem: Refusal, now: datetime
+) -> dict[str, Any] | None:
+    """The status to write when a watch finds ``problem``: ``Ready=False`` and
+    ``Degraded=True`` with its reason and message, until the reconcile that recreates
+    what is missing reads it back and computes the conditions afresh. None when the
+    status says so already (nothing to write, no second Event)."""
+    status = not_ready_status(previous, generation, problem, now)
+    return None if status == dict(previous) else status
+
+
+async def mark_missing(kube: Kube, clock: Clock, key: Key, problem: Refusal) -> bool:
+    """Write ``problem`` into the status of the region, fetched fresh, with a Warning
+    Event, when it does not say so yet. False when nothing was written (already said,
+    or the region is gone or going)."""
+    body = await kube.get(key.kind, key.namespace, key.name)
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    generation = int((body.get("metadata") or {}).get("generation", 0))
+    status = missing_status(body.get("status") or {}, generation, problem, clock.now())
+    if status is None:
+        return False
     try:
-        await kube.event(
-            body,
-            reason=MISSING,
-            message=f"deleted from Kafka behind the operator's back, recreating: "
-            f"{', '.join(missing)}",
-            warning=True,
-        )
+        await kube.patch_status(key.kind, key.namespace, key.name, status)
     except ApiError as exc:
-        metrics.EVENTS_DROPPED.labels(MISSING).inc()
-        log.warning("event %s not posted: %s", MISSING, exc)
+        if exc.not_found:
+            return False
+        raise
+    metrics.RESOURCE_READY.labels(key.kind, key.namespace, key.name).set(0)
+    await post_event(kube, body, reason=problem.reason, message=problem.message, warning=True)
+    return True
+
+
+def _region(body: Mapping[str, Any]) -> ChatRegion | None:
+    try:
+        region = parse(body)
+    except ValueError:
+        return None  # an invalid spec: its reconcile reports it
+    return region if isinstance(region, ChatRegion) else None
 
 
 async def missing_topics(external: External, body: Mapping[str, Any]) -> list[str]:
     """The topics of the region ``body`` that Kafka does not list now."""
-    try:
-        region = parse(body)
-    except ValueError:
-        return []  # an invalid spec: its reconcile reports it
-    if not isinstance(region, ChatRegion):
+    if (region := _region(body)) is None:
         return []
     try:
         missing = await external.missing_topics(region)
@@ -67,3 +128,25 @@ async def missing_topics(external: External, body: Mapping[str, Any]) -> list[st
             ", ".join(missing),
         )
     return missing
+
+
+LoginOf = Callable[[ChatRegion], Awaitable[CassandraLogin | None]]
+"""The region's Cassandra credentials (the reconciler reads its Secret)."""
+
+
+async def missing_keyspace(
+    external: External, body: Mapping[str, Any], login_of: LoginOf
+) -> str | None:
+    """The keyspace of the region ``body`` when Cassandra does not have it now."""
+    if (region := _region(body)) is None:
+        return None
+    try:  # a missing credentials Secret too: the reconcile reports it
+        missing = await external.missing_keyspace(region, await login_of(region))
+    except ExternalUnavailable as exc:
+        log.debug("keyspace of %s not checked: %s", region.region, exc)
+        return None
+    if not missing:
+        return None
+    keyspace = region.spec.cassandra.keyspace
+    log.warning("region %s: keyspace %s missing, reconciling now", region.region, keyspace)
+    return keyspace

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -311,57 +310,6 @@ def refusals(op: OperatorProcess, region: Region) -> dict[str, float]:
             ) == (region.namespace, region.name):
                 found[labels["reason"]] = sample.value
     return found
-
-
-def delete_topic(bootstrap: str, topic: str) -> None:
-    async def delete() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            response = await admin.delete_topics([topic])
-            assert [error for _, error, *_ in response.topic_error_codes] == [0], response
-        finally:
-            await admin.close()
-
-    asyncio.run(delete())
-
-
-def test_a_topic_deleted_behind_the_operators_back_is_recreated_before_any_resync(
-    region: Region, kafka_bootstrap: str
-) -> None:
-    """The topics are listed every few seconds (``--topic-check-interval``, 5 s by
-    default), not only converged at the external resync (60 s): the wait below is
-    bounded well under that resync, so only the watch can bring the topic back in time."""
-    apply(region.kube, region.manifest)
-    eventually(region.ready, "the ChatRegion to turn Ready")
-    topic = f"tidings.{region.name}.receipts"
-    prefix = f"tidings.{region.name}."
-    partitions = kafka_topics(kafka_bootstrap, prefix)[topic]
-    delete_topic(kafka_bootstrap, topic)
-    deleted_at = time.monotonic()
-    # A create while Kafka still deletes the topic is answered "already exists": the next
-    # check finds it missing again. The wait's bound is what proves the watch.
-    eventually(
-        lambda: kafka_topics(kafka_bootstrap, prefix).get(topic) == partitions,
-        "the deleted topic to be created again with its partitions",
-        timeout=45,
-    )
-    print(f"topic {topic} recreated {time.monotonic() - deleted_at:.1f} s after its deletion")
-    # The operator created each topic once before; a second "create" is the recreation
-    # (posted once the reconcile that created it is done, a moment after Kafka lists it).
-    eventually(
-        lambda: [
-            e
-            for e in events_of(region)
-            if e["reason"] == "ExternalUpdated" and f"create topic {topic} " in e["message"]
-        ][1:],
-        "an Event saying the topic was created again",
-    )
-    missing = [e for e in events_of(region) if e["reason"] == "TopicMissing"]
-    assert missing, events_of(region)
-    assert missing[0]["type"] == "Warning"
-    assert topic in missing[0]["message"]
-    eventually(region.ready, "the ChatRegion to be Ready")
 
 
 def test_an_adopted_topic_with_more_partitions_is_refused_not_shrunk(
