@@ -27,7 +27,7 @@ from harness import (
 from tidings.core import wsproto
 from tidings.core.model import InboxItem
 from tidings.engines.embedded.inbox import SqliteMessageStore
-from tidings.services.gateway import SocketSession
+from tidings.services.gateway_acks import AckRecorder
 
 
 # helpers -------------------------------------------------------------------------------
@@ -399,7 +399,7 @@ async def test_a_slow_ack_write_holds_up_a_ping_but_not_the_sends_behind_it(
     read before it are recorded, is answered only once the write went through, and
     the acked message is not delivered again."""
     real_ack = SqliteMessageStore.ack
-    real_wait = SocketSession._acks_read_so_far
+    real_wait = AckRecorder.recorded_so_far
     held, release, recorded, ping_waits = (asyncio.Event() for _ in range(4))
 
     async def held_ack(self: SqliteMessageStore, *args: Any, **kwargs: Any) -> list[InboxItem]:
@@ -409,12 +409,12 @@ async def test_a_slow_ack_write_holds_up_a_ping_but_not_the_sends_behind_it(
         recorded.set()
         return acked
 
-    async def noted_wait(self: SocketSession) -> None:
+    async def noted_wait(self: AckRecorder) -> None:
         ping_waits.set()
         await real_wait(self)
 
     monkeypatch.setattr(SqliteMessageStore, "ack", held_ack)
-    monkeypatch.setattr(SocketSession, "_acks_read_so_far", noted_wait)
+    monkeypatch.setattr(AckRecorder, "recorded_so_far", noted_wait)
     async with run_gateway(tmp_path / "data") as gateway:
         alice, bob = await register(gateway), await register(gateway)
         alice_ws, bob_ws = await online(alice), await online(bob)

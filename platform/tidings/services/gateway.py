@@ -10,11 +10,8 @@ order (a run of sends is one router batch, a run of acks one inbox write and one
 per sender). A busy socket thus costs a round trip per batch, not per frame, answers
 come in request order, and its pings are read while a slow send is still in flight.
 
-Acks do not hold up the sends behind them: they are recorded beside the worker, and
-only what must follow them (a ping's answer, a read receipt, the pump's re-read from the
-inbox's start) waits for the acks read before it. The acks read while one inbox write is
-under way go together in the next (one write, one ``delivered`` receipt per sender): a
-receipt per run of acks would multiply the receipts a sender gets back.
+Acks do not hold up the sends behind them: they are recorded beside the worker
+(``gateway_acks``), and only what must follow them waits for them.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from tidings.aio import Flag
@@ -35,6 +32,7 @@ from tidings.core.limits import INBOX_POLL_INTERVAL_S
 from tidings.core.model import InboxItem
 from tidings.errors import TidingsError
 from tidings.services.context import Context, Principal, device_channel
+from tidings.services.gateway_acks import AckRecorder
 from tidings.services.presence import publish_presence
 from tidings.services.presence_following import PresenceFollowing
 from tidings.services.router import Router
@@ -53,6 +51,15 @@ RECEIPT_ATTEMPTS = 8
 
 _background: set[asyncio.Future[None]] = set()
 """Ack and receipt work outlives its socket; held here so it is not garbage-collected."""
+
+
+def _outliving_the_socket(work: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+    """Start ``work`` apart from the socket: one torn down mid-way must not record acks
+    and then drop their receipts (the acked messages would never be receipted)."""
+    future = asyncio.ensure_future(work)
+    _background.add(future)
+    future.add_done_callback(_settled)
+    return future
 
 
 def _settled(work: asyncio.Future[None]) -> None:
@@ -123,14 +130,7 @@ class SocketSession:
         self._last_frame = self._polled_at = ctx.clock()
         self._queued: list[wsproto.Request | wsproto.FrameRejected | wsproto.Acked] = []
         self._worker: asyncio.Task[None] | None = None
-        self._ack_ids: list[str] = []
-        """Acks read and not yet handed to the store: the next write's."""
-        self._acking: asyncio.Future[None] | None = None
-        """The loop recording acks, while it runs (see _record_acks)."""
-        self._acks_read = self._acks_recorded = 0
-        """Runs of acks read, and how many of them are recorded."""
-        self._ack_progress: asyncio.Future[None] | None = None
-        """Resolved (and replaced) each time acks are recorded."""
+        self.acks = AckRecorder(self._acked, self._start_ack_loop)
         self._cursors: dict[str, str] = {}
         """Inbox cursor of each delivery in flight (handed to the store with its ack)."""
         self._refused = False
@@ -188,7 +188,7 @@ class SocketSession:
             await self._finish_queued()
             everything = [*tasks, *self.following.tasks]
             everything += [self._worker] if self._worker is not None else []
-            # (the acks' work is shielded and outlives the socket, see _record_acks)
+            # (the acks' loop outlives the socket, see _outliving_the_socket)
             for task in everything:
                 task.cancel()
             await asyncio.gather(*everything, return_exceptions=True)
@@ -233,9 +233,7 @@ class SocketSession:
     def busy(self) -> bool:
         """Frames are being handled or acks recorded: silence from the client is not
         idleness then, and the inbox's start may still hold acked rows."""
-        return (self._worker is not None and not self._worker.done()) or (
-            self._acking is not None and not self._acking.done()
-        )
+        return (self._worker is not None and not self._worker.done()) or self.acks.busy
 
     async def _guarded(self) -> None:
         """The worker: a failure ends the socket the way a failed socket task does."""
@@ -244,11 +242,7 @@ class SocketSession:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            if self._ended is not None and not self._ended.done():
-                if isinstance(exc, Disconnected):
-                    self._ended.set_result(None)
-                else:
-                    self._ended.set_exception(exc)
+            self._end(exc)
         finally:
             self._last_frame = self.ctx.clock()
 
@@ -267,7 +261,7 @@ class SocketSession:
                 while end < len(batch) and isinstance(batch[end], wsproto.Acked) == acks:
                     end += 1
                 if acks:
-                    self._record_acks(
+                    self.acks.add(
                         [e.server_id for e in batch[start:end] if isinstance(e, wsproto.Acked)]
                     )
                 else:
@@ -275,70 +269,28 @@ class SocketSession:
                     if any(
                         isinstance(e, wsproto.Request) and e.type in AFTER_ACKS for e in requests
                     ):
-                        await self._acks_read_so_far()
+                        await self.acks.recorded_so_far()
                     for answer in await self._answer(requests):
                         await self.send(answer)
                 start = end
             if self._queued:
                 await asyncio.sleep(0)  # the other sockets' turn before the rest of ours
 
-    def _record_acks(self, server_ids: list[str]) -> None:
-        """Hand acks to the loop that records them, starting it if it is not running.
-        Shielded from the socket: one torn down mid-way must not record the acks and
-        then drop their receipts (the acked messages would never be receipted)."""
-        self._ack_ids += server_ids
-        self._acks_read += 1
-        if self._acking is None or self._acking.done():
-            work = asyncio.ensure_future(self._record_ack_runs())
-            _background.add(work)
-            work.add_done_callback(_settled)
-            work.add_done_callback(self._ack_loop_ended)
-            self._acking = work
-
-    async def _record_ack_runs(self) -> None:
-        """One inbox write for everything read so far, until nothing is left."""
-        while self._ack_ids:
-            ids, self._ack_ids, upto = self._ack_ids, [], self._acks_read
-            try:
-                await self._acked(ids)
-            except BaseException as exc:
-                self._tell_ack_waiters(exc)
-                raise
-            self._acks_recorded = upto
-            self._tell_ack_waiters(None)
-
-    def _tell_ack_waiters(self, error: BaseException | None) -> None:
-        """Wake whoever waits for acks to be recorded (they check how far it got)."""
-        progress, self._ack_progress = self._ack_progress, None
-        if progress is None or progress.done():
-            return
-        if error is None:
-            progress.set_result(None)
-        else:
-            progress.set_exception(error)
-            progress.exception()  # retrieved: the socket ends on it anyway
-
-    async def _acks_read_so_far(self) -> None:
-        """Wait until the acks read before now are recorded."""
-        target = self._acks_read
-        while self._acks_recorded < target:
-            if self._ack_progress is None:
-                self._ack_progress = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._ack_progress)
+    def _start_ack_loop(self, work: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        loop = _outliving_the_socket(work)
+        loop.add_done_callback(self._ack_loop_ended)
+        return loop
 
     def _ack_loop_ended(self, work: asyncio.Future[None]) -> None:
         """Acks that failed for good end the socket, as a failed frame does."""
         self._last_frame = self.ctx.clock()
-        if work.cancelled() or work.exception() is None:
-            return
-        ended = self._ended
-        if ended is not None and not ended.done():
-            ended.set_exception(work.exception())  # type: ignore[arg-type]
+        if not work.cancelled() and work.exception() is not None:
+            self._end(work.exception())
 
     async def _finish_queued(self) -> None:
         """A client that acks and then goes away had its acks read: record them (briefly
         bounded) rather than deliver those messages again next time."""
-        for work in (self._worker, self._acking):
+        for work in (self._worker, self.acks.loop):
             if work is None or work.done():
                 continue
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
@@ -493,10 +445,14 @@ class SocketSession:
                 return
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
+        self._end(None if task.cancelled() else task.exception())
+
+    def _end(self, exc: BaseException | None = None) -> None:
+        """End the socket (the first call wins): cleanly when ``exc`` is None or the
+        client went away, otherwise as a failure (logged, closed with 1011)."""
         ended = self._ended
         if ended is None or ended.done():
             return
-        exc = None if task.cancelled() else task.exception()
         if exc is None or isinstance(exc, Disconnected):
             ended.set_result(None)
         else:
@@ -513,8 +469,7 @@ class SocketSession:
         now = self.ctx.clock()
         if not self.busy and now - self._last_frame > timeout:
             self._close = (wsproto.CLOSE_HEARTBEAT_TIMEOUT, f"no frame for {timeout:.0f}s")
-            if self._ended is not None and not self._ended.done():
-                self._ended.set_result(None)
+            self._end()
             return
         if now - self._polled_at >= self.poll_interval:
             self._wake.set()  # a wake-up that never came: read the inbox anyway
