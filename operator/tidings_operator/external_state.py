@@ -75,12 +75,14 @@ class External(Protocol):
 
     async def missing_topics(self, region: ChatRegion) -> list[str]:
         """The region's topics Kafka does not list now; when any is missing, the next
-        ``sync_region`` converges at once instead of waiting for its resync."""
+        ``sync_region`` converges at once instead of waiting for its resync. Nothing
+        for a region not converged yet (its topics may not be created yet)."""
         ...
 
     async def missing_keyspace(self, region: ChatRegion, login: CassandraLogin | None) -> bool:
         """Whether Cassandra has no keyspace of the region's name now; when so, the next
-        ``sync_region`` converges at once instead of waiting for its resync."""
+        ``sync_region`` converges at once instead of waiting for its resync. False for
+        a region not converged yet."""
         ...
 
     async def shard_lag(self, shard: MessageShard, owner: ChatRegion) -> int:
@@ -152,7 +154,17 @@ class KafkaCassandra:
             )
         return outcome
 
+    def _converged(self, region: ChatRegion) -> bool:
+        """Whether this process has converged the region's topics and keyspace and read
+        them back since it started or last saw something missing. Only then is a topic
+        or keyspace not found one deleted behind the operator's back: before, it may
+        simply not be created yet (a new region, or one whose recreate is retried, which
+        its reconcile reports itself)."""
+        return (region.metadata.namespace, region.region) in self._synced
+
     async def missing_topics(self, region: ChatRegion) -> list[str]:
+        if not self._converged(region):
+            return []
         wanted = [t.name for t in region_topics(region)]
         async with kafka_admin(region.spec.kafka.bootstrap_servers, CLIENT_ID) as admin:
             present = await topic_names(admin)
@@ -162,6 +174,9 @@ class KafkaCassandra:
         return missing
 
     async def missing_keyspace(self, region: ChatRegion, login: CassandraLogin | None) -> bool:
+        if not self._converged(region):
+            return False
+
         def absent() -> bool:
             with self._session(region, login) as session:
                 return observe_keyspace(session, region.spec.cassandra.keyspace) is None

@@ -214,24 +214,27 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
 
     @region_timer("topic-watch", options.topic_check_interval)
     async def topic_watch(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
-        if missing := await missing_topics(external, body):
-            key = Key(CHAT_REGION, namespace or "", name)
-            # The status first, outside any reconcile of the region (a reconcile in
-            # flight would overwrite it): it is not Ready from now until the reconcile
-            # queued next has recreated the topics and read them back.
-            async with rt().queue.exclusive(key):
+        key = Key(CHAT_REGION, namespace or "", name)
+        # Looked at and marked outside any reconcile of the region: one in flight may be
+        # creating the topics (a listing taken meanwhile would report a topic it has not
+        # created yet), and would overwrite the status. It is not Ready from now until
+        # the reconcile queued next has recreated the topics and read them back.
+        async with rt().queue.exclusive(key):
+            if missing := await missing_topics(external, body):
                 await mark_missing(rt().kube, rt().reconciler.clock, key, topics_missing(missing))
+        if missing:
             trigger(key)
 
     @region_timer("keyspace-watch", options.keyspace_check_interval)
     async def keyspace_watch(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
         login_of = rt().reconciler.cassandra_login
-        if (keyspace := await missing_keyspace(external, body, login_of)) is not None:
-            key = Key(CHAT_REGION, namespace or "", name)
-            async with rt().queue.exclusive(key):
+        key = Key(CHAT_REGION, namespace or "", name)
+        async with rt().queue.exclusive(key):  # as topic_watch: no reconcile in flight
+            if (keyspace := await missing_keyspace(external, body, login_of)) is not None:
                 await mark_missing(
                     rt().kube, rt().reconciler.clock, key, keyspace_missing(keyspace)
                 )
+        if keyspace is not None:
             trigger(key)
 
     # The failover loop: heartbeat, sightings of the peers, verdicts, takeover. Its own

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from fake_kube import FakeClock, FakeExternal, FakeKube, region_body
-from tidings_operator.external_state import ExternalOutcome
+from tidings_operator.external_state import ExternalOutcome, KafkaCassandra
 from tidings_operator.kube import Kube
-from tidings_operator.models import ChatRegion
+from tidings_operator.models import ChatRegion, parse
 from tidings_operator.reconciler import Reconciler
 from tidings_operator.resources.refusal import Refusal
 from tidings_operator.topic_watch import (
@@ -127,3 +127,14 @@ async def test_a_region_gone_meanwhile_is_left_alone() -> None:
     clock = FakeClock(NOW)
     assert not await mark_missing(cast(Kube, kube), clock, KEY, topics_missing([TOPIC]))
     assert kube.events == []
+
+
+async def test_a_region_not_converged_yet_is_not_reported_missing() -> None:
+    """A new region's reconcile creates its topics one by one, then its keyspace: a check
+    meanwhile must not call what is not created yet "deleted behind the operator's
+    back". Kafka and Cassandra are not even asked (this bootstrap would not answer)."""
+    region = parse(region_body())
+    assert isinstance(region, ChatRegion)
+    external = KafkaCassandra()
+    assert await external.missing_topics(region) == []
+    assert await external.missing_keyspace(region, None) is False
