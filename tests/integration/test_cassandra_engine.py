@@ -249,13 +249,19 @@ async def test_in_order_acks_leave_range_tombstones_not_one_per_message(
     async with engine_on(config) as engine, driver_session(config) as session:
         store: Any = engine.messages
         issued: Counter[str] = Counter()
-        run = store.cql.run
+        run, batch = store.cql.run, store.cql.batch
 
         async def counting_run(query: Query, params: Sequence[Any] = ()) -> list[Row]:
             issued[query.name] += 1
             return await run(query, params)
 
-        store.cql.run = counting_run
+        async def counting_batch(
+            name: str, parts: Sequence[tuple[Query, Sequence[Any]]], **kind: bool
+        ) -> list[Row]:
+            issued.update(query.name for query, _ in parts)  # each statement of the batch
+            return await batch(name, parts, **kind)
+
+        store.cql.run, store.cql.batch = counting_run, counting_batch
         try:
             assert (
                 await engine.messages.append(
@@ -267,7 +273,7 @@ async def test_in_order_acks_leave_range_tombstones_not_one_per_message(
                 (item,) = await engine.messages.ack(user, 1, [sid])
                 assert item.server_id == sid
         finally:
-            store.cql.run = run
+            store.cql.run, store.cql.batch = run, batch
         # One superseding range delete per ack, and no other delete of any kind.
         assert {name: n for name, n in issued.items() if "delete" in name} == {
             "inbox.delete_through": 200

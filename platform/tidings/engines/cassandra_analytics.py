@@ -7,11 +7,13 @@ counts twice, which the worker documents as acceptable for statistics.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from tidings.engines.cassandra_schema import Cql, Statements, gather_bounded
+from tidings.engines.cassandra_schema import Cql, Query, Statements, gather_bounded
 
-PARALLEL_UPDATES = 32
+PARALLEL_DAYS = 8
 
 
 class CassandraAnalyticsStore:
@@ -32,14 +34,18 @@ class CassandraAnalyticsStore:
         self.q = Statements({query.name: query for query in prepared})
 
     async def add(self, counts: Mapping[tuple[str, str], int]) -> None:
-        # Counter updates cannot share a batch with other partitions cheaply; a day is one
-        # partition, so these spread over few replicas anyway.
+        # A day is one partition, and a day's counters go in one counter batch: it is
+        # applied atomically and in isolation, so a reader of the day never sees a
+        # kind's count without its bytes (as separate updates could show it).
+        by_day: dict[str, list[tuple[Query, Sequence[Any]]]] = defaultdict(list)
+        for (day, name), value in counts.items():
+            if value:
+                by_day[day].append((self.q["analytics.add"], (value, day, name)))
         await gather_bounded(
-            PARALLEL_UPDATES,
+            PARALLEL_DAYS,
             *(
-                self.cql.run(self.q["analytics.add"], (value, day, name))
-                for (day, name), value in counts.items()
-                if value
+                self.cql.batch("analytics: a day's counters", parts, counter=True)
+                for parts in by_day.values()
             ),
         )
 

@@ -344,30 +344,35 @@ class CassandraMessageStore:
             return []
 
         ttl = self.ttl_s
-        writes = [
-            cql.run(q["acked.put"], (user_id, device_id, *key, ttl))
+        writes: list[tuple[Query, Sequence[Any]]] = [
+            (q["acked.put"], (user_id, device_id, *key, ttl))
             for key in found
             if watermark is None or key > watermark
         ]
         if watermark is not None and watermark != inbox.watermark:
             day = watermark[0] // DAY_MS
             writes += [
-                cql.run(q["inbox.delete_day"], (started, user_id, device_id, d))
+                (q["inbox.delete_day"], (started, user_id, device_id, d))
                 for d in inbox.days
                 if d < day
             ]
             writes += [
-                cql.run(q["inbox.delete_through"], (started, user_id, device_id, day, *watermark)),
-                cql.run(q["state.watermark"], (ttl, *watermark, user_id, device_id)),
+                (q["inbox.delete_through"], (started, user_id, device_id, day, *watermark)),
+                (q["state.watermark"], (ttl, *watermark, user_id, device_id)),
             ]
             if any(key <= watermark for key in inbox.acked):  # out-of-order acks it passed
                 writes.append(
-                    cql.run(q["acked.delete_through"], (started, user_id, device_id, *watermark))
+                    (q["acked.delete_through"], (started, user_id, device_id, *watermark))
                 )
             keep_from = day if stopped_on is None else stopped_on
             if any(d < keep_from for d in inbox.days):  # days now without unacked rows
-                writes.append(cql.run(q["state.prune"], (started, user_id, device_id, keep_from)))
-        await asyncio.gather(*writes)
+                writes.append((q["state.prune"], (started, user_id, device_id, keep_from)))
+        # One unlogged batch: every write is to this device's partition of its table, so
+        # the batch costs one round trip and each table's part applies atomically.
+        if len(writes) > 1:
+            await cql.batch("inbox: ack", writes)
+        elif writes:
+            await cql.run(*writes[0])
         return [InboxItem(encode_cursor(k), k[1], found[k]) for k in sorted(found)]
 
     # pending, purge ----------------------------------------------------------------

@@ -225,11 +225,14 @@ class Cql:
         parts: Sequence[tuple[Query, Sequence[Any]]],
         *,
         logged: bool = False,
+        counter: bool = False,
     ) -> list[Row]:
-        """One batch (unlogged unless ``logged``): single-partition batches are atomic and
-        isolated, and with a condition they are one lightweight transaction."""
+        """One batch (unlogged unless ``logged``; ``counter`` for counter updates, which
+        may not share a batch with anything else): single-partition batches are atomic
+        and isolated, and with a condition they are one lightweight transaction."""
         session = self._session(name)
-        batch = BatchStatement(batch_type=BatchType.LOGGED if logged else BatchType.UNLOGGED)
+        kind = BatchType.COUNTER if counter else BatchType.LOGGED if logged else BatchType.UNLOGGED
+        batch = BatchStatement(batch_type=kind)
         for query, params in parts:
             batch.add(query.prepared, params)
         try:
