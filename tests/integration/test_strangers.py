@@ -224,3 +224,46 @@ async def test_typing_is_limited_per_socket_and_refills_with_time(
         assert [a["status"] for a in answers] == [200, 200, 429]
         await alice_ws.close()
         await bob_ws.close()
+
+
+def held_seconds(metrics: str) -> float:
+    (line,) = [
+        m for m in metrics.splitlines() if m.startswith("tidings_ws_reads_held_seconds_total")
+    ]
+    return float(line.split()[-1])
+
+
+async def test_a_socket_past_its_budget_is_read_slowly_until_the_bucket_refills(
+    tmp_path: Path, engine_settings: dict[str, str]
+) -> None:
+    """Refusing a flood is cheap, but reading it at wire speed still takes the event loop
+    from every other socket: past its budget a socket's next reads wait. It is still
+    served (its ping is answered), and once its bucket holds tokens again and a moment
+    has passed since its last refusal, it is read at wire speed again."""
+    async with clocked(tmp_path, engine_settings) as (gw, clock):
+        alice, bob = await register(gw), await register(gw)
+        await add_contact(bob, alice)
+        alice_ws, bob_ws = await online(alice), await online(bob)
+        typing = {"to": {"user": bob.user_id}, "state": "started"}
+
+        async def held() -> float:
+            async with gw.ops_http() as http:
+                return held_seconds((await http.get("/metrics")).text)
+
+        answers = await pipelined(alice_ws, "typing", [typing] * 20)
+        assert [a["status"] for a in answers] == [200] * 20
+        assert await held() == 0.0  # within its budget: never held
+        answers = await pipelined(alice_ws, "typing", [typing] * 5)
+        assert [a["status"] for a in answers] == [429] * 5
+        assert (await alice_ws.request("ping"))["status"] == 200  # held, still served
+        after_flood = await held()
+        assert after_flood > 0
+        assert (await bob_ws.request("ping"))["status"] == 200
+        assert await held() == after_flood  # the other socket is not held
+
+        clock.advance(10.0)  # refilled, and the refusal long past
+        assert (await alice_ws.request("ping"))["status"] == 200
+        assert (await alice_ws.request("ping"))["status"] == 200
+        assert await held() == after_flood  # read at wire speed again
+        await alice_ws.close()
+        await bob_ws.close()
