@@ -233,13 +233,13 @@ def held_seconds(metrics: str) -> float:
     return float(line.split()[-1])
 
 
-async def test_a_socket_that_disregards_retry_after_is_read_slowly_until_the_refill(
+async def test_a_socket_past_its_budget_is_read_slowly_until_the_bucket_refills(
     tmp_path: Path, engine_settings: dict[str, str]
 ) -> None:
     """Refusing a flood is cheap, but reading it at wire speed still takes the event loop
-    from every other socket: a socket that goes on sending a kind it was told to wait
-    for has its next reads wait. It is still served (its ping is answered), and once its
-    bucket holds tokens again and a moment has passed, it is read at wire speed again."""
+    from every other socket: past its budget a socket's next reads wait. It is still
+    served (its ping is answered), and once its bucket holds tokens again and a moment
+    has passed since its last refusal, it is read at wire speed again."""
     async with clocked(tmp_path, engine_settings) as (gw, clock):
         alice, bob = await register(gw), await register(gw)
         await add_contact(bob, alice)
@@ -253,9 +253,7 @@ async def test_a_socket_that_disregards_retry_after_is_read_slowly_until_the_ref
         answers = await pipelined(alice_ws, "typing", [typing] * 20)
         assert [a["status"] for a in answers] == [200] * 20
         assert await held() == 0.0  # within its budget: never held
-        (answer,) = await pipelined(alice_ws, "typing", [typing])
-        assert error_of(answer)["details"]["retry_after"] > 0  # told to wait
-        answers = await pipelined(alice_ws, "typing", [typing] * 5)  # does not
+        answers = await pipelined(alice_ws, "typing", [typing] * 5)
         assert [a["status"] for a in answers] == [429] * 5
         assert (await alice_ws.request("ping"))["status"] == 200  # held, still served
         after_flood = await held()

@@ -7,12 +7,11 @@ costs one limiter call per batch (two once its bucket is empty), and the frames 
 budget are answered ``429`` without touching a store: its flood stays its own problem.
 Buckets are per device, not per connection, so reconnecting does not refill them.
 
-A socket that goes on sending a kind it was told to wait for (before the ``retry_after``
-of its refusal) is then read slowly (``held_for``): while a bucket of its is known empty,
-and for a moment after the last such frame, its next frame waits before it is read.
-A client that heeds ``retry_after`` is never held. Refusing costs little, but reading,
-parsing and answering a flood at wire speed still takes event-loop time from every other
-socket; held, the flood backs up into the client's own TCP window instead.
+A socket that keeps sending past its budget is then read slowly (``held_for``): while a
+bucket of its is known empty, and for a moment after its last refusal, its next frame
+waits before it is read. Refusing costs little, but reading, parsing and answering a
+flood at wire speed still takes event-loop time from every other socket; held, the flood
+backs up into the client's own TCP window instead.
 """
 
 from __future__ import annotations
@@ -26,9 +25,9 @@ from tidings.errors import RateLimited, TidingsError
 from tidings.services.context import Context, Principal
 
 REFUSAL_MEMORY_S = 1.0
-"""How long after its last frame sent in disregard of a ``retry_after`` a socket's
-reading stays held, even once no bucket is known empty: a client that floods, pauses for
-a refill, and floods again is read slowly throughout."""
+"""How long after its last refusal a socket's reading stays held, even once no bucket
+is known empty: a client that floods, pauses for a refill, and floods again is read
+slowly throughout."""
 
 
 def frame_limit(rates: RateLimits, kind: str) -> Limit | None:
@@ -71,12 +70,14 @@ class FrameBudgets:
 
     def note(self, kind: str, refusal: RateLimited) -> None:
         """The ``kind`` bucket refused: it holds no token for ``refusal.retry_after``."""
-        self._empty_until[kind] = self.ctx.clock() + refusal.retry_after
+        now = self.ctx.clock()
+        self._empty_until[kind] = now + refusal.retry_after
+        self._last_refused = now
 
     def held_for(self) -> float:
         """Seconds the socket's next read should wait: until its first known-empty bucket
-        can hold a token again (at least a moment while its last disregard of a
-        ``retry_after`` is recent), 0 for a socket that heeds them."""
+        can hold a token again (at least a moment while the last refusal is recent), 0
+        for a socket within its budgets."""
         now = self.ctx.clock()
         if now - self._last_refused >= REFUSAL_MEMORY_S:
             return 0.0
@@ -93,7 +94,7 @@ class FrameBudgets:
         if now >= until:
             del self._empty_until[kind]
             return None
-        self._last_refused = now  # sent while told to wait: read it slowly from now
+        self._last_refused = now
         return self.ctx.refusal(kind, Decision(False, until - now), count)
 
     async def over_budget(self, requests: Sequence[wsproto.Request]) -> dict[int, TidingsError]:
