@@ -31,7 +31,6 @@ class Metrics:
     push_jobs: Counter
     ws_connections: Gauge
     ws_frames_rejected: Counter
-    ws_reads_held: Counter
     rate_limited: Counter
     delivery_batch_seconds: Histogram
     send_batch_size: Histogram
@@ -132,12 +131,6 @@ class Metrics:
                 "tidings_ws_frames_rejected",
                 "WebSocket frames answered with an error",
                 ["status"],
-                registry=r,
-            ),
-            ws_reads_held=Counter(
-                "tidings_ws_reads_held_seconds",
-                "Seconds sockets past a frame budget waited before their next frame was "
-                "read (a flood is read slowly, so it cannot take the others' time)",
                 registry=r,
             ),
             rate_limited=Counter(

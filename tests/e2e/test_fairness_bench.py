@@ -1,9 +1,9 @@
 """``bench/fairness.py``, small, on the embedded engines: it runs and its counts add up.
 
 Times depend on the machine and are never asserted: only that both windows measured the
-probe, that every flood frame read got a right answer (a socket past its budget is read
-slowly, so most of a 1,000 frames/s flood is still unread when the window closes), and
-that the budgets refused it while storing none of the receipts' made-up ids.
+probe, that every flood frame got an answer, and that the per-socket budgets refused
+most of a 1,000 frames/s flood (receipts and typing past their burst, sends past
+theirs) while storing none of the receipts' made-up ids.
 """
 
 from __future__ import annotations
@@ -26,13 +26,10 @@ async def test_fairness_bench_measures_the_probe_under_a_flood() -> None:
     flood = figures["flood_frames"]
     sent = sum(flood["sent"].values())
     assert sent > 0
-    # A socket past its budget is read slowly: what it sent last may still be unread
-    # when the window closes, never answered wrongly.
-    assert 0 <= flood["unread"] < sent
+    assert flood["unanswered"] == 0
+    assert flood["accepted"] + flood["refused"] == sent
     answered = flood["answered"]
     assert set(answered["receipt"]) <= {"404", "429"}, answered["receipt"]  # ids made up
-    assert set(answered["send"]) <= {"200", "429"}, answered["send"]
-    # Typing has the smallest budget (a burst of 20): the flood is past it early, and
-    # from then on it is read slowly, so the other kinds may never reach their own.
-    assert answered["typing"].get("429", 0) > 0, answered["typing"]
+    for kind in ("receipt", "typing", "send"):
+        assert answered[kind].get("429", 0) > 0, (kind, answered[kind])
     assert figures["closes"] == {}

@@ -11,7 +11,7 @@ from tidings.engines.embedded.presence import MemoryPresenceStore
 from tidings.errors import RateLimited
 from tidings.metrics import Metrics
 from tidings.services.context import Context, Principal
-from tidings.services.frame_limits import REFUSAL_MEMORY_S, FrameBudgets
+from tidings.services.frame_limits import FrameBudgets
 
 
 class CountingLimiter:
@@ -64,26 +64,3 @@ async def test_an_empty_bucket_is_refused_locally_until_a_token_can_be_back() ->
     assert limiter.calls == 6  # batch take, single take that passed, single take refused
     assert await budgets.over_budget([wsproto.Request("p", "ping", {})]) == {}
     assert limiter.calls == 6  # other kinds have no budget here
-
-
-async def test_a_socket_past_its_budget_is_held_until_a_token_can_be_back() -> None:
-    clock = Clock()
-    nothing = cast(Any, None)
-    ctx = Context(
-        *(nothing,) * 4, buckets=CountingLimiter(clock), keys=nothing, bus=nothing,
-        blobs=nothing, aggregates=nothing, otp=nothing, clock=clock, metrics=Metrics.create(),
-    )  # fmt: skip
-    budgets = FrameBudgets(ctx, Principal("mallory", 1))
-    assert await budgets.over_budget(typing(20)) == {}
-    assert budgets.held_for() == 0.0  # within its budget: read at wire speed
-
-    await budgets.over_budget(typing(3))  # past it: the bucket refills in half a second
-    assert budgets.held_for() == 0.5
-    clock.now += 0.2
-    assert abs(budgets.held_for() - 0.3) < 1e-9
-    clock.now += 0.3  # a token is back, but the refusal is recent: still held a moment
-    assert abs(budgets.held_for() - (REFUSAL_MEMORY_S - 0.5)) < 1e-9
-    await budgets.over_budget(typing(50))  # floods again: refused, held again
-    assert budgets.held_for() > 0
-    clock.now += REFUSAL_MEMORY_S  # quiet long enough: read at wire speed again
-    assert budgets.held_for() == 0.0

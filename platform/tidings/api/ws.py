@@ -198,16 +198,14 @@ async def serve_socket(state: Any, transport: Transport, credentials: Callable[[
         code = wsproto.CLOSE_TRY_AGAIN_LATER if exc.retryable else wsproto.CLOSE_UNAUTHORIZED
         await transport.close(code, exc.message[:120])
         return
-    budgets = FrameBudgets(svc.ctx, me)
     session = SocketSession(
         svc.ctx,
         svc.router,
         svc.users,
         me,
         transport,
-        FrameHandler(svc, budgets),
+        FrameHandler(svc, FrameBudgets(svc.ctx, me)),
         poll_interval=state.inbox_poll_interval,
-        held=budgets.held_for,
     )
     try:
         await session.run(gate)

@@ -6,12 +6,6 @@ kind in the batch at once, before any validation or store work. A flooding socke
 costs one limiter call per batch (two once its bucket is empty), and the frames past its
 budget are answered ``429`` without touching a store: its flood stays its own problem.
 Buckets are per device, not per connection, so reconnecting does not refill them.
-
-A socket that keeps sending past its budget is then read slowly (``held_for``): while a
-bucket of its is known empty, and for a moment after its last refusal, its next frame
-waits before it is read. Refusing costs little, but reading, parsing and answering a
-flood at wire speed still takes event-loop time from every other socket; held, the flood
-backs up into the client's own TCP window instead.
 """
 
 from __future__ import annotations
@@ -23,11 +17,6 @@ from tidings.core.limits import RateLimits
 from tidings.core.ratelimit import Decision, Limit
 from tidings.errors import RateLimited, TidingsError
 from tidings.services.context import Context, Principal
-
-REFUSAL_MEMORY_S = 1.0
-"""How long after its last refusal a socket's reading stays held, even once no bucket
-is known empty: a client that floods, pauses for a refill, and floods again is read
-slowly throughout."""
 
 
 def frame_limit(rates: RateLimits, kind: str) -> Limit | None:
@@ -66,23 +55,10 @@ class FrameBudgets:
         self.ctx, self.principal = ctx, principal
         self.key = f"{principal.user_id}:{principal.device_id}"
         self._empty_until: dict[str, float] = {}
-        self._last_refused = float("-inf")
 
     def note(self, kind: str, refusal: RateLimited) -> None:
         """The ``kind`` bucket refused: it holds no token for ``refusal.retry_after``."""
-        now = self.ctx.clock()
-        self._empty_until[kind] = now + refusal.retry_after
-        self._last_refused = now
-
-    def held_for(self) -> float:
-        """Seconds the socket's next read should wait: until its first known-empty bucket
-        can hold a token again (at least a moment while the last refusal is recent), 0
-        for a socket within its budgets."""
-        now = self.ctx.clock()
-        if now - self._last_refused >= REFUSAL_MEMORY_S:
-            return 0.0
-        waits = [until - now for until in self._empty_until.values() if until > now]
-        return min(waits) if waits else REFUSAL_MEMORY_S - (now - self._last_refused)
+        self._empty_until[kind] = self.ctx.clock() + refusal.retry_after
 
     def empty(self, kind: str, count: int) -> RateLimited | None:
         """The refusal for ``count`` requests of ``kind`` while its bucket is known
@@ -94,7 +70,6 @@ class FrameBudgets:
         if now >= until:
             del self._empty_until[kind]
             return None
-        self._last_refused = now
         return self.ctx.refusal(kind, Decision(False, until - now), count)
 
     async def over_budget(self, requests: Sequence[wsproto.Request]) -> dict[int, TidingsError]:

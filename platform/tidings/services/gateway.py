@@ -89,9 +89,6 @@ FRAMES_PER_TURN = 64
 """Frames of one socket handled in one go. Answering frames refused by a budget awaits
 nothing, so a flooding socket's backlog handled at once held the event loop for every
 other socket meanwhile; past this many the worker lets the others run first."""
-HELD_READ_S = 0.05
-"""The longest one held read waits (``FrameBudgets.held_for``): a held socket still
-gets a frame read every so often, so its pings and acks are answered, only slowly."""
 MAX_QUEUED_REQUESTS = 256
 """Requests read but not yet handled; past this the reader stops reading (back-pressure
 on the client's TCP connection) until the handler catches up."""
@@ -118,11 +115,8 @@ class SocketSession:
         transport: Transport,
         handler: RequestHandler,
         poll_interval: float = INBOX_POLL_INTERVAL_S,
-        held: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.ctx, self.router, self.users = ctx, router, users
-        self.held = held
-        """Seconds this socket's next read waits now (past a budget: read slowly)."""
         self.principal, self.transport, self.handler = principal, transport, handler
         self.poll_interval = poll_interval
         self.proto = wsproto.Session(
@@ -234,10 +228,6 @@ class SocketSession:
             if len(self._queued) >= MAX_QUEUED_REQUESTS:
                 self._room.clear()
                 await self._room.wait()
-            if (held := self.held()) > 0:
-                pause = min(held, HELD_READ_S)
-                self.ctx.metrics.ws_reads_held.inc(pause)
-                await asyncio.sleep(pause)
 
     @property
     def busy(self) -> bool:
