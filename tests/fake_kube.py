@@ -144,6 +144,9 @@ class FakeExternal:
     async def missing_keyspace(self, region: ChatRegion, login: Any) -> bool:
         return False
 
+    async def missing_tables(self, region: ChatRegion, login: Any) -> list[str]:
+        return []
+
 
 def region_body(
     name: str = "us-east",

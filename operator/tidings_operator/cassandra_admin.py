@@ -44,7 +44,7 @@ from cassandra.policies import DCAwareRoundRobinPolicy  # type: ignore[import-un
 from cassandra.protocol import RequestValidationException as ServerRejected  # type: ignore[import-untyped]
 from cassandra.query import dict_factory  # type: ignore[import-untyped]
 
-from tidings.engines.cassandra_schema import DRIVER_ERRORS, migrate
+from tidings.engines.cassandra_schema import DRIVER_ERRORS, migrate, platform_tables
 from tidings.errors import Unavailable
 from tidings_operator.external import CASSANDRA_REJECTED, CASSANDRA_UNAVAILABLE, ExternalUnavailable
 from tidings_operator.resources.keyspace import (
@@ -185,6 +185,19 @@ def observe_keyspace(session: Any, keyspace: str) -> ObservedKeyspace | None:
     if row is None:
         return None
     return ObservedKeyspace.from_system_schema(dict(row.get("replication") or {}))
+
+
+def missing_tables(session: Any, keyspace: str) -> list[str]:
+    """The platform's tables ``system_schema.tables`` does not list in ``keyspace``."""
+    try:
+        rows = session.execute(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
+            (keyspace,),
+        )
+    except DRIVER_ERRORS as exc:
+        raise _translate(exc, f"read the tables of {keyspace}", _where_of(session)) from exc
+    listed = {str(row["table_name"]) for row in rows}
+    return [table for table in platform_tables() if table not in listed]
 
 
 def run_plan(session: Any, plan: KeyspacePlan) -> None:

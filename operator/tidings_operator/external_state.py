@@ -15,6 +15,7 @@ from tidings_operator.cassandra_admin import (
     converge_keyspace,
     delete_datacenter,
     ensure_schema,
+    missing_tables,
     observe_keyspace,
 )
 from tidings_operator.kafka_admin import (
@@ -43,6 +44,7 @@ from tidings_operator.resources.topics import decide_topic, region_topics
 CLIENT_ID = MANAGER
 TOPIC_MISSING = "TopicMissing"
 KEYSPACE_MISSING = "KeyspaceMissing"
+TABLE_MISSING = "TableMissing"
 
 CassandraLogin = tuple[str, str]
 
@@ -83,6 +85,12 @@ class External(Protocol):
         """Whether Cassandra has no keyspace of the region's name now; when so, the next
         ``sync_region`` converges at once instead of waiting for its resync. False for
         a region not converged yet."""
+        ...
+
+    async def missing_tables(self, region: ChatRegion, login: CassandraLogin | None) -> list[str]:
+        """The platform's tables the region's keyspace lacks now (the keyspace itself
+        there); when any, the next ``sync_region`` converges at once. Nothing for a region
+        not converged yet."""
         ...
 
     async def shard_lag(self, shard: MessageShard, owner: ChatRegion) -> int:
@@ -186,6 +194,19 @@ class KafkaCassandra:
             self._synced.pop((region.metadata.namespace, region.region), None)
         return missing
 
+    async def missing_tables(self, region: ChatRegion, login: CassandraLogin | None) -> list[str]:
+        if not self._converged(region):
+            return []
+
+        def absent() -> list[str]:
+            with self._session(region, login) as session:
+                return missing_tables(session, region.spec.cassandra.keyspace)
+
+        missing = await asyncio.to_thread(absent)
+        if missing:
+            self._synced.pop((region.metadata.namespace, region.region), None)
+        return missing
+
     async def _sync_topics(self, region: ChatRegion, outcome: ExternalOutcome) -> None:
         wanted = region_topics(region)
         async with kafka_admin(region.spec.kafka.bootstrap_servers, CLIENT_ID) as admin:
@@ -225,6 +246,16 @@ class KafkaCassandra:
                         f"keyspace {cassandra.keyspace}: schema migrations "
                         f"{', '.join(map(str, applied))} applied"
                     )
+                    # read back: Ready only once Cassandra lists every table again
+                    if unlisted := missing_tables(session, cassandra.keyspace):
+                        outcome.errors.append(
+                            Refusal(
+                                TABLE_MISSING,
+                                f"Cassandra does not list table {', '.join(unlisted)} of "
+                                f"keyspace {cassandra.keyspace} after creating it; checked "
+                                "again shortly",
+                            )
+                        )
             if plan.statements and observe_keyspace(session, cassandra.keyspace) is None:
                 # read back: Ready only once Cassandra has the keyspace again
                 outcome.errors.append(

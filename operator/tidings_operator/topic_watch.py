@@ -7,8 +7,9 @@ deleted or a keyspace dropped behind the operator's back (a ``kafka-topics --del
 a ``DROP KEYSPACE``, a cleanup script) is then noticed within that interval:
 
 1. the region's status turns ``Ready=False``/``Degraded=True`` with reason
-   ``TopicMissing`` or ``KeyspaceMissing`` naming what is missing, with a Warning Event
-   of the same reason;
+   ``TopicMissing``, ``KeyspaceMissing`` or ``TableMissing`` (the keyspace is there, one
+   of the platform's tables is not) naming what is missing, with a Warning Event of the
+   same reason;
 2. its reconcile is queued at once and converges the external state without waiting
    for the external resync: the topic recreated with the spec's partitions and
    settings, or the keyspace with its replication and the platform's tables (an
@@ -36,6 +37,7 @@ from tidings_operator.events import post_event
 from tidings_operator.external import ExternalUnavailable
 from tidings_operator.external_state import (
     KEYSPACE_MISSING,
+    TABLE_MISSING,
     TOPIC_MISSING,
     CassandraLogin,
     External,
@@ -68,6 +70,16 @@ def keyspace_missing(keyspace: str) -> Refusal:
         f"Cassandra has no keyspace {keyspace} (dropped behind the operator's back): "
         "recreating it with the spec's replication and the platform's tables; the "
         "messages it held are gone unless restored from a backup",
+    )
+
+
+def tables_missing(keyspace: str, tables: Sequence[str]) -> Refusal:
+    """The condition for platform tables a keyspace lacks."""
+    return Refusal(
+        TABLE_MISSING,
+        f"Cassandra keyspace {keyspace} has no table {', '.join(tables)} (dropped behind "
+        "the operator's back): recreating it with the platform's schema; the rows it held "
+        "are gone unless restored from a backup",
     )
 
 
@@ -150,3 +162,27 @@ async def missing_keyspace(
     keyspace = region.spec.cassandra.keyspace
     log.warning("region %s: keyspace %s missing, reconciling now", region.region, keyspace)
     return keyspace
+
+
+async def missing_tables(
+    external: External, body: Mapping[str, Any], login_of: LoginOf
+) -> Refusal | None:
+    """``tables_missing`` for the platform tables the keyspace of the region ``body``
+    lacks now (the keyspace itself there), None when it has them all."""
+    if (region := _region(body)) is None:
+        return None
+    try:
+        missing = await external.missing_tables(region, await login_of(region))
+    except ExternalUnavailable as exc:
+        log.debug("tables of %s not checked: %s", region.region, exc)
+        return None
+    if not missing:
+        return None
+    keyspace = region.spec.cassandra.keyspace
+    log.warning(
+        "region %s: tables missing from keyspace %s, reconciling now: %s",
+        region.region,
+        keyspace,
+        ", ".join(missing),
+    )
+    return tables_missing(keyspace, missing)

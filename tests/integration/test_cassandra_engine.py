@@ -193,6 +193,23 @@ async def test_migrate_from_empty_applies_every_version_then_none(config: Cassan
         assert await schema_of(session, keyspace) == schema
 
 
+async def test_migrate_recreates_a_table_dropped_behind_its_back(config: CassandraConfig) -> None:
+    """A recorded migration whose table is gone is applied again: its ``IF NOT EXISTS``
+    statements recreate the dropped table (empty) and leave the others as they are."""
+    async with driver_session(config) as session, scratch_keyspace(session) as keyspace:
+        assert await migrate(session, keyspace, {config.local_dc: 1}) == VERSIONS
+        schema = without_ids(await schema_of(session, keyspace))
+        inbox_version = next(m.version for m in MIGRATIONS if "inbox_acked" in m.tables)
+        await cql(session, f"INSERT INTO {keyspace}.users (id, phone) VALUES ('u1', '+1555')")
+        await cql(session, f"DROP TABLE {keyspace}.inbox_acked")
+
+        assert await migrate(session, keyspace, {config.local_dc: 1}) == [inbox_version]
+        assert without_ids(await schema_of(session, keyspace)) == schema
+        kept = await cql(session, f"SELECT id FROM {keyspace}.users")
+        assert [r["id"] for r in kept] == ["u1"]  # other tables untouched
+        assert await migrate(session, keyspace, {config.local_dc: 1}) == []
+
+
 async def test_concurrent_migrations_both_succeed(config: CassandraConfig) -> None:
     async with (
         driver_session(config) as first,

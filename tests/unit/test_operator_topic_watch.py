@@ -15,9 +15,11 @@ from tidings_operator.resources.refusal import Refusal
 from tidings_operator.topic_watch import (
     KEYSPACE_MISSING,
     MISSING,
+    TABLE_MISSING,
     keyspace_missing,
     mark_missing,
     missing_status,
+    tables_missing,
     topics_missing,
 )
 from tidings_operator.workqueue import Key
@@ -138,3 +140,13 @@ async def test_a_region_not_converged_yet_is_not_reported_missing() -> None:
     external = KafkaCassandra()
     assert await external.missing_topics(region) == []
     assert await external.missing_keyspace(region, None) is False
+    assert await external.missing_tables(region, None) == []
+
+
+def test_a_dropped_table_has_its_own_reason_naming_it() -> None:
+    status = missing_status(ready_status(), 3, tables_missing("chat", ["inbox_acked"]), NOW)
+    assert status is not None
+    ready = conditions_of(status)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", TABLE_MISSING)
+    assert "chat has no table inbox_acked" in ready["message"]
+    assert conditions_of(status)["Degraded"]["reason"] == TABLE_MISSING

@@ -269,12 +269,20 @@ _TWCS_DAILY = (
 )
 
 
+_CREATES_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS \{ks\}\.(\w+)")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
     """CQL with ``{ks}`` for the keyspace; each must be idempotent (``IF NOT EXISTS``)."""
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables its statements create."""
+        return tuple(m.group(1) for s in self.statements if (m := _CREATES_TABLE.match(s)))
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -373,6 +381,11 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+def platform_tables() -> tuple[str, ...]:
+    """Every table the migrations create, in migration order."""
+    return tuple(table for migration in MIGRATIONS for table in migration.tables)
+
+
 def replication_cql(replication: Mapping[str, int]) -> str:
     """The keyspace's replication map as CQL (NetworkTopologyStrategy)."""
     if not replication:
@@ -451,11 +464,26 @@ async def migrate(session: Any, keyspace: str, replication: Mapping[str, int]) -
     versions = await _prepare(
         session, f"SELECT version FROM {keyspace}.schema_migrations", "read schema versions"
     )
+    tables = await _prepare(
+        session,
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+        "read the keyspace's tables",
+    )
 
     async def missing() -> list[int]:
-        rows = await _run(session, versions, (), "read schema versions")
-        present = {int(r["version"]) for r in rows}
-        return [m.version for m in MIGRATIONS if m.version not in present]
+        """Versions not recorded, and recorded ones with a table gone (dropped behind our
+        back: applied again, its ``IF NOT EXISTS`` statements recreate only what is gone)."""
+        recorded, listed = await asyncio.gather(
+            _run(session, versions, (), "read schema versions"),
+            _run(session, tables, (keyspace,), "read the keyspace's tables"),
+        )
+        present = {int(r["version"]) for r in recorded}
+        found = {str(r["table_name"]) for r in listed}
+        return [
+            m.version
+            for m in MIGRATIONS
+            if m.version not in present or not found.issuperset(m.tables)
+        ]
 
     if not await missing():
         return []
@@ -542,6 +570,7 @@ __all__ = [
     "execute_async",
     "gather_bounded",
     "migrate",
+    "platform_tables",
     "replication_cql",
     "unavailable",
 ]

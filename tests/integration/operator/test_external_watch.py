@@ -1,7 +1,8 @@
-"""Kafka topics and the Cassandra keyspace watched, not only resynced: a topic deleted
-or a keyspace dropped behind the operator's back turns the region not Ready (reason
-``TopicMissing`` / ``KeyspaceMissing``) until the operator has recreated it and read it
-back, then Ready again; both within seconds, long before the external resync (60 s).
+"""Kafka topics and the Cassandra keyspace watched, not only resynced: a topic deleted,
+a keyspace or one of its tables dropped behind the operator's back turns the region not
+Ready (reason ``TopicMissing`` / ``KeyspaceMissing`` / ``TableMissing``) until the
+operator has recreated it and read it back, then Ready again; all within seconds, long
+before the external resync (60 s).
 
 The region's status is followed with a watch (``kubectl get --watch``), so a not-Ready
 spell of a fraction of a second is seen, not missed between two polls. The figures
@@ -279,6 +280,40 @@ def test_a_dropped_keyspace_turns_the_region_not_ready_until_recreated(
     assert region.keyspace in missing[0]["message"]
     print(
         f"keyspace dropped: not Ready (KeyspaceMissing) after {went - dropped_at:.2f} s, "
+        f"Ready again after {back - dropped_at:.2f} s "
+        f"(--keyspace-check-interval {CHECK_INTERVAL} s)"
+    )
+
+
+def test_a_dropped_table_turns_the_region_not_ready_until_recreated(
+    region: Region, ready_watch: ReadyWatch, cassandra_env: dict[str, str]
+) -> None:
+    with connect(
+        cassandra_env["TIDINGS_CASSANDRA_CONTACT_POINTS"].split(","),
+        int(cassandra_env["TIDINGS_CASSANDRA_PORT"]),
+        local_dc=cassandra_env["TIDINGS_CASSANDRA_LOCAL_DC"],
+    ) as session:
+
+        def tables() -> set[str]:
+            rows = session.execute(
+                "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
+                (region.keyspace,),
+            )
+            return {row["table_name"] for row in rows}
+
+        before = tables()
+        assert "inbox_acked" in before, before
+        dropped_at = time.monotonic() - ready_watch.started
+        session.execute(f"DROP TABLE {region.keyspace}.inbox_acked")
+
+        went, back = not_ready_then_ready(ready_watch, region, "TableMissing")
+        assert tables() == before  # the table back, nothing else touched
+    missing = region.events("TableMissing")
+    assert missing, "no Warning Event"
+    assert missing[0]["type"] == "Warning", missing
+    assert "inbox_acked" in missing[0]["message"]
+    print(
+        f"table dropped: not Ready (TableMissing) after {went - dropped_at:.2f} s, "
         f"Ready again after {back - dropped_at:.2f} s "
         f"(--keyspace-check-interval {CHECK_INTERVAL} s)"
     )
