@@ -25,6 +25,9 @@ MULTI = {
     "regions": ["us-east", "eu-west"],
     "heartbeatInterval": 2,
     "reconcileInterval": 10,
+    "topicCheckInterval": 2.5,
+    "keyspaceCheckInterval": 20,
+    "shardInterval": 15,
     "watchTimeout": 60,
 }
 ALL = {"watchAllNamespaces": True}
@@ -147,6 +150,9 @@ def test_the_operator_deployment(helm: Helm) -> None:
         "TIDINGS_OPERATOR_METRICS_PORT": "9090",
         "TIDINGS_OPERATOR_HEARTBEAT_INTERVAL": "5",
         "TIDINGS_OPERATOR_RECONCILE_INTERVAL": "30",
+        "TIDINGS_OPERATOR_TOPIC_CHECK_INTERVAL": "5",
+        "TIDINGS_OPERATOR_KEYSPACE_CHECK_INTERVAL": "10",
+        "TIDINGS_OPERATOR_SHARD_INTERVAL": "60",
         "TIDINGS_OPERATOR_MAX_CONCURRENT_RECONCILES": "8",
         "TIDINGS_OPERATOR_WATCH_TIMEOUT": "300",
         "TIDINGS_OPERATOR_LOG_LEVEL": "info",
@@ -183,6 +189,9 @@ def test_several_namespaces_get_a_role_and_a_peering_each(helm: Helm) -> None:
     assert env["TIDINGS_OPERATOR_HEARTBEAT_INTERVAL"] == "2"
     assert env["TIDINGS_OPERATOR_LOG_LEVEL"] == "debug"
     assert env["TIDINGS_OPERATOR_RECONCILE_INTERVAL"] == "10"
+    assert env["TIDINGS_OPERATOR_TOPIC_CHECK_INTERVAL"] == "2.5"
+    assert env["TIDINGS_OPERATOR_KEYSPACE_CHECK_INTERVAL"] == "20"
+    assert env["TIDINGS_OPERATOR_SHARD_INTERVAL"] == "15"
     assert env["TIDINGS_OPERATOR_WATCH_TIMEOUT"] == "60"
     # Cluster-wide, only the CRDs kopf scans.
     assert one(objects, "ClusterRole")["rules"] == [
@@ -285,6 +294,8 @@ def test_notes_say_how_to_apply_the_examples_and_see_status(helm: Helm) -> None:
         ({"watchNamespaces": "default"}, "watchNamespaces"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
         ({"reconcileInterval": 0}, "reconcileInterval"),
+        ({"shardInterval": 0}, "shardInterval"),
+        ({"topicCheckInterval": "5s"}, "topicCheckInterval"),
         ({"watchTimeout": "5m"}, "watchTimeout"),
         ({"image": {"repository": "x", "pullPolicy": "Sometimes"}}, "pullPolicy"),
         ({"replicas": 3}, "replicas"),

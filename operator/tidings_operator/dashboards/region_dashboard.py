@@ -61,6 +61,18 @@ def build() -> Board:
         "short",
         Query(f"sum by (region, name) ({SHARD_LAG})", "{{region}} {{name}}"),
     )
+    board.graph(
+        "Oldest undelivered message per shard",
+        "Age of the oldest accepted envelope not yet stored in an inbox, per shard under "
+        "the region that owns it (from its Kafka timestamp; 0 when none waits). It grows "
+        "while the delivery workers are down, where the lag stays flat with no new sends.",
+        "s",
+        Query(
+            f"max by (region, name) "
+            f'(tidings_operator_oldest_undelivered_age_seconds{{kind="MessageShard", {REGION}}})',
+            "{{region}} {{name}}",
+        ),
+    )
 
     board.row("Epochs and shard maps")
     board.graph(
