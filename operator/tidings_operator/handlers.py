@@ -34,14 +34,11 @@ from tidings_operator.names import (
 )
 from tidings_operator.peering_pause import PauseChange, announce, report_peering_pauses
 from tidings_operator.reconciler import Reconciler, owner_key
-from tidings_operator.resources.refusal import Refusal
 from tidings_operator.resync import Inventory
 from tidings_operator.secret_users import SecretUsers
 from tidings_operator.topic_watch import (
-    keyspace_missing,
+    keyspace_problem,
     mark_missing,
-    missing_keyspace,
-    missing_tables,
     missing_topics,
     topics_missing,
 )
@@ -231,13 +228,8 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
     async def keyspace_watch(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
         login_of = rt().reconciler.cassandra_login
         key = Key(CHAT_REGION, namespace or "", name)
-        problem: Refusal | None = None
         async with rt().queue.exclusive(key):  # as topic_watch: no reconcile in flight
-            if (keyspace := await missing_keyspace(external, body, login_of)) is not None:
-                problem = keyspace_missing(keyspace)
-            else:
-                problem = await missing_tables(external, body, login_of)
-            if problem is not None:
+            if (problem := await keyspace_problem(external, body, login_of)) is not None:
                 await mark_missing(rt().kube, rt().reconciler.clock, key, problem)
         if problem is not None:
             trigger(key)

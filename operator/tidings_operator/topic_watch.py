@@ -146,43 +146,24 @@ LoginOf = Callable[[ChatRegion], Awaitable[CassandraLogin | None]]
 """The region's Cassandra credentials (the reconciler reads its Secret)."""
 
 
-async def missing_keyspace(
+async def keyspace_problem(
     external: External, body: Mapping[str, Any], login_of: LoginOf
-) -> str | None:
-    """The keyspace of the region ``body`` when Cassandra does not have it now."""
+) -> Refusal | None:
+    """What the keyspace of the region ``body`` lacks now: the keyspace itself
+    (``keyspace_missing``), else platform tables (``tables_missing``); None when whole."""
     if (region := _region(body)) is None:
         return None
+    keyspace = region.spec.cassandra.keyspace
     try:  # a missing credentials Secret too: the reconcile reports it
-        missing = await external.missing_keyspace(region, await login_of(region))
+        login = await login_of(region)
+        if await external.missing_keyspace(region, login):
+            problem, missing = keyspace_missing(keyspace), keyspace
+        elif tables := await external.missing_tables(region, login):
+            problem, missing = tables_missing(keyspace, tables), ", ".join(tables)
+        else:
+            return None
     except ExternalUnavailable as exc:
         log.debug("keyspace of %s not checked: %s", region.region, exc)
         return None
-    if not missing:
-        return None
-    keyspace = region.spec.cassandra.keyspace
-    log.warning("region %s: keyspace %s missing, reconciling now", region.region, keyspace)
-    return keyspace
-
-
-async def missing_tables(
-    external: External, body: Mapping[str, Any], login_of: LoginOf
-) -> Refusal | None:
-    """``tables_missing`` for the platform tables the keyspace of the region ``body``
-    lacks now (the keyspace itself there), None when it has them all."""
-    if (region := _region(body)) is None:
-        return None
-    try:
-        missing = await external.missing_tables(region, await login_of(region))
-    except ExternalUnavailable as exc:
-        log.debug("tables of %s not checked: %s", region.region, exc)
-        return None
-    if not missing:
-        return None
-    keyspace = region.spec.cassandra.keyspace
-    log.warning(
-        "region %s: tables missing from keyspace %s, reconciling now: %s",
-        region.region,
-        keyspace,
-        ", ".join(missing),
-    )
-    return tables_missing(keyspace, missing)
+    log.warning("region %s: %s missing, reconciling now", region.region, missing)
+    return problem

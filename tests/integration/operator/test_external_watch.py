@@ -11,11 +11,12 @@ printed are measured on this run, never asserted (the bounds are what prove it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,9 +252,11 @@ def test_a_deleted_topic_turns_the_region_not_ready_until_recreated(
     )
 
 
-def test_a_dropped_keyspace_turns_the_region_not_ready_until_recreated(
-    region: Region, ready_watch: ReadyWatch, cassandra_env: dict[str, str]
-) -> None:
+@contextlib.contextmanager
+def keyspace_tables(
+    cassandra_env: dict[str, str], keyspace: str
+) -> Iterator[tuple[Any, Callable[[], set[str]]]]:
+    """A driver session, and the names of the tables ``keyspace`` has now."""
     with connect(
         cassandra_env["TIDINGS_CASSANDRA_CONTACT_POINTS"].split(","),
         int(cassandra_env["TIDINGS_CASSANDRA_PORT"]),
@@ -263,10 +266,17 @@ def test_a_dropped_keyspace_turns_the_region_not_ready_until_recreated(
         def tables() -> set[str]:
             rows = session.execute(
                 "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
-                (region.keyspace,),
+                (keyspace,),
             )
             return {row["table_name"] for row in rows}
 
+        yield session, tables
+
+
+def test_a_dropped_keyspace_turns_the_region_not_ready_until_recreated(
+    region: Region, ready_watch: ReadyWatch, cassandra_env: dict[str, str]
+) -> None:
+    with keyspace_tables(cassandra_env, region.keyspace) as (session, tables):
         before = tables()
         assert "schema_migrations" in before, before
         dropped_at = time.monotonic() - ready_watch.started
@@ -288,19 +298,7 @@ def test_a_dropped_keyspace_turns_the_region_not_ready_until_recreated(
 def test_a_dropped_table_turns_the_region_not_ready_until_recreated(
     region: Region, ready_watch: ReadyWatch, cassandra_env: dict[str, str]
 ) -> None:
-    with connect(
-        cassandra_env["TIDINGS_CASSANDRA_CONTACT_POINTS"].split(","),
-        int(cassandra_env["TIDINGS_CASSANDRA_PORT"]),
-        local_dc=cassandra_env["TIDINGS_CASSANDRA_LOCAL_DC"],
-    ) as session:
-
-        def tables() -> set[str]:
-            rows = session.execute(
-                "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
-                (region.keyspace,),
-            )
-            return {row["table_name"] for row in rows}
-
+    with keyspace_tables(cassandra_env, region.keyspace) as (session, tables):
         before = tables()
         assert "inbox_acked" in before, before
         dropped_at = time.monotonic() - ready_watch.started
