@@ -11,12 +11,11 @@ printed are measured on this run, never asserted (the bounds are what prove it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,11 +251,22 @@ def test_a_deleted_topic_turns_the_region_not_ready_until_recreated(
     )
 
 
-@contextlib.contextmanager
-def keyspace_tables(
-    cassandra_env: dict[str, str], keyspace: str
-) -> Iterator[tuple[Any, Callable[[], set[str]]]]:
-    """A driver session, and the names of the tables ``keyspace`` has now."""
+@pytest.mark.parametrize(
+    ("drop", "reason", "named"),
+    [
+        ("DROP KEYSPACE {ks}", "KeyspaceMissing", "{ks}"),
+        ("DROP TABLE {ks}.inbox_acked", "TableMissing", "inbox_acked"),
+    ],
+    ids=["keyspace", "table"],
+)
+def test_a_dropped_keyspace_or_table_turns_the_region_not_ready_until_recreated(
+    region: Region,
+    ready_watch: ReadyWatch,
+    cassandra_env: dict[str, str],
+    drop: str,
+    reason: str,
+    named: str,
+) -> None:
     with connect(
         cassandra_env["TIDINGS_CASSANDRA_CONTACT_POINTS"].split(","),
         int(cassandra_env["TIDINGS_CASSANDRA_PORT"]),
@@ -266,52 +276,23 @@ def keyspace_tables(
         def tables() -> set[str]:
             rows = session.execute(
                 "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
-                (keyspace,),
+                (region.keyspace,),
             )
             return {row["table_name"] for row in rows}
 
-        yield session, tables
-
-
-def test_a_dropped_keyspace_turns_the_region_not_ready_until_recreated(
-    region: Region, ready_watch: ReadyWatch, cassandra_env: dict[str, str]
-) -> None:
-    with keyspace_tables(cassandra_env, region.keyspace) as (session, tables):
         before = tables()
-        assert "schema_migrations" in before, before
+        assert {"schema_migrations", "inbox_acked"} <= before, before
         dropped_at = time.monotonic() - ready_watch.started
-        session.execute(f"DROP KEYSPACE {region.keyspace}")
+        session.execute(drop.format(ks=region.keyspace))
 
-        went, back = not_ready_then_ready(ready_watch, region, "KeyspaceMissing")
-        assert tables() == before  # the keyspace and every table of the platform
-    missing = region.events("KeyspaceMissing")
+        went, back = not_ready_then_ready(ready_watch, region, reason)
+        assert tables() == before  # every table of the platform back, nothing else touched
+    missing = region.events(reason)
     assert missing, "no Warning Event"
     assert missing[0]["type"] == "Warning", missing
-    assert region.keyspace in missing[0]["message"]
+    assert named.format(ks=region.keyspace) in missing[0]["message"]
     print(
-        f"keyspace dropped: not Ready (KeyspaceMissing) after {went - dropped_at:.2f} s, "
-        f"Ready again after {back - dropped_at:.2f} s "
-        f"(--keyspace-check-interval {CHECK_INTERVAL} s)"
-    )
-
-
-def test_a_dropped_table_turns_the_region_not_ready_until_recreated(
-    region: Region, ready_watch: ReadyWatch, cassandra_env: dict[str, str]
-) -> None:
-    with keyspace_tables(cassandra_env, region.keyspace) as (session, tables):
-        before = tables()
-        assert "inbox_acked" in before, before
-        dropped_at = time.monotonic() - ready_watch.started
-        session.execute(f"DROP TABLE {region.keyspace}.inbox_acked")
-
-        went, back = not_ready_then_ready(ready_watch, region, "TableMissing")
-        assert tables() == before  # the table back, nothing else touched
-    missing = region.events("TableMissing")
-    assert missing, "no Warning Event"
-    assert missing[0]["type"] == "Warning", missing
-    assert "inbox_acked" in missing[0]["message"]
-    print(
-        f"table dropped: not Ready (TableMissing) after {went - dropped_at:.2f} s, "
-        f"Ready again after {back - dropped_at:.2f} s "
+        f"{drop.split()[1].lower()} dropped: not Ready ({reason}) after "
+        f"{went - dropped_at:.2f} s, Ready again after {back - dropped_at:.2f} s "
         f"(--keyspace-check-interval {CHECK_INTERVAL} s)"
     )
