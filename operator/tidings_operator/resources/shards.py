@@ -78,6 +78,19 @@ def shard_map_problem(shards: Sequence[Shard]) -> str | None:
     return None
 
 
+def region_gateways(region: ChatRegion) -> dict[str, str]:
+    """Region -> gateway URL for the shard map, so clients can find the region serving
+    them (``GET /v1/regions``): this region's ``spec.publicUrl`` and each peer's
+    ``gatewayEndpoint``, where set."""
+    found = {peer.name: peer.gateway_endpoint for peer in region.spec.peers}
+    found[region.region] = region.spec.public_url
+    return {
+        name: url.rstrip("/")
+        for name, url in found.items()
+        if url.startswith(("http://", "https://"))  # anything else is no use to a client
+    }
+
+
 def shard_map_config_map_manifest(
     region: ChatRegion, shards: Iterable[Shard] | None = None
 ) -> dict[str, Any]:
@@ -91,5 +104,5 @@ def shard_map_config_map_manifest(
         "metadata": object_meta(
             shard_map_config_map(region.region), region, labels(region.region, "shardmap")
         ),
-        "data": {SHARD_MAP_KEY: shard_map_document(known)},
+        "data": {SHARD_MAP_KEY: shard_map_document(known, region_gateways(region))},
     }

@@ -13,7 +13,7 @@ from tidings import __version__
 from tidings.api import contract, errors, ws
 from tidings.api.middleware import BodyLimit, HttpMetrics
 from tidings.api.ops import HEALTH_PATHS, health_router
-from tidings.api.routes import auth, groups, keys, media, messages, users
+from tidings.api.routes import auth, groups, keys, media, messages, regions, users
 from tidings.core.limitkeys import Network
 from tidings.core.limits import INBOX_POLL_INTERVAL_S
 from tidings.services.gateway import CONNECT_SETUPS_AT_ONCE
@@ -30,7 +30,7 @@ def routers_for(components: Collection[str]) -> list[APIRouter]:
     found: list[APIRouter] = []
     if "gateway" in components:
         found += [auth.router, keys.router, users.router, groups.router, messages.router]
-        found += [media.router, ws.router]
+        found += [media.router, regions.router, ws.router]
     if "router" in components:
         found.append(messages.router)
     if "media" in components:

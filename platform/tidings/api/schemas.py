@@ -396,3 +396,31 @@ class ApnsTokenIn(Strict):
 
 PushTokenIn = Annotated[FcmTokenIn | ApnsTokenIn, Field(discriminator="provider")]
 """A device's push registration; ``provider`` says which token it is."""
+
+
+# regions -------------------------------------------------------------------------------
+class RegionOut(Strict):
+    name: str
+    gateway: str | None = Field(
+        description="Base URL of the region's gateway; null when the shard map names none "
+        "(keep the gateway in use)"
+    )
+    home_shards: int = Field(description="Shards this region is home to")
+    owned_shards: int = Field(
+        description="Shards it serves now (0 after a failover moved its own away)"
+    )
+
+
+class RegionsOut(Strict):
+    here: str = Field(description="The region of the gateway that answered")
+    regions: list[RegionOut]
+
+
+class PlacementOut(Strict):
+    home_region: str
+    owner_region: str = Field(
+        description="The region that serves this account now: connect to its gateway"
+    )
+    gateway: str | None = Field(
+        description="The owner region's gateway; null when the shard map names none"
+    )

@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 SLOTS = 1024
 
@@ -84,6 +85,9 @@ class ShardMapError(ValueError):
 @dataclass(frozen=True)
 class ShardMap:
     shards: tuple[Shard, ...]
+    gateways: tuple[tuple[str, str], ...] = ()
+    """(region, the base URL its clients reach its gateway at), as the operator publishes
+    them: the map tells a client which region serves it, these tell it where that is."""
 
     def __post_init__(self) -> None:
         ordered = sorted(self.shards, key=lambda s: s.first_slot)
@@ -115,6 +119,10 @@ class ShardMap:
     def owner_region(self, user_id: str) -> str:
         return self.shard_for(user_id).owner_region
 
+    def gateway_of(self, region: str) -> str | None:
+        """The gateway URL published for ``region``, None when the map names none."""
+        return next((url for name, url in self.gateways if name == region), None)
+
 
 def single_region(region: str, shards: int = 1) -> ShardMap:
     """A map where ``region`` is home to and owns every slot, split in ``shards`` shards."""
@@ -133,11 +141,12 @@ SHARD_MAP_FILE_NAME = "shardmap.json"
 """The shard map's file: the operator's ConfigMap key, mounted into every pod."""
 
 
-def shard_map_document(shards: Iterable[Shard]) -> str:
+def shard_map_document(shards: Iterable[Shard], gateways: Mapping[str, str] | None = None) -> str:
     """Shards as the JSON the operator publishes and the platform reads, sorted by first
-    slot. It may leave gaps (shards of peers the operator cannot see)."""
+    slot. It may leave gaps (shards of peers the operator cannot see). ``gateways``:
+    region -> the URL of its gateway, written as ``regions`` when given."""
     ordered = sorted(shards, key=lambda s: s.first_slot)
-    doc = {
+    doc: dict[str, Any] = {
         "shards": [
             {
                 "name": s.name,
@@ -150,6 +159,8 @@ def shard_map_document(shards: Iterable[Shard]) -> str:
             for s in ordered
         ]
     }
+    if gateways:
+        doc["regions"] = {name: {"gateway": url} for name, url in sorted(gateways.items())}
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -157,7 +168,9 @@ def parse_shard_map(text: str, here: str) -> ShardMap:
     """The map in ``text`` (``shard_map_document``'s JSON); slots no shard covers are
     served by ``here`` at epoch 0, as a region alone serves every slot.
 
-    Raises ``ShardMapError`` for malformed JSON, missing fields or overlapping shards.
+    Raises ``ShardMapError`` for malformed JSON, missing fields or overlapping shards. A
+    region whose gateway is not an http(s) URL is left out of ``gateways`` (its clients
+    keep the gateway they use): a bad URL must not stop every pod reading the map.
     """
     try:
         doc = json.loads(text)
@@ -173,9 +186,20 @@ def parse_shard_map(text: str, here: str) -> ShardMap:
             )
             for e in entries
         ]
+        regions = doc.get("regions") or {}
+        if not isinstance(regions, dict):
+            raise TypeError(f"regions is {type(regions).__name__}, not an object")
+        gateways = tuple(
+            sorted(
+                (str(name), str(r["gateway"]).rstrip("/"))
+                for name, r in regions.items()
+                if isinstance(r, dict)
+                and str(r.get("gateway", "")).startswith(("http://", "https://"))
+            )
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise ShardMapError(f"not a shard map document ({type(exc).__name__}: {exc})") from exc
-    return ShardMap(tuple(shards) + tuple(_gaps(shards, here)))
+    return ShardMap(tuple(shards) + tuple(_gaps(shards, here)), gateways)
 
 
 def _int(value: object) -> int:
