@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 
-from harness import register, run_gateway
+from harness import new_phone, register, run_gateway
+from tidings.client.http import Api
 from tidings.core.shardmap import SLOTS, Shard, shard_map_document, slot_for
 
 US, EU = "https://us.example.com", "https://eu.example.com"
@@ -42,7 +44,12 @@ async def test_a_client_is_told_which_region_serves_it_and_where(tmp_path: Path)
         async with alice.http() as http:
             r = await http.get("/v1/regions/mine")
             assert r.status_code == 200, r.text
-            assert r.json() == {"home_region": "us-east", "owner_region": "us-east", "gateway": US}
+            assert r.json() == {
+                "here": "us-east",
+                "home_region": "us-east",
+                "owner_region": "us-east",
+                "gateway": US,
+            }
 
             # Her one-slot shard (home us-east) is served by eu-west after a failover.
             slot = slot_for(alice.user_id)
@@ -57,4 +64,55 @@ async def test_a_client_is_told_which_region_serves_it_and_where(tmp_path: Path)
                 if placed["owner_region"] == "eu-west":
                     break
                 await asyncio.sleep(0.1)
-            assert placed == {"home_region": "us-east", "owner_region": "eu-west", "gateway": EU}
+            assert placed == {
+                "here": "us-east",
+                "home_region": "us-east",
+                "owner_region": "eu-west",
+                "gateway": EU,
+            }
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_the_sdk_moves_past_a_refused_gateway_and_follows_its_region(
+    tmp_path: Path,
+) -> None:
+    map_file = tmp_path / "shardmap.json"
+    publish(map_file, [Shard("us-east-0", 0, SLOTS - 1, "us-east", "us-east")])
+    async with run_gateway(tmp_path / "data", region="us-east", shard_map_file=map_file) as gw:
+        down = f"http://127.0.0.1:{closed_port()}"
+        api = Api(f"{down}, {gw.url}")
+        try:
+            phone = new_phone()
+            await api.request_code(phone)  # refused by the first: sent to the second
+            assert api.base_url == gw.url.rstrip("/")
+            tokens = await api.register(phone, gw.code_for(phone), 1, "laptop")
+            assert await api.follow() == "us-east"  # served where it is: it stays
+            assert api.base_url == gw.url.rstrip("/")
+
+            # A failover moves the account's shard to eu-west, whose gateway the map
+            # publishes (here the same server under another name).
+            eu_url = gw.url.replace("127.0.0.1", "localhost").rstrip("/")
+            slot = slot_for(tokens.user_id)
+            shards = [Shard("eu-west-0", slot, slot, "us-east", "eu-west", 2)]
+            if slot > 0:
+                shards.append(Shard("us-east-0", 0, slot - 1, "us-east", "us-east"))
+            if slot < SLOTS - 1:
+                shards.append(Shard("us-east-1", slot + 1, SLOTS - 1, "us-east", "us-east"))
+            staged = map_file.with_suffix(".next")
+            staged.write_text(shard_map_document(shards, {"us-east": US, "eu-west": eu_url}))
+            os.replace(staged, map_file)
+            for _ in range(100):  # the gateway re-reads the file every 2 s
+                if await api.follow() == "eu-west":
+                    break
+                await asyncio.sleep(0.1)
+            assert api.base_url == eu_url
+            me = await api.call("GET", "/v1/users/me")  # and the calls go there now
+            assert me["user_id"] == tokens.user_id
+            assert api.gateways == [down, gw.url.rstrip("/"), eu_url]
+        finally:
+            await api.close()

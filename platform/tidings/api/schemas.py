@@ -417,6 +417,7 @@ class RegionsOut(Strict):
 
 
 class PlacementOut(Strict):
+    here: str = Field(description="The region of the gateway that answered")
     home_region: str
     owner_region: str = Field(
         description="The region that serves this account now: connect to its gateway"

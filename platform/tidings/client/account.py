@@ -52,7 +52,9 @@ def common_options() -> argparse.ArgumentParser:
     p.add_argument(
         "--server",
         default=os.environ.get("TIDINGS_SERVER", DEFAULT_SERVER),
-        help="gateway URL (env TIDINGS_SERVER; default %(default)s)",
+        help="gateway URL, or several separated by commas (one per region, say): a "
+        "refused connection moves on to the next, and the client moves to the region "
+        "serving the account (env TIDINGS_SERVER; default %(default)s)",
     )
     p.add_argument(
         "--phone",

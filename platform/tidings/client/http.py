@@ -36,6 +36,10 @@ class Tokens:
 
 
 class Api:
+    """``base_url``: one gateway, or several separated by commas (say one per region):
+    a request whose connection is refused moves on to the next one, and ``follow``
+    moves to the gateway of the region serving this account now."""
+
     def __init__(
         self,
         base_url: str,
@@ -43,11 +47,45 @@ class Api:
         on_tokens: Callable[[Tokens], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.gateways = [u.strip().rstrip("/") for u in base_url.split(",") if u.strip()]
+        if not self.gateways:
+            raise ValueError("no gateway URL given")
+        self.base_url = self.gateways[0]
         self.tokens = tokens
         self._on_tokens = on_tokens
         self._refreshing = asyncio.Lock()
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=30.0, transport=transport)
+
+    def use_gateway(self, url: str) -> None:
+        """Send what follows to ``url`` (remembered beside the configured ones)."""
+        url = url.rstrip("/")
+        if url not in self.gateways:
+            self.gateways.append(url)
+        self.base_url = url
+        self._http.base_url = httpx.URL(url)
+
+    def next_gateway(self) -> str:
+        """Move on to the gateway after the one in use (round the list); returns it."""
+        at = self.gateways.index(self.base_url)
+        self.use_gateway(self.gateways[(at + 1) % len(self.gateways)])
+        return self.base_url
+
+    async def follow(self) -> str | None:
+        """Ask which region serves this account now and move to its gateway; returns the
+        region, or None when it cannot be told (a server without discovery, no gateway
+        published, not reachable: the gateway in use stays)."""
+        try:
+            placed = await self.call("GET", "/v1/regions/mine")
+        except ApiError as exc:
+            if exc.status == 401:
+                raise  # signed out: the caller must hear it
+            return None
+        owner, gateway = str(placed["owner_region"]), placed.get("gateway")
+        # Served by the region answering: stay, whatever name its gateway is published
+        # under (a load balancer's, where this client may use a closer address).
+        if owner != placed.get("here") and gateway:
+            self.use_gateway(gateway)
+        return owner
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -69,10 +107,7 @@ class Api:
                 raise ApiError(401, "unauthorized", "not signed in; register first", {})
             headers["Authorization"] = f"Bearer {self.tokens.access_token}"
         used = self.tokens
-        try:
-            response = await self._http.request(method, path, json=json, headers=headers)
-        except httpx.HTTPError as exc:
-            raise ApiError(0, "unreachable", f"{self.base_url} is unreachable: {exc}", {}) from exc
+        response = await self._send(method, path, json, headers)
         if response.status_code == 401 and auth and retry and used is not None:
             await self.refresh(used)
             return await self.call(method, path, json, auth=auth, retry=False)
@@ -87,6 +122,26 @@ class Api:
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+    async def _send(
+        self, method: str, path: str, json: Any, headers: dict[str, str]
+    ) -> httpx.Response:
+        """The request, sent to the gateway in use or, when it refuses the connection,
+        to the next ones in turn. Only a refused connection moves on: the request never
+        left, so it cannot run twice."""
+        for _ in self.gateways:
+            try:
+                return await self._http.request(method, path, json=json, headers=headers)
+            except httpx.ConnectError as exc:
+                failed = exc
+                if len(self.gateways) > 1:
+                    self.next_gateway()
+            except httpx.HTTPError as exc:
+                raise ApiError(
+                    0, "unreachable", f"{self.base_url} is unreachable: {exc}", {}
+                ) from exc
+        tried = ", ".join(self.gateways)
+        raise ApiError(0, "unreachable", f"{tried}: none can be reached: {failed}", {}) from failed
 
     async def refresh(self, stale: Tokens | None = None) -> Tokens:
         """New tokens for ``stale`` (the tokens a refused request carried), one refresh at

@@ -182,6 +182,8 @@ class Receiving(ClientBase):
         backoff = 0.5
         while not self._stop.is_set():
             try:
+                # The region serving this account now (after a failover, not its home).
+                await self.api.follow()
                 used = self.api.tokens
                 assert used is not None
                 async with websockets.connect(
@@ -200,6 +202,8 @@ class Receiving(ClientBase):
             except OSError as exc:
                 log.info("connection failed (%s); retrying in %.1fs", exc, backoff)
                 self.live.detach()  # says "disconnected" to whoever watches
+                if len(self.api.gateways) > 1:
+                    log.info("trying gateway %s next", self.api.next_gateway())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(backoff):
                     await self._stop.wait()

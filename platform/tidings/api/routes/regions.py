@@ -40,5 +40,8 @@ async def my_region(me: Me, svc: Svc) -> PlacementOut:
     """The caller's home region and the region serving it now, with its gateway."""
     placed = placement_of(svc.ctx.shard_map, me.user_id)
     return PlacementOut(
-        home_region=placed.home_region, owner_region=placed.owner_region, gateway=placed.gateway
+        here=svc.ctx.region,
+        home_region=placed.home_region,
+        owner_region=placed.owner_region,
+        gateway=placed.gateway,
     )
