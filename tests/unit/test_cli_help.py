@@ -36,3 +36,10 @@ def test_hidden_aliases_still_parse() -> None:
     args = cli.build_parser().parse_args(["send", "--to-phone", "+15550002", "hi"])
     assert args.to_phone == "+15550002"
     assert args.to is None
+
+
+def test_every_command_help_formats() -> None:
+    """``devices approve --help`` once failed: its options' help names ``%(default)s``,
+    and their defaults are suppressed (``account.nested_options``)."""
+    for path, parser in _parsers(cli.build_parser()):
+        assert parser.format_help(), path
