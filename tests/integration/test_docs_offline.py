@@ -1,13 +1,20 @@
 """``/docs`` (Swagger UI) and ``/redoc`` work with no other host reachable: the pages
 name no other host, and every file they load is the gateway's own (``tidings.api.docs``).
+The slow test renders ``/docs`` in headless Chromium with every other host cut off
+(``scripts/chromium dump-dom --offline``): the operations only appear if the script ran.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from pathlib import Path
 
-from harness import Gateway
+import pytest
+
+from harness import Gateway, run_gateway
+from servers import CHROMIUM, ROOT, chromium_ensure
 
 PAGES = ("/docs", "/redoc")
 
@@ -17,6 +24,9 @@ CONTENT_TYPES = {
     ".png": ("image/png",),
     ".json": ("application/json",),
 }
+
+DUMP_TIMEOUT = 30.0
+"""One headless page load (~2 s here; the page gets 10 s of virtual time at most)."""
 
 
 def _references(html: str) -> set[str]:
@@ -65,3 +75,40 @@ async def test_a_missing_docs_file_is_the_api_s_404(embedded_gateway: Gateway) -
         missing = await http.get("/docs/static/nothing.js")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "not_found"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return chromium_ensure()
+
+
+@pytest.mark.slow
+async def test_docs_render_in_headless_chromium_with_no_other_host_reachable(
+    chromium: str, tmp_path: Path
+) -> None:
+    async with run_gateway(tmp_path / "data") as gateway:
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            str(CHROMIUM),
+            "dump-dom",
+            "--offline",
+            f"{gateway.url}/docs",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), DUMP_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            pytest.fail(f"{chromium} did not dump /docs within {DUMP_TIMEOUT:.0f} s")
+        took = time.monotonic() - started
+    dom = out.decode(errors="replace")
+    assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+    print(f"\n/docs rendered by {chromium} in {took:.1f} s ({len(dom)} characters of DOM)")
+    # What Swagger UI builds from the OpenAPI document; the served HTML has none of it.
+    assert '<div id="swagger-ui"><div class="swagger-ui">' in dom
+    assert re.search(r'<h1 class="title">Tidings<span>', dom), dom[-3000:]
+    for path in ("/v1/auth/register", "/v1/messages", "/v1/users/me"):
+        assert f'class="opblock-summary-path" data-path="{path}"' in dom, path
