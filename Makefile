@@ -28,13 +28,15 @@ lint: install
 # control plane, whose build warms the Go caches) and started by the tests that need them,
 # so no test fixture waits for a Go build. The Tidings image
 # is built with podman (installed with apt on first use; cold ~2.5 min, then cached by
-# the hash of its build context) and run by tests/e2e/test_image.py.
+# the hash of its build context) and run by tests/e2e/test_image.py. Headless Chromium
+# (Debian's, apt) renders /docs in tests/integration/test_docs_offline.py.
 deps:
 	scripts/deps up redis kafka cassandra s3
 	scripts/kube build
 	scripts/kube node build
 	scripts/prometheus build
 	scripts/image build
+	scripts/chromium ensure
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -19,12 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPS = ROOT / "scripts" / "deps"
 KUBE = ROOT / "scripts" / "kube"
 IMAGE = ROOT / "scripts" / "image"
+CHROMIUM = ROOT / "scripts" / "chromium"
 
 KUBE_UP_TIMEOUT = 3600.0
 """``scripts/kube up`` builds the control plane from source on a cold machine (~20 min)."""
 
 IMAGE_BUILD_TIMEOUT = 900.0
 """``scripts/image build`` on a cold machine: apt, debootstrap and the build (~3 min)."""
+
+CHROMIUM_INSTALL_TIMEOUT = 600.0
+"""``scripts/chromium ensure`` on a machine without it: apt-get (~15 s here)."""
 
 ENGINE_SETS = ["embedded", "distributed"]
 """What platform fixtures run on: the embedded engines, and Kafka + Cassandra + Redis + S3."""
@@ -74,6 +78,29 @@ def image_build() -> dict[str, str]:
     this source exists; podman, runc and the base are installed and built on first use)
     and return its exports: ``TIDINGS_IMAGE`` (``localhost/tidings:<hash>``)."""
     return _up(IMAGE, [], timeout=IMAGE_BUILD_TIMEOUT, verb="build")
+
+
+def chromium_ensure() -> str:
+    """Debian's Chromium, installed by ``scripts/chromium ensure`` on first use (``make
+    deps`` installs it beforehand); its path. Fails the test, never skips, when it cannot
+    be installed."""
+    name = "scripts/chromium ensure"
+    try:
+        found = subprocess.run(
+            [str(CHROMIUM), "ensure"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=CHROMIUM_INSTALL_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name} took over {CHROMIUM_INSTALL_TIMEOUT:.0f} s", pytrace=False)
+    if found.returncode != 0:
+        pytest.fail(
+            f"{name} failed (exit {found.returncode}):\n{found.stdout}{found.stderr}",
+            pytrace=False,
+        )
+    return found.stdout.strip()
 
 
 class KubectlError(subprocess.CalledProcessError):

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -111,6 +112,36 @@ def _print_code(phone: str, data_dir: Path | None) -> int:
     return 0
 
 
+_REST_MARKUP = (
+    (re.compile(r":[a-z]+:`([^`]+)`"), r"\1"),  # :mod:`tidings.client.loadrun`
+    (re.compile(r"``(.+?)``", re.DOTALL), r"\1"),  # ``tidings link``
+)
+
+
+def plain(text: str | None) -> str | None:
+    """``text`` without the reST markup of a docstring (roles, double backquotes): the
+    help shows it as written, and the descriptions are the modules' docstrings."""
+    if text is None:
+        return None
+    for pattern, replacement in _REST_MARKUP:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Make every description, epilog and help text of ``parser`` and its subcommands
+    ``plain``."""
+    parser.description = plain(parser.description)
+    parser.epilog = plain(parser.epilog)
+    for action in parser._actions:
+        action.help = plain(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = plain(choice.help)
+            for child in action.choices.values():
+                _plain_help(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every ``tidings`` command and option (its help is checked by a test)."""
     parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
@@ -148,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parsers(sub)
     devicecmds.add_parsers(sub, account.common_options())
     loadgen.add_parser(sub)
+    _plain_help(parser)
     return parser
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 
+import pytest
+
 from tidings import cli
 
 
@@ -36,3 +38,33 @@ def test_hidden_aliases_still_parse() -> None:
     args = cli.build_parser().parse_args(["send", "--to-phone", "+15550002", "hi"])
     assert args.to_phone == "+15550002"
     assert args.to is None
+
+
+def test_every_command_help_formats() -> None:
+    """``devices approve --help`` once failed: its options' help names ``%(default)s``,
+    and their defaults are suppressed (``account.nested_options``)."""
+    for path, parser in _parsers(cli.build_parser()):
+        assert parser.format_help(), path
+
+
+def test_help_is_plain_text_not_rest(capsys: pytest.CaptureFixture[str]) -> None:
+    """The descriptions are module docstrings, written in reST: the help shows them
+    without double backquotes or roles such as :mod:`x`."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--help"])
+    assert stopped.value.code == 0
+    top = capsys.readouterr().out
+    assert "The tidings command: up, serve SERVICE, code." in top
+    assert "``" not in top
+    helps = {path: parser.format_help() for path, parser in _parsers(cli.build_parser())}
+    assert [path for path, text in helps.items() if "``" in text or ":mod:" in text] == []
+
+
+def test_plain_keeps_single_backquotes_and_text() -> None:
+    assert cli.plain("run ``tidings link`` (see :mod:`tidings.client`)") == (
+        "run tidings link (see tidings.client)"
+    )
+    assert cli.plain("`tidings devices approve CODE` on the primary") == (
+        "`tidings devices approve CODE` on the primary"
+    )
+    assert cli.plain(None) is None

@@ -1,5 +1,6 @@
-"""The client app: REST routes, the WebSocket, error handling and health (metrics and
-analytics are the operations app's, ``api.ops``, on a port of its own)."""
+"""The client app: REST routes, the WebSocket, error handling, health and the API's
+documentation pages (metrics and analytics are the operations app's, ``api.ops``, on a
+port of its own)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import APIRouter, FastAPI
 
 from tidings import __version__
-from tidings.api import contract, errors, ws
+from tidings.api import contract, docs, errors, ws
 from tidings.api.middleware import BodyLimit, HttpMetrics
 from tidings.api.ops import HEALTH_PATHS, health_router
 from tidings.api.routes import auth, groups, keys, media, messages, regions, users
@@ -51,13 +52,15 @@ def create_app(
     trusted_proxies: Sequence[Network] = (),
 ) -> FastAPI:
     """Build the client app around ready-made services, serving ``routers`` plus
-    health."""
+    health and the documentation pages (``/docs``, ``/redoc``; all offline)."""
     app_class = ws.SocketFirstApp if ws.router in routers else FastAPI
     app = app_class(
         title="Tidings",
         version=__version__,
         description="End-to-end encrypted messaging. The server only sees ciphertext.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load their files from a CDN: see api.docs
+        redoc_url=None,
     )
     app.state.services = services
     app.state.inbox_poll_interval = inbox_poll_interval
@@ -68,6 +71,7 @@ def create_app(
         app.include_router(router)
 
     app.include_router(health_router(services))
+    docs.serve(app)
 
     contract.document(app, skip=HEALTH_PATHS)
     limits = services.ctx.limits

@@ -75,9 +75,14 @@ def common_options() -> argparse.ArgumentParser:
 def nested_options() -> argparse.ArgumentParser:
     """:func:`common_options` for the subcommands of a command that takes them too
     (``devices approve``): their defaults are suppressed, so an option given before the
-    subcommand (``devices --phone P approve``) is not reset by the subcommand's default."""
+    subcommand (``devices --phone P approve``) is not reset by the subcommand's default.
+    A help that names its default names it as written (argparse has none to show for a
+    suppressed default, and ``--help`` would fail)."""
     p = common_options()
     for action in p._actions:
+        if action.help and action.default is not None:
+            shown = str(action.default).replace("%", "%%")
+            action.help = action.help.replace("%(default)s", shown)
         action.default = argparse.SUPPRESS
     return p
 
