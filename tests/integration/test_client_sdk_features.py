@@ -85,11 +85,23 @@ async def test_reply_react_edit_delete(embedded_gateway: Gateway, tmp_path: Path
             assert stored is not None
             assert (stored.text, stored.extra) == ("", {"deleted": True})
             assert client.store.search("tomorrow") == []
+            quoting = client.store.message(answer)  # its quote of the deleted text goes too
+            assert quoting is not None
+            assert content.decorate(quoting.text, quoting.extra) == (
+                "↪ replying to (deleted) yes, the usual place"
+            )
         with pytest.raises(content.Refused, match="deleted"):
             await bob.react(first, "😮")
     finally:
         await alice.close()
         await bob.close()
+    # Only ciphertext reached the server: no text, no quote, not even the content types.
+    needles = [b"lunch at", b"usual place", b"reply_to", b'"reaction"', "❤️".encode()]
+    for stored in embedded_gateway.data_dir.rglob("*"):
+        if stored.is_file():
+            data = stored.read_bytes()
+            for needle in needles:
+                assert needle not in data, f"{needle!r} found in server file {stored.name}"
 
 
 async def test_disappearing_messages_one_to_one(embedded_gateway: Gateway, tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ def test_descriptions() -> None:
     extra = {"reply_to": "m1", "excerpt": "lunch?", "edited": True, "reactions": {"a": "👍"}}
     assert content.decorate("yes", extra) == '↪ replying to "lunch?" yes (edited) [👍]'
     assert content.decorate("", {"deleted": True}) == "(deleted)"
+    assert content.decorate("ok", {"reply_to": "m1", "excerpt": ""}) == "↪ replying to (deleted) ok"
 
 
 @pytest.fixture

@@ -200,7 +200,8 @@ def decorate(body: str, extra: Mapping[str, Any]) -> str:
         return "(deleted)"
     line = body
     if extra.get("reply_to"):
-        line = f'↪ replying to "{extra.get("excerpt", "")}" {line}'
+        quoted = extra.get("excerpt", "")
+        line = f'↪ replying to "{quoted}" {line}' if quoted else f"↪ replying to (deleted) {line}"
     if extra.get("edited"):
         line += " (edited)"
     reactions = extra.get("reactions")

@@ -136,6 +136,9 @@ def apply_control(
             new_text = ""
             extra = {"deleted": True, **{k: v for k, v in extra.items() if k == "expires_at"}}
     store.update_message(target.server_id, new_text, extra)
+    if kind == content.DELETE:  # the quotes of it go too: deleted means unreadable
+        for quoting in store.replies_to(target.server_id):
+            store.update_message(quoting.server_id, quoting.text, {**quoting.extra, "excerpt": ""})
     shown = payload.get("emoji", payload.get("text", ""))
     return Event(
         kind, conversation, user, sender[1], server_id, shown, {"target": target.server_id}

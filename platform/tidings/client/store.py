@@ -277,6 +277,14 @@ class LocalStore:
         for server_id in server_ids:
             self.db.execute("DELETE FROM messages WHERE server_id=?", (server_id,))
 
+    def replies_to(self, server_id: str) -> list[StoredMessage]:
+        """The stored replies that quote message ``server_id``."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE json_extract(extra, '$.reply_to') = ?",
+            (server_id,),
+        ).fetchall()
+        return [_message(r) for r in rows]
+
     def expired(self, now_ms: int) -> list[str]:
         """Server ids of disappearing messages whose time has come."""
         rows = self.db.execute(
