@@ -128,6 +128,14 @@ async def test_disappearing_messages_one_to_one(embedded_gateway: Gateway, tmp_p
             assert client.store.search("burn*") == []
             assert client.store.message(kept) is not None  # sent before the timer
 
+        # Bob's clock is a minute ahead: a message due by then is never shown to him.
+        late = await alice.send_text(bob.user_id, "already gone")
+        await bob.listen(until_queue_empty=True)
+        assert bob.store.processed(late)  # delivered and decrypted, then swept at once
+        assert bob.store.message(late) is None
+        while not bob.events.empty():
+            assert bob.events.get_nowait().server_id != late
+
         await bob.set_timer(alice.user_id, 0)  # either party may turn it off
         await receive(alice, 1, "timer")
         assert alice.timer(bob.user_id) == 0

@@ -43,7 +43,8 @@ class Receiving(ClientBase):
             async with self._ratchets.held():
                 event = await self._decrypt_message(envelope, user, device)
         self.store.mark_processed(server_id)
-        self.sweep_expired()
+        if event is not None and event.server_id in self.sweep_expired():
+            return None  # arrived after its timer ran out (this device was offline)
         return event
 
     async def _decrypt_message(
