@@ -64,8 +64,9 @@ async def apply(client: Client, conversation: str | None, command: str, arg: str
         if command == "timer":
             if conversation is None:
                 raise CommandError("no conversation open: /to PHONE_OR_ID or /group GROUP")
-            server_id = await client.set_timer(conversation, seconds(arg))
-            return f"timer set: {content.duration(seconds(arg))} {server_id}"
+            length = seconds(arg)
+            server_id = await client.set_timer(conversation, length)
+            return f"timer set: {content.duration(length)} {server_id}"
         if not target:
             raise CommandError(f"which message? /{command} ID ... (/history shows ids)")
         if command == "reply":
@@ -145,19 +146,14 @@ def add_parsers(
     p.set_defaults(run=runner(_delete))
 
     async def timer(args: argparse.Namespace) -> int:
-        length = seconds(args.seconds)
-        return await _run(args, lambda client: _set_timer(client, args, recipient, length))
+        length = seconds(args.seconds)  # checked before signing in
+
+        async def set_timer(client: Client) -> str:
+            return await client.set_timer(await recipient(client, args), length)
+
+        return await _run(args, set_timer)
 
     p = command("timer", "disappearing messages for a conversation: set or turn off")
     add_to(p)
     p.add_argument("seconds", metavar="SECONDS", help=TIMER_HELP)
     p.set_defaults(run=runner(timer))
-
-
-async def _set_timer(
-    client: Client,
-    args: argparse.Namespace,
-    recipient: Callable[[Client, argparse.Namespace], Awaitable[str]],
-    length: int,
-) -> str:
-    return await client.set_timer(await recipient(client, args), length)
