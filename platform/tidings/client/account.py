@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tidings.client import names, notices
+from tidings.client import content, names, notices
 from tidings.client.http import ApiError
 from tidings.client.locks import SocketHeld, hold_socket
 from tidings.client.sdk import Client, Event
@@ -165,6 +165,7 @@ async def signed_in_client(args: argparse.Namespace) -> Client:
     client = open_client(args)
     try:
         require_account(client, args)
+        client.sweep_expired()  # nothing past its timer is shown or searched
     except BaseException:
         await client.close()
         raise
@@ -336,6 +337,8 @@ def shown_text(client: Client, message: StoredMessage | Event) -> str:
             return names.person(client.store, user_id)
 
         return notices.describe(message.extra, message.sender_user, me, name_of)
+    if message.kind in ("text", "file"):
+        return content.decorate(message.text, message.extra)
     return message.text
 
 

@@ -7,6 +7,7 @@ import base64
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ class ClientBase:
         decrypts (in this process or another on the same store) must not overwrite the
         state the other just saved."""
         self.live = LiveSocket()
+        self.clock: Callable[[], float] = time.time
+        """Unix seconds, for edit limits and disappearing messages: tests put a fake one."""
         self._prekeys_used = 0
         self._prekeys_checked = False  # on the current listen connection
 

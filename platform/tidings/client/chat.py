@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from tidings.client import names, outbox, verifying
+from tidings.client import content, featurecmds, names, outbox, verifying
 from tidings.client.account import (
     CommandError,
     holding_socket,
@@ -35,7 +35,7 @@ from tidings.client.sdk import Client, Event, UntrustedIdentity
 from tidings.client.sending import SHOWN_KINDS
 from tidings.client.store import StoredMessage
 
-HELP = """\
+HELP = f"""\
 In the chat, a plain line goes to the open conversation. Commands:
   /to PHONE_OR_ID           open a 1:1 conversation
   /group GROUP              open a group conversation (its id or name)
@@ -48,8 +48,11 @@ In the chat, a plain line goes to the open conversation. Commands:
   /verify mark|DIGITS       mark it verified (DIGITS: checked against it first)
   /verify accept            accept the contact's changed identity key
   /verify unmark            mark it unverified again
+{featurecmds.CHAT_HELP}
   /help                     this text
   /quit                     leave (so does end of input, Ctrl-D)"""
+SWEEP_EVERY_S = 1.0
+"""How often the chat removes disappearing messages whose time came while it is open."""
 
 
 def identity_notice(client: Client, event: Event) -> str:
@@ -149,6 +152,7 @@ class Chat:
         listener.add_done_callback(lambda _: self.lines.put_nowait(None))
         printer = asyncio.create_task(self._print_events(), name="chat-print")
         watcher = asyncio.create_task(self._watch_connection(), name="chat-connection")
+        sweeper = asyncio.create_task(self._sweep(), name="chat-sweep")
         try:
             if args.to:
                 await self.handle(f"/to {args.to}")
@@ -163,7 +167,8 @@ class Chat:
             listener.cancel()
             printer.cancel()
             watcher.cancel()
-            await asyncio.gather(listener, printer, watcher, return_exceptions=True)
+            sweeper.cancel()
+            await asyncio.gather(listener, printer, watcher, sweeper, return_exceptions=True)
         if ended_alone:
             error = None if listener.cancelled() else listener.exception()
             say(f"error: connection lost: {error}" if error else "signed in elsewhere; bye")
@@ -189,6 +194,11 @@ class Chat:
         except (ApiError, CommandError, OSError) as exc:
             say(f"error: {exc}")
         return True
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            self.client.sweep_expired()
 
     def _conversation(self) -> str:
         if self.open is None:
@@ -277,6 +287,8 @@ class Chat:
             )
         elif command == "/fetch" and arg:
             await self._fetch(*arg.split(maxsplit=1))
+        elif command in ("/reply", "/react", "/edit", "/delete", "/timer") and arg:
+            say(await featurecmds.apply(client, self.open, command[1:], arg))
         else:
             if command != "/help":
                 say(f"unknown command or missing argument: {command}")
@@ -308,13 +320,13 @@ class Chat:
 
     def _describe(self, message: StoredMessage) -> str:
         when = time.strftime("%H:%M", time.localtime(message.timestamp / 1000))
-        body = message.text
-        if message.kind == "file":
+        body = content.decorate(message.text, message.extra)
+        if message.kind == "file" and not message.extra.get("deleted"):
             body = f"[file {message.text}, {message.extra.get('size')} bytes]"
         elif message.kind == "identity":
             who = label(self.client, message.conversation)
             return f"{when} ! the safety number with {who} changed"
-        elif message.kind == "notice":
+        elif message.kind in ("notice", "timer"):
             return f"{when} ! {shown_text(self.client, message)}"
         mark = f" ({message.status})" if message.sender_user == self.client.user_id else ""
         return f"{when} {self._who(message.sender_user)}: {body}{mark} {message.server_id}"
@@ -355,7 +367,7 @@ class Chat:
         if event.conversation.startswith("group:"):
             where = f"[{label(self.client, event.conversation)}] "
         if event.kind == "text":
-            return f"< {where}{who}: {event.text}"
+            return f"< {where}{who}: {content.decorate(event.text, event.extra)}"
         if event.kind == "file":
             size = event.extra.get("size")
             return (
@@ -368,6 +380,8 @@ class Chat:
             return f"! {where}{shown_text(self.client, event)}"
         if event.kind == "identity":
             return f"! {identity_notice(self.client, event)}"
+        if event.kind in content.CONTROL:
+            return featurecmds.event_line(self.client, event, who, where)
         if event.kind == "undecryptable":
             return f"! undecryptable message {event.server_id} from {who}"
         if event.kind == "typing" and event.extra.get("typing") == "started":

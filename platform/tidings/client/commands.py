@@ -18,7 +18,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tidings.client import chat as chat_loop
-from tidings.client import groupcmds, names, notices, outbox, outboxcmds, verifying
+from tidings.client import (
+    featurecmds,
+    groupcmds,
+    names,
+    notices,
+    outbox,
+    outboxcmds,
+    verifying,
+)
 from tidings.client.account import (
     CODE_HELP,
     CommandError,
@@ -43,7 +51,7 @@ from tidings.client.sdk import Client, UntrustedIdentity
 
 TO_HELP = "the recipient: a +phone (E.164) or a user id"
 GROUP_HELP = "a group: its id or the name of a group you know"
-SHOWN = ("text", "file", "notice")
+SHOWN = ("text", "file", "notice", "reaction", "edit", "delete", "timer")
 """Event kinds ``inbox`` prints; receipts only update the local history's status."""
 
 
@@ -79,7 +87,12 @@ def _warn_identity_changes(client: Client) -> None:
 
 
 async def _send(args: argparse.Namespace) -> int:
-    """Send after what waits in the outbox; queue the text when the server is down."""
+    """Send after what waits in the outbox; queue the text when the server is down.
+    A reply goes at once (the outbox keeps plain texts only)."""
+    if args.reply_to:
+        return await _send_to_recipient(
+            args, lambda client, to: featurecmds.reply(client, to, args.reply_to, args.text)
+        )
     client = await signed_in_client(args)
     try:
         sent = await outbox.send_or_queue(client, await _recipient(client, args), args.text)
@@ -282,7 +295,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = command("send", "send a text message; prints its server id")
     _add_to(p)
     p.add_argument("text", help="the message (quote it)")
+    p.add_argument(
+        "--reply-to",
+        metavar="ID",
+        help="answer this message (its server id), quoting its start; sent at once, never queued",
+    )
     p.set_defaults(run=runner(_send))
+
+    featurecmds.add_parsers(command, _add_to, _recipient)
 
     p = command(
         "outbox",

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tidings.client import names, notices
+from tidings.client import content, effects, names, notices
 from tidings.client.base import b64
 from tidings.client.crypto.sender_keys import OwnSenderKey
 from tidings.client.http import ApiError
@@ -125,8 +125,11 @@ class GroupChat(Sending):
     async def send_group_text(
         self, group_id: str, text: str, *, client_id: str | None = None
     ) -> str:
-        return await self.send_group(group_id, {"t": "text", "text": text}, client_id=client_id)
+        payload = content.text(text, effects.timer(self.store, f"group:{group_id}"))
+        return await self.send_group(group_id, payload, client_id=client_id)
 
     async def send_group_file(self, group_id: str, path: Path) -> str:
         """Encrypt and upload once; the key goes to the members inside the group message."""
-        return await self.send_group(group_id, await self.upload_file(path))
+        payload = await self.upload_file(path)
+        ttl = effects.timer(self.store, f"group:{group_id}")
+        return await self.send_group(group_id, {**payload, "ttl": ttl} if ttl else payload)

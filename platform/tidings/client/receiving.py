@@ -10,7 +10,7 @@ from typing import Any
 
 import websockets
 
-from tidings.client import names, notices, sessions
+from tidings.client import content, effects, names, notices, sessions
 from tidings.client.base import ClientBase, Event, unb64
 from tidings.client.crypto.errors import CryptoError, DuplicateMessage
 from tidings.client.crypto.sender_key_wire import SenderKeyDistribution
@@ -43,6 +43,8 @@ class Receiving(ClientBase):
             async with self._ratchets.held():
                 event = await self._decrypt_message(envelope, user, device)
         self.store.mark_processed(server_id)
+        if event is not None and event.server_id in self.sweep_expired():
+            return None  # arrived after its timer ran out (this device was offline)
         return event
 
     async def _decrypt_message(
@@ -80,7 +82,7 @@ class Receiving(ClientBase):
             )
         if sender_identity is not None:
             await self._note_identity(user, sender_identity)
-        payload = json.loads(plaintext)
+        payload = content.decode(plaintext)
         if payload["t"] == "skd":
             raw = self.store.group_receiver(payload["group"])
             receiver = GroupReceiver.from_bytes(raw) if raw else GroupReceiver(payload["group"])
@@ -94,22 +96,22 @@ class Receiving(ClientBase):
         # A copy of what our own other device sent names the real conversation.
         sent_to = payload.pop("to", None) if user == self.user_id and not group else None
         conversation = f"group:{group}" if group else str(sent_to or user)
-        text = payload.get("text", payload.get("name", ""))
-        extra = {k: v for k, v in payload.items() if k not in ("t", "text")}
-        self.store.add_message(
-            StoredMessage(
-                envelope["server_id"],
-                conversation,
-                user,
-                device,
-                envelope["timestamp"],
-                payload["t"],
-                text,
-                extra,
-                "sent" if sent_to else "received",
+        sender, ts = (user, device), envelope["timestamp"]
+        if payload["t"] in content.CONTROL:
+            return effects.apply_control(
+                self.store, envelope["server_id"], conversation, sender, ts, payload, self.user_id
             )
+        status = "sent" if sent_to else "received"
+        kept = effects.keep(
+            self.store, envelope["server_id"], conversation, sender, ts, payload, status
         )
-        return Event(payload["t"], conversation, user, device, envelope["server_id"], text, extra)
+        return Event(kept.kind, conversation, user, device, kept.server_id, kept.text, kept.extra)
+
+    def sweep_expired(self) -> list[str]:
+        """Remove the disappearing messages whose time has come (by ``self.clock``) from
+        the history and the search index; returns their server ids. Runs after every
+        delivery; an app that stays open calls it now and then too (the chat does)."""
+        return effects.sweep(self.store, int(self.clock() * 1000))
 
     async def _receive_notice(
         self,

@@ -9,6 +9,9 @@ and ciphertext. Plaintext payloads are small JSON objects:
   never shown)
 - ``{"t": "group", "op", "group", "name", "members"}`` a group notice
   (:mod:`tidings.client.notices`)
+- ``reply``, ``reaction``, ``edit``, ``delete`` and ``timer``: message features
+  (:mod:`tidings.client.content`, :mod:`tidings.client.features`); a plaintext that is
+  not such an object reads as a text
 
 Sending lives in :mod:`tidings.client.sending`, groups in :mod:`tidings.client.groups`,
 receiving in :mod:`tidings.client.receiving`.
@@ -32,7 +35,7 @@ from pathlib import Path
 from tidings.client.backup import decrypt_backup, dump_store, encrypt_backup, load_store
 from tidings.client.base import Event
 from tidings.client.crypto.identity import DeviceKeys, IdentityKeyPair
-from tidings.client.groups import GroupChat
+from tidings.client.features import MessageFeatures
 from tidings.client.http import ApiError
 from tidings.client.identities import SafetyNumber
 from tidings.client.provisioning import (
@@ -59,7 +62,7 @@ __all__ = [
 log = logging.getLogger("tidings.client")
 
 
-class Client(GroupChat):
+class Client(MessageFeatures):
     """The SDK's entry point; see the module docstring for the payloads."""
 
     # account -----------------------------------------------------------------------

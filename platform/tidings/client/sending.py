@@ -8,13 +8,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tidings.client import notices
+from tidings.client import content, effects, notices
 from tidings.client.base import b64, unb64
 from tidings.client.crypto.media import decrypt_media, encrypt_media
 from tidings.client.crypto.session import Session
 from tidings.client.http import ApiError
 from tidings.client.identities import Identities
-from tidings.client.store import StoredMessage
 
 SEND_ATTEMPTS = 4
 SHOWN_KINDS = ("text", "file")
@@ -92,24 +91,17 @@ class Sending(Identities):
     ) -> None:
         if payload["t"] == notices.KIND and conversation.startswith("group:"):
             self._store_notice(server_id, self.user_id, self.device_id, ts, payload, "sent")
-        if payload["t"] in SHOWN_KINDS:
-            text = payload.get("text", payload.get("name", ""))
-            self.store.add_message(
-                StoredMessage(
-                    server_id,
-                    conversation,
-                    self.user_id,
-                    self.device_id,
-                    ts,
-                    payload["t"],
-                    text,
-                    {k: v for k, v in payload.items() if k not in ("t", "text")},
-                    "sent",
-                )
+        sender = (self.user_id, self.device_id)
+        if payload["t"] in content.CONTROL:
+            effects.apply_control(
+                self.store, server_id, conversation, sender, ts, payload, self.user_id
             )
+        elif payload["t"] in (*SHOWN_KINDS, content.REPLY):
+            effects.keep(self.store, server_id, conversation, sender, ts, payload, "sent")
 
     async def send_text(self, user_id: str, text: str, *, client_id: str | None = None) -> str:
-        return await self.send_direct(user_id, {"t": "text", "text": text}, client_id=client_id)
+        payload = content.text(text, effects.timer(self.store, user_id))
+        return await self.send_direct(user_id, payload, client_id=client_id)
 
     # media -------------------------------------------------------------------------
     async def upload_file(self, path: Path) -> dict[str, Any]:
@@ -129,7 +121,9 @@ class Sending(Identities):
         }
 
     async def send_file(self, user_id: str, path: Path) -> str:
-        return await self.send_direct(user_id, await self.upload_file(path))
+        payload = await self.upload_file(path)
+        ttl = effects.timer(self.store, user_id)
+        return await self.send_direct(user_id, {**payload, "ttl": ttl} if ttl else payload)
 
     async def fetch_file(self, extra: dict[str, Any]) -> bytes:
         """Download and decrypt the file a ``file`` message points to (digest checked)."""

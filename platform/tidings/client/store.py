@@ -47,6 +47,13 @@ CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
 CREATE TRIGGER IF NOT EXISTS messages_ai AFTER INSERT ON messages BEGIN
   INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
 END;
+CREATE TRIGGER IF NOT EXISTS messages_ad AFTER DELETE ON messages BEGIN
+  INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_au AFTER UPDATE OF text ON messages BEGIN
+  INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+  INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
+END;
 CREATE TABLE IF NOT EXISTS processed (server_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS outbox (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL UNIQUE,
@@ -256,6 +263,42 @@ class LocalStore:
             f"SELECT {_COLUMNS} FROM messages WHERE server_id=?", (server_id,)
         ).fetchone()
         return None if row is None else _message(row)
+
+    def update_message(self, server_id: str, text: str, extra: dict[str, Any]) -> None:
+        """New text (an edit, a delete) or extra (reactions); the search index follows
+        (the triggers above), so an old wording cannot be found any more."""
+        self.db.execute(
+            "UPDATE messages SET text=?, extra=? WHERE server_id=?",
+            (text, json.dumps(extra), server_id),
+        )
+
+    def remove_messages(self, server_ids: list[str]) -> None:
+        """Gone from the history and, by trigger, from the search index."""
+        for server_id in server_ids:
+            self.db.execute("DELETE FROM messages WHERE server_id=?", (server_id,))
+
+    def replies_to(self, server_id: str) -> list[StoredMessage]:
+        """The stored replies that quote message ``server_id``."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE json_extract(extra, '$.reply_to') = ?",
+            (server_id,),
+        ).fetchall()
+        return [_message(r) for r in rows]
+
+    def expired(self, now_ms: int) -> list[str]:
+        """Server ids of disappearing messages whose time has come."""
+        rows = self.db.execute(
+            "SELECT server_id FROM messages WHERE json_extract(extra, '$.expires_at') <= ?",
+            (now_ms,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def next_expiry(self) -> int | None:
+        """When the next disappearing message is due (ms), if any."""
+        row = self.db.execute(
+            "SELECT MIN(json_extract(extra, '$.expires_at')) FROM messages"
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def conversations(self) -> list[str]:
         """Every conversation in the history, most recently active first."""
