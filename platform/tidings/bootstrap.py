@@ -175,6 +175,7 @@ def distributed_engines(settings: Settings, clock: Callable[[], float]) -> Engin
     # Imported here: an embedded platform never loads the drivers.
     from tidings.engines.cassandra import CassandraConfig, CassandraEngine, parse_replication
     from tidings.engines.kafka import KafkaBus
+    from tidings.engines.regional_bus import PEER_TIMEOUT_S, RegionalBus, parse_kafka_peers
     from tidings.engines.s3 import S3BlobStore
 
     if not settings.redis_url:
@@ -186,11 +187,29 @@ def distributed_engines(settings: Settings, clock: Callable[[], float]) -> Engin
         replication = parse_replication(settings.cassandra_replication, settings.cassandra_local_dc)
     except ValueError as exc:
         raise SystemExit(f"TIDINGS_CASSANDRA_REPLICATION: {exc}") from exc
-    bus = KafkaBus(
+    try:
+        peers = parse_kafka_peers(settings.kafka_peers)
+    except ValueError as exc:
+        raise SystemExit(f"TIDINGS_KAFKA_PEERS: {exc}") from exc
+    local = KafkaBus(
         settings.kafka_bootstrap,
         client_id=settings.kafka_client_id,
         replication_factor=settings.kafka_replication_factor,
     )
+    bus: KafkaBus | RegionalBus = local
+    if peers:
+        bus = RegionalBus(
+            local,
+            {
+                region: KafkaBus(
+                    bootstrap,
+                    client_id=settings.kafka_client_id,
+                    replication_factor=settings.kafka_replication_factor,
+                    timeout=PEER_TIMEOUT_S,
+                )
+                for region, bootstrap in peers.items()
+            },
+        )
     cassandra = CassandraEngine(
         CassandraConfig(
             contact_points=tuple(

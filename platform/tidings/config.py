@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     """Replication of topics the platform creates when missing (the operator normally
     creates them first)."""
     kafka_client_id: str = "tidings"
+    kafka_peers: str = ""
+    """Peer regions with a Kafka cluster of their own, ``region=host:port,host:port``
+    separated by ``;``: what this region produces for a user whose shard a peer owns goes
+    to that peer's cluster (and is accepted only once its brokers acknowledged it).
+    Regions not named here share this region's cluster."""
     cassandra_contact_points: str = "127.0.0.1"
     """Cassandra contact points, comma-separated hosts."""
     cassandra_port: int = Field(default=9042, ge=1, le=65535)

@@ -44,6 +44,9 @@ def settings_data(region: ChatRegion) -> dict[str, str]:
         "s3_region": spec.s3.region,
         "s3_bucket": spec.s3.bucket,
     }
+    if peers := peer_clusters(region):
+        # Only when a peer runs a cluster of its own: regions sharing one keep their pods.
+        values["kafka_peers"] = ";".join(f"{name}={servers}" for name, servers in peers.items())
     if spec.redis.url is not None:
         values["redis_url"] = spec.redis.url
     if spec.tracing is not None and spec.tracing.otlp_endpoint:
@@ -51,6 +54,22 @@ def settings_data(region: ChatRegion) -> dict[str, str]:
         values["otlp_endpoint"] = spec.tracing.otlp_endpoint
         values["trace_sample_ratio"] = spec.tracing.sample_ratio
     return settings_env(values)
+
+
+def peer_clusters(region: ChatRegion) -> dict[str, str]:
+    """Peer region -> its Kafka bootstrap servers, for the peers whose cluster is not this
+    region's (``spec.peers[].kafkaBootstrapServers``): what is routed to them is produced
+    there (``TIDINGS_KAFKA_PEERS``)."""
+    own = _servers(region.spec.kafka.bootstrap_servers)
+    return {
+        peer.name: ",".join(_servers(peer.kafka_bootstrap_servers))
+        for peer in sorted(region.spec.peers, key=lambda p: p.name)
+        if peer.kafka_bootstrap_servers and _servers(peer.kafka_bootstrap_servers) != own
+    }
+
+
+def _servers(bootstrap: str) -> list[str]:
+    return sorted(s.strip() for s in bootstrap.split(",") if s.strip())
 
 
 def secret_env(region: ChatRegion) -> list[dict[str, Any]]:

@@ -42,6 +42,13 @@ def analytics_topic(region: str) -> str:
     return f"tidings.{region}.analytics"
 
 
+def topic_region(topic: str) -> str | None:
+    """The region whose topic this is (``tidings.<region>.<kind>``), None for others."""
+    prefix, _, rest = topic.partition(".")
+    region, _, kind = rest.partition(".")
+    return region if prefix == "tidings" and region and kind else None
+
+
 def region_topics(region: str) -> tuple[str, ...]:
     """Every topic of one region, as the platform creates them and the operator plans."""
     return (

@@ -1,0 +1,117 @@
+"""Sends for a user whose shard a peer region owns go to that peer's own Kafka cluster
+(``TIDINGS_KAFKA_PEERS``): accepted only once its brokers acknowledged them, and refused
+with 503 (never accepted-then-lost) while that cluster cannot be reached, while sends to
+this region's users go on.
+
+The peer's "own" cluster is the test's Kafka under another address (``localhost``), so
+its bus is a client of its own; the unreachable one is a closed port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness import body_text, ciphertexts, online, register, run_gateway
+from servers import as_settings, unique_region
+from tidings.core.shardmap import SLOTS, Shard, deliveries_topic, shard_map_document, slot_for
+from tidings.engines.kafka import KafkaBus
+from tidings.engines.regional_bus import PEER_TIMEOUT_S, RegionalBus
+from tidings.errors import Unavailable
+
+pytestmark = pytest.mark.slow
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_peers_topic_goes_to_the_peers_cluster_and_a_lost_peer_is_refused(
+    kafka_bootstrap: str,
+) -> None:
+    here, peer, lost = unique_region(), unique_region(), unique_region()
+    port = kafka_bootstrap.rsplit(":", 1)[1]
+    bus = RegionalBus(
+        KafkaBus(kafka_bootstrap),
+        {
+            peer: KafkaBus(f"localhost:{port}", timeout=PEER_TIMEOUT_S),
+            lost: KafkaBus(f"127.0.0.1:{closed_port()}", timeout=PEER_TIMEOUT_S),
+        },
+    )
+    await bus.start()
+    try:
+        await bus.ensure_topic(deliveries_topic(here), 1)
+        await bus.ensure_topic(deliveries_topic(peer), 1)
+        await bus.produce(deliveries_topic(here), [("u1", b"mine")])
+        await bus.produce(deliveries_topic(peer), [("u2", b"theirs")])
+        assert bus.bus_for(deliveries_topic(peer)).bootstrap == f"localhost:{port}"
+        consumer = bus.here.consumer(deliveries_topic(peer), f"g-{uuid.uuid4().hex}")
+        records = await consumer.poll(10, 10.0)
+        assert [r.value for r in records] == [b"theirs"]  # it is on the shared cluster
+        await consumer.close()
+
+        with pytest.raises(Unavailable, match=f"region {lost} cannot be reached"):
+            await bus.produce(deliveries_topic(lost), [("u3", b"lost")])
+        await bus.ping()  # a peer being down is not this region unready
+    finally:
+        await bus.close()
+
+
+async def test_a_send_for_a_lost_peers_user_is_refused_and_the_others_go_on(
+    tmp_path: Path, distributed_env: dict[str, str]
+) -> None:
+    here, lost = unique_region(), unique_region()
+    map_file = tmp_path / "shardmap.json"
+    map_file.write_text(shard_map_document([Shard(f"{here}-0", 0, SLOTS - 1, here, here)]))
+    settings = {
+        **as_settings(distributed_env),
+        "region": here,
+        "shard_map_file": map_file,
+        "kafka_peers": f"{lost}=127.0.0.1:{closed_port()}",
+    }
+    async with run_gateway(tmp_path / "data", **settings) as gw:
+        alice, bob, carol = await register(gw), await register(gw), await register(gw)
+        # Bob's shard moves to the lost region (a one-slot shard it owns).
+        slot = slot_for(bob.user_id)
+        shards = [Shard(f"{lost}-0", slot, slot, here, lost, 2)]
+        if slot > 0:
+            shards.append(Shard(f"{here}-0", 0, slot - 1, here, here))
+        if slot < SLOTS - 1:
+            shards.append(Shard(f"{here}-1", slot + 1, SLOTS - 1, here, here))
+        staged = map_file.with_suffix(".next")
+        staged.write_text(shard_map_document(shards))
+        os.replace(staged, map_file)
+        async with bob.http() as http:
+            for _ in range(100):  # the gateway re-reads the file every 2 s
+                if (await http.get("/v1/regions/mine")).json()["owner_region"] == lost:
+                    break
+                await asyncio.sleep(0.1)
+
+        carol_ws = await online(carol)
+        async with alice.http() as http:
+
+            async def send(to: str, text: str) -> tuple[int, dict[str, object]]:
+                r = await http.post(
+                    "/v1/messages",
+                    json={
+                        "id": str(uuid.uuid4()),
+                        "to": {"user": to},
+                        "ciphertexts": ciphertexts({to: [1]}, text),
+                    },
+                )
+                return r.status_code, r.json()
+
+            status, body = await send(bob.user_id, "to bob")
+            assert status == 503, body
+            assert f"region {lost} cannot be reached" in str(body), body
+            status, body = await send(carol.user_id, "to carol")
+            assert status == 200, body
+        assert body_text((await carol_ws.frame("deliver"))["body"]) == "to carol"
+        await carol_ws.close()
