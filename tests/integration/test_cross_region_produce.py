@@ -10,6 +10,7 @@ its bus is a client of its own; the unreachable one is a closed port.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import uuid
@@ -114,4 +115,21 @@ async def test_a_send_for_a_lost_peers_user_is_refused_and_the_others_go_on(
             status, body = await send(carol.user_id, "to carol")
             assert status == 200, body
         assert body_text((await carol_ws.frame("deliver"))["body"]) == "to carol"
+
+        # On one socket, written back to back (one batch of sends for the router): only
+        # the send routed to the lost region is refused.
+        alice_ws = await online(alice)
+        ids = {to: f"s{uuid.uuid4().hex[:12]}" for to in (bob.user_id, carol.user_id)}
+        for to, rid in ids.items():
+            body = {
+                "id": str(uuid.uuid4()),
+                "to": {"user": to},
+                "ciphertexts": ciphertexts({to: [1]}, "again"),
+            }
+            await alice_ws.send_text(json.dumps({"id": rid, "type": "send", "body": body}))
+        to_bob = await alice_ws.response_to(ids[bob.user_id])
+        to_carol = await alice_ws.response_to(ids[carol.user_id])
+        assert (to_bob["status"], to_carol["status"]) == (503, 200), (to_bob, to_carol)
+        assert body_text((await carol_ws.frame("deliver"))["body"]) == "again"
+        await alice_ws.close()
         await carol_ws.close()

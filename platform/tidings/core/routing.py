@@ -19,12 +19,23 @@ Records = dict[str, list[tuple[str, bytes]]]
 def routed(shard_map: ShardMap, envelopes: Iterable[Envelope]) -> Records:
     """Each envelope stamped with its recipient's shard epoch, on the owner's topic
     (receipts on the receipts topic, everything else on the deliveries topic)."""
-    by_topic: Records = defaultdict(list)
-    for envelope in envelopes:
+    return {
+        topic: [record for _, record in records]
+        for topic, records in routed_indexed(shard_map, envelopes).items()
+    }
+
+
+def routed_indexed(
+    shard_map: ShardMap, envelopes: Iterable[Envelope]
+) -> dict[str, list[tuple[int, tuple[str, bytes]]]]:
+    """``routed``, each record with the index of its envelope (so a caller can tell which
+    envelopes a failed topic held)."""
+    by_topic: dict[str, list[tuple[int, tuple[str, bytes]]]] = defaultdict(list)
+    for index, envelope in enumerate(envelopes):
         shard = shard_map.shard_for(envelope.recipient_user)
         to = receipts_topic if envelope.kind is EnvelopeKind.RECEIPT else deliveries_topic
         record = (envelope.recipient_user, envelope.encode(epoch=shard.epoch))
-        by_topic[to(shard.owner_region)].append(record)
+        by_topic[to(shard.owner_region)].append((index, record))
     return dict(by_topic)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,9 +11,9 @@ from tidings.core.analytics import Event, EventBuffer
 from tidings.core.envelopes import Envelope
 from tidings.core.limits import DEFAULT_LIMITS, DEFAULT_RATES, Limits, RateLimits
 from tidings.core.ratelimit import Decision, Limit
-from tidings.core.routing import routed
+from tidings.core.routing import routed_indexed
 from tidings.core.shardmap import ShardMap, single_region
-from tidings.errors import RateLimited
+from tidings.errors import RateLimited, TidingsError
 from tidings.metrics import Metrics
 from tidings.ports import (
     Accounts,
@@ -128,10 +129,37 @@ class Context:
 
 
 async def produce_routed(ctx: Context, envelopes: Sequence[Envelope]) -> None:
-    """Produce ``envelopes`` to their recipients' owning regions (``core.routing``)."""
-    for topic, records in routed(ctx.shard_map, envelopes).items():
-        await ctx.bus.produce(topic, records)
+    """Produce ``envelopes`` to their recipients' owning regions (``core.routing``);
+    raises the first failure."""
+    for error in await produce_routed_each(ctx, envelopes):
+        if error is not None:
+            raise error
+
+
+async def produce_routed_each(
+    ctx: Context, envelopes: Sequence[Envelope]
+) -> list[TidingsError | None]:
+    """``produce_routed``, each topic produced at once beside the others; returns, per
+    envelope, the error of its topic (None: produced). A region that cannot be reached
+    then fails only what was routed to it."""
+
+    async def one(topic: str, records: list[tuple[str, bytes]]) -> TidingsError | None:
+        try:
+            await ctx.bus.produce(topic, records)
+        except TidingsError as exc:
+            return exc
         ctx.metrics.envelopes_produced.labels(topic).inc(len(records))
+        return None
+
+    by_topic = routed_indexed(ctx.shard_map, envelopes)
+    outcomes = await asyncio.gather(
+        *(one(topic, [record for _, record in items]) for topic, items in by_topic.items())
+    )
+    errors: list[TidingsError | None] = [None] * len(envelopes)
+    for items, error in zip(by_topic.values(), outcomes, strict=True):
+        for index, _ in items:
+            errors[index] = error
+    return errors
 
 
 def device_channel(user_id: str, device_id: int) -> str:

@@ -33,7 +33,7 @@ from tidings.errors import (
     StaleDevices,
     TidingsError,
 )
-from tidings.services.context import Context, Principal, produce_routed
+from tidings.services.context import Context, Principal, produce_routed, produce_routed_each
 from tidings.services.directory import Directory
 from tidings.services.frame_limits import take_up_to
 from tidings.services.relationships import Relationships
@@ -150,14 +150,23 @@ class Router:
             envelopes += _envelopes(principal, out, required, server_id, ts)
             produced.append((index, out, server_id, to, ts, len(envelopes) - start))
         if envelopes:
-            try:
-                await self.produce(envelopes if trace is None else trace.stamp(envelopes))
-                if trace is not None:
-                    trace.produced()
-            except TidingsError as exc:
-                for index, *_ in produced:
-                    results[index] = exc
-                produced = []
+            # Per topic: a region that cannot be reached fails only the sends with a
+            # copy routed to it; the others are accepted.
+            errors = await produce_routed_each(
+                ctx, envelopes if trace is None else trace.stamp(envelopes)
+            )
+            if trace is not None:
+                trace.produced()
+            kept, start = [], 0
+            for entry in produced:
+                count = entry[5]
+                failed = next((e for e in errors[start : start + count] if e is not None), None)
+                start += count
+                if failed is None:
+                    kept.append(entry)
+                else:
+                    results[entry[0]] = failed
+            produced = kept
         if produced:
             # Direct messages open (or refresh) a conversation, which typing needs; its
             # records go in the same round trip as the dedupe state.
