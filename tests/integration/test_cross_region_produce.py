@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import uuid
 from pathlib import Path
 
@@ -20,18 +18,13 @@ import pytest
 
 from harness import body_text, ciphertexts, online, register, run_gateway
 from servers import as_settings, unique_region
-from tidings.core.shardmap import SLOTS, Shard, deliveries_topic, shard_map_document, slot_for
+from shard_map_support import closed_port, moving, publish
+from tidings.core.shardmap import SLOTS, Shard, deliveries_topic, slot_for
 from tidings.engines.kafka import KafkaBus
 from tidings.engines.regional_bus import PEER_TIMEOUT_S, RegionalBus
 from tidings.errors import Unavailable
 
 pytestmark = pytest.mark.slow
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_a_peers_topic_goes_to_the_peers_cluster_and_a_lost_peer_is_refused(
@@ -70,7 +63,7 @@ async def test_a_send_for_a_lost_peers_user_is_refused_and_the_others_go_on(
 ) -> None:
     here, lost = unique_region(), unique_region()
     map_file = tmp_path / "shardmap.json"
-    map_file.write_text(shard_map_document([Shard(f"{here}-0", 0, SLOTS - 1, here, here)]))
+    publish(map_file, [Shard(f"{here}-0", 0, SLOTS - 1, here, here)])
     settings = {
         **as_settings(distributed_env),
         "region": here,
@@ -80,15 +73,7 @@ async def test_a_send_for_a_lost_peers_user_is_refused_and_the_others_go_on(
     async with run_gateway(tmp_path / "data", **settings) as gw:
         alice, bob, carol = await register(gw), await register(gw), await register(gw)
         # Bob's shard moves to the lost region (a one-slot shard it owns).
-        slot = slot_for(bob.user_id)
-        shards = [Shard(f"{lost}-0", slot, slot, here, lost, 2)]
-        if slot > 0:
-            shards.append(Shard(f"{here}-0", 0, slot - 1, here, here))
-        if slot < SLOTS - 1:
-            shards.append(Shard(f"{here}-1", slot + 1, SLOTS - 1, here, here))
-        staged = map_file.with_suffix(".next")
-        staged.write_text(shard_map_document(shards))
-        os.replace(staged, map_file)
+        publish(map_file, moving(slot_for(bob.user_id), here, here, lost, 2))
         async with bob.http() as http:
             for _ in range(100):  # the gateway re-reads the file every 2 s
                 if (await http.get("/v1/regions/mine")).json()["owner_region"] == lost:

@@ -5,28 +5,20 @@ to go to the region serving it now, and where that region's gateway is."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from pathlib import Path
 
 from harness import new_phone, register, run_gateway
+from shard_map_support import closed_port, moving, publish
 from tidings.client.http import Api
-from tidings.core.shardmap import SLOTS, Shard, shard_map_document, slot_for
+from tidings.core.shardmap import SLOTS, Shard, slot_for
 
 US, EU = "https://us.example.com", "https://eu.example.com"
 GATEWAYS = {"us-east": US, "eu-west": EU}
 
 
-def publish(path: Path, shards: list[Shard]) -> None:
-    """Swap the whole file in at once, as the kubelet does for a ConfigMap volume."""
-    staged = path.with_suffix(".next")
-    staged.write_text(shard_map_document(shards, GATEWAYS))
-    os.replace(staged, path)
-
-
 async def test_a_client_is_told_which_region_serves_it_and_where(tmp_path: Path) -> None:
     map_file = tmp_path / "shardmap.json"
-    publish(map_file, [Shard("us-east-0", 0, SLOTS - 1, "us-east", "us-east")])
+    publish(map_file, [Shard("us-east-0", 0, SLOTS - 1, "us-east", "us-east")], GATEWAYS)
     async with run_gateway(tmp_path / "data", region="us-east", shard_map_file=map_file) as gw:
         async with gw.http() as anonymous:  # no token: a client that lost its gateway
             r = await anonymous.get("/v1/regions")
@@ -52,13 +44,11 @@ async def test_a_client_is_told_which_region_serves_it_and_where(tmp_path: Path)
             }
 
             # Her one-slot shard (home us-east) is served by eu-west after a failover.
-            slot = slot_for(alice.user_id)
-            shards = [Shard("eu-west-0", slot, slot, "us-east", "eu-west", 2)]
-            if slot > 0:
-                shards.append(Shard("us-east-0", 0, slot - 1, "us-east", "us-east"))
-            if slot < SLOTS - 1:
-                shards.append(Shard("us-east-1", slot + 1, SLOTS - 1, "us-east", "us-east"))
-            publish(map_file, shards)
+            publish(
+                map_file,
+                moving(slot_for(alice.user_id), "us-east", "us-east", "eu-west", 2),
+                GATEWAYS,
+            )
             for _ in range(100):  # the gateway re-reads the file every 2 s
                 placed = (await http.get("/v1/regions/mine")).json()
                 if placed["owner_region"] == "eu-west":
@@ -72,17 +62,11 @@ async def test_a_client_is_told_which_region_serves_it_and_where(tmp_path: Path)
             }
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_the_sdk_moves_past_a_refused_gateway_and_follows_its_region(
     tmp_path: Path,
 ) -> None:
     map_file = tmp_path / "shardmap.json"
-    publish(map_file, [Shard("us-east-0", 0, SLOTS - 1, "us-east", "us-east")])
+    publish(map_file, [Shard("us-east-0", 0, SLOTS - 1, "us-east", "us-east")], GATEWAYS)
     async with run_gateway(tmp_path / "data", region="us-east", shard_map_file=map_file) as gw:
         down = f"http://127.0.0.1:{closed_port()}"
         api = Api(f"{down}, {gw.url}")
@@ -97,15 +81,8 @@ async def test_the_sdk_moves_past_a_refused_gateway_and_follows_its_region(
             # A failover moves the account's shard to eu-west, whose gateway the map
             # publishes (here the same server under another name).
             eu_url = gw.url.replace("127.0.0.1", "localhost").rstrip("/")
-            slot = slot_for(tokens.user_id)
-            shards = [Shard("eu-west-0", slot, slot, "us-east", "eu-west", 2)]
-            if slot > 0:
-                shards.append(Shard("us-east-0", 0, slot - 1, "us-east", "us-east"))
-            if slot < SLOTS - 1:
-                shards.append(Shard("us-east-1", slot + 1, SLOTS - 1, "us-east", "us-east"))
-            staged = map_file.with_suffix(".next")
-            staged.write_text(shard_map_document(shards, {"us-east": US, "eu-west": eu_url}))
-            os.replace(staged, map_file)
+            moved = moving(slot_for(tokens.user_id), "us-east", "us-east", "eu-west", 2)
+            publish(map_file, moved, {"us-east": US, "eu-west": eu_url})
             for _ in range(100):  # the gateway re-reads the file every 2 s
                 if await api.follow() == "eu-west":
                     break

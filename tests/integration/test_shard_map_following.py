@@ -10,7 +10,6 @@ kubelet updates a mounted ConfigMap (a new file swapped in whole).
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import httpx
@@ -19,27 +18,10 @@ import pytest
 import procs
 from harness import body_text, ciphertexts, online, register
 from servers import unique_region
-from tidings.core.shardmap import SLOTS, Shard, shard_map_document, slot_for
+from shard_map_support import moving, publish
+from tidings.core.shardmap import SLOTS, Shard, slot_for
 
 pytestmark = pytest.mark.slow
-
-
-def publish(path: Path, shards: list[Shard]) -> None:
-    """Swap the whole file in at once, as the kubelet does for a ConfigMap volume."""
-    staged = path.with_suffix(".next")
-    staged.write_text(shard_map_document(shards))
-    os.replace(staged, path)
-
-
-def moving(slot: int, rest: str, mover: str, owner: str, epoch: int) -> list[Shard]:
-    """``rest`` owns every slot but ``slot``, whose one-slot shard is home to ``mover``
-    and owned by ``owner`` at ``epoch``."""
-    shards = [Shard(f"{mover}-0", slot, slot, mover, owner, epoch)]
-    if slot > 0:
-        shards.append(Shard(f"{rest}-0", 0, slot - 1, rest, rest))
-    if slot < SLOTS - 1:
-        shards.append(Shard(f"{rest}-1", slot + 1, SLOTS - 1, rest, rest))
-    return shards
 
 
 async def metric(url: str, name: str, **labels: str) -> float:
