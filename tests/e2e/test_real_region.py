@@ -238,6 +238,9 @@ async def test_a_second_gateway_pod_on_the_one_real_node_serves_clients(
         (second,) = [p for p in pods if p["metadata"]["uid"] != first["metadata"]["uid"]]
         assert second["spec"]["nodeName"] == region.node.name
         assert second["spec"]["hostNetwork"] is True
+        (container,) = second["spec"]["containers"]
+        assert "ports" not in container  # a host port each: the scheduler's one per node
+        assert container["readinessProbe"]["exec"]["command"][-1] == "/readyz"
         await asyncio.to_thread(region.wait_ready, 120)
         ops_urls = [region.pod_ops_url(p) for p in (first, second)]
         assert ops_urls[0] == f"http://127.0.0.1:{region.ports.ops['gateway']}"
