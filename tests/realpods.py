@@ -26,6 +26,8 @@ from helm_support import CHART, CHART_CRDS, Helm
 from operator_support import apply, eventually, free_port, get_json, ready_now, region_manifest
 from providers.fcm_server import FakeFcm
 from servers import KubeEnv, RealNode
+from tidings.engines.embedded.otp import latest_code
+from tidings.probe import OPS_PORT_FILE
 from tidings_operator.names import COMPONENT_LABEL, REGION_LABEL, component_name
 
 COMPONENTS = ("gateway", "router", "media", "presence", "delivery", "analytics")
@@ -99,6 +101,20 @@ def service_account_token() -> dict[str, Any]:
 
 
 @dataclass
+class SharedGateway(Gateway):
+    """The gateway port that several pods share: a one-time code is logged by the pod
+    whose process served the request, so it is looked for in each pod's data dir."""
+
+    data_dirs: tuple[Path, ...] = ()
+
+    def code_for(self, phone: str) -> str:
+        for data_dir in self.data_dirs:
+            if (code := latest_code(data_dir / "otp-outbox.jsonl", phone)) is not None:
+                return code
+        raise AssertionError(f"no code logged for {phone} in {self.data_dirs}")
+
+
+@dataclass
 class RealRegion:
     kube: KubeEnv
     node: RealNode
@@ -136,9 +152,18 @@ class RealRegion:
     def data_dir(self, component: str) -> Path:
         """The pod's data directory (an emptyDir) as the host sees it: where a dev-mode
         gateway logs the one-time codes."""
-        uid = str(self.pod(component)["metadata"]["uid"])
+        return self.pod_data_dir(self.pod(component))
+
+    def pod_data_dir(self, pod: dict[str, Any]) -> Path:
+        uid = str(pod["metadata"]["uid"])
         pods = self.kube.kubeconfig.parent / "node" / "kubelet" / "pods"
         return pods / uid / "volumes" / "kubernetes.io~empty-dir" / "data"
+
+    def pod_ops_url(self, pod: dict[str, Any]) -> str:
+        """Where this pod's own process serves ``/metrics``: pods of a component on the
+        node share the client port, each writes its operations port to its data dir."""
+        port = int((self.pod_data_dir(pod) / OPS_PORT_FILE).read_text())
+        return f"http://127.0.0.1:{port}"
 
     def rss_kib(self, component: str) -> int:
         """VmRSS of the container's process (PID 1: ``tidings serve``, no shell)."""

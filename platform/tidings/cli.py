@@ -34,6 +34,8 @@ async def _serve(settings: Settings, components: Sequence[str]) -> None:
         port=settings.port,
         ops_port=settings.ops_port,
         log_level=settings.log_level,
+        reuse_port=settings.reuse_port,
+        data_dir=settings.data_dir,
     )
     running = serving.client
     names = " + ".join(components)

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     """The operations port, on ``host`` too: ``/metrics``, ``/analytics/daily/*`` (the
     analytics process), ``/healthz`` and ``/readyz``. Keep it off the public ingress;
     0 picks a free one (several processes on one machine)."""
+    reuse_port: bool = False
+    """Listen on the client port with ``SO_REUSEPORT``: several processes of one user on
+    one host (a component's pods on a node's network) share the port, and the kernel
+    spreads new connections among them. The operations port stays per process: when
+    ``ops_port`` is taken, a free one is used instead and written to ``<data_dir>/ops-port``
+    (where the pod's probes read it). Set by the operator for ``pods.hostNetwork``."""
     public_url: str = ""
     """Base of absolute blob URLs; empty means URLs relative to the gateway."""
     region: str = Field(default="local", pattern=r"^[a-z0-9-]{1,40}$")

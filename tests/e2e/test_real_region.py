@@ -16,7 +16,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 import procs
@@ -30,6 +32,7 @@ from realpods import (
     COMPONENTS,
     Ports,
     RealRegion,
+    SharedGateway,
     create_s3_secret,
     elapsed_since,
     install_operator,
@@ -216,24 +219,70 @@ async def test_a_push_pool_worker_pod_pushes_through_the_local_fcm_server(
         assert "wake up" not in json.dumps(pushed())
 
 
-def test_a_second_gateway_on_the_one_real_node_is_unschedulable_and_said_so(
+async def test_a_second_gateway_pod_on_the_one_real_node_serves_clients(
     region: RealRegion,
 ) -> None:
-    """On the host's network a node holds one pod per port: scaling the gateway to two
-    on the single real node leaves the new pod Pending (the scheduler's free-ports
-    check), and the ChatRegion names it; scaled back, the region is Ready again."""
-    set_gateway_replicas(region, 2)
+    """Scaled to two on the single real node, the gateway's second pod is scheduled (its
+    pods declare no host ports), shares the client port (``SO_REUSEPORT``), is Ready by
+    a probe of its own process, and serves clients: users registered through the one
+    port until each pod's own ``/metrics`` (the second on the operations port it wrote)
+    counts a registration. Scaled back, the region is Ready with one."""
+    (first,) = region.pods("gateway")
+    started = time.monotonic()
+    await asyncio.to_thread(set_gateway_replicas, region, 2)
+    try:
+        pods = await asyncio.to_thread(
+            eventually, lambda: two_ready_gateways(region), "a second gateway pod Ready", 180
+        )
+        ready_seconds = elapsed_since(started)
+        (second,) = [p for p in pods if p["metadata"]["uid"] != first["metadata"]["uid"]]
+        assert second["spec"]["nodeName"] == region.node.name
+        assert second["spec"]["hostNetwork"] is True
+        (container,) = second["spec"]["containers"]
+        assert "ports" not in container  # a host port each: the scheduler's one per node
+        assert container["readinessProbe"]["exec"]["command"][-1] == "/readyz"
+        await asyncio.to_thread(region.wait_ready, 120)
+        ops_urls = [region.pod_ops_url(p) for p in (first, second)]
+        assert ops_urls[0] == f"http://127.0.0.1:{region.ports.ops['gateway']}"
+        assert ops_urls[1] != ops_urls[0]
+        before = [await registrations(url) for url in ops_urls]
+        shared = SharedGateway(
+            f"http://127.0.0.1:{region.ports.client['gateway']}",
+            region.pod_data_dir(first),
+            data_dirs=(region.pod_data_dir(first), region.pod_data_dir(second)),
+        )
+        users = 0
+        while not all([await registrations(u) > b for u, b in zip(ops_urls, before, strict=True)]):
+            assert users < 40, f"after {users} users: {before} -> {ops_urls}"
+            await register(shared)  # a new connection each, which the kernel places
+            users += 1
+        memory = [region.pod_rss_kib(p["metadata"]["name"]) // 1024 for p in (first, second)]
+        print(
+            f"\nscale gateway to 2 -> second pod Ready: {ready_seconds} s; both pods served "
+            f"after {users} users; RSS (MiB) of the two gateway pods: {memory}"
+        )
+    finally:
+        await asyncio.to_thread(set_gateway_replicas, region, 1)
+    await asyncio.to_thread(region.wait_ready, 120)
+    await asyncio.to_thread(eventually, lambda: len(region.pods("gateway")) == 1, "one gateway")
 
-    def unschedulable() -> dict[str, str] | None:
-        cond = condition(region.body(), "Degraded")
-        return cond if cond and cond.get("reason") == "Unschedulable" else None
 
-    cond = eventually(unschedulable, "the ChatRegion Degraded by an unschedulable gateway")
-    assert "gateway" in cond["message"], cond
-    assert "free ports" in cond["message"], cond
-    set_gateway_replicas(region, 1)
-    region.wait_ready(timeout=120)
-    assert len(region.pods("gateway")) == 1
+def two_ready_gateways(region: RealRegion) -> list[dict[str, Any]] | None:
+    pods = region.pods("gateway")
+    ready = [
+        p for p in pods
+        if any(s.get("ready") for s in p.get("status", {}).get("containerStatuses") or [])
+    ]  # fmt: skip
+    return pods if len(ready) == 2 else None
+
+
+async def registrations(ops_url: str) -> float:
+    """Registrations one gateway process served, as its ``/metrics`` counts them."""
+    async with httpx.AsyncClient(base_url=ops_url, timeout=10.0) as http:
+        text = (await http.get("/metrics")).text
+    prefix = 'tidings_http_requests_total{method="POST",route="/v1/auth/register"'
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
 
 def set_gateway_replicas(region: RealRegion, replicas: int) -> None:

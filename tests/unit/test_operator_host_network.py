@@ -72,13 +72,55 @@ def test_each_component_listens_on_its_own_ports_on_the_node_network() -> None:
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["TIDINGS_PORT"] == str(20000 + i)
         assert env["TIDINGS_OPS_PORT"] == str(21000 + i)
-        assert [p["containerPort"] for p in container["ports"]] == [20000 + i, 21000 + i]
+        assert env["TIDINGS_REUSE_PORT"] == "true"
+        # Declared ports would be host ports: one pod of the component per node.
+        assert "ports" not in container
         assert template["metadata"]["annotations"]["prometheus.io/port"] == str(21000 + i)
         # The old pod holds the node's ports: it goes before its successor starts.
         assert deployment["spec"]["strategy"]["rollingUpdate"] == {
             "maxSurge": 0,
             "maxUnavailable": 1,
         }
+
+
+def test_host_network_pods_probe_their_own_process_and_keep_the_timings() -> None:
+    """The shared client port would answer any pod's probe: each probe runs
+    ``tidings.probe`` in the container instead, with the pod network's timings."""
+    pod_network = parse(region_body())
+    assert isinstance(pod_network, ChatRegion)
+    plain = deployments(region_children(pod_network))["loop-gateway"]
+    (plain_container,) = plain["spec"]["template"]["spec"]["containers"]
+    (container,) = deployments(region_children(host_region()))["loop-gateway"]["spec"]["template"][
+        "spec"
+    ]["containers"]
+    for probe, path in (
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ):
+        assert container[probe]["exec"]["command"] == ["python", "-m", "tidings.probe", path]
+        assert "httpGet" not in container[probe]
+        assert container[probe]["timeoutSeconds"] == 5
+        for timing in ("periodSeconds", "failureThreshold"):
+            assert container[probe][timing] == plain_container[probe][timing]
+    assert plain_container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert "TIDINGS_REUSE_PORT" not in {e["name"] for e in plain_container["env"]}
+
+
+def test_host_network_services_target_the_port_number() -> None:
+    """No named ``http`` port on a host-network pod: the Service targets the number."""
+    services = {
+        c["metadata"]["name"]: c["spec"]["ports"][0]["targetPort"]
+        for c in region_children(host_region())
+        if c["kind"] == "Service"
+    }
+    assert services["loop-gateway"] == 20000 + REGION_COMPONENTS.index("gateway")
+    assert services["loop-media"] == 20000 + REGION_COMPONENTS.index("media")
+    pod_network = parse(region_body())
+    assert isinstance(pod_network, ChatRegion)
+    for child in region_children(pod_network):
+        if child["kind"] == "Service":
+            assert child["spec"]["ports"][0]["targetPort"] == "http"
 
 
 def test_a_region_without_placement_keeps_the_pod_network_and_surges() -> None:
@@ -115,6 +157,8 @@ def test_a_push_pool_runs_where_its_region_runs_on_its_own_ports() -> None:
     (container,) = spec["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert (env["TIDINGS_PORT"], env["TIDINGS_OPS_PORT"]) == ("22000", "22001")
+    assert env["TIDINGS_REUSE_PORT"] == "true"
+    assert "ports" not in container
 
 
 def test_host_network_with_shared_ports_is_refused_naming_them() -> None:

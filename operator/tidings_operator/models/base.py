@@ -152,8 +152,8 @@ class PodPlacement(SpecModel):
     host_network: bool = False
     """Run the pods on their node's network (no pod network, e.g. a node whose only
     reachable network is loopback). Each component then needs ports of its own: see
-    ``components.<name>.port`` and ``opsPort``; a node holds at most one pod per port,
-    so a component's replicas spread over nodes."""
+    ``components.<name>.port`` and ``opsPort``; a component's pods on one node share its
+    client port (``SO_REUSEPORT``), and all but the first serve metrics on a free port."""
     node_selector: dict[str, str] = Field(default_factory=dict, max_length=32)
     """Node labels the pods require."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)

@@ -79,18 +79,22 @@ def container(
     mounts: Sequence[Mapping[str, Any]] = (),
     port: int | None = None,
     ops_port: int | None = None,
+    host_network: bool = False,
 ) -> dict[str, Any]:
     """The platform container: settings from a ConfigMap, credentials from Secrets.
     Two ports: ``http`` for clients (the Services' target, and the probes: they check
     the server clients reach) and ``ops`` for Prometheus (metrics, analytics).
     ``port``/``ops_port``, when given, override the ConfigMap's (``env`` wins over
-    ``envFrom``): on the host's network each component needs its own."""
+    ``envFrom``): on the host's network each component needs its own.
+
+    ``host_network``: the pods of the component share their node's client port (see
+    ``shared_port_container``)."""
     overrides = []
     if port is not None:
         overrides.append(literal("port", port))
     if ops_port is not None:
         overrides.append(literal("ops_port", ops_port))
-    http = {"path": "/healthz", "port": "http"}
+    http = {"httpGet": {"path": "/healthz", "port": "http"}}
     spec: dict[str, Any] = {
         "name": component,
         "image": image,
@@ -105,8 +109,8 @@ def container(
         "env": [*(dict(e) for e in env), *overrides],
         # HTTP is served only once the engines have started (Cassandra migrations
         # included), so the startup probe allows two minutes before liveness counts.
-        "startupProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 60},
-        "livenessProbe": {"httpGet": http, "periodSeconds": 10, "failureThreshold": 3},
+        "startupProbe": {**http, "periodSeconds": 2, "failureThreshold": 60},
+        "livenessProbe": {**http, "periodSeconds": 10, "failureThreshold": 3},
         # Ready means every engine answers: a pod cut off from Kafka or Cassandra
         # leaves the Service instead of failing requests.
         "readinessProbe": {
@@ -128,7 +132,36 @@ def container(
     }
     if reqs := resources_dict(resources):
         spec["resources"] = reqs
-    return spec
+    return shared_port_container(spec) if host_network else spec
+
+
+PROBE_COMMAND = ("python", "-m", "tidings.probe")
+"""A probe of the container's own process (``tidings.probe``), by its operations port."""
+
+
+def shared_port_container(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The container of a pod on its node's network, so that a node runs several pods of
+    the component (a second gateway on a one-node cluster, an HPA's extra replicas):
+
+    - ``TIDINGS_REUSE_PORT``: the pods share the client port (``SO_REUSEPORT``), the
+      kernel spreads new connections among those whose engines have started;
+    - no ``ports``: on the host's network each is a host port too, and the scheduler
+      places one pod declaring a port per node (the second stayed Pending);
+    - the probes run ``tidings.probe`` in the container: an HTTP probe of the shared
+      client port would be answered by any pod's process (a new pod Ready before its
+      own process serves), and the operations port, one per process, is known only to
+      the process (the first pod on a node takes ``opsPort``, the next a free one);
+      the command's time limit allows for a Python start-up on a busy node."""
+    out = {k: v for k, v in spec.items() if k != "ports"}
+    out["env"] = [*spec["env"], literal("reuse_port", True)]
+    for probe, path in (
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ):
+        timing = {k: v for k, v in spec[probe].items() if k != "httpGet"}
+        out[probe] = {"exec": {"command": [*PROBE_COMMAND, path]}, **timing, "timeoutSeconds": 5}
+    return out
 
 
 def pod_template(
@@ -206,9 +239,10 @@ def deployment(
 
 def rollout_strategy(template: Mapping[str, Any]) -> dict[str, Any]:
     """Surge first: capacity never dips below the desired count during a rollout. Not
-    on the host's network: a surge pod wants the ports its predecessor holds on the
-    node, so (on a full or single node) it would stay Pending and the rollout never
-    end; there the old pod goes first, one at a time."""
+    on the host's network: a surge pod would share the client port but find the
+    operations port its predecessor holds and take a free one, which it keeps after the
+    predecessor is gone, out of sight of the ``prometheus.io/port`` annotation. There
+    the old pod goes first, one at a time, and its successor gets ``opsPort``."""
     if template.get("spec", {}).get("hostNetwork"):
         return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}

@@ -154,6 +154,7 @@ def pool_deployment(
         mounts=mounts,
         port=spec.port,
         ops_port=spec.ops_port,
+        host_network=region.spec.pods.host_network,
     )
     hashed = digest(settings_data(region), own_env, dict(secret_versions or {}))
     template = pod_template(

@@ -14,6 +14,7 @@ from tidings_operator.models import REGION_COMPONENTS, SERVED_COMPONENTS, ChatRe
 from tidings_operator.names import (
     REGION_LABEL,
     SETTINGS_HASH_ANNOTATION,
+    SETTINGS_PORT,
     VERSION_LABEL,
     component_name,
     service_account,
@@ -84,6 +85,7 @@ def component_deployment(
         mounts=[shard_map_mount],
         port=spec.port,
         ops_port=spec.ops_port,
+        host_network=region.spec.pods.host_network,
     )
     template = pod_template(
         labels=pod_labels,
@@ -121,10 +123,23 @@ def component_service(region: ChatRegion, component: str) -> dict[str, Any]:
             "type": gateway.service_type if is_gateway else "ClusterIP",
             "selector": selector_labels(region.region, component),
             "ports": [
-                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+                {
+                    "name": "http",
+                    "port": SERVICE_PORT,
+                    "targetPort": service_target(region, component),
+                    "protocol": "TCP",
+                }
             ],
         },
     }
+
+
+def service_target(region: ChatRegion, component: str) -> int | str:
+    """The container's ``http`` port; on the host's network, where the pods declare no
+    ports (see ``pods.shared_port_container``), the number they listen on."""
+    if region.spec.pods.host_network:
+        return region.spec.components.of(component).port or SETTINGS_PORT
+    return "http"
 
 
 def component_autoscaler(region: ChatRegion, component: str) -> dict[str, Any] | None:
