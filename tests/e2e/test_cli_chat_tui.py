@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import procs
-from cli_support import chatting, platform
-from pty_support import terminal
+from cli_support import Interactive, User, chatting, platform
+from pty_support import Terminal, terminal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -24,53 +24,59 @@ async def test_terminal_chat_keeps_the_input_line_and_shows_the_state(tmp_path: 
         await alice.run("send", "--to", bob.phone, "before")
         await bob.inbox_until(lambda rows: len(rows) == 1)
 
-        async with (
-            chatting(bob, "--to", alice.phone) as bob_chat,
-            terminal(procs.TIDINGS, "chat", *alice.options(), "--to", bob.phone) as term,
-        ):
+        async with chatting(bob, "--to", alice.phone) as bob_chat:
+            # Once bob's chat put alice in his contacts, she may see his presence.
             await bob_chat.expect(r"^type /help")
-            at = await term.expect(r"type /help for commands")
-            # The bar names the open conversation and, bob being connected, his presence.
-            # (The screen is redrawn by differences: a change may be all that is written.)
-            await term.expect(rf"{re.escape(bob.phone)}", since=at)
-            await term.expect(r"\(online\)", since=at)
+            async with terminal(procs.TIDINGS, "chat", *alice.options(), "--to", bob.phone) as term:
+                await _conversation(term, bob_chat, alice, bob, carol)
 
-            term.type("hello from the terminal")
-            await bob_chat.expect(r"is typing$")  # sent while typing, before Enter
-            term.type("\r")
-            await bob_chat.expect(r"^< .*: hello from the terminal$")
 
-            # Half a line typed when bob's message arrives: it is shown above the input
-            # line, the typed text is drawn again under it and is still there to finish.
-            term.type("half a li")
-            at = await term.expect(r"> half a li")
-            await bob_chat.say("a message while alice types")
-            at = await term.expect(r"< .*: a message while alice types", since=at)
-            await term.expect(r"> half a li", since=at)
-            term.type("ne\r")
-            await bob_chat.expect(r"^< .*: half a line$")
+async def _conversation(
+    term: Terminal, bob_chat: Interactive, alice: User, bob: User, carol: User
+) -> None:
+    """Alice's terminal chat, open on bob, while bob chats through pipes."""
+    at = await term.expect(r"type /help for commands")
+    # The bar names the open conversation and, bob being connected, his presence.
+    # (The screen is redrawn by differences: a change may be all that is written.)
+    await term.expect(rf"{re.escape(bob.phone)}", since=at)
+    await term.expect(r"\(online\)", since=at)
 
-            # A message for another conversation counts as unread in the bar (carol is
-            # shown by her id: alice never looked up her number).
-            await carol.run("send", "--to", alice.phone, "psst")
-            await term.expect(rf"unread: {carol.user_id} 1")
+    term.type("hello from the terminal")
+    await bob_chat.expect(r"is typing$")  # sent while typing, before Enter
+    term.type("\r")
+    await bob_chat.expect(r"^< .*: hello from the terminal$")
 
-            # A multi-line paste is one message: bob sees one "< " line and its rest.
-            term.paste("first line\nsecond line\nthird line")
-            term.type("\r")
-            await bob_chat.expect(r"^< .*: first line$")
-            await bob_chat.expect(r"^second line$")
-            await bob_chat.expect(r"^third line$")
-            # Esc-Enter starts a new line without sending.
-            term.type("top\x1b\rbottom\r")
-            await bob_chat.expect(r"^< .*: top$")
-            await bob_chat.expect(r"^bottom$")
+    # Half a line typed when bob's message arrives: it is shown above the input
+    # line, the typed text is drawn again under it and is still there to finish.
+    term.type("half a li")
+    at = await term.expect(r"> half a li")
+    await bob_chat.say("a message while alice types")
+    at = await term.expect(r"< .*: a message while alice types", since=at)
+    await term.expect(r"> half a li", since=at)
+    term.type("ne\r")
+    await bob_chat.expect(r"^< .*: half a line$")
 
-            term.type(f"/to {carol.phone}\r")
-            await term.expect(rf"talking to {re.escape(carol.phone)}")
-            term.type("/quit\r")
-            await term.expect(r"bye")
-            assert await asyncio.wait_for(term.process.wait(), 20) == 0
+    # A message for another conversation counts as unread in the bar (carol is
+    # shown by her id: alice never looked up her number).
+    await carol.run("send", "--to", alice.phone, "psst")
+    await term.expect(rf"unread: {carol.user_id} 1")
+
+    # A multi-line paste is one message: bob sees one "< " line and its rest.
+    term.paste("first line\nsecond line\nthird line")
+    term.type("\r")
+    await bob_chat.expect(r"^< .*: first line$")
+    await bob_chat.expect(r"^second line$")
+    await bob_chat.expect(r"^third line$")
+    # Esc-Enter starts a new line without sending.
+    term.type("top\x1b\rbottom\r")
+    await bob_chat.expect(r"^< .*: top$")
+    await bob_chat.expect(r"^bottom$")
+
+    term.type(f"/to {carol.phone}\r")
+    await term.expect(rf"talking to {re.escape(carol.phone)}")
+    term.type("/quit\r")
+    await term.expect(r"bye")
+    assert await asyncio.wait_for(term.process.wait(), 20) == 0
 
 
 async def test_plain_forces_the_line_based_chat_on_a_terminal(tmp_path: Path) -> None:
