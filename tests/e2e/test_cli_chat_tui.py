@@ -111,3 +111,6 @@ async def test_typing_in_one_terminal_chat_is_shown_in_the_others_bar(tmp_path: 
             # presence, if he already let her see it): nobody is typing now.
             bar = rf"{re.escape(bob.phone)}( \(online\))? {{20,}}"
             await alice_term.expect(bar, since=at)
+            bob_term.type("\x04")  # Ctrl-D leaves, as end of input does
+            await bob_term.expect(r"bye")
+            assert await asyncio.wait_for(bob_term.process.wait(), 20) == 0
