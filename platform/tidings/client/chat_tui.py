@@ -82,15 +82,18 @@ class TerminalChat(Chat):
         self._spawn(self._follow_presence())
 
     async def _read_prompt(self) -> None:
-        while True:
-            try:
-                line: str | None = await self.session.prompt_async()
-            except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C: leave
-                line = None
-            self._typing_done(self.open)
-            self.lines.put_nowait(line)
-            if line is None:
-                return
+        line: str | None = ""
+        try:
+            while line is not None:
+                try:
+                    line = await self.session.prompt_async()
+                except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C: leave
+                    line = None
+                self._typing_done(self.open)
+                self.lines.put_nowait(line)
+        finally:
+            if line is not None:  # the terminal failed: end the chat rather than hang
+                self.lines.put_nowait(None)
 
     def status(self) -> str:
         """The bottom bar's text, from the current state."""
