@@ -1,8 +1,9 @@
-"""``tidings chat``: an interactive, line-based conversation loop.
+"""``tidings chat``: an interactive conversation loop and its commands.
 
-A daemon thread reads stdin (a terminal or a pipe) into an asyncio queue, so the
-WebSocket listener keeps receiving while the user types; incoming messages, receipts
-and typing are printed as they arrive.
+Here the line-based loop (pipes, scripts, ``--plain``): a daemon thread reads stdin into
+an asyncio queue, so the WebSocket listener keeps receiving while the user types;
+incoming messages, receipts and typing are printed as they arrive. On a terminal,
+``chat_tui.TerminalChat`` replaces only the input and the printing, not the commands.
 """
 
 from __future__ import annotations
@@ -133,9 +134,19 @@ async def main(args: argparse.Namespace) -> int:
             except ApiError as exc:
                 if not outbox.unreachable(exc):  # offline: the chat says so and queues
                     raise
-            return await Chat(client).run(args)
+            return await chat_for(client, args).run(args)
     finally:
         await client.close()
+
+
+def chat_for(client: Client, args: argparse.Namespace) -> Chat:
+    """The terminal UI when both ends are a terminal, else (pipes, scripts, ``--plain``)
+    the line-based loop: scripts rely on one line in, one message out."""
+    if getattr(args, "plain", False) or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return Chat(client)
+    from tidings.client.chat_tui import TerminalChat  # prompt_toolkit: only when used
+
+    return TerminalChat(client)
 
 
 class Chat:
@@ -146,8 +157,7 @@ class Chat:
         self.lines: asyncio.Queue[str | None] = asyncio.Queue()
 
     async def run(self, args: argparse.Namespace) -> int:
-        loop = asyncio.get_running_loop()
-        threading.Thread(target=_read_stdin, args=(loop, self.lines), daemon=True).start()
+        self._start_input()
         listener = asyncio.create_task(self.client.listen(), name="chat-listen")
         listener.add_done_callback(lambda _: self.lines.put_nowait(None))
         printer = asyncio.create_task(self._print_events(), name="chat-print")
@@ -175,6 +185,11 @@ class Chat:
             return 1
         say("bye")
         return 0
+
+    def _start_input(self) -> None:
+        """Feed :attr:`lines` from stdin, line by line (None at its end)."""
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=_read_stdin, args=(loop, self.lines), daemon=True).start()
 
     async def handle(self, line: str) -> bool:
         """Run one input line; False means quit."""

@@ -286,6 +286,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     first = p.add_mutually_exclusive_group()
     first.add_argument("--to", metavar="USER_ID_OR_PHONE", help=TO_HELP + "; opened first")
     first.add_argument("--group", metavar="GROUP", help=GROUP_HELP + "; opened first")
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="line-based chat even on a terminal (the default when stdin is not one)",
+    )
     p.set_defaults(run=runner(chat_loop.main))
 
     p = command("register", "register --phone (or sign in again); prints the user id", CODE_HELP)
