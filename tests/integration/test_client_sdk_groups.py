@@ -159,3 +159,30 @@ async def test_two_clients_on_one_store_send_to_a_group_without_breaking_it(
     finally:
         for client in (alice, twin, bob, carol):
             await client.close()
+
+
+async def test_a_member_who_missed_a_rename_learns_the_name_when_added_back(
+    embedded_gateway: Gateway, tmp_path: Path
+) -> None:
+    alice, bob, carol = [
+        await sdk_client(embedded_gateway, tmp_path, n) for n in ("alice", "bob", "carol")
+    ]
+    try:
+        group = await alice.create_group("team", [bob.user_id, carol.user_id])
+        await receive(bob, 1, "notice")  # created: bob knows it as "team"
+        await alice.remove_member(group, bob.user_id)
+        await alice.rename_group(group, "friends")  # bob is not a member: no notice
+        await alice.add_members(group, [bob.user_id])
+        told = await receive(bob, 2, "notice")  # removed (1:1), then added
+        assert [e.extra["op"] for e in told] == ["removed", "added"]
+        assert names.group(bob.store, group) == "friends"
+
+        # A plain member's forged "added" notice with another name renames nothing.
+        await carol.send_group(group, notices.notice("added", group, "carol's", [bob.user_id]))
+        await alice.send_group_text(group, "still friends")
+        seen = await receive(bob, 1, "text")
+        assert seen[0].text == "still friends"
+        assert names.group(bob.store, group) == "friends"
+    finally:
+        for client in (alice, bob, carol):
+            await client.close()

@@ -18,6 +18,8 @@ from typing import Any
 
 KIND = "group"
 OPS = ("created", "added", "removed", "left", "admin", "member", "renamed")
+ADMIN_OPS = frozenset({"created", "added", "removed", "admin", "member", "renamed"})
+"""Changes only a group's admins can make (the server refuses the others)."""
 MAX_NAME = 100
 """As the server limits group names."""
 

@@ -137,9 +137,24 @@ class Receiving(ClientBase):
             log.warning("ignoring a rename of %s by a non-admin", notice["group"])
             return None
         status = "sent" if user == self.user_id else "received"
+        named = await self._names_group(notice, user)
         return self._store_notice(
-            envelope["server_id"], user, device, envelope["timestamp"], notice, status
+            envelope["server_id"], user, device, envelope["timestamp"], notice, status, named
         )
+
+    async def _names_group(self, notice: dict[str, Any], user: str) -> bool:
+        """Whether the notice's group name is to be taken: a checked rename, a group not
+        known yet, or a differing name in a change only admins make, sent by an admin
+        now. So a member who missed a rename (removed meanwhile, then added back) learns
+        the name from the notice that adds them, while a member's forged notice renames
+        nothing."""
+        name, group_id = notice.get("name", ""), notice["group"]
+        known = names.book(self.store, names.GROUPS).get(group_id)
+        if not name or name == known:
+            return False
+        if notice["op"] == "renamed" or known is None:
+            return True
+        return notice["op"] in notices.ADMIN_OPS and await self._is_admin(group_id, user)
 
     async def _is_admin(self, group_id: str, user_id: str) -> bool:
         """Whether ``user_id`` is an admin of the group now (the server keeps roles; a
@@ -162,12 +177,11 @@ class Receiving(ClientBase):
         timestamp: int,
         notice: dict[str, Any],
         status: str,
+        named: bool,
     ) -> Event:
-        group_id, name = notice["group"], notice.get("name", "")
-        if name and (
-            notice["op"] == "renamed" or group_id not in names.book(self.store, names.GROUPS)
-        ):
-            names.remember(self.store, names.GROUPS, group_id, name)
+        group_id = notice["group"]
+        if named:
+            names.remember(self.store, names.GROUPS, group_id, notice["name"])
         text = notices.describe(notice, user, self.user_id, lambda u: names.person(self.store, u))
         extra = {k: v for k, v in notice.items() if k != "t"}
         conversation = f"group:{group_id}"

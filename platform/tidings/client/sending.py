@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tidings.client import content, effects, notices
+from tidings.client import content, effects, names, notices
 from tidings.client.base import b64, unb64
 from tidings.client.crypto.media import decrypt_media, encrypt_media
 from tidings.client.crypto.session import Session
@@ -90,7 +90,12 @@ class Sending(Identities):
         self, server_id: str, conversation: str, ts: int, payload: dict[str, Any]
     ) -> None:
         if payload["t"] == notices.KIND and conversation.startswith("group:"):
-            self._store_notice(server_id, self.user_id, self.device_id, ts, payload, "sent")
+            # Its own notice: the name it carries is the one this device gave the group.
+            named = bool(payload.get("name")) and (
+                payload.get("op") == "renamed"
+                or payload["group"] not in names.book(self.store, names.GROUPS)
+            )
+            self._store_notice(server_id, self.user_id, self.device_id, ts, payload, "sent", named)
         sender = (self.user_id, self.device_id)
         if payload["t"] in content.CONTROL:
             effects.apply_control(
