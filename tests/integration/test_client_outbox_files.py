@@ -13,10 +13,13 @@ from typing import Any
 
 import pytest
 
-from harness import new_phone, run_gateway
+from harness import Gateway, new_phone, run_gateway
+from sdk_support import sdk_client
 from tidings.client import outbox
 from tidings.client.http import ApiError
+from tidings.client.outbox_store import Queued
 from tidings.client.sdk import Client, Event
+from tidings.client.sending import seal_file
 
 SHOWN = ("text", "file")
 
@@ -139,3 +142,27 @@ def lose_answer_once(client: Client, client_id: str) -> None:
         return server_id
 
     client.send_to = losing  # type: ignore[method-assign]
+
+
+async def test_two_flushes_at_once_upload_and_send_a_queued_file_once(
+    embedded_gateway: Gateway, tmp_path: Path
+) -> None:
+    alice = await sdk_client(embedded_gateway, tmp_path, "alice")
+    bob = await sdk_client(embedded_gateway, tmp_path, "bob")
+    try:
+        path = tmp_path / "notes.txt"
+        path.write_bytes(b"twice? no")
+        payload, blob = await seal_file(path)
+        alice.store.outbox.queue(Queued("f1", bob.user_id, "notes.txt", payload, blob))
+        uploads = _counting_uploads(alice)
+        # The chat's flush on reconnect and a typed message's flush, at the same time.
+        both = await asyncio.gather(outbox.flush(alice), outbox.flush(alice))
+        assert sorted(len(f.sent) for f in both) == [0, 1]
+        assert len(uploads) == 1
+        await outbox.send_or_queue(alice, bob.user_id, "after")
+        got = await _until(bob, 2)  # a second file would come before "after"
+        assert [(e.kind, e.text) for e in got] == [("file", "notes.txt"), ("text", "after")]
+        assert await bob.fetch_file(got[0].extra) == b"twice? no"
+    finally:
+        await alice.close()
+        await bob.close()

@@ -11,7 +11,9 @@ retry after a lost answer sends the same upload again instead of a second one.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,9 +116,10 @@ async def send_file_or_queue(client: Client, conversation: str, path: Path) -> S
 async def _queue_and_flush(client: Client, entry: Queued) -> Sent:
     # Queued first, even online: it then goes after what waits, and a crash mid-send
     # leaves it to be retried under the same client id rather than lost.
-    client.store.outbox.queue(entry)
     try:
-        flushed = await flush(client)
+        async with _lock(client):  # queued and flushed by this flush, not another's
+            client.store.outbox.queue(entry)
+            flushed = await _flush(client)
     except ApiError as exc:
         if not unreachable(exc):
             raise
@@ -128,12 +131,26 @@ async def _queue_and_flush(client: Client, entry: Queued) -> Sent:
     return Sent(dict(flushed.sent)[entry.client_id], refused=earlier)
 
 
+_flushing: weakref.WeakKeyDictionary[Client, asyncio.Lock] = weakref.WeakKeyDictionary()
+"""One flush at a time per client: the chat flushes on reconnect while a typed message
+flushes too, and two flushes at once would upload the same queued file twice."""
+
+
 async def flush(client: Client) -> Flushed:
     """Send the queued messages oldest first, each under its own client id. An
     unreachable server stops it (raising ``ApiError`` of status 0) with the rest still
     queued, to be tried again later; a message the server refuses (or a verified
     contact whose key changed) is dropped from the outbox and returned in ``refused``,
     for the caller to report, so one bad message does not hold the others back."""
+    async with _lock(client):
+        return await _flush(client)
+
+
+def _lock(client: Client) -> asyncio.Lock:
+    return _flushing.setdefault(client, asyncio.Lock())
+
+
+async def _flush(client: Client) -> Flushed:
     out = Flushed([], [])
     for entry in client.store.outbox.entries():
         try:
