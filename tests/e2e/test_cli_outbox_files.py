@@ -1,7 +1,8 @@
 """The outbox on the command line with files and message features: `send-file`,
-`react` and `send --reply-to` typed while the server is down are queued (listed and
-droppable with `tidings outbox`), and go out once, in order, when it is back; the
-recipient decrypts the file to the bytes that were sent (real processes)."""
+`react`, `send --reply-to` and the chat's `/send-file` typed while the server is down
+are queued (listed and droppable with `tidings outbox`), and go out once, in order,
+when it is back; the recipient decrypts the file to the bytes that were sent (real
+processes)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import procs
-from cli_support import User
+from cli_support import User, chatting
 from harness import new_phone
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -49,8 +50,10 @@ async def test_files_and_reactions_typed_offline_arrive_once_in_order(tmp_path: 
     assert out.strip() == "2"
     out, _ = await alice.run("send", "--to", bob.phone, "--reply-to", before, "re")
     assert out.strip() == "3"
-    out, _ = await alice.run("send-file", "--to", bob.phone, str(junk))
-    assert out.strip() == "4"
+    async with chatting(alice, "--to", bob.phone) as chat:  # the chat queues files too
+        await chat.expect(r"^offline: ")
+        await chat.say(f"/send-file {junk}")
+        await chat.expect(r"^queued \(4 waiting\)")
     out, _ = await alice.run("outbox")
     rows = [line.split("\t") for line in out.splitlines()]
     assert [row[1:] for row in rows] == [
