@@ -298,7 +298,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     p = command(
         "outbox",
-        "texts waiting for the server (sent, in order, by the next chat, inbox or send)",
+        "messages and files waiting for the server (sent, in order, by the next chat, "
+        "inbox or send)",
     )
     osub = p.add_subparsers(dest="outbox_command")
     osub.add_parser("flush", parents=[nested_options()], help="send them now")
@@ -318,7 +319,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")
     p.set_defaults(run=runner(_inbox))
 
-    p = command("send-file", "encrypt, upload and send a file; prints its server id")
+    p = command(
+        "send-file", "encrypt, upload and send a file; prints its server id (queued offline)"
+    )
     _add_to(p)
     p.add_argument("path", type=Path, help="the file to send")
     p.set_defaults(run=runner(_send_file))
