@@ -84,11 +84,13 @@ async def run_gateway(
     push_senders: Mapping[Provider, PushSender] | None = None,
     clock: Callable[[], float] = time.time,
     span_exporter: SpanExporter | None = None,
+    port: int = 0,
     **overrides: Any,
 ) -> AsyncIterator[Gateway]:
     """A gateway with ``components`` (default: what ``tidings up`` runs; with
     ``push_senders``, the push worker too, sending through them) on ``clock``; traced
-    spans go to ``span_exporter`` when given."""
+    spans go to ``span_exporter`` when given. ``port`` (default: any free one) lets a
+    test stop the gateway and start it again where its clients expect it."""
     settings = Settings(data_dir=data_dir, **{"inbox_poll_interval": 0.5, **overrides})
     apps = create_apps(
         settings,
@@ -98,7 +100,7 @@ async def run_gateway(
         span_exporter=span_exporter,
     )
     serving = await server.serve(
-        apps.client, apps.ops, host="127.0.0.1", port=0, ops_port=0, log_level="warning"
+        apps.client, apps.ops, host="127.0.0.1", port=port, ops_port=0, log_level="warning"
     )
     try:
         yield Gateway(serving.url, data_dir, serving.client, settings.engine, serving.ops_url)

@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tidings.client import content, names, notices
+from tidings.client import content, names, notices, outbox
 from tidings.client.http import ApiError
 from tidings.client.locks import SocketHeld, hold_socket
 from tidings.client.sdk import Client, Event
+from tidings.client.sending import FileTooLarge
 from tidings.client.store import StoredMessage, fts_query
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -314,12 +315,15 @@ async def send_text_to(client: Client, conversation: str, text: str) -> str:
     return await client.send_text(conversation, text)
 
 
-async def send_file_to(client: Client, conversation: str, path: Path) -> str:
+async def send_file_to(client: Client, conversation: str, path: Path) -> outbox.Sent:
+    """Send a file after what waits in the outbox, or queue it (read and encrypted now)
+    when the server cannot be reached."""
     if not await asyncio.to_thread(path.is_file):
         raise CommandError(f"{path} is not a file")
-    if conversation.startswith("group:"):
-        return await client.send_group_file(conversation.removeprefix("group:"), path)
-    return await client.send_file(conversation, path)
+    try:
+        return await outbox.send_file_or_queue(client, conversation, path)
+    except FileTooLarge as exc:
+        raise CommandError(str(exc)) from None
 
 
 # output ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from tidings.client.account import (
     signed_in,
 )
 from tidings.client.http import ApiError
+from tidings.client.outboxcmds import refusal_line
 from tidings.client.sdk import Client, Event, UntrustedIdentity
 from tidings.client.sending import SHOWN_KINDS
 from tidings.client.store import StoredMessage
@@ -66,16 +67,6 @@ def identity_notice(client: Client, event: Event) -> str:
             "the new number (/verify) and accept it (/verify accept)"
         )
     return f"{notice}; compare it with /verify"
-
-
-def refusal_line(client: Client, refused: outbox.Refused) -> str:
-    """A queued text the server refused: what it was, to whom, and why."""
-    error = refused.error
-    if isinstance(error, UntrustedIdentity):
-        reason = str(verifying.untrusted(client, error))
-    else:
-        reason = f"{getattr(error, 'code', 'error')}: {error}"
-    return f"not sent to {label(client, refused.conversation)}: {refused.text!r}: {reason}"
 
 
 def receipt_line(client: Client, event: Event, who: str) -> str | None:
@@ -221,11 +212,13 @@ class Chat:
         return self.open
 
     async def _send(self, text: str) -> None:
-        sent = await outbox.send_or_queue(self.client, self._conversation(), text)
+        self._said(await outbox.send_or_queue(self.client, self._conversation(), text))
+
+    def _said(self, sent: outbox.Sent, what: str = "") -> None:
         for refused in sent.refused:
             say(f"! {refusal_line(self.client, refused)}")
         if sent.server_id:
-            say(f"sent {sent.server_id}")
+            say(f"sent {what}{sent.server_id}")
         else:
             say(f"queued ({sent.queued} waiting): sent when the server is back")
 
@@ -260,8 +253,7 @@ class Chat:
 
     async def _send_file(self, path: str) -> None:
         file = await asyncio.to_thread(Path(path).expanduser)  # may read the passwd database
-        server_id = await send_file_to(self.client, self._conversation(), file)
-        say(f"sent {file.name} {server_id}")
+        self._said(await send_file_to(self.client, self._conversation(), file), f"{file.name} ")
 
     async def _command(self, command: str, arg: str) -> None:
         client = self.client

@@ -87,28 +87,15 @@ def _warn_identity_changes(client: Client) -> None:
 
 
 async def _send(args: argparse.Namespace) -> int:
-    """Send after what waits in the outbox; queue the text when the server is down.
-    A reply goes at once (the outbox keeps plain texts only)."""
-    if args.reply_to:
-        return await _send_to_recipient(
-            args, lambda client, to: featurecmds.reply(client, to, args.reply_to, args.text)
-        )
-    client = await signed_in_client(args)
-    try:
-        sent = await outbox.send_or_queue(client, await _recipient(client, args), args.text)
-        for refused in sent.refused:
-            print(f"warning: {chat_loop.refusal_line(client, refused)}", file=sys.stderr)
-        if sent.server_id:
-            print(value_line("server_id", sent.server_id, args.json), flush=True)
-        else:
-            print(value_line("queued", str(sent.queued), args.json), flush=True)
-            print(outboxcmds.queued_note(client, sent.queued), file=sys.stderr, flush=True)
-        return 0
-    except UntrustedIdentity as exc:
-        raise verifying.untrusted(client, exc) from None
-    finally:
-        _warn_identity_changes(client)
-        await client.close()
+    """Send after what waits in the outbox; queue the text (or reply) when the server
+    is down."""
+
+    async def send(client: Client, to: str) -> outbox.Sent:
+        if args.reply_to:
+            return await featurecmds.reply(client, to, args.reply_to, args.text)
+        return await outbox.send_or_queue(client, to, args.text)
+
+    return await _send_to_recipient(args, send)
 
 
 async def _send_file(args: argparse.Namespace) -> int:
@@ -116,14 +103,14 @@ async def _send_file(args: argparse.Namespace) -> int:
 
 
 async def _send_to_recipient(
-    args: argparse.Namespace, send: Callable[[Client, str], Awaitable[str]]
+    args: argparse.Namespace, send: Callable[[Client, str], Awaitable[outbox.Sent]]
 ) -> int:
-    """Sign in, send to the command's recipient, print the server id; a contact's
-    changed identity key stops the send with what to do next."""
+    """Sign in, send to the command's recipient through the outbox, print the server id
+    (or that it is queued); a contact's changed identity key stops the send with what
+    to do next."""
     client = await signed_in_client(args)
     try:
-        server_id = await send(client, await _recipient(client, args))
-        print(value_line("server_id", server_id, args.json), flush=True)
+        outboxcmds.report(client, await send(client, await _recipient(client, args)), args.json)
         return 0
     except UntrustedIdentity as exc:
         raise verifying.untrusted(client, exc) from None
@@ -311,7 +298,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     p = command(
         "outbox",
-        "texts waiting for the server (sent, in order, by the next chat, inbox or send)",
+        "messages and files waiting for the server (sent, in order, by the next chat, "
+        "inbox or send)",
     )
     osub = p.add_subparsers(dest="outbox_command")
     osub.add_parser("flush", parents=[nested_options()], help="send them now")
@@ -331,7 +319,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")
     p.set_defaults(run=runner(_inbox))
 
-    p = command("send-file", "encrypt, upload and send a file; prints its server id")
+    p = command(
+        "send-file", "encrypt, upload and send a file; prints its server id (queued offline)"
+    )
     _add_to(p)
     p.add_argument("path", type=Path, help="the file to send")
     p.set_defaults(run=runner(_send_file))

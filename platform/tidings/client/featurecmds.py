@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
-from tidings.client import content
+from tidings.client import content, outbox, outboxcmds
 from tidings.client.account import CommandError, runner, signed_in_client, value_line
 from tidings.client.base import Event
 from tidings.client.sdk import Client
@@ -50,14 +51,28 @@ def seconds(text: str) -> int:
     return value
 
 
-async def reply(client: Client, conversation: str, reply_to: str, text: str) -> str:
+async def reply(client: Client, conversation: str, reply_to: str, text: str) -> outbox.Sent:
+    """Send a reply through the outbox (queued while the server cannot be reached)."""
     with refusals():
-        return await client.send_reply(conversation, reply_to, text)
+        payload = client.reply_content(conversation, reply_to, text)
+    return await outbox.send_content_or_queue(client, conversation, payload)
+
+
+def _line(client: Client, sent: outbox.Sent, done: str) -> str:
+    """The chat's answer to a change: ``DONE SERVER_ID``, or queued (and earlier queued
+    messages that were refused)."""
+    lines = [f"! {outboxcmds.refusal_line(client, r)}" for r in sent.refused]
+    if sent.server_id:
+        lines.append(f"{done} {sent.server_id}")
+    else:
+        lines.append(f"queued ({sent.queued} waiting): sent when the server is back")
+    return "\n".join(lines)
 
 
 async def apply(client: Client, conversation: str | None, command: str, arg: str) -> str:
     """Run ``/reply /react /edit /delete /timer`` (``command`` without its slash) with
-    the rest of the line; returns the line to print."""
+    the rest of the line; returns the line(s) to print. All but the timer go through
+    the outbox: typed offline, they wait with the texts."""
     target, _, rest = arg.partition(" ")
     rest = rest.strip()
     with refusals():
@@ -74,13 +89,17 @@ async def apply(client: Client, conversation: str | None, command: str, arg: str
                 raise CommandError("no conversation open: /to PHONE_OR_ID or /group GROUP")
             if not rest:
                 raise CommandError("/reply ID TEXT: say something")
-            return f"sent {await client.send_reply(conversation, target, rest)}"
+            return _line(client, await reply(client, conversation, target, rest), "sent")
         if command == "react":
-            server_id = await client.react(target, rest)
-            return f"{'reacted' if rest else 'reaction removed'} {server_id}"
-        if command == "edit":
-            return f"edited {await client.edit(target, rest)}"
-        return f"deleted {await client.delete_for_everyone(target)}"
+            where, payload = client.reaction_content(target, rest)
+            done = "reacted" if rest else "reaction removed"
+        elif command == "edit":
+            where, payload = client.edit_content(target, rest)
+            done = "edited"
+        else:
+            where, payload = client.delete_content(target)
+            done = "deleted"
+        return _line(client, await outbox.send_content_or_queue(client, where, payload), done)
 
 
 def event_line(client: Client, event: Event, who: str, where: str) -> str | None:
@@ -101,27 +120,31 @@ def event_line(client: Client, event: Event, who: str, where: str) -> str | None
 
 
 # subcommands ---------------------------------------------------------------------------
-async def _run(args: argparse.Namespace, act: Callable[[Client], Awaitable[str]]) -> int:
+async def _run(
+    args: argparse.Namespace, change: Callable[[Client], tuple[str, dict[str, Any]]]
+) -> int:
+    """Check the change against the local history, then send it through the outbox."""
     client = await signed_in_client(args)
     try:
         with refusals():
-            server_id = await act(client)
-        print(value_line("server_id", server_id, args.json), flush=True)
+            conversation, payload = change(client)
+            sent = await outbox.send_content_or_queue(client, conversation, payload)
+        outboxcmds.report(client, sent, args.json)
         return 0
     finally:
         await client.close()
 
 
 async def _react(args: argparse.Namespace) -> int:
-    return await _run(args, lambda client: client.react(args.id, args.emoji))
+    return await _run(args, lambda client: client.reaction_content(args.id, args.emoji))
 
 
 async def _edit(args: argparse.Namespace) -> int:
-    return await _run(args, lambda client: client.edit(args.id, args.text))
+    return await _run(args, lambda client: client.edit_content(args.id, args.text))
 
 
 async def _delete(args: argparse.Namespace) -> int:
-    return await _run(args, lambda client: client.delete_for_everyone(args.id))
+    return await _run(args, lambda client: client.delete_content(args.id))
 
 
 def add_parsers(
@@ -147,11 +170,14 @@ def add_parsers(
 
     async def timer(args: argparse.Namespace) -> int:
         length = seconds(args.seconds)  # checked before signing in
-
-        async def set_timer(client: Client) -> str:
-            return await client.set_timer(await recipient(client, args), length)
-
-        return await _run(args, set_timer)
+        client = await signed_in_client(args)
+        try:
+            with refusals():
+                server_id = await client.set_timer(await recipient(client, args), length)
+            print(value_line("server_id", server_id, args.json), flush=True)
+            return 0
+        finally:
+            await client.close()
 
     p = command("timer", "disappearing messages for a conversation: set or turn off")
     add_to(p)

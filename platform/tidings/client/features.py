@@ -43,26 +43,41 @@ class MessageFeatures(GroupChat):
         self, conversation: str, reply_to: str, text: str, *, client_id: str | None = None
     ) -> str:
         """A text quoting the start of message ``reply_to`` of the same conversation."""
-        quoted = self._target(reply_to, conversation)
-        ttl = effects.timer(self.store, conversation)
-        payload = content.reply(text, reply_to, quoted.text, ttl)
+        payload = self.reply_content(conversation, reply_to, text)
         return await self.send_to(conversation, payload, client_id=client_id)
 
     async def react(self, server_id: str, emoji: str) -> str:
         """React to a message (one reaction each: it replaces ours; "" removes it)."""
-        target = self._target(server_id)
-        return await self.send_to(target.conversation, content.reaction(server_id, emoji))
+        return await self.send_to(*self.reaction_content(server_id, emoji))
 
     async def edit(self, server_id: str, text: str) -> str:
         """Replace the text of one of our messages, for everyone, within the time limit."""
-        target = self._changeable(content.EDIT, server_id)
-        return await self.send_to(target.conversation, content.edit(server_id, text))
+        return await self.send_to(*self.edit_content(server_id, text))
 
     async def delete_for_everyone(self, server_id: str) -> str:
         """Delete one of our messages on every device of the conversation, within the
         time limit (what others already copied elsewhere is beyond anyone's reach)."""
+        return await self.send_to(*self.delete_content(server_id))
+
+    # The content alone, checked against the local history now, so that the outbox can
+    # keep it while the server cannot be reached and send it later as it was asked for.
+    def reply_content(self, conversation: str, reply_to: str, text: str) -> dict[str, Any]:
+        quoted = self._target(reply_to, conversation)
+        ttl = effects.timer(self.store, conversation)
+        return content.reply(text, reply_to, quoted.text, ttl)
+
+    def reaction_content(self, server_id: str, emoji: str) -> tuple[str, dict[str, Any]]:
+        """(conversation, payload) of a reaction to message ``server_id``."""
+        target = self._target(server_id)
+        return target.conversation, content.reaction(server_id, emoji)
+
+    def edit_content(self, server_id: str, text: str) -> tuple[str, dict[str, Any]]:
+        target = self._changeable(content.EDIT, server_id)
+        return target.conversation, content.edit(server_id, text)
+
+    def delete_content(self, server_id: str) -> tuple[str, dict[str, Any]]:
         target = self._changeable(content.DELETE, server_id)
-        return await self.send_to(target.conversation, content.delete(server_id))
+        return target.conversation, content.delete(server_id)
 
     def _changeable(self, kind: str, server_id: str) -> StoredMessage:
         """Refused here as every receiver would ignore it: not ours, or too late."""

@@ -188,7 +188,10 @@ class Api:
         return self._set_tokens(body)
 
     async def upload(self, url: str, data: bytes, headers: dict[str, str]) -> None:
-        response = await self._http.put(url, content=data, headers=headers)
+        try:
+            response = await self._http.put(url, content=data, headers=headers)
+        except httpx.HTTPError as exc:  # status 0 like any request that got no answer
+            raise ApiError(0, "unreachable", f"upload: {url} is unreachable: {exc}", {}) from exc
         if response.status_code >= 300:
             raise ApiError(response.status_code, "upload_failed", response.text[:200], {})
 

@@ -14,10 +14,18 @@ from tidings.client.crypto.media import decrypt_media, encrypt_media
 from tidings.client.crypto.session import Session
 from tidings.client.http import ApiError
 from tidings.client.identities import Identities
+from tidings.core.limits import Limits
 
 SEND_ATTEMPTS = 4
+MEDIA_BYTES = Limits().media_bytes
+"""The largest encrypted file the server takes (its default limit): checked before
+uploading or queueing, so the outbox never keeps a file that could not go."""
 SHOWN_KINDS = ("text", "file")
 """Payloads kept in the history as messages (notices are kept by their own code)."""
+
+
+class FileTooLarge(ValueError):
+    """A file above the size limit: refused before it is read into the outbox."""
 
 
 class Sending(Identities):
@@ -112,18 +120,14 @@ class Sending(Identities):
     async def upload_file(self, path: Path) -> dict[str, Any]:
         """Encrypt and upload a file; returns the ``file`` payload that points to it
         (send it with :meth:`send_direct` or ``send_group``)."""
-        data = await asyncio.to_thread(path.read_bytes)
-        sealed = encrypt_media(data)
-        answer = await self.api.call("POST", "/v1/media", {"size": len(sealed.blob)})
-        await self.api.upload(answer["upload"]["url"], sealed.blob, answer["upload"]["headers"])
-        return {
-            "t": "file",
-            "media_id": answer["media_id"],
-            "key": b64(sealed.key),
-            "digest": b64(sealed.digest),
-            "name": path.name,
-            "size": len(data),
-        }
+        payload, blob = await seal_file(path)
+        return {**payload, "media_id": await self.upload_sealed(blob)}
+
+    async def upload_sealed(self, blob: bytes) -> str:
+        """Upload an encrypted file (:func:`seal_file`); returns its media id."""
+        answer = await self.api.call("POST", "/v1/media", {"size": len(blob)})
+        await self.api.upload(answer["upload"]["url"], blob, answer["upload"]["headers"])
+        return str(answer["media_id"])
 
     async def send_file(self, user_id: str, path: Path) -> str:
         payload = await self.upload_file(path)
@@ -135,3 +139,24 @@ class Sending(Identities):
         answer = await self.api.call("GET", f"/v1/media/{extra['media_id']}")
         blob = await self.api.download(answer["download"]["url"])
         return decrypt_media(blob, unb64(extra["key"]), unb64(extra["digest"]))
+
+
+async def seal_file(path: Path) -> tuple[dict[str, Any], bytes]:
+    """Read and encrypt a file: its ``file`` payload (all but the media id, known once
+    uploaded) and the encrypted bytes to upload. Refused above the server's size
+    limit before anything is uploaded (or queued)."""
+    too_large = FileTooLarge(f"{path.name}: a file is at most {MEDIA_BYTES} bytes, encrypted")
+    if (await asyncio.to_thread(path.stat)).st_size > MEDIA_BYTES:  # not even read
+        raise too_large
+    data = await asyncio.to_thread(path.read_bytes)
+    sealed = encrypt_media(data)
+    if len(sealed.blob) > MEDIA_BYTES:
+        raise too_large
+    payload = {
+        "t": "file",
+        "key": b64(sealed.key),
+        "digest": b64(sealed.digest),
+        "name": path.name,
+        "size": len(data),
+    }
+    return payload, sealed.blob

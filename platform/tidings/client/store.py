@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tidings.client.outbox_store import OutboxStore, Queued
 from tidings.client.private_state import private_companions, private_database
 from tidings.client.trust import TrustStore
 
@@ -55,10 +56,6 @@ CREATE TRIGGER IF NOT EXISTS messages_au AFTER UPDATE OF text ON messages BEGIN
   INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
 END;
 CREATE TABLE IF NOT EXISTS processed (server_id TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS outbox (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL UNIQUE,
-  conversation TEXT NOT NULL, text TEXT NOT NULL
-);
 """
 
 
@@ -108,6 +105,8 @@ class LocalStore:
         private_companions(path)
         self.trust = TrustStore(self.db)
         """Contacts' identity keys and whether the user verified them."""
+        self.outbox = OutboxStore(self.db)
+        """What waits for the server: texts, other content and files."""
 
     def close(self) -> None:
         self.db.close()
@@ -310,21 +309,15 @@ class LocalStore:
     # outbox ------------------------------------------------------------------------
     def queue_outgoing(self, client_id: str, conversation: str, text: str) -> int:
         """Keep a text the server could not be reached for; returns how many wait."""
-        self.db.execute(
-            "INSERT OR IGNORE INTO outbox(client_id, conversation, text) VALUES(?,?,?)",
-            (client_id, conversation, text),
-        )
-        return len(self.outgoing())
+        return self.outbox.queue(Queued(client_id, conversation, text))
 
     def outgoing(self) -> list[tuple[str, str, str]]:
-        """Queued texts, oldest first: (client_id, conversation, text)."""
-        rows = self.db.execute(
-            "SELECT client_id, conversation, text FROM outbox ORDER BY seq"
-        ).fetchall()
-        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+        """Everything queued, oldest first: (client_id, conversation, text); the rest of
+        each entry is in :attr:`outbox`."""
+        return [(q.client_id, q.conversation, q.text) for q in self.outbox.entries()]
 
     def drop_outgoing(self, client_id: str) -> None:
-        self.db.execute("DELETE FROM outbox WHERE client_id=?", (client_id,))
+        self.outbox.drop(client_id)
 
     def search(self, words: str, limit: int = 20) -> list[StoredMessage]:
         """Messages containing every word of ``words`` (see :func:`fts_query`)."""
