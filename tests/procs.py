@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,15 @@ from pathlib import Path
 import httpx
 
 from harness import Gateway
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now: a server started on it later, or a
+    region whose servers are gone."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
 
 TIDINGS = str(Path(sys.executable).with_name("tidings"))
 _UP = re.compile(r"is up: (http://\S+)")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 
+import procs
 from tidings.core.shardmap import SLOTS, Shard, shard_map_document
 
 
@@ -30,6 +30,4 @@ def moving(slot: int, rest: str, mover: str, owner: str, epoch: int) -> list[Sha
 
 def closed_port() -> int:
     """A loopback port nothing listens on (a region whose servers are gone)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return procs.free_port()

@@ -4,7 +4,6 @@ in order, when it is back (``tidings send`` and ``tidings chat``, real processes
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,8 @@ from harness import new_phone
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_texts_typed_offline_arrive_once_in_order_after_restart(tmp_path: Path) -> None:
-    data, port = tmp_path / "data", _free_port()
+    data, port = tmp_path / "data", procs.free_port()
     log = tmp_path / "tidings.log"
     url = f"http://127.0.0.1:{port}"
     alice = User(url, data, tmp_path / "alice", new_phone())

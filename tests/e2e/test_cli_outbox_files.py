@@ -6,7 +6,6 @@ processes)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,8 @@ from harness import new_phone
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_files_and_reactions_typed_offline_arrive_once_in_order(tmp_path: Path) -> None:
-    data, port = tmp_path / "data", _free_port()
+    data, port = tmp_path / "data", procs.free_port()
     log = tmp_path / "tidings.log"
     url = f"http://127.0.0.1:{port}"
     alice = User(url, data, tmp_path / "alice", new_phone())
