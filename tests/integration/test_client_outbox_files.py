@@ -7,27 +7,21 @@ answer neither uploads the file again nor delivers it twice."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import procs
 from harness import Gateway, new_phone, run_gateway
 from sdk_support import sdk_client
-from tidings.client import outbox
+from tidings.client import content, outbox
 from tidings.client.http import ApiError
 from tidings.client.outbox_store import Queued
 from tidings.client.sdk import Client, Event
 from tidings.client.sending import seal_file
 
 SHOWN = ("text", "file")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _until(client: Client, count: int) -> list[Event]:
@@ -47,7 +41,7 @@ async def _until(client: Client, count: int) -> list[Event]:
 
 
 async def test_a_file_and_a_reply_queued_offline_go_out_once_in_order(tmp_path: Path) -> None:
-    data, port = tmp_path / "data", _free_port()
+    data, port = tmp_path / "data", procs.free_port()
     photo = tmp_path / "photo.bin"
     original = bytes(range(256)) * 300
     photo.write_bytes(original)
@@ -163,6 +157,47 @@ async def test_two_flushes_at_once_upload_and_send_a_queued_file_once(
         got = await _until(bob, 2)  # a second file would come before "after"
         assert [(e.kind, e.text) for e in got] == [("file", "notes.txt"), ("text", "after")]
         assert await bob.fetch_file(got[0].extra) == b"twice? no"
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_a_timer_set_offline_waits_and_the_texts_after_it_go_under_it(
+    tmp_path: Path,
+) -> None:
+    data, port = tmp_path / "data", procs.free_port()
+    alice = Client(f"http://127.0.0.1:{port}", tmp_path / "alice.db")
+    bob = Client(f"http://127.0.0.1:{port}", tmp_path / "bob.db")
+    try:
+        async with run_gateway(data, port=port) as gateway:
+
+            async def code(phone: str) -> str:
+                return gateway.code_for(phone)
+
+            await alice.register(new_phone(), code)
+            await bob.register(new_phone(), code)
+            assert (await outbox.send_or_queue(alice, bob.user_id, "before")).server_id
+
+        # Down: the timer change waits like a message, and the text after it too.
+        timer = content.timer(3600)
+        assert (await outbox.send_content_or_queue(alice, bob.user_id, timer)).queued == 1
+        assert (await outbox.send_or_queue(alice, bob.user_id, "after")).queued == 2
+        assert [outbox.listed(q) for q in alice.store.outbox.entries()] == [
+            "[disappearing messages] 1h",
+            "after",
+        ]
+        assert alice.timer(bob.user_id) == 0  # not in force before it went
+
+        async with run_gateway(data, port=port):
+            flushed = await outbox.flush(alice)
+            assert len(flushed.sent) == 2
+            assert not flushed.refused
+            got = await _until(bob, 2)
+        assert [e.text for e in got] == ["before", "after"]
+        assert alice.timer(bob.user_id) == bob.timer(alice.user_id) == 3600
+        kept = {m.text: m for m in bob.store.history(alice.user_id)}
+        assert "expires_at" not in kept["before"].extra
+        assert "expires_at" in kept["after"].extra  # sent under the timer queued first
     finally:
         await alice.close()
         await bob.close()

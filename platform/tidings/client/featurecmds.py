@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from tidings.client import content, outbox, outboxcmds
-from tidings.client.account import CommandError, runner, signed_in_client, value_line
+from tidings.client.account import CommandError, runner, signed_in_client
 from tidings.client.base import Event
 from tidings.client.sdk import Client
 
@@ -71,8 +71,9 @@ def _line(client: Client, sent: outbox.Sent, done: str) -> str:
 
 async def apply(client: Client, conversation: str | None, command: str, arg: str) -> str:
     """Run ``/reply /react /edit /delete /timer`` (``command`` without its slash) with
-    the rest of the line; returns the line(s) to print. All but the timer go through
-    the outbox: typed offline, they wait with the texts."""
+    the rest of the line; returns the line(s) to print. Each goes through the outbox:
+    typed offline, it waits with the texts (a timer then applies to the texts queued
+    after it, as it would online)."""
     target, _, rest = arg.partition(" ")
     rest = rest.strip()
     with refusals():
@@ -80,8 +81,8 @@ async def apply(client: Client, conversation: str | None, command: str, arg: str
             if conversation is None:
                 raise CommandError("no conversation open: /to PHONE_OR_ID or /group GROUP")
             length = seconds(arg)
-            server_id = await client.set_timer(conversation, length)
-            return f"timer set: {content.duration(length)} {server_id}"
+            sent = await outbox.send_content_or_queue(client, conversation, content.timer(length))
+            return _line(client, sent, f"timer set: {content.duration(length)}")
         if not target:
             raise CommandError(f"which message? /{command} ID ... (/history shows ids)")
         if command == "reply":
@@ -173,8 +174,11 @@ def add_parsers(
         client = await signed_in_client(args)
         try:
             with refusals():
-                server_id = await client.set_timer(await recipient(client, args), length)
-            print(value_line("server_id", server_id, args.json), flush=True)
+                conversation = await recipient(client, args)
+                sent = await outbox.send_content_or_queue(
+                    client, conversation, content.timer(length)
+                )
+            outboxcmds.report(client, sent, args.json)
             return 0
         finally:
             await client.close()

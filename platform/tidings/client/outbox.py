@@ -64,12 +64,14 @@ class Flushed:
 
 def summary(payload: dict[str, Any]) -> str:
     """What a queued content says, for ``tidings outbox`` and refusals: a reply's or
-    edit's text, a reaction's emoji, a file's name."""
+    edit's text, a reaction's emoji, a file's name, a timer's length."""
     kind = payload.get("t")
     if kind == "file":
         return str(payload.get("name", ""))
     if kind == content.REACTION:
         return str(payload.get("emoji", ""))
+    if kind == content.TIMER:
+        return content.duration(int(payload.get("seconds", 0)))
     return str(payload.get("text", ""))
 
 
@@ -84,6 +86,7 @@ def listed(entry: Queued) -> str:
         content.REACTION: f"reaction to {p.get('target')}",
         content.EDIT: f"edit of {p.get('target')}",
         content.DELETE: f"delete of {p.get('target')}",
+        content.TIMER: "disappearing messages",
         "file": f"file, {p.get('size', 0)} bytes",
     }.get(entry.kind, entry.kind)
     return f"[{what}] {entry.text}".rstrip()
@@ -97,8 +100,8 @@ async def send_or_queue(client: Client, conversation: str, text: str) -> Sent:
 
 
 async def send_content_or_queue(client: Client, conversation: str, payload: dict[str, Any]) -> Sent:
-    """A reply, reaction, edit or delete (its payload, checked by the SDK's
-    ``*_content``), like :func:`send_or_queue`."""
+    """A reply, reaction, edit, delete or timer (its payload, checked by the SDK's
+    ``*_content`` or ``content.timer``), like :func:`send_or_queue`."""
     entry = Queued(str(uuid.uuid4()), conversation, summary(payload), payload)
     return await _queue_and_flush(client, entry)
 
