@@ -40,6 +40,14 @@ async def _until(client: Client, count: int) -> list[Event]:
     return got
 
 
+async def _register(gateway: Gateway, *clients: Client) -> None:
+    async def code(phone: str) -> str:
+        return gateway.code_for(phone)
+
+    for client in clients:
+        await client.register(new_phone(), code)
+
+
 async def test_a_file_and_a_reply_queued_offline_go_out_once_in_order(tmp_path: Path) -> None:
     data, port = tmp_path / "data", procs.free_port()
     photo = tmp_path / "photo.bin"
@@ -49,12 +57,7 @@ async def test_a_file_and_a_reply_queued_offline_go_out_once_in_order(tmp_path: 
     bob = Client(f"http://127.0.0.1:{port}", tmp_path / "bob.db")
     try:
         async with run_gateway(data, port=port) as gateway:
-
-            async def code(phone: str) -> str:
-                return gateway.code_for(phone)
-
-            await alice.register(new_phone(), code)
-            await bob.register(new_phone(), code)
+            await _register(gateway, alice, bob)
             before = (await outbox.send_or_queue(alice, bob.user_id, "before")).server_id
             assert before
 
@@ -170,12 +173,7 @@ async def test_a_timer_set_offline_waits_and_the_texts_after_it_go_under_it(
     bob = Client(f"http://127.0.0.1:{port}", tmp_path / "bob.db")
     try:
         async with run_gateway(data, port=port) as gateway:
-
-            async def code(phone: str) -> str:
-                return gateway.code_for(phone)
-
-            await alice.register(new_phone(), code)
-            await bob.register(new_phone(), code)
+            await _register(gateway, alice, bob)
             assert (await outbox.send_or_queue(alice, bob.user_id, "before")).server_id
 
         # Down: the timer change waits like a message, and the text after it too.
