@@ -220,10 +220,12 @@ class SendTrace:
             self.produces[client_id].set_attribute("tidings.envelopes", count)
         return stamped
 
-    def produced(self) -> None:
-        """The bus took the envelopes."""
-        for span in self.produces.values():
-            if span.is_recording():  # not ended yet
+    def produced(self, client_ids: Iterable[str] | None = None) -> None:
+        """The bus took the envelopes (of these sends only, when given: the produce spans
+        of the others stay open, and ``answered`` ends them with their error)."""
+        wanted = None if client_ids is None else set(client_ids)
+        for client_id, span in self.produces.items():
+            if (wanted is None or client_id in wanted) and span.is_recording():
                 span.end()
 
     def answered(self, outs: Sequence[Send], results: Sequence[object]) -> None:

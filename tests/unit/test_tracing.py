@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from tidings.config import DEFAULT_SAMPLE_RATIO, Settings
 from tidings.core import jsoncodec
 from tidings.core.envelopes import Envelope, EnvelopeKind
-from tidings.errors import MismatchedDevices
+from tidings.errors import MismatchedDevices, Unavailable
 from tidings.services.router import Accepted, Outgoing
 from tidings.tracing import Tracing, otlp_exporter, parent_of
 
@@ -103,6 +103,26 @@ def test_only_the_sampled_send_of_a_batch_is_stamped_and_traced() -> None:
     assert accept.attributes is not None
     assert accept.attributes["tidings.server_id"] == "s-m2"
     assert accept.status.status_code is StatusCode.UNSET
+
+
+def test_a_send_whose_region_could_not_take_it_ends_its_produce_span_failed() -> None:
+    tracer, exporter = tracing(1.0)
+    trace = tracer.sends(sends("m1", "m2"))
+    assert trace is not None
+    trace.stamp([envelope("m1"), envelope("m2")])
+    trace.produced(["m1"])  # m2's copies went to a region that cannot be reached
+    lost = Unavailable("region eu-west cannot be reached now")
+    trace.answered(sends("m1", "m2"), [Accepted("s-m1", 1, False), lost])
+    spans = by_name(exporter.get_finished_spans())
+    accepts = {a.context.span_id: a for a in spans["tidings.gateway.accept"]}
+    outcome = {}
+    for produce in spans["tidings.router.produce"]:
+        assert produce.parent is not None
+        accept = accepts[produce.parent.span_id]
+        assert accept.attributes is not None
+        send = "m1" if accept.attributes.get("tidings.server_id") == "s-m1" else "m2"
+        outcome[send] = produce.status.status_code
+    assert outcome == {"m1": StatusCode.UNSET, "m2": StatusCode.ERROR}
 
 
 def test_a_refused_send_ends_its_span_with_the_error_and_makes_no_produce_span() -> None:

@@ -155,8 +155,6 @@ class Router:
             errors = await produce_routed_each(
                 ctx, envelopes if trace is None else trace.stamp(envelopes)
             )
-            if trace is not None:
-                trace.produced()
             kept, start = [], 0
             for entry in produced:
                 count = entry[5]
@@ -167,6 +165,8 @@ class Router:
                 else:
                     results[entry[0]] = failed
             produced = kept
+            if trace is not None:
+                trace.produced(out.client_id for _, out, *_ in produced)
         if produced:
             # Direct messages open (or refresh) a conversation, which typing needs; its
             # records go in the same round trip as the dedupe state.
