@@ -114,7 +114,8 @@ def test_envelopes_go_to_the_owner_region_stamped_with_the_shard_epoch() -> None
         "tidings.us.deliveries",
         "tidings.us.receipts",
     ]
-    ((key, value),) = records["tidings.us.receipts"]
+    ((index, (key, value)),) = records["tidings.us.receipts"]
+    assert index == 2  # the receipt, third of the envelopes
     assert key == high
     assert Envelope.decode(value).epoch == 4
 

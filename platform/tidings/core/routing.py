@@ -12,25 +12,16 @@ from collections.abc import Iterable
 from tidings.core.envelopes import Envelope, EnvelopeKind
 from tidings.core.shardmap import ShardMap, deliveries_topic, receipts_topic
 
-Records = dict[str, list[tuple[str, bytes]]]
-"""Topic -> (key, value) records, keyed by recipient so one recipient keeps its order."""
+Records = dict[str, list[tuple[int, tuple[str, bytes]]]]
+"""Topic -> (envelope index, (key, value) record), keyed by recipient so one recipient
+keeps its order."""
 
 
 def routed(shard_map: ShardMap, envelopes: Iterable[Envelope]) -> Records:
     """Each envelope stamped with its recipient's shard epoch, on the owner's topic
-    (receipts on the receipts topic, everything else on the deliveries topic)."""
-    return {
-        topic: [record for _, record in records]
-        for topic, records in routed_indexed(shard_map, envelopes).items()
-    }
-
-
-def routed_indexed(
-    shard_map: ShardMap, envelopes: Iterable[Envelope]
-) -> dict[str, list[tuple[int, tuple[str, bytes]]]]:
-    """``routed``, each record with the index of its envelope (so a caller can tell which
-    envelopes a failed topic held)."""
-    by_topic: dict[str, list[tuple[int, tuple[str, bytes]]]] = defaultdict(list)
+    (receipts on the receipts topic, everything else on the deliveries topic), with the
+    index of its envelope: a caller can tell which envelopes a failed topic held."""
+    by_topic: Records = defaultdict(list)
     for index, envelope in enumerate(envelopes):
         shard = shard_map.shard_for(envelope.recipient_user)
         to = receipts_topic if envelope.kind is EnvelopeKind.RECEIPT else deliveries_topic

@@ -11,7 +11,7 @@ from tidings.core.analytics import Event, EventBuffer
 from tidings.core.envelopes import Envelope
 from tidings.core.limits import DEFAULT_LIMITS, DEFAULT_RATES, Limits, RateLimits
 from tidings.core.ratelimit import Decision, Limit
-from tidings.core.routing import routed_indexed
+from tidings.core.routing import routed
 from tidings.core.shardmap import ShardMap, single_region
 from tidings.errors import RateLimited, TidingsError
 from tidings.metrics import Metrics
@@ -151,7 +151,7 @@ async def produce_routed_each(
         ctx.metrics.envelopes_produced.labels(topic).inc(len(records))
         return None
 
-    by_topic = routed_indexed(ctx.shard_map, envelopes)
+    by_topic = routed(ctx.shard_map, envelopes)
     outcomes = await asyncio.gather(
         *(one(topic, [record for _, record in items]) for topic, items in by_topic.items())
     )
