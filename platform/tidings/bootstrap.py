@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -191,24 +192,17 @@ def distributed_engines(settings: Settings, clock: Callable[[], float]) -> Engin
         peers = parse_kafka_peers(settings.kafka_peers)
     except ValueError as exc:
         raise SystemExit(f"TIDINGS_KAFKA_PEERS: {exc}") from exc
-    local = KafkaBus(
-        settings.kafka_bootstrap,
+    kafka = functools.partial(
+        KafkaBus,
         client_id=settings.kafka_client_id,
         replication_factor=settings.kafka_replication_factor,
     )
+    local = kafka(settings.kafka_bootstrap)
     bus: KafkaBus | RegionalBus = local
     if peers:
         bus = RegionalBus(
             local,
-            {
-                region: KafkaBus(
-                    bootstrap,
-                    client_id=settings.kafka_client_id,
-                    replication_factor=settings.kafka_replication_factor,
-                    timeout=PEER_TIMEOUT_S,
-                )
-                for region, bootstrap in peers.items()
-            },
+            {region: kafka(servers, timeout=PEER_TIMEOUT_S) for region, servers in peers.items()},
         )
     cassandra = CassandraEngine(
         CassandraConfig(
