@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from tidings_operator.external_state import ExternalOutcome
+from tidings_operator.external_state import ExternalOutcome, SchemaGap
 from tidings_operator.kube import ApiError
 from tidings_operator.models import ChatRegion, MessageShard, PushPool
 
@@ -141,11 +141,8 @@ class FakeExternal:
     async def missing_topics(self, region: ChatRegion) -> list[str]:
         return []
 
-    async def missing_keyspace(self, region: ChatRegion, login: Any) -> bool:
-        return False
-
-    async def missing_tables(self, region: ChatRegion, login: Any) -> list[str]:
-        return []
+    async def missing_schema(self, region: ChatRegion, login: Any) -> SchemaGap:
+        return SchemaGap()
 
 
 def region_body(

@@ -50,6 +50,17 @@ CassandraLogin = tuple[str, str]
 
 
 @dataclass(frozen=True)
+class SchemaGap:
+    """What a region's keyspace lacks: the keyspace itself, or some platform tables."""
+
+    keyspace: bool = False
+    tables: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.keyspace or bool(self.tables)
+
+
+@dataclass(frozen=True)
 class ExternalOutcome:
     refusals: list[Refusal] = field(default_factory=list)
     """Spec changes refused (shown as ``Ready=False`` with the reason; retried)."""
@@ -81,16 +92,10 @@ class External(Protocol):
         for a region not converged yet (its topics may not be created yet)."""
         ...
 
-    async def missing_keyspace(self, region: ChatRegion, login: CassandraLogin | None) -> bool:
-        """Whether Cassandra has no keyspace of the region's name now; when so, the next
-        ``sync_region`` converges at once instead of waiting for its resync. False for
-        a region not converged yet."""
-        ...
-
-    async def missing_tables(self, region: ChatRegion, login: CassandraLogin | None) -> list[str]:
-        """The platform's tables the region's keyspace lacks now (the keyspace itself
-        there); when any, the next ``sync_region`` converges at once. Nothing for a region
-        not converged yet."""
+    async def missing_schema(self, region: ChatRegion, login: CassandraLogin | None) -> SchemaGap:
+        """What of the region's keyspace Cassandra lacks now: the keyspace, or else some
+        of the platform's tables (one connection); when anything, the next
+        ``sync_region`` converges at once. Nothing for a region not converged yet."""
         ...
 
     async def shard_lag(self, shard: MessageShard, owner: ChatRegion) -> int:
@@ -181,31 +186,21 @@ class KafkaCassandra:
             self._synced.pop((region.metadata.namespace, region.region), None)
         return missing
 
-    async def missing_keyspace(self, region: ChatRegion, login: CassandraLogin | None) -> bool:
+    async def missing_schema(self, region: ChatRegion, login: CassandraLogin | None) -> SchemaGap:
         if not self._converged(region):
-            return False
+            return SchemaGap()
+        keyspace = region.spec.cassandra.keyspace
 
-        def absent() -> bool:
+        def absent() -> SchemaGap:
             with self._session(region, login) as session:
-                return observe_keyspace(session, region.spec.cassandra.keyspace) is None
+                if observe_keyspace(session, keyspace) is None:
+                    return SchemaGap(keyspace=True)
+                return SchemaGap(tables=tuple(missing_tables(session, keyspace)))
 
-        missing = await asyncio.to_thread(absent)
-        if missing:
+        gap = await asyncio.to_thread(absent)
+        if gap:
             self._synced.pop((region.metadata.namespace, region.region), None)
-        return missing
-
-    async def missing_tables(self, region: ChatRegion, login: CassandraLogin | None) -> list[str]:
-        if not self._converged(region):
-            return []
-
-        def absent() -> list[str]:
-            with self._session(region, login) as session:
-                return missing_tables(session, region.spec.cassandra.keyspace)
-
-        missing = await asyncio.to_thread(absent)
-        if missing:
-            self._synced.pop((region.metadata.namespace, region.region), None)
-        return missing
+        return gap
 
     async def _sync_topics(self, region: ChatRegion, outcome: ExternalOutcome) -> None:
         wanted = region_topics(region)

@@ -155,11 +155,11 @@ async def keyspace_problem(
         return None
     keyspace = region.spec.cassandra.keyspace
     try:  # a missing credentials Secret too: the reconcile reports it
-        login = await login_of(region)
-        if await external.missing_keyspace(region, login):
+        gap = await external.missing_schema(region, await login_of(region))
+        if gap.keyspace:
             problem, missing = keyspace_missing(keyspace), keyspace
-        elif tables := await external.missing_tables(region, login):
-            problem, missing = tables_missing(keyspace, tables), ", ".join(tables)
+        elif gap.tables:
+            problem, missing = tables_missing(keyspace, gap.tables), ", ".join(gap.tables)
         else:
             return None
     except ExternalUnavailable as exc:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from fake_kube import FakeClock, FakeExternal, FakeKube, region_body
-from tidings_operator.external_state import ExternalOutcome, KafkaCassandra
+from tidings_operator.external_state import ExternalOutcome, KafkaCassandra, SchemaGap
 from tidings_operator.kube import Kube
 from tidings_operator.models import ChatRegion, parse
 from tidings_operator.reconciler import Reconciler
@@ -139,8 +139,7 @@ async def test_a_region_not_converged_yet_is_not_reported_missing() -> None:
     assert isinstance(region, ChatRegion)
     external = KafkaCassandra()
     assert await external.missing_topics(region) == []
-    assert await external.missing_keyspace(region, None) is False
-    assert await external.missing_tables(region, None) == []
+    assert await external.missing_schema(region, None) == SchemaGap()
 
 
 def test_a_dropped_table_has_its_own_reason_naming_it() -> None:
