@@ -358,7 +358,13 @@ async def test_inbox_spanning_days(config: CassandraConfig) -> None:
             return [r["server_id"] for r in rows]
 
         rows = [(user, 1, s, envelope(s, ts, user)) for s, ts in zip(ids, stamps, strict=True)]
-        assert await inbox.append(rows) == 9
+        store: Any = inbox
+        wall = store.now_ms
+        store.now_ms = lambda: stamps[0]  # appended as they came: two days ago on
+        try:
+            assert await inbox.append(rows) == 9
+        finally:
+            store.now_ms = wall
         assert await listed_days() == days
         pages, cursor = [], None
         while page := await inbox.fetch(user, 1, cursor, 4):
@@ -381,10 +387,13 @@ async def test_inbox_spanning_days(config: CassandraConfig) -> None:
         assert await listed_days() == days[2:]
         assert [await stored(d) for d in days] == [[], [], []]
 
-        # A late envelope stamped in the first day lands after everything, in order.
+        # A late envelope stamped in the first day lands after everything, in order, and
+        # in a recent day (one that every reader looks at), not in the first day again.
         late = envelope("late", stamps[0] - 1, user)
         assert await inbox.append([(user, 1, "late", late)]) == 1
         assert [i.server_id for i in await inbox.fetch(user, 1, None, 10)] == ["late"]
+        assert await stored(days[0]) == []
+        assert await listed_days() == [today]
 
 
 async def test_append_requires_decodable_envelopes(config: CassandraConfig) -> None:

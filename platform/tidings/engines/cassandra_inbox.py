@@ -5,7 +5,8 @@ Tables (see ``cassandra_schema``), per device ``(user_id, device_id)``:
 - ``inbox``, partition ``(user, device, day)``, rows clustered by ``(pos, server_id)``.
   ``pos`` is the envelope's timestamp (ms, ``Envelope.decode(envelope).timestamp``),
   raised to ``last + 1`` when an envelope arrives with a timestamp at or below the
-  device's last position, so positions follow append order. ``day = pos // 86400000``.
+  device's last position, so positions follow append order (and to a minute ago by the
+  appender's clock at least). ``day = pos // 86400000``.
 - ``inbox_index``: server id -> (day, pos) for every id appended within the inbox TTL,
   plus the static ``last_pos``. ``append`` reads it (one query per device) and skips
   known ids: a re-append is a no-op and an acked id never comes back. ``ack`` uses it
@@ -23,6 +24,11 @@ them: a partition holds one range tombstone however many acks moved it), plus a
 partition delete for each earlier day. The deletes carry ``USING TIMESTAMP`` of the
 moment the ack started reading, so a row appended meanwhile is never covered.
 
+A row is placed at its envelope's timestamp but never earlier than a minute before the
+appender's clock (``cassandra_inbox_state.position``), so rows appended lately are in the
+days around the clock: fetches and acks work from a copy of the device's state kept by
+this process (``InboxStates``) and read it again only every few seconds.
+
 Cursors are ``DDDDDD.PPPPPPPPPPPPPPP.<server id>`` (day, position, server id; fixed-width
 numbers, so cursors sort as positions do).
 
@@ -34,16 +40,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tidings.aio import KeyedLocks
 from tidings.core.envelopes import Envelope
 from tidings.core.model import InboxItem
+from tidings.engines.cassandra_inbox_state import (
+    DAY_MS,
+    AckWalk,
+    InboxState,
+    InboxStates,
+    Key,
+    decode_cursor,
+    encode_cursor,
+    position,
+)
 from tidings.engines.cassandra_schema import Cql, Query, Row, Statements, gather_bounded
 from tidings.errors import InvalidInput
 
-DAY_MS = 86_400_000
 FANOUT = 32
 """Concurrent queries of one call (devices of an append batch, rows of a device)."""
 INDEX_BATCH = 50
@@ -53,26 +68,6 @@ ROW_BATCH_BYTES = 4096
 ``batch_size_warn_threshold`` (5 KiB), so batching never fills the server's log."""
 IN_LIMIT = 100
 """Server ids per ``IN`` lookup of the index."""
-
-Key = tuple[int, str]
-"""A row's position in its inbox: (pos, server_id), ordered as Cassandra orders them."""
-_START: Key = (-1, "")
-
-
-def encode_cursor(key: Key) -> str:
-    pos, server_id = key
-    return f"{pos // DAY_MS:06d}.{pos:015d}.{server_id}"
-
-
-def decode_cursor(cursor: str) -> Key:
-    try:
-        day, pos, server_id = cursor.split(".", 2)
-        key = (int(pos), server_id)
-        if int(day) != key[0] // DAY_MS:
-            raise ValueError(cursor)
-    except ValueError as exc:
-        raise InvalidInput(f"inbox cursor {cursor!r} is not one this store issued") from exc
-    return key
 
 
 def _timestamp(user_id: str, device_id: int, server_id: str, envelope: bytes) -> int:
@@ -105,38 +100,30 @@ async def _nothing() -> list[Row]:
     return []
 
 
+async def _value(copy: InboxState) -> InboxState:
+    return copy
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-class _Inbox:
-    """What ``inbox_state`` and ``inbox_acked`` say about one device's inbox."""
-
-    def __init__(self, state: list[Row], acked: list[Row]) -> None:
-        head = state[0] if state else {}
-        wm_pos, wm_sid = head.get("wm_pos"), head.get("wm_sid")
-        self.watermark: Key | None = (
-            None if wm_pos is None or wm_sid is None else (int(wm_pos), str(wm_sid))
-        )
-        self.floor: Key = self.watermark or _START
-        self.days = sorted({int(r["day"]) for r in state if r.get("day") is not None})
-        self.acked = {
-            key for r in acked if (key := (int(r["pos"]), str(r["server_id"]))) > self.floor
-        }
-
-    def days_from(self, start: Key) -> list[int]:
-        first = start[0] // DAY_MS if start[0] >= 0 else None
-        return [d for d in self.days if first is None or d >= first]
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class CassandraMessageStore:
-    def __init__(self, cql: Cql, keyspace: str, ttl_s: int) -> None:
+    def __init__(
+        self, cql: Cql, keyspace: str, ttl_s: int, now_ms: Callable[[], int] = _wall_ms
+    ) -> None:
         if ttl_s < 1:
             raise ValueError("the inbox TTL must be at least one second")
         self.cql = cql
         self.ks = keyspace
         self.ttl_s = ttl_s
         self.q = Statements()
+        self.now_ms = now_ms
+        self.states = InboxStates()
         self._appending: KeyedLocks[tuple[str, int]] = KeyedLocks()
         """Appends to one device take turns in this process: a row's position is read
         then written, and two appends at once (the message and receipt consumers) could
@@ -198,12 +185,21 @@ class CassandraMessageStore:
         )
         return [row for rows in found for row in rows]
 
-    async def _read(self, user_id: str, device_id: int) -> _Inbox:
+    async def _read(self, user_id: str, device_id: int) -> InboxState:
+        """The device's inbox state as stored now (kept as this process's copy)."""
+        read_at = self.now_ms()
         state, acked = await asyncio.gather(
             self.cql.run(self.q["state.get"], (user_id, device_id)),
             self.cql.run(self.q["acked.list"], (user_id, device_id)),
         )
-        return _Inbox(state, acked)
+        inbox = InboxState(state, acked, read_at)
+        self.states.keep((user_id, device_id), inbox)
+        return inbox
+
+    async def _state(self, user_id: str, device_id: int) -> InboxState:
+        """This process's copy of the device's inbox state, read again when stale."""
+        copy = self.states.fresh((user_id, device_id), self.now_ms())
+        return copy if copy is not None else await self._read(user_id, device_id)
 
     # append ------------------------------------------------------------------------
     async def append(self, items: Sequence[tuple[str, int, str, bytes]]) -> int:
@@ -235,11 +231,12 @@ class CassandraMessageStore:
         )
         seen = {str(r["server_id"]): int(r["pos"]) for r in known}
         previous = max([int((last or {}).get("last_pos") or 0), *seen.values()])
+        now = self.now_ms()
         new: list[tuple[str, int, bytes]] = []
         for server_id, (ts, envelope) in rows.items():
             if server_id in seen:
                 continue
-            previous = max(ts, previous + 1)
+            previous = position(ts, previous, now)
             new.append((server_id, previous, envelope))
         if not new:
             return 0
@@ -271,14 +268,16 @@ class CassandraMessageStore:
     ) -> list[InboxItem]:
         if limit <= 0:
             return []
-        inbox = await self._read(user_id, device_id)
+        inbox = await self._state(user_id, device_id)
         start = inbox.floor if after is None else max(inbox.floor, decode_cursor(after))
         out: list[InboxItem] = []
-        for day in inbox.days_from(start):
+        for day in inbox.days_from(start, self.now_ms()):
             want = limit - len(out) + len(inbox.acked)  # acked rows are skipped
             rows = await self.cql.run(
                 self.q["inbox.after"], (user_id, device_id, day, *start, want)
             )
+            if rows:
+                inbox.saw(day)
             for row in rows:
                 key = (int(row["pos"]), str(row["server_id"]))
                 if key in inbox.acked:
@@ -299,42 +298,61 @@ class CassandraMessageStore:
         wanted = list(dict.fromkeys(server_ids))
         if not wanted:
             return []
-        q, cql = self.q, self.cql
         started = _now_us()  # the deletes below shadow only what existed by now
         # A cursor names the row itself: no index read, and no miss for a row fetched
         # before the appending worker wrote its index entry.
         known = [decode_cursor(cursors[sid]) for sid in wanted if cursors and sid in cursors]
         unknown = [sid for sid in wanted if not cursors or sid not in cursors]
+        copy = self.states.fresh((user_id, device_id), self.now_ms())
         inbox, located = await asyncio.gather(
-            self._read(user_id, device_id),
+            self._read(user_id, device_id) if copy is None else _value(copy),
             self._locate(user_id, device_id, unknown) if unknown else _nothing(),
         )
         keys = [*known, *((int(r["pos"]), str(r["server_id"])) for r in located)]
-        targets: dict[Key, int] = {}  # pending keys acked now -> day
-        for key in keys:
-            if key > inbox.floor and key not in inbox.acked:
-                targets[key] = key[0] // DAY_MS
-        if not targets:
-            return []
+        walk = await self._walk(user_id, device_id, inbox, keys)
+        if walk.crosses_days and copy is not None:
+            # Into a later day: a day this copy does not list could lie between (a row
+            # there would be passed unacked), so decide again on the state as stored.
+            inbox = await self._read(user_id, device_id)
+            walk = await self._walk(user_id, device_id, inbox, keys)
+        return await self._record(user_id, device_id, inbox, walk, started)
 
-        # Walk from the watermark: the acked prefix ends at the first row not acked. Every
-        # row before it is acked, so the walk reads at most len(acked) + 1 rows.
-        acked = inbox.acked | targets.keys()
-        found: dict[Key, bytes] = {}
-        watermark, stopped_on, budget = inbox.watermark, None, len(acked) + 1
-        for day in inbox.days_from(inbox.floor):
+    async def _walk(
+        self, user_id: str, device_id: int, inbox: InboxState, keys: list[Key]
+    ) -> AckWalk:
+        """Where acking ``keys`` moves the watermark, and the acked rows read on the way.
+
+        Walks from the watermark: the acked prefix ends at the first row not acked. Every
+        row before it is acked, so the walk reads at most len(acked) + 1 rows."""
+        q, cql = self.q, self.cql
+        walk = AckWalk(
+            inbox, {k: k[0] // DAY_MS for k in keys if k > inbox.floor and k not in inbox.acked}
+        )
+        if not walk.targets:
+            return walk
+        acked = inbox.acked | walk.targets.keys()
+        budget = len(acked) + 1
+        for day in inbox.days_from(inbox.floor, self.now_ms()):
             rows = await cql.run(q["inbox.after"], (user_id, device_id, day, *inbox.floor, budget))
             budget -= len(rows)
             for row in rows:
                 key = (int(row["pos"]), str(row["server_id"]))
-                if key in targets:
-                    found[key] = bytes(row["envelope"])
+                if key in walk.targets:
+                    walk.found[key] = bytes(row["envelope"])
                 if key not in acked:
-                    stopped_on = day
+                    walk.stopped_on = day
                     break
-                watermark = key
-            if stopped_on is not None or budget <= 0:
+                walk.watermark = key
+            if walk.stopped_on is not None or budget <= 0:
                 break
+        return walk
+
+    async def _record(
+        self, user_id: str, device_id: int, inbox: InboxState, walk: AckWalk, started: int
+    ) -> list[InboxItem]:
+        """Write what ``walk`` decided and keep this process's copy in step with it."""
+        q, cql = self.q, self.cql
+        targets, found, watermark = walk.targets, walk.found, walk.watermark
         beyond = [key for key in targets if key not in found]  # past the first unacked row
         envelopes = await asyncio.gather(
             *(cql.one(q["inbox.get"], (user_id, device_id, targets[k], *k)) for k in beyond)
@@ -349,11 +367,12 @@ class CassandraMessageStore:
             for key in found
             if watermark is None or key > watermark
         ]
+        keep_from: int | None = None
         if watermark is not None and watermark != inbox.watermark:
             day = watermark[0] // DAY_MS
             writes += [
                 (q["inbox.delete_day"], (started, user_id, device_id, d))
-                for d in inbox.days
+                for d in sorted(inbox.days)
                 if d < day
             ]
             writes += [
@@ -364,7 +383,7 @@ class CassandraMessageStore:
                 writes.append(
                     (q["acked.delete_through"], (started, user_id, device_id, *watermark))
                 )
-            keep_from = day if stopped_on is None else stopped_on
+            keep_from = day if walk.stopped_on is None else walk.stopped_on
             if any(d < keep_from for d in inbox.days):  # days now without unacked rows
                 writes.append((q["state.prune"], (started, user_id, device_id, keep_from)))
         # One unlogged batch: every write is to this device's partition of its table, so
@@ -373,6 +392,11 @@ class CassandraMessageStore:
             await cql.batch("inbox: ack", writes)
         elif writes:
             await cql.run(*writes[0])
+        device = (user_id, device_id)
+        if self.states.current(device, inbox):
+            inbox.acked_now(set(found), watermark, keep_from)
+        else:  # read again meanwhile, perhaps before these writes: read once more next time
+            self.states.forget(device)
         return [InboxItem(encode_cursor(k), k[1], found[k]) for k in sorted(found)]
 
     # pending, purge ----------------------------------------------------------------
@@ -381,7 +405,7 @@ class CassandraMessageStore:
         per_day = await asyncio.gather(
             *(
                 self.cql.run(self.q["inbox.keys_after"], (user_id, device_id, day, *inbox.floor))
-                for day in inbox.days_from(inbox.floor)
+                for day in inbox.days_from(inbox.floor, self.now_ms())
             )
         )
         return sum(
@@ -393,6 +417,7 @@ class CassandraMessageStore:
     async def purge_device(self, user_id: str, device_id: int) -> None:
         q, cql = self.q, self.cql
         inbox = await self._read(user_id, device_id)
+        self.states.forget((user_id, device_id))
         now = _now_us()
         await asyncio.gather(
             *(cql.run(q["inbox.delete_day"], (now, user_id, device_id, d)) for d in inbox.days),

@@ -1,0 +1,138 @@
+"""The Cassandra inbox's copy of a device's state, across processes (two engines on the
+real Cassandra stand for a gateway and a delivery worker, or two gateways)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from tidings.core.envelopes import Envelope, EnvelopeKind
+from tidings.engines.cassandra import CassandraConfig, CassandraEngine
+from tidings.engines.cassandra_inbox_state import DAY_MS, REFRESH_MS
+from tidings.engines.cassandra_schema import Query, Row
+
+STATE_READS = ("state.get", "acked.list")
+
+
+@pytest.fixture
+def config(cassandra_config: CassandraConfig) -> CassandraConfig:
+    return dataclasses.replace(cassandra_config, migrate=True)
+
+
+@contextlib.asynccontextmanager
+async def engine_on(config: CassandraConfig) -> AsyncIterator[CassandraEngine]:
+    engine = CassandraEngine(config)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+def envelope(server_id: str, timestamp: int, user: str) -> bytes:
+    return Envelope(server_id, EnvelopeKind.MESSAGE, timestamp, "sender", 1, user, 1).encode()
+
+
+def counted(store: Any) -> Counter[str]:
+    """Count the statements ``store`` runs from now on, by name (a batch's parts too)."""
+    issued: Counter[str] = Counter()
+    run, batch = store.cql.run, store.cql.batch
+
+    async def counting_run(query: Query, params: Sequence[Any] = ()) -> list[Row]:
+        issued[query.name] += 1
+        return await run(query, params)
+
+    async def counting_batch(
+        name: str, parts: Sequence[tuple[Query, Sequence[Any]]], **kind: bool
+    ) -> list[Row]:
+        issued.update(query.name for query, _ in parts)
+        return await batch(name, parts, **kind)
+
+    store.cql.run, store.cql.batch = counting_run, counting_batch
+    return issued
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def test_a_socket_reads_the_inbox_state_once_not_per_fetch_and_ack(
+    config: CassandraConfig,
+) -> None:
+    """A device receiving 20 messages one by one, each appended by the delivery worker
+    (another engine), fetched and acked by the gateway: the gateway reads the state
+    once, then again before its first watermark (it moves into a day), and for the rest
+    one statement per fetch and two per ack."""
+    user = f"{uuid.uuid4().hex[:12]}-bob"
+    async with engine_on(config) as worker, engine_on(config) as gateway:
+        issued = counted(gateway.messages)
+        delivered: list[str] = []
+        for i in range(20):
+            sid = f"m{i:02d}"
+            assert await worker.messages.append([(user, 1, sid, envelope(sid, now_ms(), user))])
+            (item,) = await gateway.messages.fetch(user, 1, None, 10)
+            (acked,) = await gateway.messages.ack(user, 1, [item.server_id], {sid: item.cursor})
+            delivered.append(acked.server_id)
+        assert delivered == [f"m{i:02d}" for i in range(20)]
+        assert await gateway.messages.fetch(user, 1, None, 10) == []
+        assert {name: issued[name] for name in STATE_READS} == {"state.get": 2, "acked.list": 2}
+        # Each fetch, each ack's walk (the first one twice: before and after reading
+        # again), and the last fetch.
+        assert issued["inbox.after"] == 20 + 20 + 1 + 1
+
+
+async def test_an_ack_never_passes_a_row_in_a_day_its_copy_does_not_list(
+    config: CassandraConfig,
+) -> None:
+    """A worker whose clock is two days behind (far beyond the skew allowed) appends a row
+    in a day the gateway's copy does not list; the gateway does not see it, and acks a
+    later row: the watermark must not pass the unseen row (it would be lost). Before the
+    watermark moves into a day, the ack reads the state as stored."""
+    user = f"{uuid.uuid4().hex[:12]}-bob"
+    behind = now_ms() - 2 * DAY_MS
+    async with engine_on(config) as worker, engine_on(config) as gateway:
+        assert await gateway.messages.fetch(user, 1, None, 10) == []  # the copy: no days
+        store: Any = worker.messages
+        store.now_ms = lambda: behind
+        assert await worker.messages.append([(user, 1, "old", envelope("old", behind, user))])
+        store.now_ms = now_ms
+        assert await worker.messages.append([(user, 1, "new", envelope("new", now_ms(), user))])
+
+        (seen,) = await gateway.messages.fetch(user, 1, None, 10)
+        assert seen.server_id == "new"  # the old row's day is not one the copy reads
+        assert [i.server_id for i in await gateway.messages.ack(user, 1, ["new"])] == ["new"]
+        # The ack read the state again, found the old day, and stopped before it.
+        assert [i.server_id for i in await gateway.messages.fetch(user, 1, None, 10)] == ["old"]
+        assert await gateway.messages.pending(user, 1) == 1
+        assert [i.server_id for i in await gateway.messages.ack(user, 1, ["old"])] == ["old"]
+        assert await gateway.messages.pending(user, 1) == 0
+
+
+async def test_acks_through_another_gateway_are_seen_once_the_copy_is_stale(
+    config: CassandraConfig,
+) -> None:
+    """The device moved to another gateway and acked there: this gateway's copy is
+    behind until ``REFRESH_MS`` has passed (it may deliver those rows again, which
+    clients drop by server id), and then reads the state again."""
+    user = f"{uuid.uuid4().hex[:12]}-bob"
+    async with engine_on(config) as here, engine_on(config) as there:
+        start = now_ms()
+        rows = [(user, 1, s, envelope(s, start + i, user)) for i, s in enumerate("abc")]
+        assert await here.messages.append(rows) == 3
+        store: Any = here.messages
+        clock = [start]
+        store.now_ms = lambda: clock[0]
+        assert [i.server_id for i in await here.messages.fetch(user, 1, None, 10)] == list("abc")
+        assert len(await there.messages.ack(user, 1, ["a", "c"])) == 2
+
+        clock[0] = start + REFRESH_MS
+        assert [i.server_id for i in await here.messages.fetch(user, 1, None, 10)] == ["b"]
+        assert [i.server_id for i in await here.messages.ack(user, 1, ["b"])] == ["b"]
+        assert await there.messages.fetch(user, 1, None, 10) == []
