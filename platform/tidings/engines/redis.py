@@ -16,7 +16,7 @@ Layout, every key and channel under ``prefix`` (default ``tidings:``):
 Connections. A store holds two kinds, so the number of Redis connections of a gateway
 does not grow with its sockets:
 
-- Commands go through a bounded pool (``redis.asyncio.BlockingConnectionPool``): at most
+- Commands go through a bounded pool (``redis_pool.BoundedPool``): at most
   ``max_connections`` (default 64; ``TIDINGS_REDIS_MAX_CONNECTIONS``; a
   ``?max_connections=N`` in the URL wins) named ``<prefix>cmd``. A burst waits up to
   ``pool_timeout`` seconds (default 5; ``TIDINGS_REDIS_POOL_TIMEOUT``; ``?timeout=S``
@@ -38,10 +38,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis import asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tidings.core.model import Presence
 from tidings.core.ratelimit import Decision, Limit, idle_expiry
+from tidings.engines.redis_pool import DEFAULT_POOL_TIMEOUT, BoundedPool
 from tidings.engines.redis_pubsub import PubSubHub, RedisSubscription, client_name, translated
 from tidings.errors import Unavailable
 
@@ -49,8 +49,6 @@ __all__ = ["RedisPresenceStore", "RedisSubscription"]  # RedisSubscription: from
 
 DEFAULT_MAX_CONNECTIONS = 64
 """Command connections per store (per process) unless the URL says ``max_connections``."""
-DEFAULT_POOL_TIMEOUT = 5.0
-"""Seconds a command waits for a free pooled connection unless the URL says ``timeout``."""
 
 # Mirrors tidings.core.ratelimit.take step by step (and MemoryPresenceStore.take_token's
 # idle expiry), in the same IEEE-754 double arithmetic and operation order, so the Redis
@@ -130,27 +128,6 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
-class _PoolExhausted(RedisConnectionError):
-    """Every pooled connection stayed busy for the pool's whole timeout."""
-
-
-class _BoundedPool(aioredis.BlockingConnectionPool):
-    """A blocking pool whose give-up names the pool and what to do about it."""
-
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-        except RedisConnectionError as exc:
-            if not isinstance(exc.__cause__, TimeoutError):
-                raise
-            raise _PoolExhausted(
-                f"the Redis connection pool is exhausted (all {self.max_connections} "
-                f"connections busy for {self.timeout} s); raise "
-                "TIDINGS_REDIS_MAX_CONNECTIONS (a ?max_connections=N in TIDINGS_REDIS_URL "
-                "wins) or add gateways"
-            ) from exc
-
-
 class RedisPresenceStore:
     def __init__(self, client: aioredis.Redis, *, prefix: str = "tidings:") -> None:
         self._redis = client
@@ -177,7 +154,7 @@ class RedisPresenceStore:
         the URL wins) that waits ``pool_timeout`` seconds (``?timeout=`` wins) for a
         free connection; Pub/Sub uses one more connection of its own.
         """
-        pool = _BoundedPool.from_url(
+        pool = BoundedPool.from_url(
             url,
             max_connections=max_connections,
             timeout=pool_timeout,

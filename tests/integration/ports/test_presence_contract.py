@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 
 from contract_support import REDIS_TIME_UNIT, FakeClock, PresenceEnv, delete_prefixed
 from tidings.bootstrap import _presence
@@ -465,7 +465,7 @@ async def test_redis_pool_settings_unless_the_url_says(
     assert isinstance(store, RedisPresenceStore)
     try:
         pool = store._redis.connection_pool
-        assert isinstance(pool, BlockingConnectionPool)
+        assert isinstance(pool, ConnectionPool)
         assert (pool.max_connections, pool.timeout) == expected
         await store.ping()
     finally:
