@@ -85,11 +85,18 @@ class Run:
             region = f"bench{uuid.uuid4().hex[:8]}"
             self.config["region"] = region
             self.config["kafka_bootstrap"] = found["TIDINGS_KAFKA_BOOTSTRAP"]
+            # A keyspace of its own, dropped at the end: in a shared one each run left
+            # its rows and tombstones behind, and Cassandra's cost per message rose run
+            # after run, which weighed on whichever of two compared runs came later.
+            self.config["keyspace"] = f"bench_{region[5:]}"
+            self.config["cassandra"] = _servers.cassandra_contact(found)
             env = dict(
                 base,
                 **_servers.distributed_settings(found),
                 TIDINGS_ENGINE="distributed",
                 TIDINGS_REGION=region,
+                TIDINGS_CASSANDRA_KEYSPACE=self.config["keyspace"],
+                TIDINGS_CASSANDRA_MIGRATE="true",
                 TIDINGS_DEV_MODE="true",
             )
             for name in ("gateway", "delivery", "presence"):
@@ -171,6 +178,13 @@ class Run:
                 self.progress(f"deleted the {n} Kafka topics of region {region}")
             except Exception as e:  # a figure printed already; cleaning is best effort
                 self.progress(f"could not delete the Kafka topics of region {region}: {e!r}")
+        keyspace, contact = self.config.get("keyspace"), self.config.get("cassandra")
+        if keyspace and contact:
+            try:
+                await asyncio.to_thread(_servers.drop_keyspace, contact, str(keyspace))
+                self.progress(f"dropped the Cassandra keyspace {keyspace}")
+            except Exception as e:
+                self.progress(f"could not drop the Cassandra keyspace {keyspace}: {e!r}")
 
     def servers_alive(self) -> bool:
         dead = [s for s in self.servers if not s.alive]

@@ -256,6 +256,23 @@ async def delete_region_topics(bootstrap: str, region: str) -> int:
         await admin.close()
 
 
+def cassandra_contact(found: dict[str, str]) -> tuple[str, int]:
+    """(host, port) of the first Cassandra contact point ``scripts/deps`` started."""
+    host = found["TIDINGS_CASSANDRA_CONTACT_POINTS"].split(",")[0].strip()
+    return host, int(found.get("TIDINGS_CASSANDRA_PORT") or 9042)
+
+
+def drop_keyspace(contact: tuple[str, int], keyspace: str) -> None:
+    """Drop a bench run's keyspace (blocking: run it in a thread)."""
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster([contact[0]], port=contact[1], protocol_version=4)
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+    finally:
+        cluster.shutdown()
+
+
 # ---- /proc --------------------------------------------------------------------------
 
 

@@ -149,6 +149,10 @@ class CassandraMessageStore:
             "index.get": f"SELECT server_id, day, pos FROM {ks}.inbox_index WHERE {device} "
             "AND server_id IN ?",
             "index.last": f"SELECT last_pos FROM {ks}.inbox_index WHERE {device} LIMIT 1",
+            "index.seen": f"SELECT server_id, pos, last_pos FROM {ks}.inbox_index "
+            f"WHERE {device} AND server_id IN ?",
+            "index.mark": f"INSERT INTO {ks}.inbox_index (user_id, device_id, server_id) "
+            "VALUES (?, ?, '') USING TTL ?",
             "index.put": f"INSERT INTO {ks}.inbox_index (user_id, device_id, server_id, day, "
             "pos) VALUES (?, ?, ?, ?, ?) USING TTL ?",
             "index.last_put": f"UPDATE {ks}.inbox_index USING TTL ? SET last_pos = ? "
@@ -184,6 +188,31 @@ class CassandraMessageStore:
             *(self.cql.run(self.q["index.get"], (user_id, device_id, c)) for c in chunks)
         )
         return [row for rows in found for row in rows]
+
+    async def _seen(
+        self, user_id: str, device_id: int, server_ids: list[str]
+    ) -> tuple[dict[str, int], int]:
+        """Which of ``server_ids`` the inbox has (id -> position), and its last position.
+
+        The index partition's static ``last_pos`` comes back with every row a query
+        returns, so the first lookup also asks for the mark row (server id ``''``, written
+        with every append): one statement where a lookup and a read of ``last_pos`` were
+        two. Only an index without the mark (no append yet, or one by an older version)
+        costs the second."""
+        ids = ["", *server_ids]
+        chunks = [ids[i : i + IN_LIMIT] for i in range(0, len(ids), IN_LIMIT)]
+        found = await asyncio.gather(
+            *(self.cql.run(self.q["index.seen"], (user_id, device_id, c)) for c in chunks)
+        )
+        rows = [row for part in found for row in part]
+        if rows:
+            last = rows[0].get("last_pos")
+        else:
+            last = ((await self.cql.one(self.q["index.last"], (user_id, device_id))) or {}).get(
+                "last_pos"
+            )
+        seen = {str(r["server_id"]): int(r["pos"]) for r in rows if r["server_id"]}
+        return seen, int(last or 0)
 
     async def _read(self, user_id: str, device_id: int) -> InboxState:
         """The device's inbox state as stored now (kept as this process's copy)."""
@@ -225,12 +254,8 @@ class CassandraMessageStore:
         self, user_id: str, device_id: int, rows: dict[str, tuple[int, bytes]]
     ) -> int:
         q, cql, ttl = self.q, self.cql, self.ttl_s
-        known, last = await asyncio.gather(
-            self._locate(user_id, device_id, list(rows)),
-            cql.one(q["index.last"], (user_id, device_id)),
-        )
-        seen = {str(r["server_id"]): int(r["pos"]) for r in known}
-        previous = max([int((last or {}).get("last_pos") or 0), *seen.values()])
+        seen, last = await self._seen(user_id, device_id, list(rows))
+        previous = max([last, *seen.values()])
         now = self.now_ms()
         new: list[tuple[str, int, bytes]] = []
         for server_id, (ts, envelope) in rows.items():
@@ -257,7 +282,10 @@ class CassandraMessageStore:
             for sid, pos, _ in new
         ]
         chunks = [index[i : i + INDEX_BATCH] for i in range(0, len(index), INDEX_BATCH)]
-        chunks[-1].append((q["index.last_put"], (ttl, previous, user_id, device_id)))
+        chunks[-1] += [
+            (q["index.last_put"], (ttl, previous, user_id, device_id)),
+            (q["index.mark"], (user_id, device_id, ttl)),
+        ]
         for chunk in chunks:  # in order: the last position goes with the last ids
             await cql.batch("inbox: index", chunk)
         return len(new)

@@ -1,5 +1,6 @@
-"""The Cassandra inbox's copy of a device's state, across processes (two engines on the
-real Cassandra stand for a gateway and a delivery worker, or two gateways)."""
+"""What the Cassandra inbox costs per message in statements, and what keeps the cheap
+way correct across processes (two engines on the real Cassandra stand for a gateway and
+a delivery worker, or two gateways)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,31 @@ async def test_a_socket_reads_the_inbox_state_once_not_per_fetch_and_ack(
         # Each fetch, each ack's walk (the first one twice: before and after reading
         # again), and the last fetch.
         assert issued["inbox.after"] == 20 + 20 + 1 + 1
+
+
+async def test_an_append_is_three_statements_and_still_skips_known_ids(
+    config: CassandraConfig,
+) -> None:
+    """The known ids and the last position in one read (the mark row brings the static
+    ``last_pos`` along), then the row, then the index: three statements; the first
+    append of a device reads ``last_pos`` apart (no mark yet). A replay adds nothing."""
+    user = f"{uuid.uuid4().hex[:12]}-bob"
+    async with engine_on(config) as worker:
+        issued = counted(worker.messages)
+        first = [(user, 1, "a", envelope("a", now_ms(), user))]
+        assert await worker.messages.append(first) == 1
+        index_batch = {"state.day": 1, "index.put": 1, "index.last_put": 1, "index.mark": 1}
+        assert dict(issued) == {"index.seen": 1, "index.last": 1, "inbox.put": 1, **index_batch}
+        issued.clear()
+        second = [(user, 1, "b", envelope("b", now_ms(), user))]
+        assert await worker.messages.append(second) == 1
+        assert dict(issued) == {"index.seen": 1, "inbox.put": 1, **index_batch}
+        issued.clear()
+        assert await worker.messages.append([*first, *second]) == 0  # a replay
+        assert dict(issued) == {"index.seen": 1}
+        late = [(user, 1, "c", envelope("c", now_ms() - 5000, user))]
+        assert await worker.messages.append(late) == 1
+        assert [i.server_id for i in await worker.messages.fetch(user, 1, None, 9)] == list("abc")
 
 
 async def test_an_ack_never_passes_a_row_in_a_day_its_copy_does_not_list(
