@@ -17,7 +17,9 @@ from tidings.core.relationships import (
 )
 
 
-def envelope(server_id: str, sender: str, kind: EnvelopeKind = EnvelopeKind.MESSAGE) -> Envelope:
+def envelope(
+    server_id: str, sender: str, kind: EnvelopeKind = EnvelopeKind.MESSAGE, device: int = 1
+) -> Envelope:
     return Envelope(
         server_id=server_id,
         kind=kind,
@@ -25,7 +27,7 @@ def envelope(server_id: str, sender: str, kind: EnvelopeKind = EnvelopeKind.MESS
         sender_user=sender,
         sender_device=1,
         recipient_user="reader",
-        recipient_device=1,
+        recipient_device=device,
         receipt_kind=ReceiptKind.DELIVERED if kind is EnvelopeKind.RECEIPT else None,
     )
 
@@ -49,14 +51,15 @@ def test_keys_are_short_and_apart_for_every_field() -> None:
     assert not any("reader" in key or "sender" in key for key in keys)
 
 
-def test_only_messages_from_others_are_recorded_as_received() -> None:
-    acked = [
+def test_only_messages_from_others_are_recorded_as_received_once_per_reader() -> None:
+    stored = [
         envelope("m1", "alice"),
+        envelope("m1", "alice", device=2),  # the reader's second device: one record
         envelope("r1", "alice", EnvelopeKind.RECEIPT),  # a receipt is never read
         envelope("m2", "reader"),  # a copy of the reader's own message
         envelope("m3", "bob"),
     ]
-    assert received_records("reader", acked) == [
+    assert received_records(stored) == [
         (received_key("reader", "alice", "m1"), b"1", RECEIVED_TTL_S),
         (received_key("reader", "bob", "m3"), b"1", RECEIVED_TTL_S),
     ]

@@ -51,14 +51,16 @@ def conversation_key(one: str, other: str) -> str:
     return "conv:" + _digest(f"{first}/{second}")
 
 
-def received_records(reader: str, acked: Iterable[Envelope]) -> list[tuple[str, bytes, float]]:
-    """KeyValues items for the messages from others among ``acked`` (a device of
-    ``reader`` acked them): what a later ``read`` receipt may name."""
-    return [
-        (received_key(reader, e.sender_user, e.server_id), PRESENT, RECEIVED_TTL_S)
-        for e in acked
-        if e.kind is EnvelopeKind.MESSAGE and e.sender_user != reader
-    ]
+def received_records(stored: Iterable[Envelope]) -> list[tuple[str, bytes, float]]:
+    """KeyValues items for the messages from others among ``stored`` (envelopes put in
+    their recipients' inboxes): what a later ``read`` receipt by a recipient may name.
+    One per recipient user and message, however many of its devices got a copy."""
+    records = {
+        received_key(e.recipient_user, e.sender_user, e.server_id): None
+        for e in stored
+        if e.kind is EnvelopeKind.MESSAGE and e.sender_user != e.recipient_user
+    }
+    return [(key, PRESENT, RECEIVED_TTL_S) for key in records]
 
 
 def conversation_records(sender: str, to_users: Iterable[str]) -> list[tuple[str, bytes, float]]:

@@ -1,7 +1,8 @@
 """The delivery worker: bus -> inbox -> notify (or push job).
 
 Order per batch: forward what a newer shard map moved to another region, store every
-other envelope, notify (wake-up or push job), then commit offsets. A crash before the
+other envelope, record what its recipients may send ``read`` receipts for, notify
+(wake-up or push job), then commit offsets. A crash before the
 commit replays the batch: the inbox ignores known server ids, clients dedupe a repeated
 forward by server id, and a repeated push job is collapsed by the push worker's
 per-device window.
@@ -17,6 +18,7 @@ from collections import Counter
 
 from tidings.core import jsoncodec
 from tidings.core.envelopes import Envelope, EnvelopeKind
+from tidings.core.relationships import received_records
 from tidings.core.routing import moved_away
 from tidings.core.shardmap import consumer_group, deliveries_topic, push_topic, receipts_topic
 from tidings.ports import Record
@@ -78,6 +80,9 @@ class DeliveryWorker:
         ]
         if stored:
             ctx.metrics.inbox_writes.inc(await ctx.messages.append(stored))
+            # What the recipients may now send ``read`` receipts for, written before
+            # they are woken to fetch it: one write for the batch.
+            await ctx.keys.set_many(received_records(e for e in envelopes if not e.ephemeral))
             if trace is not None:
                 trace.stored()
             now = ctx.now_ms()

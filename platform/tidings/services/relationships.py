@@ -1,17 +1,17 @@
 """Who may send receipts and typing signals to whom (the rules: ``core.relationships``).
 
-The records ride on writes the message path makes anyway: received records with the
-``delivered`` receipts of an ack batch, conversation records with a send batch's dedupe
-state. So checking costs one key-value read per receipt or typing frame, and nothing on
-the send and ack paths but a few more keys in a round trip they already make.
+The records ride on the message path's batches: received records are written by the
+delivery worker with each batch it stores (``DeliveryWorker``: one write per batch, not
+one per ack batch of every socket), conversation records with a send batch's dedupe
+state. So checking costs one key-value read per receipt or typing frame, and the send
+path only a few more keys in a round trip it makes anyway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from tidings.core import relationships as rules
-from tidings.core.envelopes import Envelope
 from tidings.errors import Forbidden, NotFound
 from tidings.services.context import Context, Principal
 
@@ -19,12 +19,6 @@ from tidings.services.context import Context, Principal
 class Relationships:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-
-    async def record_received(self, reader: str, acked: Iterable[Envelope]) -> None:
-        """Remember the messages from others that a device of ``reader`` acked."""
-        records = rules.received_records(reader, acked)
-        if records:
-            await self.ctx.keys.set_many(records)
 
     async def readable(
         self, principal: Principal, to_user: str, message_ids: Sequence[str]

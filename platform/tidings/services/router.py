@@ -6,7 +6,6 @@ accepted message survives any crash after that point.
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -310,14 +309,7 @@ class Router:
 
     async def delivered(self, principal: Principal, acked: Sequence[Envelope]) -> None:
         """Server-generated ``delivered`` receipts for acked messages, one per original
-        sender, produced together; the reader may then send ``read`` receipts for them
-        (recorded meanwhile, not after: no extra round trip)."""
-        await asyncio.gather(
-            self.relationships.record_received(principal.user_id, acked),
-            self._delivered(principal, acked),
-        )
-
-    async def _delivered(self, principal: Principal, acked: Sequence[Envelope]) -> None:
+        sender, produced together."""
         by_sender: dict[str, list[str]] = defaultdict(list)
         for envelope in acked:
             if envelope.kind is EnvelopeKind.MESSAGE and envelope.sender_user != principal.user_id:
