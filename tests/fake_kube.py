@@ -23,6 +23,8 @@ class FakeKube:
         """(involved name, reason, message)."""
         self.fail_lists: dict[str, Exception] = {}
         """kind -> the error ``list`` raises for it."""
+        self.missing_kinds: set[str] = set()
+        """Kinds the cluster does not know (their CRD is not installed): applies 404."""
         self._version = 0
         for obj in objects:
             self.put(obj)
@@ -62,6 +64,8 @@ class FakeKube:
         return found
 
     async def apply(self, obj: Manifest, *, manager: str = "") -> Manifest:
+        if obj["kind"] in self.missing_kinds:
+            raise ApiError(404, "NotFound", f"the server could not find the {obj['kind']} kind")
         return self.put(obj)
 
     async def create(self, obj: Manifest) -> Manifest:

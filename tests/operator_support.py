@@ -24,6 +24,8 @@ from servers import ROOT, KubeEnv
 
 OPERATOR = str(Path(sys.executable).with_name("tidings-operator"))
 CRDS = ROOT / "crds"
+THIRD_PARTY_CRDS = ROOT / "tests" / "crds"
+"""Kinds of other projects the operator writes (ExternalDNS's DNSEndpoint)."""
 T = TypeVar("T")
 
 WAIT = 120.0
@@ -85,8 +87,9 @@ def free_port() -> int:
 
 
 def install_crds(kube: KubeEnv) -> None:
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    for path in sorted(CRDS.glob("*.yaml")):
+    for folder in (CRDS, THIRD_PARTY_CRDS):
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(folder))
+    for path in sorted([*CRDS.glob("*.yaml"), *THIRD_PARTY_CRDS.glob("*.yaml")]):
         kube.kubectl("wait", "--for=condition=Established", "-f", str(path), "--timeout=60s")
 
 

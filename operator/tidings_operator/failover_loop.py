@@ -12,7 +12,9 @@ Each tick, for a region this operator runs:
 5. with ``Automatic`` and a peer failed by a majority, fence and take over this
    region's share of its shards (``failover.plan_takeover``);
 6. write ``status.failover`` and ``PeersHealthy``; an Event per health change and per
-   new decision.
+   new decision;
+7. with ``spec.dns``, keep the global gateway name's ``DNSEndpoint`` to the regions not
+   failed (``resources.dns``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from tidings_operator.quorum import (
     read_sightings,
 )
 from tidings_operator.quorum import judge_peer as judge
+from tidings_operator.resources.dns import DNS_ENDPOINT, dns_endpoint_name, gateway_dns_endpoint
 from tidings_operator.resources.heartbeat import heartbeat_lease, read_heartbeat
 from tidings_operator.shard_moves import move_shards, shard_views
 from tidings_operator.workqueue import Key
@@ -80,6 +83,10 @@ class FailoverLoop:
         self.heartbeat_seconds = heartbeat_seconds
         self.gateway_probe = gateway_probe
         self.kafka_probe = kafka_probe
+        self._dns: dict[Key, dict[str, Any] | None] = {}
+        """The DNSEndpoint spec each region last applied (None: none applied)."""
+        self._no_dns_kind: set[Key] = set()
+        """Regions told (by an Event) that their cluster has no DNSEndpoint kind."""
         self._sightings: dict[Key, dict[str, Sighting]] = {}
         """What each region last published (read back from its Lease after a restart,
         so a run of failed checks keeps its start)."""
@@ -100,10 +107,11 @@ class FailoverLoop:
         if region.spec.peers and not paused:
             sightings = await self._observe(region, sightings)
         await self._beat(key, region, sightings)
-        if not region.spec.peers:
-            return Outcome.CONVERGED
         if paused:
             return Outcome.PAUSED  # alive (the heartbeat), judging nothing
+        if not region.spec.peers:
+            await self._point_dns(key, body, region, [])
+            return Outcome.CONVERGED
         verdicts = await self._judge(body, region, sightings)
         decision = decide(region.spec.failover.policy, len(region.spec.peers) + 1, verdicts)
         if decision.action is Action.TAKE_OVER:
@@ -111,7 +119,46 @@ class FailoverLoop:
             for failed in decision.failed:
                 await self._take_over(body, region, failed, healthy)
         await self._write(key, body, region, verdicts, decision)
+        await self._point_dns(key, body, region, verdicts)
         return Outcome.CONVERGED
+
+    async def _point_dns(
+        self, key: Key, body: Mapping[str, Any], region: ChatRegion, verdicts: list[PeerVerdict]
+    ) -> None:
+        """Apply the global name's DNSEndpoint when what it should say changed (delete
+        it when ``spec.dns`` went); a cluster without ExternalDNS's CRD gets a Warning
+        Event once, and everything else goes on."""
+        healthy = {region.region} | {v.name for v in verdicts if v.health is not Health.FAILED}
+        wanted = gateway_dns_endpoint(region, healthy)
+        spec = None if wanted is None else wanted["spec"]
+        if key in self._dns and self._dns[key] == spec:
+            return
+        try:
+            if wanted is None:
+                await self.kube.delete(DNS_ENDPOINT, key.namespace, dns_endpoint_name(key.name))
+            else:
+                await self.kube.apply(wanted)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            if key not in self._no_dns_kind:  # said once per region and process
+                self._no_dns_kind.add(key)
+                await post_event(
+                    self.kube,
+                    body,
+                    reason="DNSEndpointUnavailable",
+                    message="spec.dns is set but this cluster has no DNSEndpoint kind "
+                    "(externaldns.k8s.io/v1alpha1): install ExternalDNS's CRD, or remove "
+                    f"spec.dns ({exc.message})",
+                    warning=True,
+                )
+            self._dns.pop(key, None)  # tried again next tick: the CRD may come
+            return
+        self._no_dns_kind.discard(key)
+        self._dns[key] = spec
+        if region.spec.dns is not None and spec is not None:
+            targets = [e["setIdentifier"] for e in spec["endpoints"]]
+            log.info("%s: %s points at %s", region.region, region.spec.dns.hostname, targets)
 
     async def _published(self, key: Key) -> dict[str, Sighting]:
         if key not in self._sightings:

@@ -60,6 +60,7 @@ KINDS: Mapping[str, Kind] = {
     "ChatRegion": Kind(API_VERSION, "chatregions"),
     "MessageShard": Kind(API_VERSION, "messageshards"),
     "PushPool": Kind(API_VERSION, "pushpools"),
+    "DNSEndpoint": Kind("externaldns.k8s.io/v1alpha1", "dnsendpoints"),
 }
 
 

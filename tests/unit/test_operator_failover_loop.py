@@ -101,6 +101,18 @@ class World:
         found: dict[str, Any] = self.kube.status("ChatRegion", name)["failover"]["decision"]
         return found
 
+    def with_dns(self) -> None:
+        """Every region serves at ``http://<name>.gw`` and keeps one global name."""
+        for (kind, _, name), body in self.kube.objects.items():
+            if kind == "ChatRegion":
+                body["spec"]["publicUrl"] = f"http://{name}.gw"
+                body["spec"]["dns"] = {"hostname": "chat.tidings.example", "ttlSeconds": 30}
+
+    def dns(self, name: str) -> dict[str, list[str]]:
+        """Region -> targets of the global name, as ``name``'s DNSEndpoint says."""
+        found = self.kube.objects[("DNSEndpoint", "ns", f"{name}-gateway-dns")]
+        return {e["setIdentifier"]: e["targets"] for e in found["spec"]["endpoints"]}
+
     def reasons(self, name: str) -> list[str]:
         return [reason for involved, reason, _ in self.kube.events if involved == name]
 
@@ -256,3 +268,42 @@ async def test_a_region_with_an_invalid_spec_can_still_be_deleted() -> None:
     done = await reconciler.finalize_region(kube.objects[("ChatRegion", "ns", "us-east")])
     assert "data kept" in done[0]
     assert ("us-east", "ExternalRetained") in [(n, r) for n, r, _ in kube.events]
+
+
+async def test_the_global_name_leaves_out_a_failed_region_until_it_is_healthy_again() -> None:
+    world = World(["us", "eu", "ap"])
+    world.with_dns()
+    await world.run(2 * TICK)
+    everyone = {"ap": ["ap.gw"], "eu": ["eu.gw"], "us": ["us.gw"]}
+    assert world.dns("us") == world.dns("ap") == world.dns("eu") == everyone
+    endpoint = world.kube.objects[("DNSEndpoint", "ns", "us-gateway-dns")]
+    assert endpoint["spec"]["endpoints"][0] == {
+        "dnsName": "chat.tidings.example",
+        "recordType": "CNAME",
+        "targets": ["ap.gw"],
+        "recordTTL": 30,
+        "setIdentifier": "ap",
+        "labels": {"tidings.dev/region": "ap"},
+    }
+    world.running.discard("eu")
+    world.down.add("eu")
+    await world.run(WINDOW - TICK)
+    assert world.dns("us") == everyone  # suspect is not failed: no flapping
+    await world.run(3 * TICK)
+    assert world.dns("us") == world.dns("ap") == {"ap": ["ap.gw"], "us": ["us.gw"]}
+    world.down.discard("eu")
+    world.running.add("eu")
+    await world.run(2 * TICK)
+    assert world.dns("us") == world.dns("ap") == everyone
+
+
+async def test_without_the_dns_kind_the_region_is_told_once_and_failover_goes_on() -> None:
+    world = World(["us", "eu", "ap"])
+    world.with_dns()
+    world.kube.missing_kinds.add("DNSEndpoint")
+    await world.run(3 * TICK)
+    assert world.reasons("us").count("DNSEndpointUnavailable") == 1
+    assert world.peer("us", "eu")["health"] == "Healthy"
+    world.kube.missing_kinds.clear()  # the CRD is installed: the next tick applies it
+    await world.run(TICK)
+    assert world.dns("us") == {"ap": ["ap.gw"], "eu": ["eu.gw"], "us": ["us.gw"]}

@@ -143,6 +143,11 @@ of the ClusterRole bound cluster-wide when it watches every namespace.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "patch"]
+# The global gateway name (spec.dns): one DNSEndpoint per region for ExternalDNS,
+# applied as the regions' health changes and deleted when spec.dns goes.
+- apiGroups: ["externaldns.k8s.io"]
+  resources: ["dnsendpoints"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- if and (include "tidings.peering" .) (not .Values.watchAllNamespaces) }}
 # kopf's peering: heartbeats in the KopfPeering's status.
 - apiGroups: ["kopf.dev"]

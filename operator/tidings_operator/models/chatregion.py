@@ -303,6 +303,24 @@ class FailoverSpec(SpecModel):
     """How long a peer's data plane must be seen unreachable before it counts as failed."""
 
 
+class GlobalDnsSpec(SpecModel):
+    """One global gateway name for the whole deployment, kept in an ExternalDNS
+    ``DNSEndpoint`` (``externaldns.k8s.io/v1alpha1``) in this region's namespace: a
+    record per healthy region, each with the region as its set identifier (so a DNS
+    provider's routing policy can answer with the nearest), withdrawn while the region
+    is failed."""
+
+    hostname: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z][-a-z0-9]{0,61}[a-z0-9]$",
+    )
+    """The global name clients use, e.g. ``chat.tidings.example``."""
+    ttl_seconds: int = Field(default=30, ge=5, le=86_400)
+    """Seconds resolvers may keep an answer: how long a withdrawn region still gets
+    new clients."""
+
+
 class TracingSpec(SpecModel):
     """Traces of the message path (OpenTelemetry spans, OTLP over HTTP): a span per hop
     of a sampled send, from the sender's gateway to the recipient's ack."""
@@ -356,6 +374,10 @@ class ChatRegionSpec(SpecModel):
     keyspace (the keyspace itself when no other datacenter remains)."""
     public_url: str = Field(default="", max_length=2048)
     """Base of absolute URLs handed to clients (``TIDINGS_PUBLIC_URL``)."""
+    dns: GlobalDnsSpec | None = None
+    """A global gateway name with a record per healthy region (needs ExternalDNS's
+    ``DNSEndpoint`` CRD installed); the targets are the hosts of this region's
+    ``publicUrl`` and its peers' ``gatewayEndpoint``."""
     dev_mode: bool = False
     """Log one-time codes instead of sending SMS. Never in production."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -100,6 +100,16 @@ class Regions:
             return {}
         return {s.name: (s.owner_region, s.epoch) for s in parse_shard_map(text, region).shards}
 
+    def dns(self, region: str) -> dict[str, list[str]]:
+        """Region -> targets of the global name, as ``kubectl get dnsendpoints`` shows
+        ``region``'s DNSEndpoint."""
+        found = self.get("dnsendpoint", f"{region}-gateway-dns") or {}
+        return {
+            e["setIdentifier"]: e["targets"]
+            for e in (found.get("spec") or {}).get("endpoints") or []
+            if e["dnsName"] == GLOBAL_NAME
+        }
+
     def reasons(self, region: str) -> set[str]:
         found = self.get("events", "--field-selector", f"involvedObject.name={region}") or {}
         return {e["reason"] for e in found.get("items") or []}
@@ -141,6 +151,9 @@ def release(regions: Regions) -> None:
     regions.kube.kubectl("delete", "namespace", regions.namespace, "--wait=false", check=False)
 
 
+GLOBAL_NAME = "chat.tidings.test"
+
+
 def regions_of(
     count: int, kube: KubeEnv, kafka: str, cassandra: dict[str, str], logs: Path
 ) -> Regions:
@@ -149,6 +162,11 @@ def regions_of(
     namespace = f"fo-{suffix}"
     kube.kubectl("create", "namespace", namespace)
     names = [f"{letter}{suffix}" for letter in "abc"[:count]]
+    addresses = {name: f"127.0.0.{10 + i}" for i, name in enumerate(names)}
+
+    def gateway_of(region: str) -> str:
+        return f"http://{addresses[region]}:9"  # the discard port: nothing listens
+
     size = 1024 // count
     manifests = {}
     for i, name in enumerate(names):
@@ -161,9 +179,16 @@ def regions_of(
             shards=2,
             slotRange={"first": i * size, "last": 1023 if i == count - 1 else (i + 1) * size - 1},
             # The data plane probed is each region's Kafka (the shared one here, which
-            # stays up: a killed operator leaves it serving).
-            peers=[{"name": p, "kafkaBootstrapServers": kafka} for p in names if p != name],
+            # stays up: a killed operator leaves it serving). No gateway runs: each
+            # region's gateway URL refuses at once, and Kafka answering is enough.
+            peers=[
+                {"name": p, "kafkaBootstrapServers": kafka, "gatewayEndpoint": gateway_of(p)}
+                for p in names
+                if p != name
+            ],
             failover={"policy": "Automatic", "detectionWindowSeconds": WINDOW},
+            publicUrl=gateway_of(name),
+            dns={"hostname": GLOBAL_NAME, "ttlSeconds": 30},
         )
     return Regions(kube, namespace, names, manifests, logs)
 
@@ -231,6 +256,9 @@ def test_a_region_whose_operator_dies_keeps_its_shards_and_status_says_why(
             assert "ShardTakenOver" not in three.reasons(judge)
             assert "PeerOperatorDown" in three.reasons(judge)
         assert "ShardsTakenOver" not in three.reasons(c)
+        # An operator down is not a region failed: the global name keeps all three.
+        everyone = {a: ["127.0.0.10"], b: ["127.0.0.11"], c: ["127.0.0.12"]}
+        assert three.dns(a) == three.dns(b) == everyone
 
 
 @pytest.mark.timeout(300)
