@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -83,6 +83,9 @@ class FailoverLoop:
         self.heartbeat_seconds = heartbeat_seconds
         self.gateway_probe = gateway_probe
         self.kafka_probe = kafka_probe
+        self.health_changed: Callable[[Key], None] = lambda key: None
+        """Told when a peer's health changed (the region's reconcile then writes it into
+        the shard map, where clients read it)."""
         self._dns: dict[Key, dict[str, Any] | None] = {}
         """The DNSEndpoint spec each region last applied (None: none applied)."""
         self._no_dns_kind: set[Key] = set()
@@ -112,6 +115,7 @@ class FailoverLoop:
         if not region.spec.peers:
             await self._point_dns(key, body, region, [])
             return Outcome.CONVERGED
+        before = {name: v.health for name, v in previous_verdicts(region).items()}
         verdicts = await self._judge(body, region, sightings)
         decision = decide(region.spec.failover.policy, len(region.spec.peers) + 1, verdicts)
         if decision.action is Action.TAKE_OVER:
@@ -119,6 +123,8 @@ class FailoverLoop:
             for failed in decision.failed:
                 await self._take_over(body, region, failed, healthy)
         await self._write(key, body, region, verdicts, decision)
+        if any(before.get(v.name) is not v.health for v in verdicts):
+            self.health_changed(key)
         await self._point_dns(key, body, region, verdicts)
         return Outcome.CONVERGED
 

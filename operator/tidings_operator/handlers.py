@@ -126,6 +126,7 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
             heartbeat_seconds=max(1, round(3 * options.heartbeat_interval)),
         )
         queue = WorkQueue(reconciler, concurrency=options.max_concurrent_reconciles)
+        failover.health_changed = queue.trigger  # the shard map publishes peers' health
         runtime["rt"] = Runtime(kube, queue, reconciler, failover)
         metrics.RECONCILES_RUNNING.set_function(lambda: queue.running)
 

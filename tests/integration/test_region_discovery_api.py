@@ -26,8 +26,20 @@ async def test_a_client_is_told_which_region_serves_it_and_where(tmp_path: Path)
             assert r.json() == {
                 "here": "us-east",
                 "regions": [
-                    {"name": "us-east", "gateway": US, "home_shards": 1, "owned_shards": 1},
-                    {"name": "eu-west", "gateway": EU, "home_shards": 0, "owned_shards": 0},
+                    {
+                        "name": "us-east",
+                        "gateway": US,
+                        "home_shards": 1,
+                        "owned_shards": 1,
+                        "health": "Healthy",
+                    },
+                    {
+                        "name": "eu-west",
+                        "gateway": EU,
+                        "home_shards": 0,
+                        "owned_shards": 0,
+                        "health": None,
+                    },
                 ],
             }
             assert (await anonymous.get("/v1/regions/mine")).status_code == 401

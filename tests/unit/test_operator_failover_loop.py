@@ -307,3 +307,19 @@ async def test_without_the_dns_kind_the_region_is_told_once_and_failover_goes_on
     world.kube.missing_kinds.clear()  # the CRD is installed: the next tick applies it
     await world.run(TICK)
     assert world.dns("us") == {"ap": ["ap.gw"], "eu": ["eu.gw"], "us": ["us.gw"]}
+
+
+async def test_a_change_of_a_peers_health_asks_for_a_reconcile_that_publishes_it() -> None:
+    world = World(["us", "eu", "ap"])
+    asked: list[str] = []
+    for loop in world.loops.values():
+        loop.health_changed = lambda key: asked.append(key.name)
+    await world.run(2 * TICK)
+    assert sorted(set(asked)) == ["ap", "eu", "us"]  # Unknown -> Healthy, once each
+    asked.clear()
+    await world.run(2 * TICK)
+    assert asked == []  # nothing changed: nothing asked
+    world.running.discard("eu")
+    world.down.add("eu")
+    await world.run(WINDOW + 2 * TICK)
+    assert sorted(set(asked)) == ["ap", "us"]  # Suspect, then Failed

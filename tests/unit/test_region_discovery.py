@@ -19,7 +19,7 @@ from tidings.core.shardmap import (
     slot_for,
 )
 from tidings_operator.models import ChatRegion, parse
-from tidings_operator.resources.shards import region_gateways
+from tidings_operator.resources.shards import peer_health, region_gateways
 
 HALF = SLOTS // 2
 US = Shard("us-east-0", 0, HALF - 1, "us-east", "us-east", 1)
@@ -44,6 +44,36 @@ def test_gateways_travel_in_the_shard_map_document() -> None:
     assert parse_shard_map(shard_map_document([US, EU_MOVED]), "us-east").gateways == ()
 
 
+def test_peers_health_travels_in_the_map_and_the_answering_region_is_healthy() -> None:
+    health = {"eu-west": "Failed", "ap-south": "Suspect"}
+    text = shard_map_document([US, EU_MOVED], GATEWAYS, health)
+    assert json.loads(text)["regions"] == {
+        "ap-south": {"health": "Suspect"},
+        "eu-west": {"gateway": "https://eu.example.com/", "health": "Failed"},
+        "us-east": {"gateway": "https://us.example.com"},
+    }
+    seen = {r.name: r.health for r in regions_of(parse_shard_map(text, "us-east"), "us-east")}
+    assert seen == {"us-east": "Healthy", "eu-west": "Failed", "ap-south": "Suspect"}
+
+
+def test_the_operator_publishes_what_its_failover_loop_judged_of_each_peer() -> None:
+    body = region_body()
+    body["status"] = {
+        "failover": {
+            "regions": 3,
+            "majority": 2,
+            "peers": [
+                {"name": "eu-west", "health": "Failed", "since": "2026-12-06T12:00:00Z"},
+                {"name": "ap-south", "health": "Healthy", "since": "2026-12-06T12:00:00Z"},
+            ],
+        }
+    }
+    region = parse(body)
+    assert isinstance(region, ChatRegion)
+    assert peer_health(region) == {"eu-west": "Failed", "ap-south": "Healthy"}
+    assert peer_health(parse(region_body())) == {}  # type: ignore[arg-type]
+
+
 def test_a_gateway_that_is_no_url_is_left_out_not_the_whole_map() -> None:
     doc = json.loads(shard_map_document([US, EU_MOVED]))
     doc["regions"] = {"us-east": {"gateway": "us.example.com"}, "eu-west": "x"}
@@ -58,8 +88,8 @@ def test_a_gateway_that_is_no_url_is_left_out_not_the_whole_map() -> None:
 def test_regions_list_each_region_with_its_gateway_and_shards_here_first() -> None:
     shard_map = ShardMap((US, EU_MOVED), (("eu-west", "https://eu.example.com"),))
     assert regions_of(shard_map, "us-east") == [
-        RegionView("us-east", None, home_shards=1, owned_shards=2),
-        RegionView("eu-west", "https://eu.example.com", home_shards=1, owned_shards=0),
+        RegionView("us-east", None, home_shards=1, owned_shards=2, health="Healthy"),
+        RegionView("eu-west", "https://eu.example.com", 1, 0, health=None),
     ]
 
 

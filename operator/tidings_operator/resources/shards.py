@@ -91,6 +91,13 @@ def region_gateways(region: ChatRegion) -> dict[str, str]:
     }
 
 
+def peer_health(region: ChatRegion) -> dict[str, str]:
+    """Peer -> its health as this region's failover loop last judged it (clients read it
+    in ``GET /v1/regions`` to avoid a failed region)."""
+    failover = region.status.failover if region.status is not None else None
+    return {peer.name: peer.health for peer in failover.peers} if failover else {}
+
+
 def shard_map_config_map_manifest(
     region: ChatRegion, shards: Iterable[Shard] | None = None
 ) -> dict[str, Any]:
@@ -104,5 +111,7 @@ def shard_map_config_map_manifest(
         "metadata": object_meta(
             shard_map_config_map(region.region), region, labels(region.region, "shardmap")
         ),
-        "data": {SHARD_MAP_KEY: shard_map_document(known, region_gateways(region))},
+        "data": {
+            SHARD_MAP_KEY: shard_map_document(known, region_gateways(region), peer_health(region))
+        },
     }

@@ -409,6 +409,12 @@ class RegionOut(Strict):
     owned_shards: int = Field(
         description="Shards it serves now (0 after a failover moved its own away)"
     )
+    health: str | None = Field(
+        default=None,
+        description="As the answering region's operator last judged it: Healthy, Suspect, "
+        "Failed (avoid it), OperatorDown (its data plane serves) or Unknown; Healthy for "
+        "the answering region itself; null when not known",
+    )
 
 
 class RegionsOut(Strict):

@@ -23,6 +23,10 @@ class RegionView:
     """Shards this region is home to."""
     owned_shards: int
     """Shards it serves now: its own unless moved away, and any it took over."""
+    health: str | None
+    """As this region's operator last judged it (``Healthy``, ``Suspect``, ``Failed``,
+    ``OperatorDown``, ``Unknown``); ``Healthy`` for the region answering (it does);
+    None when the map says nothing of it."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class Placement:
 def regions_of(shard_map: ShardMap, here: str) -> list[RegionView]:
     """Every region the map knows (``here`` first, then by name): each one's gateway and
     its shards. Shards the map leaves unmapped count for nobody."""
-    names = {here} | {name for name, _ in shard_map.gateways}
+    names = {here} | {name for name, _ in (*shard_map.gateways, *shard_map.health)}
     named = [s for s in shard_map.shards if s.epoch > 0]
     for shard in named:
         names |= {shard.home_region, shard.owner_region}
@@ -47,6 +51,7 @@ def regions_of(shard_map: ShardMap, here: str) -> list[RegionView]:
             gateway=shard_map.gateway_of(name),
             home_shards=sum(s.home_region == name for s in named),
             owned_shards=sum(s.owner_region == name for s in named),
+            health="Healthy" if name == here else shard_map.health_of(name),
         )
         for name in sorted(names, key=lambda n: (n != here, n))
     ]

@@ -95,6 +95,9 @@ class ShardMap:
     gateways: tuple[tuple[str, str], ...] = ()
     """(region, the base URL its clients reach its gateway at), as the operator publishes
     them: the map tells a client which region serves it, these tell it where that is."""
+    health: tuple[tuple[str, str], ...] = ()
+    """(region, its health as this region's operator last judged it: ``Healthy``,
+    ``Suspect``, ``Failed``, ``OperatorDown`` or ``Unknown``), for peers."""
 
     def __post_init__(self) -> None:
         ordered = sorted(self.shards, key=lambda s: s.first_slot)
@@ -130,6 +133,10 @@ class ShardMap:
         """The gateway URL published for ``region``, None when the map names none."""
         return next((url for name, url in self.gateways if name == region), None)
 
+    def health_of(self, region: str) -> str | None:
+        """``region``'s health as published, None when the map says nothing of it."""
+        return next((health for name, health in self.health if name == region), None)
+
 
 def single_region(region: str, shards: int = 1) -> ShardMap:
     """A map where ``region`` is home to and owns every slot, split in ``shards`` shards."""
@@ -148,10 +155,15 @@ SHARD_MAP_FILE_NAME = "shardmap.json"
 """The shard map's file: the operator's ConfigMap key, mounted into every pod."""
 
 
-def shard_map_document(shards: Iterable[Shard], gateways: Mapping[str, str] | None = None) -> str:
+def shard_map_document(
+    shards: Iterable[Shard],
+    gateways: Mapping[str, str] | None = None,
+    health: Mapping[str, str] | None = None,
+) -> str:
     """Shards as the JSON the operator publishes and the platform reads, sorted by first
     slot. It may leave gaps (shards of peers the operator cannot see). ``gateways``:
-    region -> the URL of its gateway, written as ``regions`` when given."""
+    region -> the URL of its gateway; ``health``: region -> its health as judged by the
+    publishing region; both written under ``regions`` when given."""
     ordered = sorted(shards, key=lambda s: s.first_slot)
     doc: dict[str, Any] = {
         "shards": [
@@ -166,8 +178,15 @@ def shard_map_document(shards: Iterable[Shard], gateways: Mapping[str, str] | No
             for s in ordered
         ]
     }
-    if gateways:
-        doc["regions"] = {name: {"gateway": url} for name, url in sorted(gateways.items())}
+    gateways, health = gateways or {}, health or {}
+    if gateways or health:
+        doc["regions"] = {
+            name: {
+                **({"gateway": gateways[name]} if name in gateways else {}),
+                **({"health": health[name]} if name in health else {}),
+            }
+            for name in sorted({*gateways, *health})
+        }
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -204,9 +223,16 @@ def parse_shard_map(text: str, here: str) -> ShardMap:
                 and str(r.get("gateway", "")).startswith(("http://", "https://"))
             )
         )
+        health = tuple(
+            sorted(
+                (str(name), str(r["health"]))
+                for name, r in regions.items()
+                if isinstance(r, dict) and isinstance(r.get("health"), str)
+            )
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise ShardMapError(f"not a shard map document ({type(exc).__name__}: {exc})") from exc
-    return ShardMap(tuple(shards) + tuple(_gaps(shards, here)), gateways)
+    return ShardMap(tuple(shards) + tuple(_gaps(shards, here)), gateways, health)
 
 
 def _int(value: object) -> int:

@@ -29,6 +29,7 @@ async def regions(svc: Svc) -> RegionsOut:
                 gateway=r.gateway,
                 home_shards=r.home_shards,
                 owned_shards=r.owned_shards,
+                health=r.health,
             )
             for r in regions_of(ctx.shard_map, ctx.region)
         ],
