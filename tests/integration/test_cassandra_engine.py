@@ -13,7 +13,6 @@ import dataclasses
 import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import SimpleStatement, dict_factory
 
+from cassandra_support import counted, engine_on
 from tidings.core.envelopes import Envelope, EnvelopeKind
 from tidings.core.model import OneTimePreKey
 from tidings.engines.cassandra import (
@@ -32,7 +32,7 @@ from tidings.engines.cassandra import (
     parse_replication,
 )
 from tidings.engines.cassandra_inbox import DAY_MS
-from tidings.engines.cassandra_schema import MIGRATIONS, Query, Row, execute_async, migrate
+from tidings.engines.cassandra_schema import MIGRATIONS, Row, execute_async, migrate
 from tidings.errors import InvalidInput, Unavailable
 
 VERSIONS = [m.version for m in MIGRATIONS]
@@ -66,16 +66,6 @@ TABLES = {
 def config(cassandra_config: CassandraConfig) -> CassandraConfig:
     """The contract keyspace, with migrations on (tests here migrate themselves)."""
     return dataclasses.replace(cassandra_config, migrate=True)
-
-
-@contextlib.asynccontextmanager
-async def engine_on(config: CassandraConfig) -> AsyncIterator[CassandraEngine]:
-    engine = CassandraEngine(config)
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.close()
 
 
 @contextlib.asynccontextmanager
@@ -264,33 +254,16 @@ async def test_in_order_acks_leave_range_tombstones_not_one_per_message(
     base = day * DAY_MS + 3_600_000  # one day partition for all 200
     ids = [f"m{i:03d}" for i in range(200)]
     async with engine_on(config) as engine, driver_session(config) as session:
-        store: Any = engine.messages
-        issued: Counter[str] = Counter()
-        run, batch = store.cql.run, store.cql.batch
-
-        async def counting_run(query: Query, params: Sequence[Any] = ()) -> list[Row]:
-            issued[query.name] += 1
-            return await run(query, params)
-
-        async def counting_batch(
-            name: str, parts: Sequence[tuple[Query, Sequence[Any]]], **kind: bool
-        ) -> list[Row]:
-            issued.update(query.name for query, _ in parts)  # each statement of the batch
-            return await batch(name, parts, **kind)
-
-        store.cql.run, store.cql.batch = counting_run, counting_batch
-        try:
-            assert (
-                await engine.messages.append(
-                    [(user, 1, sid, envelope(sid, base + i, user)) for i, sid in enumerate(ids)]
-                )
-                == 200
+        issued = counted(engine.messages)
+        assert (
+            await engine.messages.append(
+                [(user, 1, sid, envelope(sid, base + i, user)) for i, sid in enumerate(ids)]
             )
-            for sid in ids:
-                (item,) = await engine.messages.ack(user, 1, [sid])
-                assert item.server_id == sid
-        finally:
-            store.cql.run, store.cql.batch = run, batch
+            == 200
+        )
+        for sid in ids:
+            (item,) = await engine.messages.ack(user, 1, [sid])
+            assert item.server_id == sid
         # One superseding range delete per ack, and no other delete of any kind.
         assert {name: n for name, n in issued.items() if "delete" in name} == {
             "inbox.delete_through": 200

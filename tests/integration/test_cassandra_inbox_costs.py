@@ -4,60 +4,20 @@ a delivery worker, or two gateways)."""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import time
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import pytest
-
+from cassandra_support import counted, engine_on
 from tidings.core.envelopes import Envelope, EnvelopeKind
-from tidings.engines.cassandra import CassandraConfig, CassandraEngine
+from tidings.engines.cassandra import CassandraConfig
 from tidings.engines.cassandra_inbox_state import DAY_MS, REFRESH_MS
-from tidings.engines.cassandra_schema import Query, Row
 
 STATE_READS = ("state.get", "acked.list")
 
 
-@pytest.fixture
-def config(cassandra_config: CassandraConfig) -> CassandraConfig:
-    return dataclasses.replace(cassandra_config, migrate=True)
-
-
-@contextlib.asynccontextmanager
-async def engine_on(config: CassandraConfig) -> AsyncIterator[CassandraEngine]:
-    engine = CassandraEngine(config)
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.close()
-
-
 def envelope(server_id: str, timestamp: int, user: str) -> bytes:
     return Envelope(server_id, EnvelopeKind.MESSAGE, timestamp, "sender", 1, user, 1).encode()
-
-
-def counted(store: Any) -> Counter[str]:
-    """Count the statements ``store`` runs from now on, by name (a batch's parts too)."""
-    issued: Counter[str] = Counter()
-    run, batch = store.cql.run, store.cql.batch
-
-    async def counting_run(query: Query, params: Sequence[Any] = ()) -> list[Row]:
-        issued[query.name] += 1
-        return await run(query, params)
-
-    async def counting_batch(
-        name: str, parts: Sequence[tuple[Query, Sequence[Any]]], **kind: bool
-    ) -> list[Row]:
-        issued.update(query.name for query, _ in parts)
-        return await batch(name, parts, **kind)
-
-    store.cql.run, store.cql.batch = counting_run, counting_batch
-    return issued
 
 
 def now_ms() -> int:
@@ -65,14 +25,14 @@ def now_ms() -> int:
 
 
 async def test_a_socket_reads_the_inbox_state_once_not_per_fetch_and_ack(
-    config: CassandraConfig,
+    cassandra_config: CassandraConfig,
 ) -> None:
     """A device receiving 20 messages one by one, each appended by the delivery worker
     (another engine), fetched and acked by the gateway: the gateway reads the state
     once, then again before its first watermark (it moves into a day), and for the rest
     one statement per fetch and two per ack."""
     user = f"{uuid.uuid4().hex[:12]}-bob"
-    async with engine_on(config) as worker, engine_on(config) as gateway:
+    async with engine_on(cassandra_config) as worker, engine_on(cassandra_config) as gateway:
         issued = counted(gateway.messages)
         delivered: list[str] = []
         for i in range(20):
@@ -90,13 +50,13 @@ async def test_a_socket_reads_the_inbox_state_once_not_per_fetch_and_ack(
 
 
 async def test_an_append_is_three_statements_and_still_skips_known_ids(
-    config: CassandraConfig,
+    cassandra_config: CassandraConfig,
 ) -> None:
     """The known ids and the last position in one read (the mark row brings the static
     ``last_pos`` along), then the row, then the index: three statements; the first
     append of a device reads ``last_pos`` apart (no mark yet). A replay adds nothing."""
     user = f"{uuid.uuid4().hex[:12]}-bob"
-    async with engine_on(config) as worker:
+    async with engine_on(cassandra_config) as worker:
         issued = counted(worker.messages)
         first = [(user, 1, "a", envelope("a", now_ms(), user))]
         assert await worker.messages.append(first) == 1
@@ -115,7 +75,7 @@ async def test_an_append_is_three_statements_and_still_skips_known_ids(
 
 
 async def test_an_ack_never_passes_a_row_in_a_day_its_copy_does_not_list(
-    config: CassandraConfig,
+    cassandra_config: CassandraConfig,
 ) -> None:
     """A worker whose clock is two days behind (far beyond the skew allowed) appends a row
     in a day the gateway's copy does not list; the gateway does not see it, and acks a
@@ -123,7 +83,7 @@ async def test_an_ack_never_passes_a_row_in_a_day_its_copy_does_not_list(
     watermark moves into a day, the ack reads the state as stored."""
     user = f"{uuid.uuid4().hex[:12]}-bob"
     behind = now_ms() - 2 * DAY_MS
-    async with engine_on(config) as worker, engine_on(config) as gateway:
+    async with engine_on(cassandra_config) as worker, engine_on(cassandra_config) as gateway:
         assert await gateway.messages.fetch(user, 1, None, 10) == []  # the copy: no days
         store: Any = worker.messages
         store.now_ms = lambda: behind
@@ -142,13 +102,13 @@ async def test_an_ack_never_passes_a_row_in_a_day_its_copy_does_not_list(
 
 
 async def test_acks_through_another_gateway_are_seen_once_the_copy_is_stale(
-    config: CassandraConfig,
+    cassandra_config: CassandraConfig,
 ) -> None:
     """The device moved to another gateway and acked there: this gateway's copy is
     behind until ``REFRESH_MS`` has passed (it may deliver those rows again, which
     clients drop by server id), and then reads the state again."""
     user = f"{uuid.uuid4().hex[:12]}-bob"
-    async with engine_on(config) as here, engine_on(config) as there:
+    async with engine_on(cassandra_config) as here, engine_on(cassandra_config) as there:
         start = now_ms()
         rows = [(user, 1, s, envelope(s, start + i, user)) for i, s in enumerate("abc")]
         assert await here.messages.append(rows) == 3
