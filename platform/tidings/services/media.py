@@ -40,7 +40,11 @@ class MediaService:
         except ValueError as exc:
             raise InvalidInput("media id must be a UUID") from exc
         if await self.ctx.blobs.size_of(blob_key(media_id)) is None:
-            raise NotFound(f"media {media_id} does not exist or was never uploaded")
+            raise NotFound(
+                f"media {media_id} is not in this region's store: it was never uploaded, or "
+                "it was uploaded in another region moments ago and has not replicated here "
+                "yet (fetch it again later)"
+            )
         return await self.ctx.blobs.presign_download(
             blob_key(media_id), self.ctx.limits.media_url_ttl_s
         )
