@@ -147,15 +147,15 @@ async def test_inbox_concurrent_appends_to_one_device_never_land_behind_a_cursor
     older, newer = mail.rows(bob, 1, ["older"]), mail.rows(bob, 1, ["newer"])
     held = asyncio.Event()
     if isinstance(inbox, CassandraMessageStore):
-        real_locate = inbox._locate
+        real_seen = inbox._seen
 
-        async def slow_first_locate(user_id: str, device_id: int, ids: list[str]) -> Any:
+        async def slow_first_read(user_id: str, device_id: int, ids: list[str]) -> Any:
             if ids == ["older"]:
                 held.set()
                 await asyncio.sleep(0.5)
-            return await real_locate(user_id, device_id, ids)
+            return await real_seen(user_id, device_id, ids)
 
-        monkeypatch.setattr(inbox, "_locate", slow_first_locate)
+        monkeypatch.setattr(inbox, "_seen", slow_first_read)
     else:
         held.set()  # one SQLite transaction per append: nothing to hold up
 
