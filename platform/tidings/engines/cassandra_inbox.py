@@ -146,11 +146,9 @@ class CassandraMessageStore:
             "AND day = ? AND (pos, server_id) <= (?, ?)",
             "inbox.delete_day": f"DELETE FROM {ks}.inbox USING TIMESTAMP ? WHERE {device} "
             "AND day = ?",
-            "index.get": f"SELECT server_id, day, pos FROM {ks}.inbox_index WHERE {device} "
-            "AND server_id IN ?",
-            "index.last": f"SELECT last_pos FROM {ks}.inbox_index WHERE {device} LIMIT 1",
-            "index.seen": f"SELECT server_id, pos, last_pos FROM {ks}.inbox_index "
+            "index.get": f"SELECT server_id, day, pos, last_pos FROM {ks}.inbox_index "
             f"WHERE {device} AND server_id IN ?",
+            "index.last": f"SELECT last_pos FROM {ks}.inbox_index WHERE {device} LIMIT 1",
             "index.mark": f"INSERT INTO {ks}.inbox_index (user_id, device_id, server_id) "
             "VALUES (?, ?, '') USING TTL ?",
             "index.put": f"INSERT INTO {ks}.inbox_index (user_id, device_id, server_id, day, "
@@ -182,7 +180,8 @@ class CassandraMessageStore:
         await self.cql.run(self.q["ping"])
 
     async def _locate(self, user_id: str, device_id: int, server_ids: list[str]) -> list[Row]:
-        """Index rows (server_id, day, pos) of those ``server_ids`` appended to the inbox."""
+        """Index rows (server_id, day, pos, and the static last_pos) of those ``server_ids``
+        appended to the inbox (the mark row, id ``""``, when asked for)."""
         chunks = [server_ids[i : i + IN_LIMIT] for i in range(0, len(server_ids), IN_LIMIT)]
         found = await asyncio.gather(
             *(self.cql.run(self.q["index.get"], (user_id, device_id, c)) for c in chunks)
@@ -199,12 +198,7 @@ class CassandraMessageStore:
         with every append): one statement where a lookup and a read of ``last_pos`` were
         two. Only an index without the mark (no append yet, or one by an older version)
         costs the second."""
-        ids = ["", *server_ids]
-        chunks = [ids[i : i + IN_LIMIT] for i in range(0, len(ids), IN_LIMIT)]
-        found = await asyncio.gather(
-            *(self.cql.run(self.q["index.seen"], (user_id, device_id, c)) for c in chunks)
-        )
-        rows = [row for part in found for row in part]
+        rows = await self._locate(user_id, device_id, ["", *server_ids])
         if rows:
             last = rows[0].get("last_pos")
         else:
