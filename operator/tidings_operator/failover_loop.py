@@ -115,15 +115,15 @@ class FailoverLoop:
         if not region.spec.peers:
             await self._point_dns(key, body, region, [])
             return Outcome.CONVERGED
-        before = {name: v.health for name, v in previous_verdicts(region).items()}
-        verdicts = await self._judge(body, region, sightings)
+        previous = previous_verdicts(region)
+        verdicts = await self._judge(body, region, sightings, previous)
         decision = decide(region.spec.failover.policy, len(region.spec.peers) + 1, verdicts)
         if decision.action is Action.TAKE_OVER:
             healthy = [v.name for v in verdicts if v.health is Health.HEALTHY]
             for failed in decision.failed:
                 await self._take_over(body, region, failed, healthy)
         await self._write(key, body, region, verdicts, decision)
-        if any(before.get(v.name) is not v.health for v in verdicts):
+        if any(v.name not in previous or previous[v.name].health is not v.health for v in verdicts):
             self.health_changed(key)
         await self._point_dns(key, body, region, verdicts)
         return Outcome.CONVERGED
@@ -207,7 +207,11 @@ class FailoverLoop:
         metrics.HEARTBEATS.labels(region.region).inc()
 
     async def _judge(
-        self, body: Mapping[str, Any], region: ChatRegion, mine: Mapping[str, Sighting]
+        self,
+        body: Mapping[str, Any],
+        region: ChatRegion,
+        mine: Mapping[str, Sighting],
+        previous: Mapping[str, PeerVerdict],
     ) -> list[PeerVerdict]:
         namespace = region.metadata.namespace
         leases = {
@@ -217,7 +221,6 @@ class FailoverLoop:
         now = self.clock.now()
         regions = len(region.spec.peers) + 1
         own_beat = Heartbeat(now, self.heartbeat_seconds)  # this operator runs: current
-        previous = previous_verdicts(region)
         verdicts = []
         for peer in region.spec.peers:
             vantages = [Vantage(region.region, mine.get(peer.name), own_beat)]
