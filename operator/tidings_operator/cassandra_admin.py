@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -156,6 +157,7 @@ def connect(
         protocol_version=ProtocolVersion.V5,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connection_class=LibevConnection,
+        sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],  # see the platform's engine
         auth_provider=(
             PlainTextAuthProvider(username=username, password=password or "") if username else None
         ),

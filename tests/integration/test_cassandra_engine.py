@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import re
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -448,6 +449,20 @@ async def test_engine_profile_and_ping(config: CassandraConfig) -> None:
         assert cluster.protocol_version == PROTOCOL_VERSION
     with pytest.raises(Unavailable, match="not started"):
         await engine.ping()
+
+
+async def test_every_connection_sends_at_once(config: CassandraConfig) -> None:
+    """Nagle off on the engine's sockets: with it on, a request written behind one not
+    yet acknowledged waits for the node's delayed ACK (a batch took 40 ms, not 2)."""
+    async with engine_on(config) as engine:
+        cluster: Any = engine._cluster
+        session: Any = engine._cql.session
+        connections = [pool._connection for pool in session.get_pools()]
+        connections.append(cluster.control_connection._connection)
+        assert connections
+        for connection in connections:
+            option = connection._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert option != 0, connection
 
 
 def test_parse_replication() -> None:
