@@ -26,7 +26,7 @@ def counted(store: Any) -> Counter[str]:
     """Count the statements ``store`` (a Cassandra store) runs from now on, by name; each
     statement of a batch counts."""
     issued: Counter[str] = Counter()
-    run, batch = store.cql.run, store.cql.batch
+    run, batch, shared = store.cql.run, store.cql.batch, store.cql.write_shared
 
     async def counting_run(query: Query, params: Sequence[Any] = ()) -> list[Row]:
         issued[query.name] += 1
@@ -38,5 +38,10 @@ def counted(store: Any) -> Counter[str]:
         issued.update(query.name for query, _ in parts)
         return await batch(name, parts, **kind)
 
+    async def counting_shared(name: str, parts: Sequence[tuple[Query, Sequence[Any]]]) -> None:
+        issued.update(query.name for query, _ in parts)
+        await shared(name, parts)
+
     store.cql.run, store.cql.batch = counting_run, counting_batch
+    store.cql.write_shared = counting_shared
     return issued

@@ -261,13 +261,14 @@ class CassandraMessageStore:
             return 0
         # 1. the rows; 2. only then their days, the index and the last position (a crash
         # before 2 leaves ids unindexed, so the replay rewrites the same rows and days).
-        # Rows go in single-partition batches (one request per few rows of a day; each
-        # batch is applied atomically), one after another in position order: a fetch
+        # Rows go in single-partition batches (a few rows of a day each, applied
+        # atomically, sharing a request with other devices' writes at most), one after
+        # another in position order: a fetch
         # running meanwhile never sees a later row without every earlier one, so its
         # cursor cannot pass a row that is still on its way.
         days = sorted({pos // DAY_MS for _, pos, _ in new})
         for part in _row_batches(q["inbox.put"], user_id, device_id, new, ttl):
-            await (cql.batch("inbox: rows", part) if len(part) > 1 else cql.run(*part[0]))
+            await cql.write_shared("inbox: rows", part)
         index: list[tuple[Query, Sequence[Any]]] = [
             (q["state.day"], (user_id, device_id, day, ttl)) for day in days
         ]
@@ -281,7 +282,7 @@ class CassandraMessageStore:
             (q["index.mark"], (user_id, device_id, ttl)),
         ]
         for chunk in chunks:  # in order: the last position goes with the last ids
-            await cql.batch("inbox: index", chunk)
+            await cql.write_shared("inbox: index", chunk)
         return len(new)
 
     # fetch -------------------------------------------------------------------------
@@ -409,11 +410,10 @@ class CassandraMessageStore:
             if any(d < keep_from for d in inbox.days):  # days now without unacked rows
                 writes.append((q["state.prune"], (started, user_id, device_id, keep_from)))
         # One unlogged batch: every write is to this device's partition of its table, so
-        # the batch costs one round trip and each table's part applies atomically.
-        if len(writes) > 1:
-            await cql.batch("inbox: ack", writes)
-        elif writes:
-            await cql.run(*writes[0])
+        # each table's part applies atomically; it may share its request with other
+        # devices' acks (``Cql.write_shared``).
+        if writes:
+            await cql.write_shared("inbox: ack", writes)
         device = (user_id, device_id)
         if self.states.current(device, inbox):
             inbox.acked_now(set(found), watermark, keep_from)

@@ -45,6 +45,7 @@ from cassandra.protocol import ErrorMessage  # type: ignore[import-untyped]
 from cassandra.protocol import RequestValidationException as ServerRejected
 from cassandra.query import BatchStatement, BatchType  # type: ignore[import-untyped]
 
+from tidings.engines.cassandra_batching import SharedBatches, Write, estimated_size
 from tidings.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ class Cql:
     def __init__(self, where: str) -> None:
         self.where = where
         self.session: Any = None
+        self._shared: SharedBatches | None = None
 
     def _session(self, what: str) -> Any:
         if self.session is None:
@@ -240,6 +242,32 @@ class Cql:
         except DRIVER_ERRORS as exc:
             raise unavailable(exc, name, self.where) from exc
         return rows
+
+    async def write_shared(self, name: str, parts: Sequence[tuple[Query, Sequence[Any]]]) -> None:
+        """``batch`` for writes without a condition that may share one request with other
+        callers' (``cassandra_batching``): applied atomically per partition all the same."""
+        self._session(name)  # not started: Unavailable at once
+        if self._shared is None:
+            self._shared = SharedBatches(self._send_shared)
+        statements = [query.prepared.bind(params) for query, params in parts]
+        partitions = frozenset(s.routing_key for s in statements if s.routing_key is not None)
+        size = sum(estimated_size(params) for _, params in parts)
+        write = self._shared.write(name, statements, partitions, size)
+        try:
+            await write.done
+        except DRIVER_ERRORS as exc:
+            raise unavailable(exc, name, self.where) from exc
+
+    async def _send_shared(self, writes: Sequence[Write]) -> None:
+        session = self._session(writes[0].name)
+        if len(writes) == 1 and len(writes[0].statements) == 1:
+            statement = writes[0].statements[0]
+        else:
+            statement = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for write in writes:
+                for bound in write.statements:
+                    statement.add(bound)
+        await execute_async(session, statement)
 
     async def batch_applied(
         self, name: str, parts: Sequence[tuple[Query, Sequence[Any]]]

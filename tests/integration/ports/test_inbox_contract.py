@@ -175,15 +175,15 @@ async def test_inbox_a_fetch_during_an_append_sees_a_prefix_of_it(
     first few, never a later one without the earlier ones (its cursor would pass them).
     On Cassandra the append writes its rows in several requests; the first is held up."""
     if isinstance(inbox, CassandraMessageStore):
-        real_batch, held = inbox.cql.batch, [False]
+        real_write, held = inbox.cql.write_shared, [False]
 
-        async def first_rows_late(name: str, parts: Any, **kw: Any) -> Any:
+        async def first_rows_late(name: str, parts: Any) -> None:
             if name == "inbox: rows" and not held[0]:
                 held[0] = True
                 await asyncio.sleep(0.3)
-            return await real_batch(name, parts, **kw)
+            await real_write(name, parts)
 
-        monkeypatch.setattr(inbox.cql, "batch", first_rows_late)
+        monkeypatch.setattr(inbox.cql, "write_shared", first_rows_late)
     bob = mail.user("bob")
     await inbox.append(mail.rows(bob, 1, ["first"]))  # the day's partition is known
     ids = ["first"] + [f"m{i:02d}" for i in range(40)]
