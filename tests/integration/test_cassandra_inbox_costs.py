@@ -4,6 +4,7 @@ a delivery worker, or two gateways)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -122,3 +123,41 @@ async def test_acks_through_another_gateway_are_seen_once_the_copy_is_stale(
         assert [i.server_id for i in await here.messages.fetch(user, 1, None, 10)] == ["b"]
         assert [i.server_id for i in await here.messages.ack(user, 1, ["b"])] == ["b"]
         assert await there.messages.fetch(user, 1, None, 10) == []
+
+
+async def test_acks_and_appends_of_many_devices_share_requests(
+    cassandra_config: CassandraConfig,
+) -> None:
+    """Ten devices' appends (one call), then their acks at once: the writes leave in a
+    few requests, not one or two per device, and every one of them is applied."""
+    user = f"{uuid.uuid4().hex[:12]}-bob"
+    devices = range(1, 11)
+    async with engine_on(cassandra_config) as engine:
+        cql: Any = engine.messages.cql  # type: ignore[attr-defined]
+        requests: list[list[str]] = []
+        send = cql._send_shared
+
+        async def recorded(writes: Any) -> None:
+            requests.append([w.name for w in writes])
+            await send(writes)
+
+        cql._send_shared = recorded
+        rows = [(user, d, f"m{d}", envelope(f"m{d}", now_ms(), user)) for d in devices]
+        assert await engine.messages.append(rows) == 10
+        appended = len(requests)
+        items = {d: await engine.messages.fetch(user, d, None, 5) for d in devices}
+        assert all([i.server_id for i in items[d]] == [f"m{d}"] for d in devices)
+        acked = await asyncio.gather(
+            *(
+                engine.messages.ack(user, d, [f"m{d}"], {f"m{d}": items[d][0].cursor})
+                for d in devices
+            )
+        )
+        assert [[i.server_id for i in a] for a in acked] == [[f"m{d}"] for d in devices]
+        assert all([await engine.messages.fetch(user, d, None, 5) == [] for d in devices])
+        # 10 devices: 10 row writes and 10 index writes, then 10 ack writes, each pack
+        # of at most 10 partitions (a device's writes touch one or two).
+        ack_requests = requests[appended:]
+        assert sum(len(r) for r in requests) == 30
+        assert appended < 20, requests
+        assert len(ack_requests) < 10, requests

@@ -22,7 +22,7 @@ own at a few messages per device per second: so those go through ``SharedBatches
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ class Write:
     name: str
     statements: list[Any]
     size: int
-    partitions: frozenset[bytes]
+    partitions: frozenset[Hashable]
     done: asyncio.Future[None] = field(repr=False)
 
 
@@ -59,7 +59,7 @@ def pack(writes: Sequence[Write], max_bytes: int, max_partitions: int) -> list[l
     """Writes into batches, first fit, in the order handed in. A write shares a batch
     only within both bounds and with no partition in common; one that is past a bound
     on its own goes alone (as it would have without sharing)."""
-    batches: list[tuple[list[Write], set[bytes], list[int]]] = []
+    batches: list[tuple[list[Write], set[Hashable], list[int]]] = []
     for write in writes:
         for members, partitions, size in batches:
             if (
@@ -92,10 +92,11 @@ class SharedBatches:
         """The requests under way (held, so none is garbage-collected mid-way)."""
 
     def write(
-        self, name: str, statements: list[Any], partitions: frozenset[bytes], size: int
+        self, name: str, statements: list[Any], partitions: frozenset[Hashable], size: int
     ) -> Write:
-        """Hand in one caller's bound statements, the partitions they write (routing
-        keys) and their ``estimated_size``; await the returned write's ``done``."""
+        """Hand in one caller's bound statements, the partitions they write (anything
+        that tells one partition key from another) and their ``estimated_size``; await
+        the returned write's ``done``."""
         loop = asyncio.get_running_loop()
         write = Write(name, statements, size, partitions, loop.create_future())
         self._waiting.append(write)

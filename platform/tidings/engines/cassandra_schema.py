@@ -249,10 +249,17 @@ class Cql:
         self._session(name)  # not started: Unavailable at once
         if self._shared is None:
             self._shared = SharedBatches(self._send_shared)
-        statements = [query.prepared.bind(params) for query, params in parts]
-        partitions = frozenset(s.routing_key for s in statements if s.routing_key is not None)
-        size = sum(estimated_size(params) for _, params in parts)
-        write = self._shared.write(name, statements, partitions, size)
+        statements, partitions, size = [], set(), 0
+        for query, params in parts:
+            prepared = query.prepared
+            statements.append(prepared.bind(params))
+            # The partition key's values, not its serialized bytes (the driver would
+            # serialize them again): statements of two tables under one key count once,
+            # as the node counts them.
+            if (key := prepared.routing_key_indexes) is not None:
+                partitions.add(tuple(params[i] for i in key))
+            size += estimated_size(params)
+        write = self._shared.write(name, statements, frozenset(partitions), size)
         try:
             await write.done
         except DRIVER_ERRORS as exc:
