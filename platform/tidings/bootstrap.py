@@ -288,6 +288,7 @@ class Platform:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.services.router.receipts.close()  # the delivered receipts held
         with contextlib.suppress(TidingsError):
             await self.shipper.flush()  # what the last interval emitted
         for close in reversed(self.engines.closers):

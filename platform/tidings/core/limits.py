@@ -35,6 +35,9 @@ class Limits:
     contacts_per_user: int = 5000
     presence_subscriptions: int = 500
     receipt_batch: int = 100
+    receipt_hold_s: float = 0.25
+    """How long a gateway holds the ``delivered`` receipts of recorded acks so that the
+    acks of one reader for one sender in that time become one receipt."""
     media_bytes: int = 100 * MIB
     media_url_ttl_s: int = 900
     max_in_flight: int = 32

@@ -46,9 +46,6 @@ socket, subscribe, go online); the rest of a connect storm waits its turn, holdi
 nothing but its socket, so the storm never exhausts the store's connection pool and the
 sockets already up keep theirs."""
 
-RECEIPT_ATTEMPTS = 8
-"""Tries of a ``delivered`` receipt (backoff 0.5 s doubling to 10 s: about a minute)."""
-
 _background: set[asyncio.Future[None]] = set()
 """Ack and receipt work outlives its socket; held here so it is not garbage-collected."""
 
@@ -266,10 +263,11 @@ class SocketSession:
                     )
                 else:
                     requests = [e for e in batch[start:end] if not isinstance(e, wsproto.Acked)]
-                    if any(
-                        isinstance(e, wsproto.Request) and e.type in AFTER_ACKS for e in requests
-                    ):
+                    after = {e.type for e in requests if isinstance(e, wsproto.Request)}
+                    if after & AFTER_ACKS:
                         await self.acks.recorded_so_far()
+                    if "receipt" in after:  # it must follow the delivered receipts held
+                        await self.router.receipts.flushed()
                     for answer in await self._answer(requests):
                         await self.send(answer)
                 start = end
@@ -320,8 +318,9 @@ class SocketSession:
         )
 
     async def _acked(self, server_ids: list[str]) -> None:
-        """Record the acks in one inbox write, then send ``delivered`` receipts (one per
-        original sender).
+        """Record the acks in one inbox write, then hand the messages to the router's
+        held ``delivered`` receipts (``delivered_receipts``: one per original sender,
+        produced within ``Limits.receipt_hold_s``).
 
         An engine outage must not cost the socket: an ack that cannot be recorded leaves
         the message pending (delivered again on the next connection, clients dedupe),
@@ -353,29 +352,7 @@ class SocketSession:
         ctx.tracing.acked(envelopes, started_ns)
         for envelope in envelopes:
             ctx.emit("delivered", envelope.kind.value, latency_ms=max(0, now - envelope.timestamp))
-        try:  # inline first: a later read receipt from this device then follows it
-            await self.router.delivered(me, envelopes)
-        except TidingsError as exc:
-            if not exc.retryable:
-                raise
-            task = asyncio.create_task(self._receipts(envelopes), name="delivered-receipts")
-            _background.add(task)
-            task.add_done_callback(_background.discard)
-
-    async def _receipts(self, acked: list[Envelope]) -> None:
-        pause = 0.5
-        for _ in range(RECEIPT_ATTEMPTS):
-            await asyncio.sleep(pause)
-            try:
-                await self.router.delivered(self.principal, acked)
-                return
-            except TidingsError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("delivered receipts held back, retrying: %s", exc.message)
-                pause = min(pause * 2, 10.0)
-        self.ctx.metrics.receipts_dropped.inc(len(acked))
-        log.error("delivered receipts for %d messages dropped after retries", len(acked))
+        self.router.receipts.add(me, envelopes)
 
     async def _fetch(self, cursor: str | None, want: int) -> list[InboxItem]:
         """The next inbox items; an engine outage pauses the pump instead of the socket."""

@@ -33,6 +33,7 @@ from tidings.errors import (
     TidingsError,
 )
 from tidings.services.context import Context, Principal, produce_routed, produce_routed_each
+from tidings.services.delivered_receipts import DeliveredReceipts
 from tidings.services.directory import Directory
 from tidings.services.frame_limits import take_up_to
 from tidings.services.relationships import Relationships
@@ -61,6 +62,10 @@ class Router:
     def __init__(self, ctx: Context, directory: Directory) -> None:
         self.ctx, self.directory = ctx, directory
         self.relationships = Relationships(ctx)
+        self.receipts = DeliveredReceipts(
+            self.delivered_many, ctx.limits.receipt_hold_s, ctx.metrics.receipts_dropped.inc
+        )
+        """``delivered`` receipts of the acks this gateway records, held a moment."""
 
     async def _recipients(
         self, principal: Principal, to_user: str | None, to_group: str | None
@@ -310,19 +315,37 @@ class Router:
     async def delivered(self, principal: Principal, acked: Sequence[Envelope]) -> None:
         """Server-generated ``delivered`` receipts for acked messages, one per original
         sender, produced together."""
-        by_sender: dict[str, list[str]] = defaultdict(list)
-        for envelope in acked:
-            if envelope.kind is EnvelopeKind.MESSAGE and envelope.sender_user != principal.user_id:
-                by_sender[envelope.sender_user].append(envelope.server_id)
-        if not by_sender:
+        await self.delivered_many([(principal, list(acked))])
+
+    async def delivered_many(self, held: Sequence[tuple[Principal, list[Envelope]]]) -> None:
+        """``delivered`` for several readers at once: one device lookup, one produce."""
+        wanted: list[tuple[Principal, dict[str, list[str]]]] = []
+        senders: set[str] = set()
+        for principal, acked in held:
+            by_sender: dict[str, list[str]] = defaultdict(list)
+            for envelope in acked:
+                if (
+                    envelope.kind is EnvelopeKind.MESSAGE
+                    and envelope.sender_user != principal.user_id
+                ):
+                    by_sender[envelope.sender_user].append(envelope.server_id)
+            if by_sender:
+                wanted.append((principal, by_sender))
+                senders.update(by_sender)
+        if not wanted:
             return
-        devices = await self._all_devices(sorted(by_sender), principal)
+        # Senders are never their readers' own account, so no reader device is skipped.
+        devices = await self.directory.devices_of(sorted(senders))
+        required = {u: list(ds) for u, ds in required_devices(devices, "", 0).items()}
         envelopes: list[Envelope] = []
-        for sender, message_ids in by_sender.items():
-            for start in range(0, len(message_ids), self.ctx.limits.receipt_batch):
-                chunk = message_ids[start : start + self.ctx.limits.receipt_batch]
-                template = self._receipt(principal, ReceiptKind.DELIVERED, chunk)
-                envelopes += fan_out_same(template, {sender: devices.get(sender, [])})
+        step = self.ctx.limits.receipt_batch
+        for principal, by_sender in wanted:
+            for sender, message_ids in by_sender.items():
+                for start in range(0, len(message_ids), step):
+                    template = self._receipt(
+                        principal, ReceiptKind.DELIVERED, message_ids[start : start + step]
+                    )
+                    envelopes += fan_out_same(template, {sender: required.get(sender, [])})
         await self.produce(envelopes)
 
     async def typing(
