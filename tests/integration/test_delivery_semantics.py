@@ -465,12 +465,50 @@ async def test_live_messages_arrive_without_waiting_for_the_idle_poll(
         alice, bob = await register(gateway), await register(gateway)
         alice_ws, bob_ws = await online(alice), await online(bob)
         for i in range(20):
-            # Bob's ack of the last message sends his socket to read its inbox (finding
-            # nothing, slowly): this message lands during that read.
+            # The first message's wake-up sends Bob's socket to read its inbox (slowly):
+            # the second lands during that read, which does not see it.
+            for part in ("a", "b"):
+                reply = await alice_ws.request("send", direct(bob, f"{part}{i}", f"{part} {i}"))
+                assert reply["status"] == 200, reply
+            got = await bob_ws.deliveries(2, timeout=10.0)
+            assert [body_text(g) for g in got] == [f"a {i}", f"b {i}"]
+        await alice_ws.close()
+        await bob_ws.close()
+
+
+async def test_an_ack_sends_a_socket_to_read_its_inbox_only_when_it_may_find_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket whose last read from the inbox's start found everything reads again on a
+    wake-up, not after each ack too: one read per message in a live conversation (there
+    were two, the second finding nothing). With the window full, acks still send it on."""
+    reads: dict[str, int] = {}
+    real_fetch = SqliteMessageStore.fetch
+
+    async def counted_fetch(self: SqliteMessageStore, user_id: str, *args: Any) -> Any:
+        reads[user_id] = reads.get(user_id, 0) + 1
+        return await real_fetch(self, user_id, *args)
+
+    monkeypatch.setattr(SqliteMessageStore, "fetch", counted_fetch)
+    async with run_gateway(tmp_path / "data", inbox_poll_interval=300.0) as gateway:
+        alice, bob = await register(gateway), await register(gateway)
+        alice_ws, bob_ws = await online(alice), await online(bob)
+        at_connect = reads[bob.user_id]
+        for i in range(10):
             reply = await alice_ws.request("send", direct(bob, f"m{i}", f"text {i}"))
             assert reply["status"] == 200, reply
-            (got,) = await bob_ws.deliveries(1, timeout=10.0)
+            (got,) = await bob_ws.deliveries(1)
             assert body_text(got) == f"text {i}"
+            await settle(bob_ws)  # the ack is recorded
+        assert reads[bob.user_id] - at_connect <= 10
+
+        # A full window: the socket stops reading until acks make room.
+        window = 32  # Limits.max_in_flight
+        for i in range(window + 8):
+            reply = await alice_ws.request("send", direct(bob, f"w{i}", f"burst {i}"))
+            assert reply["status"] == 200, reply
+        burst = await bob_ws.deliveries(window + 8)
+        assert [body_text(b) for b in burst] == [f"burst {i}" for i in range(window + 8)]
         await alice_ws.close()
         await bob_ws.close()
 

@@ -134,6 +134,10 @@ class SocketSession:
         """A delivery was refused (status >= 300): the cursor must never go back."""
         self._room = Flag()
         self._room.set()
+        self._read_it_all = False
+        """The pump's last read started at the inbox's start and found less than it could
+        take: every row it did not deliver came later, and woke the pump (a wake during
+        the read sends it round again). Acks then need not send it round for more."""
         self._ended: asyncio.Future[None] | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
         self.following = PresenceFollowing(ctx, users, principal, self.send)
@@ -343,7 +347,8 @@ class SocketSession:
                 exc.message,
             )
             return
-        self._wake.set()
+        if not self._read_it_all:
+            self._wake.set()  # room for more, or rows the last read may have passed
         if not acked:
             return
         ctx.metrics.deliveries_acked.inc(len(acked))
@@ -381,7 +386,10 @@ class SocketSession:
                     # worker in another process appended behind the cursor is not missed.
                     cursor = None
                 want = self.proto.room
+                from_start = cursor is None
+                self._read_it_all = False
                 items = await self._fetch(cursor, want)
+                self._read_it_all = from_start and len(items) < want
                 for item in items:
                     envelope = Envelope.decode(item.envelope)
                     self._cursors[item.server_id] = item.cursor
