@@ -38,11 +38,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis import asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from tidings.core.model import Presence
 from tidings.core.ratelimit import Decision, Limit, idle_expiry
 from tidings.engines.redis_pool import DEFAULT_POOL_TIMEOUT, BoundedPool
 from tidings.engines.redis_pubsub import PubSubHub, RedisSubscription, client_name, translated
+from tidings.engines.redis_shared import SharedPipelines
 from tidings.errors import Unavailable
 
 __all__ = ["RedisPresenceStore", "RedisSubscription"]  # RedisSubscription: from redis_pubsub
@@ -135,6 +137,8 @@ class RedisPresenceStore:
         self._take_token = client.register_script(_TAKE_TOKEN_LUA)
         self._incr = client.register_script(_INCR_LUA)
         self._reap = client.register_script(_REAP_LUA)
+        self._shared = SharedPipelines(client)
+        """The hot path's commands: one pipeline per turn of the loop for every caller."""
         self._hub: PubSubHub | None = None
         self._hub_opening: asyncio.Future[PubSubHub] | None = None
         self._closed = False
@@ -257,11 +261,13 @@ class RedisPresenceStore:
         """Every PUBLISH in one pipeline (one round trip); the counts in order."""
         if not messages:
             return []
+
+        def fill(pipe: Any) -> None:
+            for channel, message in messages:
+                pipe.publish(self.prefix + channel, message)
+
         with translated("publish"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for channel, message in messages:
-                    pipe.publish(self.prefix + channel, message)
-                return [int(n) for n in await pipe.execute()]
+            return [int(n) for n in await self._shared.run(fill)]
 
     async def subscribe(self, channel: str) -> RedisSubscription:
         """Subscribe on the store's shared Pub/Sub connection; once this returns, a
@@ -305,8 +311,13 @@ class RedisPresenceStore:
         # ``expires`` (caller time), like the in-memory engine; a second of slack keeps
         # the key at least that long.
         args += [repr(idle), str(_ms(idle) + 1000)]
+        bucket, sha = f"{self.prefix}bucket:{key}", self._take_token.sha
         with translated("take_token"):
-            allowed, wait = await self._take_token(keys=[f"{self.prefix}bucket:{key}"], args=args)
+            try:
+                (reply,) = await self._shared.run(lambda pipe: pipe.evalsha(sha, 1, bucket, *args))
+            except NoScriptError:  # a restarted server: load the script, then run it
+                reply = await self._take_token(keys=[bucket], args=args)
+        allowed, wait = reply
         return Decision(bool(allowed), float(wait))
 
     # TTL keys
@@ -322,11 +333,13 @@ class RedisPresenceStore:
         """One pipeline of SET NX GET (each atomic on its own); answers in order."""
         if not items:
             return []
+
+        def fill(pipe: Any) -> None:
+            for key, value, ttl in items:
+                pipe.set(self._kv(key), value, px=_ms(ttl), nx=True, get=True)
+
         with translated("put_if_absent"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, value, ttl in items:
-                    pipe.set(self._kv(key), value, px=_ms(ttl), nx=True, get=True)
-                replies = await pipe.execute()
+            replies = await self._shared.run(fill)
         return [_as_bytes(reply) for reply in replies]
 
     async def get(self, key: str) -> bytes | None:
@@ -350,11 +363,13 @@ class RedisPresenceStore:
         """Every SET in one pipeline (one round trip)."""
         if not items:
             return
+
+        def fill(pipe: Any) -> None:
+            for key, value, ttl in items:
+                pipe.set(self._kv(key), value, px=_ms(ttl))
+
         with translated("set"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, value, ttl in items:
-                    pipe.set(self._kv(key), value, px=_ms(ttl))
-                await pipe.execute()
+            await self._shared.run(fill)
 
     async def delete(self, key: str) -> None:
         with translated("delete"):

@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import ConnectionPool, Redis
@@ -561,3 +562,33 @@ async def test_redis_silent_pubsub_connection_is_detected(
         await store.close()
     finally:
         await proxy.close()
+
+
+async def test_redis_callers_of_one_moment_share_a_round_trip(
+    redis_stores: StoreFactory, admin: Redis
+) -> None:
+    """Rate limits, dedupe claims and states of many callers at once: one pipeline for
+    all of them, each caller its own replies; a script the server lost is loaded again."""
+    store = redis_stores()
+    shared: Any = store._shared
+    trips = [0]
+    flush = shared._flush
+
+    def counted_flush() -> None:
+        trips[0] += 1
+        flush()
+
+    shared._flush = counted_flush
+    limit = Limit(rate=1.0, burst=2)
+    decisions = await asyncio.gather(*(store.take_token("k", limit, 100.0) for _ in range(3)))
+    assert [d.allowed for d in decisions] == [True, True, False]
+    claims = await asyncio.gather(
+        store.put_many_if_absent([("a", b"1", 60), ("b", b"2", 60)]),
+        store.put_many_if_absent([("a", b"3", 60)]),
+        store.set_many([("c", b"4", 60)]),
+    )
+    assert claims == [[None, None], [b"1"], None]
+    assert trips[0] == 2
+
+    await admin.script_flush()
+    assert (await store.take_token("other", limit, 100.0)).allowed
