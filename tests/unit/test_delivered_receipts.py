@@ -103,3 +103,14 @@ async def test_close_produces_what_is_held() -> None:
     receipts.add(BOB, [message("m1")])
     await receipts.close()
     assert producer.produced == [{"bob": ["m1"]}]
+
+
+async def test_close_gives_up_on_a_produce_still_retrying(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivered_receipts, "FIRST_PAUSE_S", 60.0)
+    monkeypatch.setattr(delivered_receipts, "CLOSE_WAIT_S", 0.05)
+    producer = Producer([Unavailable("kafka: down")])
+    receipts, dropped = desk(producer)
+    receipts.add(BOB, [message("m1"), message("m2"), message("m3")])
+    await receipts.close()  # bounded: the retry would come a minute later
+    assert producer.produced == []
+    assert dropped == [3]

@@ -33,6 +33,8 @@ log = logging.getLogger("tidings.gateway")
 ATTEMPTS = 8
 """Tries of one produce of held receipts (backoff 0.5 s doubling to 10 s)."""
 FIRST_PAUSE_S, LONGEST_PAUSE_S = 0.5, 10.0
+CLOSE_WAIT_S = 5.0
+"""How long a stopping gateway waits for the receipts it still produces."""
 
 Held = list[tuple[Principal, list[Envelope]]]
 Produce = Callable[[Held], Awaitable[None]]
@@ -68,11 +70,16 @@ class DeliveredReceipts:
             await asyncio.gather(*(asyncio.shield(f) for f in self._first_tries))
 
     async def close(self) -> None:
-        """Produce what is held and wait for every produce under way (shutdown)."""
+        """Produce what is held and wait for every produce under way (shutdown), at most
+        ``CLOSE_WAIT_S``: a produce still retrying then is given up (and counted)."""
         if self._held:
             self._release()
-        if self._work:
-            await asyncio.gather(*self._work, return_exceptions=True)
+        if not self._work:
+            return
+        _, retrying = await asyncio.wait(self._work, timeout=CLOSE_WAIT_S)
+        for work in retrying:
+            work.cancel()
+        await asyncio.gather(*retrying, return_exceptions=True)
 
     def _release(self) -> None:
         if self._timer is not None:
@@ -91,6 +98,7 @@ class DeliveredReceipts:
     async def _produce_held(self, held: Held, first_try: asyncio.Future[None]) -> None:
         count = sum(len(acked) for _, acked in held)
         pause = FIRST_PAUSE_S
+        produced = False
         try:
             for attempt in range(ATTEMPTS):
                 if attempt:
@@ -98,17 +106,22 @@ class DeliveredReceipts:
                     pause = min(pause * 2, LONGEST_PAUSE_S)
                 try:
                     await self._produce(held)
+                    produced = True
                     return
                 except TidingsError as exc:
                     if not exc.retryable:
                         log.error("delivered receipts for %d messages refused: %s", count, exc)
                         break
                     log.warning("delivered receipts held back, retrying: %s", exc.message)
+                except Exception:
+                    log.exception("delivered receipts for %d messages failed", count)
+                    break
                 finally:
                     if not first_try.done():
                         first_try.set_result(None)
-            self._dropped(count)
-            log.error("delivered receipts for %d messages dropped", count)
         finally:
             if not first_try.done():
                 first_try.set_result(None)
+            if not produced:  # every try failed, refused for good, or given up at close
+                self._dropped(count)
+                log.error("delivered receipts for %d messages dropped", count)
