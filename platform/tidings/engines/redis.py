@@ -255,7 +255,10 @@ class RedisPresenceStore:
     # channels
     async def publish(self, channel: str, message: bytes) -> int:
         with translated("publish"):
-            return int(await self._redis.publish(self.prefix + channel, message))
+            (count,) = await self._shared.run(
+                lambda pipe: pipe.publish(self.prefix + channel, message)
+            )
+        return int(count)
 
     async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> list[int]:
         """Every PUBLISH in one pipeline (one round trip); the counts in order."""

@@ -2,8 +2,9 @@
 
 A pipeline costs redis-py a connection checkout, a write, a read loop and a timeout
 scope however few commands it carries; on the send path each socket made three a
-batch (its rate limit, its dedupe claims, its dedupe states), and the delivery worker
-two (read-receipt records, wake-ups). ``SharedPipelines.run`` queues one caller's
+batch (its rate limit, its dedupe claims, its dedupe states), the delivery worker two
+(read-receipt records, wake-ups), and a connecting socket two publishes (the kick of
+an older socket, the presence change). ``SharedPipelines.run`` queues one caller's
 commands; every caller of the same turn of the event loop goes in one pipeline (no
 timer: a lone caller's commands leave on the next turn, as before), and each gets its
 own replies back. Commands keep their order, so one caller's sequence runs as it
