@@ -47,7 +47,7 @@ nothing but its socket, so the storm never exhausts the store's connection pool 
 sockets already up keep theirs."""
 
 _background: set[asyncio.Future[None]] = set()
-"""Ack and receipt work outlives its socket; held here so it is not garbage-collected."""
+"""Ack work outlives its socket; held here so it is not garbage-collected."""
 
 
 def _outliving_the_socket(work: Coroutine[Any, Any, None]) -> asyncio.Future[None]:

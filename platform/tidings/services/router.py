@@ -276,11 +276,13 @@ class Router:
     async def produce(self, envelopes: Sequence[Envelope]) -> None:
         await produce_routed(self.ctx, envelopes)
 
-    async def _all_devices(self, user_ids: Sequence[str], skip: Principal) -> dict[str, list[int]]:
+    async def _all_devices(
+        self, user_ids: Sequence[str], skip: Principal | None = None
+    ) -> dict[str, list[int]]:
+        """Every device of ``user_ids``, but ``skip`` (the device sending)."""
         devices = await self.directory.devices_of(list(user_ids))
-        return {
-            u: list(ds) for u, ds in required_devices(devices, skip.user_id, skip.device_id).items()
-        }
+        skipped = (skip.user_id, skip.device_id) if skip is not None else ("", 0)
+        return {u: list(ds) for u, ds in required_devices(devices, *skipped).items()}
 
     async def receipt(
         self, principal: Principal, kind: ReceiptKind, to_user: str, message_ids: Sequence[str]
@@ -312,13 +314,10 @@ class Router:
             message_ids=tuple(sorted(message_ids)),
         )
 
-    async def delivered(self, principal: Principal, acked: Sequence[Envelope]) -> None:
-        """Server-generated ``delivered`` receipts for acked messages, one per original
-        sender, produced together."""
-        await self.delivered_many([(principal, list(acked))])
-
     async def delivered_many(self, held: Sequence[tuple[Principal, list[Envelope]]]) -> None:
-        """``delivered`` for several readers at once: one device lookup, one produce."""
+        """Server-generated ``delivered`` receipts for the messages each reader acked, one
+        per reader and original sender, for every reader at once: one device lookup,
+        one produce."""
         wanted: list[tuple[Principal, dict[str, list[str]]]] = []
         senders: set[str] = set()
         for principal, acked in held:
@@ -335,8 +334,7 @@ class Router:
         if not wanted:
             return
         # Senders are never their readers' own account, so no reader device is skipped.
-        devices = await self.directory.devices_of(sorted(senders))
-        required = {u: list(ds) for u, ds in required_devices(devices, "", 0).items()}
+        required = await self._all_devices(sorted(senders))
         envelopes: list[Envelope] = []
         step = self.ctx.limits.receipt_batch
         for principal, by_sender in wanted:
