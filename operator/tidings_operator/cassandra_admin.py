@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -45,7 +44,12 @@ from cassandra.policies import DCAwareRoundRobinPolicy  # type: ignore[import-un
 from cassandra.protocol import RequestValidationException as ServerRejected  # type: ignore[import-untyped]
 from cassandra.query import dict_factory  # type: ignore[import-untyped]
 
-from tidings.engines.cassandra_schema import DRIVER_ERRORS, migrate, platform_tables
+from tidings.engines.cassandra_schema import (
+    DRIVER_ERRORS,
+    SOCKET_OPTIONS,
+    migrate,
+    platform_tables,
+)
 from tidings.errors import Unavailable
 from tidings_operator.external import CASSANDRA_REJECTED, CASSANDRA_UNAVAILABLE, ExternalUnavailable
 from tidings_operator.resources.keyspace import (
@@ -157,7 +161,7 @@ def connect(
         protocol_version=ProtocolVersion.V5,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connection_class=LibevConnection,
-        sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],  # see the platform's engine
+        sockopts=SOCKET_OPTIONS,
         auth_provider=(
             PlainTextAuthProvider(username=username, password=password or "") if username else None
         ),

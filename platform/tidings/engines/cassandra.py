@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +41,7 @@ from tidings.engines.cassandra_schema import (
     DC_NAME,
     DRIVER_ERRORS,
     KEYSPACE_NAME,
+    SOCKET_OPTIONS,
     Cql,
     migrate,
     unavailable,
@@ -58,11 +58,6 @@ in checksummed segments that the Python driver frames in Python, a few per cent 
 gateway's CPU under load; nothing here needs what v5 adds."""
 REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
-SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-"""The driver leaves Nagle's algorithm on. A request written while the previous one is
-still unacknowledged (a batch, or statements issued back to back) then waits for the
-peer's delayed ACK, 40 ms on Linux: a batch of 20 writes took 47 ms on loopback with it
-on, 2 ms with it off, and Cassandra spent several times the CPU per write meanwhile."""
 
 
 @dataclass(frozen=True)
