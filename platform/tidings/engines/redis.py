@@ -42,6 +42,7 @@ from redis.exceptions import NoScriptError
 
 from tidings.core.model import Presence
 from tidings.core.ratelimit import Decision, Limit, idle_expiry
+from tidings.engines import redis_scripts
 from tidings.engines.redis_pool import DEFAULT_POOL_TIMEOUT, BoundedPool
 from tidings.engines.redis_pubsub import PubSubHub, RedisSubscription, client_name, translated
 from tidings.engines.redis_shared import SharedPipelines
@@ -51,72 +52,6 @@ __all__ = ["RedisPresenceStore", "RedisSubscription"]  # RedisSubscription: from
 
 DEFAULT_MAX_CONNECTIONS = 64
 """Command connections per store (per process) unless the URL says ``max_connections``."""
-
-# Mirrors tidings.core.ratelimit.take step by step (and MemoryPresenceStore.take_token's
-# idle expiry), in the same IEEE-754 double arithmetic and operation order, so the Redis
-# engine makes exactly the decisions the in-memory one makes: keep the two in sync.
-# Floats cross the boundary as "%.17g" / Python repr strings, which round-trip exactly
-# (a Lua number returned as such would be truncated to an integer by Redis).
-# KEYS[1] bucket hash; ARGV: rate, burst, now, cost, idle expiry (s), key PX (ms).
-_TAKE_TOKEN_LUA = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local idle = tonumber(ARGV[5])
-local held = redis.call('HMGET', KEYS[1], 'tokens', 'updated', 'expires')
-local tokens
-if held[1] and held[2] and held[3] and tonumber(held[3]) > now then
-  local elapsed = math.max(0.0, now - tonumber(held[2]))
-  tokens = math.min(burst, tonumber(held[1]) + elapsed * rate)
-else
-  tokens = burst
-end
-local allowed = 0
-local wait = 0.0
-if tokens >= cost then
-  allowed = 1
-  tokens = tokens - cost
-elseif rate > 0 then
-  wait = (cost - tokens) / rate
-else
-  wait = math.huge
-end
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
-  'updated', string.format('%.17g', now), 'expires', string.format('%.17g', now + idle))
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return {allowed, string.format('%.17g', wait)}
-"""
-
-# KEYS[1] counter; ARGV[1] TTL (ms), set only when INCR creates the key (at 1).
-_INCR_LUA = """
-local value = redis.call('INCR', KEYS[1])
-if value == 1 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-end
-return value
-"""
-
-
-# KEYS[1] expiry zset, KEYS[2] last-seen hash; ARGV: now, limit, devices-index key prefix.
-# One script, so each expired device goes to exactly one reaper.
-_REAP_LUA = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
-local out = {}
-for i = 1, #due, 2 do
-  local member, expired_at = due[i], due[i + 1]
-  redis.call('ZREM', KEYS[1], member)
-  local sep = string.find(member, '\\n', 1, true)
-  local user, device = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
-  redis.call('SREM', ARGV[3] .. user, device)
-  local seen = tonumber(redis.call('HGET', KEYS[2], user) or '0')
-  if tonumber(expired_at) > seen then
-    redis.call('HSET', KEYS[2], user, string.format('%.17g', tonumber(expired_at)))
-  end
-  out[#out + 1] = member
-end
-return out
-"""
 
 
 def _as_bytes(value: object) -> bytes | None:
@@ -134,9 +69,11 @@ class RedisPresenceStore:
     def __init__(self, client: aioredis.Redis, *, prefix: str = "tidings:") -> None:
         self._redis = client
         self.prefix = prefix
-        self._take_token = client.register_script(_TAKE_TOKEN_LUA)
-        self._incr = client.register_script(_INCR_LUA)
-        self._reap = client.register_script(_REAP_LUA)
+        self._take_token = client.register_script(redis_scripts.TAKE_TOKEN)
+        self._set_online = client.register_script(redis_scripts.SET_ONLINE)
+        self._set_offline = client.register_script(redis_scripts.SET_OFFLINE)
+        self._incr = client.register_script(redis_scripts.INCR)
+        self._reap = client.register_script(redis_scripts.REAP)
         self._shared = SharedPipelines(client)
         """The hot path's commands: one pipeline per turn of the loop for every caller."""
         self._hub: PubSubHub | None = None
@@ -186,33 +123,22 @@ class RedisPresenceStore:
 
     # presence
     async def set_online(self, user_id: str, device_id: int, ttl: float) -> Presence:
-        ms = _ms(ttl)
-        devices = self._devices_key(user_id)
+        member = f"{user_id}\n{device_id}"
+        keys = [self._device_key(user_id, device_id), self._devices_key(user_id)]
+        keys += [self._expiry_key, self._last_seen_key]
+        args = [_ms(ttl), device_id, repr(time.time() + ttl), member, user_id]
         with translated("set_online"):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._device_key(user_id, device_id), b"1", px=ms)
-                pipe.sadd(devices, str(device_id))
-                pipe.pexpire(devices, ms, nx=True)  # the index lives as long as the
-                pipe.pexpire(devices, ms, gt=True)  # longest-lived device key
-                pipe.zadd(self._expiry_key, {f"{user_id}\n{device_id}": time.time() + ttl})
-                pipe.hget(self._last_seen_key, user_id)
-                *_, seen = await pipe.execute()
+            seen = await self._shared_script(self._set_online, keys, args)
         return Presence(user_id, True, float(seen) if seen is not None else None)
 
     async def set_offline(self, user_id: str, device_id: int, now: float) -> Presence:
+        keys = [self._device_key(user_id, device_id), self._devices_key(user_id)]
+        keys += [self._last_seen_key, self._expiry_key]
+        args = [device_id, user_id, repr(now), f"{user_id}\n{device_id}"]
+        args.append(f"{self.prefix}presence:{user_id}:")  # the user's device keys
         with translated("set_offline"):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self._device_key(user_id, device_id))
-                pipe.srem(self._devices_key(user_id), str(device_id))
-                pipe.hset(self._last_seen_key, user_id, repr(now))
-                pipe.zrem(self._expiry_key, f"{user_id}\n{device_id}")
-                pipe.smembers(self._devices_key(user_id))
-                *_, others = await pipe.execute()
-            # Usually the user's only device: offline without a second round trip.
-            online = bool(others) and bool(
-                await self._redis.exists(*(self._device_key(user_id, int(d)) for d in others))
-            )
-        return Presence(user_id, online, now)
+            others_online = await self._shared_script(self._set_offline, keys, args)
+        return Presence(user_id, bool(others_online), now)
 
     async def reap_expired(self, now: float, limit: int) -> list[tuple[str, int]]:
         keys = [self._expiry_key, self._last_seen_key]
@@ -314,14 +240,21 @@ class RedisPresenceStore:
         # ``expires`` (caller time), like the in-memory engine; a second of slack keeps
         # the key at least that long.
         args += [repr(idle), str(_ms(idle) + 1000)]
-        bucket, sha = f"{self.prefix}bucket:{key}", self._take_token.sha
         with translated("take_token"):
-            try:
-                (reply,) = await self._shared.run(lambda pipe: pipe.evalsha(sha, 1, bucket, *args))
-            except NoScriptError:  # a restarted server: load the script, then run it
-                reply = await self._take_token(keys=[bucket], args=args)
-        allowed, wait = reply
+            allowed, wait = await self._shared_script(
+                self._take_token, [f"{self.prefix}bucket:{key}"], args
+            )
         return Decision(bool(allowed), float(wait))
+
+    async def _shared_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a registered script by its hash in the turn's shared pipeline."""
+        try:
+            (reply,) = await self._shared.run(
+                lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args)
+            )
+        except NoScriptError:  # a restarted server: load the script, then run it
+            reply = await script(keys=keys, args=args)
+        return reply
 
     # TTL keys
     async def put_if_absent(self, key: str, value: bytes, ttl: float) -> bytes | None:

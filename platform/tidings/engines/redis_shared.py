@@ -3,15 +3,16 @@
 A pipeline costs redis-py a connection checkout, a write, a read loop and a timeout
 scope however few commands it carries; on the send path each socket made three a
 batch (its rate limit, its dedupe claims, its dedupe states), the delivery worker two
-(read-receipt records, wake-ups), and a connecting socket two publishes (the kick of
-an older socket, the presence change). ``SharedPipelines.run`` queues one caller's
-commands; every caller of the same turn of the event loop goes in one pipeline (no
-timer: a lone caller's commands leave on the next turn, as before), and each gets its
-own replies back. Commands keep their order, so one caller's sequence runs as it
-wrote it; a caller whose replies hold an error reply gets that error, the others their
-replies; a failed round trip fails every caller in it.
+(read-receipt records, wake-ups), and a connecting socket three (the kick of an older
+socket, its presence update, the presence change's publish). ``SharedPipelines.run``
+queues one caller's commands; every caller of the same turn of the event loop goes in
+one pipeline (no timer: a lone caller's commands leave on the next turn, as before),
+and each gets its own replies back. Commands keep their order, so one caller's
+sequence runs as it wrote it; a caller whose replies hold an error reply gets that
+error, the others their replies; a failed round trip fails every caller in it.
 
-Not for ``MULTI``/``EXEC`` transactions (presence updates keep their own pipelines).
+Not for ``MULTI``/``EXEC`` transactions: what must apply atomically goes in as one
+script (``redis_scripts``: rate-limit takes, presence changes).
 """
 
 from __future__ import annotations

@@ -567,8 +567,9 @@ async def test_redis_silent_pubsub_connection_is_detected(
 async def test_redis_callers_of_one_moment_share_a_round_trip(
     redis_stores: StoreFactory, admin: Redis
 ) -> None:
-    """Rate limits, dedupe claims and states of many callers at once: one pipeline for
-    all of them, each caller its own replies; a script the server lost is loaded again."""
+    """Rate limits, dedupe claims and states, presence updates of many callers at once:
+    one pipeline for all of them, each caller its own replies; a script the server lost
+    is loaded again."""
     store = redis_stores()
     shared: Any = store._shared
     trips = [0]
@@ -588,7 +589,16 @@ async def test_redis_callers_of_one_moment_share_a_round_trip(
         store.set_many([("c", b"4", 60)]),
     )
     assert claims == [[None, None], [b"1"], None]
-    assert trips[0] == 2
+    # sockets connecting and closing at once: their presence updates are scripts too
+    online = await asyncio.gather(*(store.set_online("gil", d, ttl=60) for d in (1, 2, 3)))
+    assert online == [Presence("gil", True, None)] * 3
+    offline = await asyncio.gather(
+        store.set_offline("gil", 1, 5.0), store.set_offline("hal", 1, 5.0)
+    )
+    assert offline == [Presence("gil", True, 5.0), Presence("hal", False, 5.0)]
+    assert trips[0] == 4
 
     await admin.script_flush()
     assert (await store.take_token("other", limit, 100.0)).allowed
+    assert await store.set_online("hal", 1, ttl=60) == Presence("hal", True, 5.0)
+    assert await store.set_offline("gil", 2, 6.0) == Presence("gil", True, 6.0)
