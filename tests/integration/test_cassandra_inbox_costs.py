@@ -11,6 +11,7 @@ from typing import Any
 
 from cassandra_support import counted, engine_on
 from tidings.core.envelopes import Envelope, EnvelopeKind
+from tidings.core.model import AuthSession
 from tidings.engines.cassandra import CassandraConfig
 from tidings.engines.cassandra_inbox_state import DAY_MS, REFRESH_MS
 
@@ -161,3 +162,53 @@ async def test_acks_and_appends_of_many_devices_share_requests(
         assert sum(len(r) for r in requests) == 30
         assert appended < 20, requests
         assert len(ack_requests) < 10, requests
+
+
+async def test_sockets_connecting_at_once_share_their_state_and_session_reads(
+    cassandra_config: CassandraConfig,
+) -> None:
+    """Twenty devices (two device ids) connect at one moment: their sessions, inbox
+    states and out-of-order acks are read in a few IN requests, each device gets its
+    own (what one device acked out of order stays its own), and a lone reader keeps
+    the single-partition statement."""
+    users = [f"{uuid.uuid4().hex[:12]}-u{i}" for i in range(10)]
+    async with engine_on(cassandra_config) as worker, engine_on(cassandra_config) as gateway:
+        now = now_ms()
+        rows = [
+            (u, d, f"m{d}{k}", envelope(f"m{d}{k}", now + k, u))
+            for u in users
+            for d in (1, 2)
+            for k in (1, 2)
+        ]
+        assert await worker.messages.append(rows) == 40
+        # users[0]'s device 2 acks its second message only (out of order)
+        (_, second) = await worker.messages.fetch(users[0], 2, None, 5)
+        await worker.messages.ack(
+            users[0], 2, [second.server_id], {second.server_id: second.cursor}
+        )
+        for user in users:
+            await worker.users.put_session(
+                AuthSession(f"t-{user}", "access", user, 1, now / 1000 + 60)
+            )
+        issued = counted(gateway.messages)
+        sessions_issued = counted(gateway.users)
+        sessions = await asyncio.gather(*(gateway.users.get_session(f"t-{u}") for u in users))
+        assert [s.user_id for s in sessions if s is not None] == users
+        assert await gateway.users.get_session("t-nobody") is None
+        fetched = await asyncio.gather(
+            *(gateway.messages.fetch(u, d, None, 5) for u in users for d in (1, 2))
+        )
+        expected = [
+            [f"m{d}1"] if (u, d) == (users[0], 2) else [f"m{d}1", f"m{d}2"]
+            for u in users
+            for d in (1, 2)
+        ]
+        assert [[i.server_id for i in items] for items in fetched] == expected
+        assert sessions_issued["session.get_many"] == 1
+        assert sessions_issued["session.get"] == 1  # the lone lookup
+        # per device id: one IN request for the states, one for the acks
+        assert {name: issued[name] for name in ("state.get_many", "acked.list_many")} == {
+            "state.get_many": 2,
+            "acked.list_many": 2,
+        }
+        assert issued["state.get"] == issued["acked.list"] == 0

@@ -56,6 +56,7 @@ from tidings.engines.cassandra_inbox_state import (
     encode_cursor,
     position,
 )
+from tidings.engines.cassandra_reads import PointRead
 from tidings.engines.cassandra_schema import Cql, Query, Row, Statements, gather_bounded
 from tidings.errors import InvalidInput
 
@@ -157,6 +158,8 @@ class CassandraMessageStore:
             f"WHERE {device}",
             "index.drop": f"DELETE FROM {ks}.inbox_index WHERE {device}",
             "state.get": f"SELECT day, wm_pos, wm_sid FROM {ks}.inbox_state WHERE {device}",
+            "state.get_many": f"SELECT user_id, day, wm_pos, wm_sid FROM {ks}.inbox_state "
+            "WHERE user_id IN ? AND device_id = ?",
             "state.day": f"INSERT INTO {ks}.inbox_state (user_id, device_id, day) "
             "VALUES (?, ?, ?) USING TTL ?",
             "state.prune": f"DELETE FROM {ks}.inbox_state USING TIMESTAMP ? WHERE {device} "
@@ -165,6 +168,8 @@ class CassandraMessageStore:
             f"wm_sid = ? WHERE {device}",
             "state.drop": f"DELETE FROM {ks}.inbox_state WHERE {device}",
             "acked.list": f"SELECT pos, server_id FROM {ks}.inbox_acked WHERE {device}",
+            "acked.list_many": f"SELECT user_id, pos, server_id FROM {ks}.inbox_acked "
+            "WHERE user_id IN ? AND device_id = ?",
             "acked.put": f"INSERT INTO {ks}.inbox_acked (user_id, device_id, pos, server_id) "
             "VALUES (?, ?, ?, ?) USING TTL ?",
             "acked.delete_through": f"DELETE FROM {ks}.inbox_acked USING TIMESTAMP ? "
@@ -211,9 +216,14 @@ class CassandraMessageStore:
     async def _read(self, user_id: str, device_id: int) -> InboxState:
         """The device's inbox state as stored now (kept as this process's copy)."""
         read_at = self.now_ms()
+        q = self.q  # sockets connecting at once read their states in one request each
         state, acked = await asyncio.gather(
-            self.cql.run(self.q["state.get"], (user_id, device_id)),
-            self.cql.run(self.q["acked.list"], (user_id, device_id)),
+            self.cql.read_shared(
+                PointRead(q["state.get"], q["state.get_many"], "user_id"), user_id, (device_id,)
+            ),
+            self.cql.read_shared(
+                PointRead(q["acked.list"], q["acked.list_many"], "user_id"), user_id, (device_id,)
+            ),
         )
         inbox = InboxState(state, acked, read_at)
         self.states.keep((user_id, device_id), inbox)

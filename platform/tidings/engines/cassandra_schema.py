@@ -47,6 +47,7 @@ from cassandra.protocol import RequestValidationException as ServerRejected
 from cassandra.query import BatchStatement, BatchType  # type: ignore[import-untyped]
 
 from tidings.engines.cassandra_batching import SharedBatches, Write, estimated_size
+from tidings.engines.cassandra_reads import PointRead, SharedReads
 from tidings.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,9 @@ class Cql:
         self.where = where
         self.session: Any = None
         self._shared: SharedBatches | None = None
+        # ``run`` looked up at each read: what wraps it (a test counting statements)
+        # sees the shared reads too.
+        self._reads = SharedReads(lambda query, params: self.run(query, params))
 
     def _session(self, what: str) -> Any:
         if self.session is None:
@@ -220,6 +224,11 @@ class Cql:
     async def one(self, query: Query, params: Sequence[Any] = ()) -> Row | None:
         rows = await self.run(query, params)
         return rows[0] if rows else None
+
+    async def read_shared(self, read: PointRead, key: Any, rest: Sequence[Any] = ()) -> list[Row]:
+        """The rows of one partition, ``read.one`` with ``(key, *rest)``; point reads of
+        other callers at the same moment may share one request (``cassandra_reads``)."""
+        return await self._reads.read(read, key, tuple(rest))
 
     async def applied(self, query: Query, params: Sequence[Any] = ()) -> tuple[bool, Row]:
         """Run a lightweight transaction: (applied, the row it returned)."""

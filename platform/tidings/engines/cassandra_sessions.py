@@ -8,6 +8,7 @@ import time
 
 from tidings.core.model import AuthSession, PushToken
 from tidings.core.push import Provider
+from tidings.engines.cassandra_reads import PointRead
 from tidings.engines.cassandra_schema import Cql, Row, Statements, gather_bounded
 from tidings.engines.cassandra_userbase import FANOUT, cas_loop
 
@@ -45,6 +46,11 @@ def session_statements(ks: str) -> dict[str, tuple[str, bool]]:
         "session.get": (
             f"SELECT token_hash, kind, user_id, device_id, expires_at FROM {ks}.sessions "
             "WHERE token_hash = ?",
+            False,
+        ),
+        "session.get_many": (
+            f"SELECT token_hash, kind, user_id, device_id, expires_at FROM {ks}.sessions "
+            "WHERE token_hash IN ?",
             False,
         ),
         "session.delete": (f"DELETE FROM {ks}.sessions WHERE token_hash = ?", False),
@@ -93,9 +99,12 @@ class CassandraSessions:
         )
 
     async def get_session(self, token_hash: str) -> AuthSession | None:
-        row = await self.cql.one(self.q["session.get"], (token_hash,))
-        if row is None:
+        # Sockets connecting at once look their sessions up in one request.
+        read = PointRead(self.q["session.get"], self.q["session.get_many"], "token_hash")
+        rows = await self.cql.read_shared(read, token_hash)
+        if not rows:
             return None
+        row = rows[0]
         return AuthSession(
             str(row["token_hash"]),
             str(row["kind"]),
