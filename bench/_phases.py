@@ -220,6 +220,7 @@ async def _connect_crowd(
 ) -> Crowd:
     """A socket per account (``limit`` at a time, or all at once), within ``--timeout``."""
     deadline = time.monotonic() + run.args.timeout
+    run.progress(f"{name}: {len(accounts)} sockets connecting")
     s0 = run.meter.sample()
     conns = await run.open_many(accounts, sink, deadline, limit)
     connect_s = time.perf_counter() - s0.wall
