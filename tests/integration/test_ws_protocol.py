@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,26 @@ async def test_a_thousand_frames_sent_at_once_are_all_answered_in_order(
     writer.close()
     await writer.wait_closed()
     assert answered == [f"p{n}" for n in range(1000)]
+
+
+async def test_a_socket_logs_no_line_of_its_own_unless_asked(
+    embedded_gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """websockets says "connection open" and "connection closed" at INFO for every
+    socket: at ten thousand sockets, noise (and CPU). They show at DEBUG only."""
+
+    async def connect_and_close() -> None:
+        alice = await register(embedded_gateway)
+        sock = await alice.connect()
+        assert json.loads(await asyncio.wait_for(sock.ws.recv(), 10))["type"] == "queue-empty"
+        await asyncio.wait_for(sock.ws.close(), 10)
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name.startswith("tidings.ws")]
+
+    with caplog.at_level(logging.INFO):
+        await connect_and_close()
+    assert "connection open" not in lines()
+    with caplog.at_level(logging.DEBUG, logger="tidings.ws.protocol"):
+        await connect_and_close()
+        assert "connection open" in lines()

@@ -33,6 +33,13 @@ from tidings.api.ws import WS_PATH, serve_socket
 from tidings.services.gateway import Disconnected
 
 log = logging.getLogger("tidings.ws")
+protocol_log = logging.getLogger("tidings.ws.protocol")
+"""websockets' own lines: "connection open" and "connection closed" at INFO for every
+socket (a line per connect was a twentieth of a connect storm's CPU, and noise at ten
+thousand sockets; ``tidings_ws_connections`` counts them). WARNING unless configured:
+set this logger to DEBUG to see every handshake and frame."""
+if protocol_log.level == logging.NOTSET:
+    protocol_log.setLevel(logging.WARNING)
 
 READ_AHEAD = 32
 """Frames read but not yet taken by the session; past this, reading pauses (the
@@ -73,7 +80,7 @@ class DirectWebSocket(asyncio.Protocol):
         self.connections, self.tasks = server_state.connections, server_state.tasks
         self.loop: asyncio.AbstractEventLoop = _loop or asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
-        self.conn = ServerProtocol(max_size=config.ws_max_size, logger=log)
+        self.conn = ServerProtocol(max_size=config.ws_max_size, logger=protocol_log)
         self._frames: list[str] = []  # at most READ_AHEAD: a deque's block is 0.5 KiB
         self._reader: asyncio.Future[None] | None = None
         self._read_paused = False
@@ -180,7 +187,9 @@ class DirectWebSocket(asyncio.Protocol):
             return
         # The handshake's parser keeps the request (headers and all) for as long as the
         # connection lives; the frames get a parser of their own, born open.
-        self.conn = ServerProtocol(state=State.OPEN, max_size=self.config.ws_max_size, logger=log)
+        self.conn = ServerProtocol(
+            state=State.OPEN, max_size=self.config.ws_max_size, logger=protocol_log
+        )
         token = parse_qs(url.query).get("token", [None])[0]
         header = request.headers.get("Authorization")
         task = self.loop.create_task(self._serve(token, header), name="ws-session")
