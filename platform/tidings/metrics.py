@@ -31,6 +31,7 @@ class Metrics:
     push_jobs: Counter
     ws_connections: Gauge
     ws_frames_rejected: Counter
+    ws_read_paused: Counter
     rate_limited: Counter
     delivery_batch_seconds: Histogram
     send_batch_size: Histogram
@@ -131,6 +132,12 @@ class Metrics:
                 "tidings_ws_frames_rejected",
                 "WebSocket frames answered with an error",
                 ["status"],
+                registry=r,
+            ),
+            ws_read_paused=Counter(
+                "tidings_ws_read_paused_seconds",
+                "Seconds sockets went unread because their frames were refused for a rate "
+                "limit faster than the gateway answers refusals (a flooding client)",
                 registry=r,
             ),
             rate_limited=Counter(

@@ -201,6 +201,32 @@ async def test_a_receipt_flood_is_refused_past_the_sockets_budget_and_queues_not
         await mallory_ws.close()
 
 
+async def test_a_socket_flooding_past_its_budget_is_read_slower_and_loses_nothing(
+    tmp_path: Path, engine_settings: dict[str, str]
+) -> None:
+    """A flood of refused frames pauses its socket's reading (the time is counted);
+    every frame is still answered, in order, and another socket is served meanwhile."""
+    async with clocked(tmp_path, engine_settings) as (gw, _):
+        alice, mallory = await register(gw), await register(gw)
+        alice_ws, mallory_ws = await online(alice), await online(mallory)
+        receipt = {"to": alice.user_id, "kind": "read", "message_ids": made_up_ids(1)}
+        # More than a socket queues (256): it reads again after refusals, paused.
+        answers = await pipelined(mallory_ws, "receipt", [receipt] * 400)
+        assert [a["status"] for a in answers] == [404] * 100 + [429] * 300
+        reply = await alice_ws.request("ping")
+        assert reply["status"] == 200, reply
+        async with gw.ops_http() as http:
+            metrics = (await http.get("/metrics")).text
+        (paused,) = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("tidings_ws_read_paused_seconds_total ")
+        ]
+        assert paused > 0
+        await alice_ws.close()
+        await mallory_ws.close()
+
+
 async def test_typing_is_limited_per_socket_and_refills_with_time(
     tmp_path: Path, engine_settings: dict[str, str]
 ) -> None:

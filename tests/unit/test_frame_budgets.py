@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
+
 from tidings.core import wsproto
 from tidings.core.ratelimit import Decision, Limit
 from tidings.engines.embedded.presence import MemoryPresenceStore
 from tidings.errors import RateLimited
 from tidings.metrics import Metrics
 from tidings.services.context import Context, Principal
-from tidings.services.frame_limits import FrameBudgets
+from tidings.services.frame_limits import MAX_PAUSE_S, REFUSED_PER_S, FrameBudgets, ReadPacer
 
 
 class CountingLimiter:
@@ -64,3 +66,20 @@ async def test_an_empty_bucket_is_refused_locally_until_a_token_can_be_back() ->
     assert limiter.calls == 6  # batch take, single take that passed, single take refused
     assert await budgets.over_budget([wsproto.Request("p", "ping", {})]) == {}
     assert limiter.calls == 6  # other kinds have no budget here
+
+
+def test_a_socket_refused_past_the_pace_goes_unread_for_a_while_bounded() -> None:
+    pacer = ReadPacer()
+    step = 1 / REFUSED_PER_S
+    assert pacer.pause(100.0) == 0.0  # never refused: never paused
+    pacer.refused(100.0)
+    assert pacer.pause(100.0) == pytest.approx(step)
+    pacer.refused(100.0, count=10)
+    assert pacer.pause(100.0) == pytest.approx(11 * step)
+    pacer.refused(100.0, count=100_000)  # a flood: paused at most MAX_PAUSE_S ahead
+    assert pacer.pause(100.0) == pytest.approx(MAX_PAUSE_S)
+    assert pacer.pause(100.0 + MAX_PAUSE_S / 2) == pytest.approx(MAX_PAUSE_S / 2)
+    assert pacer.pause(100.0 + MAX_PAUSE_S) == 0.0
+    # Refusals paid for by time already waited do not add up.
+    pacer.refused(200.0)
+    assert pacer.pause(200.0) == pytest.approx(step)

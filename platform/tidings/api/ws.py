@@ -125,6 +125,8 @@ class FrameHandler:
     @staticmethod
     def _refused(request: wsproto.Request, session: SocketSession, exc: Exception) -> str:
         metrics = session.ctx.metrics
+        if isinstance(exc, RateLimited):
+            session.pacer.refused(asyncio.get_running_loop().time())
         if isinstance(exc, ValidationError):
             status, message, fields = validation_error_frame_parts(exc)
             metrics.ws_frames_rejected.labels(str(status)).inc()

@@ -18,6 +18,38 @@ from tidings.core.ratelimit import Decision, Limit
 from tidings.errors import RateLimited, TidingsError
 from tidings.services.context import Context, Principal
 
+REFUSED_PER_S = 50.0
+"""Frames refused for a rate limit that one socket may have its gateway answer per
+second; past this pace, reading that socket pauses (``ReadPacer``)."""
+MAX_PAUSE_S = 5.0
+"""The longest a socket's reading is paused ahead. A socket reads up to a few hundred
+frames between two looks at its pause (what its queue holds), so a shorter bound would
+forgive most of a flood; keepalive pongs wait meanwhile, far within their 60 s."""
+
+
+class ReadPacer:
+    """How long to leave a flooding socket unread, the way an XMPP server's traffic
+    shaper paces a client past its rate.
+
+    Each frame answered ``429`` buys the socket ``1 / REFUSED_PER_S`` seconds without
+    reading, at most ``MAX_PAUSE_S`` ahead. Refused frames cost little each, but at a
+    thousand a second one socket took a third of its gateway's loop and every other
+    socket's answers waited behind it. Paused, its client's TCP window closes and the
+    flood waits in its own buffers; a client within its limits is never paused, and a
+    paused one loses nothing (its frames are read later, in order)."""
+
+    __slots__ = ("until",)
+
+    def __init__(self) -> None:
+        self.until = 0.0
+
+    def refused(self, now: float, count: int = 1) -> None:
+        self.until = min(max(self.until, now) + count / REFUSED_PER_S, now + MAX_PAUSE_S)
+
+    def pause(self, now: float) -> float:
+        """Seconds to wait before reading the next frame."""
+        return max(0.0, self.until - now)
+
 
 def frame_limit(rates: RateLimits, kind: str) -> Limit | None:
     """The bucket of a request type, or None for types without one of their own

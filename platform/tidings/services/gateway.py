@@ -32,6 +32,7 @@ from tidings.core.limits import INBOX_POLL_INTERVAL_S
 from tidings.core.model import InboxItem
 from tidings.errors import TidingsError
 from tidings.services.context import Context, Principal, device_channel
+from tidings.services.frame_limits import ReadPacer
 from tidings.services.gateway_acks import AckRecorder
 from tidings.services.presence import publish_presence
 from tidings.services.presence_following import PresenceFollowing
@@ -145,6 +146,8 @@ class SocketSession:
         self._ended: asyncio.Future[None] | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
         self.following = PresenceFollowing(ctx, users, principal, self.send)
+        self.pacer = ReadPacer()
+        """Paces reading when the client floods past its rate limits (``ReadPacer``)."""
         self.queue_empty_sent = False
 
     @property
@@ -216,7 +219,11 @@ class SocketSession:
         await publish_presence(ctx, presence)
 
     async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            if pause := self.pacer.pause(loop.time()):
+                self.ctx.metrics.ws_read_paused.inc(pause)
+                await asyncio.sleep(pause)
             text = await self.transport.receive_text()
             self._last_frame = self.ctx.clock()
             event = self.proto.receive(text)
