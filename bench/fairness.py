@@ -96,7 +96,7 @@ async def flood_child(spec: dict[str, Any]) -> None:
     await flood.drain(30.0)
     flood.reader.cancel()
     with contextlib.suppress(Exception):
-        await ws.close()
+        await asyncio.wait_for(ws.close(), 10)  # a paced socket may not read it soon
     print(json.dumps({**flood.figures(took), "closes": dict(sink.closes)}), flush=True)
 
 
@@ -220,11 +220,17 @@ class Flood:
                 break
             if due > time.monotonic():
                 await asyncio.sleep(due - time.monotonic())
+            kind = self.kinds[n % len(self.kinds)]
             try:
-                await self.ws.send(self._frame(n))
+                # A paced socket's buffers fill and a send waits for room: the window
+                # still ends on time (the frame waiting was written, its room not yet).
+                await asyncio.wait_for(self.ws.send(self._frame(n)), start + seconds - due)
             except ConnectionClosed:
                 break
-            self.sent[self.kinds[n % len(self.kinds)]] += 1
+            except TimeoutError:
+                self.sent[kind] += 1
+                break
+            self.sent[kind] += 1
         return time.monotonic() - start
 
     async def _read(self) -> None:
@@ -286,7 +292,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         run.progress(f"flood window: {args.rate:.0f} frames/s of {','.join(args.kinds)}")
         flood_proc.stdin.write(b"go\n")
         under_flood = await probe.window(args.duration, args.probe_rate)
-        out, _ = await asyncio.wait_for(flood_proc.communicate(), 60)
+        out, _ = await asyncio.wait_for(flood_proc.communicate(), 90)  # drain 30 + close 10
         flood_figures = json.loads(out.decode().strip().splitlines()[-1])
         stored_after = await run.inbox_writes()
     idle_f, flood_f = window_figures(idle), window_figures(under_flood)
