@@ -171,8 +171,8 @@ class Probe:
 
         start = time.monotonic()
         for n in itertools.count():
-            due = start + n / rate
-            if due - start >= seconds:
+            due, end = start + n / rate, start + seconds
+            if due >= end or time.monotonic() >= end:  # behind a pushing-back server too
                 break
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             for kind in found:
@@ -215,8 +215,8 @@ class Flood:
         returns the seconds it took."""
         start = time.monotonic()
         for n in itertools.count():
-            due = start + n / rate
-            if due - start >= seconds:
+            due, end = start + n / rate, start + seconds
+            if due >= end or time.monotonic() >= end:  # behind a pushing-back server too
                 break
             if due > time.monotonic():
                 await asyncio.sleep(due - time.monotonic())
@@ -224,7 +224,7 @@ class Flood:
             try:
                 # A paced socket's buffers fill and a send waits for room: the window
                 # still ends on time (the frame waiting was written, its room not yet).
-                await asyncio.wait_for(self.ws.send(self._frame(n)), start + seconds - due)
+                await asyncio.wait_for(self.ws.send(self._frame(n)), end - time.monotonic())
             except ConnectionClosed:
                 break
             except TimeoutError:
