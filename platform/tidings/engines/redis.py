@@ -105,7 +105,15 @@ class RedisPresenceStore:
 
     # keys
     def _device_key(self, user_id: str, device_id: int) -> str:
-        return f"{self.prefix}presence:{user_id}:{device_id}"
+        return f"{self._device_key_prefix(user_id)}{device_id}"
+
+    def _device_key_prefix(self, user_id: str) -> str:
+        """What the user's device keys start with (``SET_OFFLINE`` adds the ids)."""
+        return f"{self.prefix}presence:{user_id}:"
+
+    @staticmethod
+    def _expiry_member(user_id: str, device_id: int) -> str:
+        return f"{user_id}\n{device_id}"  # REAP splits it at the line break
 
     def _devices_key(self, user_id: str) -> str:
         return f"{self.prefix}presence-devices:{user_id}"
@@ -123,9 +131,9 @@ class RedisPresenceStore:
 
     # presence
     async def set_online(self, user_id: str, device_id: int, ttl: float) -> Presence:
-        member = f"{user_id}\n{device_id}"
         keys = [self._device_key(user_id, device_id), self._devices_key(user_id)]
         keys += [self._expiry_key, self._last_seen_key]
+        member = self._expiry_member(user_id, device_id)
         args = [_ms(ttl), device_id, repr(time.time() + ttl), member, user_id]
         with translated("set_online"):
             seen = await self._shared_script(self._set_online, keys, args)
@@ -134,8 +142,8 @@ class RedisPresenceStore:
     async def set_offline(self, user_id: str, device_id: int, now: float) -> Presence:
         keys = [self._device_key(user_id, device_id), self._devices_key(user_id)]
         keys += [self._last_seen_key, self._expiry_key]
-        args = [device_id, user_id, repr(now), f"{user_id}\n{device_id}"]
-        args.append(f"{self.prefix}presence:{user_id}:")  # the user's device keys
+        args = [device_id, user_id, repr(now), self._expiry_member(user_id, device_id)]
+        args.append(self._device_key_prefix(user_id))
         with translated("set_offline"):
             others_online = await self._shared_script(self._set_offline, keys, args)
         return Presence(user_id, bool(others_online), now)
