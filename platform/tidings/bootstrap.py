@@ -43,6 +43,7 @@ from tidings.engines.embedded.blob_routes import blob_router
 from tidings.engines.embedded.blobs import FileBlobStore
 from tidings.engines.embedded.bus import EmbeddedBus
 from tidings.engines.embedded.inbox import SqliteMessageStore
+from tidings.engines.embedded.leases import SqliteShardLeases
 from tidings.engines.embedded.otp import LoggingOtpSender
 from tidings.engines.embedded.presence import MemoryPresenceStore
 from tidings.engines.embedded.userstore import SqliteUserStore
@@ -56,6 +57,7 @@ from tidings.ports import (
     MessageStore,
     OtpSender,
     PushSender,
+    ShardLeases,
     UserStore,
 )
 from tidings.services.analytics import AnalyticsWorker, EventShipper
@@ -63,6 +65,7 @@ from tidings.services.context import Context
 from tidings.services.presence import PresenceService
 from tidings.services.push import PushWorker
 from tidings.services.registry import Services
+from tidings.services.shard_leases import LeaseKeeper
 from tidings.services.shard_map_file import ShardMapFile
 from tidings.tracing import Tracing, otlp_exporter
 
@@ -118,6 +121,7 @@ class Engines:
     bus: EventBus
     blobs: BlobStore
     aggregates: AnalyticsStore
+    leases: ShardLeases
     starters: list[Callable[[], Awaitable[None]]]
     closers: list[Callable[[], Awaitable[None]]]
     routers: list[APIRouter] = field(default_factory=list)
@@ -148,6 +152,7 @@ def embedded_engines(settings: Settings, clock: Callable[[], float]) -> Engines:
     users = SqliteUserStore.at(data / "users.db")
     messages = SqliteMessageStore.at(data / "inbox.db")
     aggregates = SqliteAnalyticsStore.at(data / "analytics.db")
+    leases = SqliteShardLeases.at(data / "leases.db")
     presence = _presence(settings, clock)
     blobs = FileBlobStore(data / "blobs", _secret(data / "secret.key"), settings.public_url, clock)
     closers: list[Callable[[], Awaitable[None]]] = [
@@ -155,6 +160,7 @@ def embedded_engines(settings: Settings, clock: Callable[[], float]) -> Engines:
         users.close,
         messages.close,
         aggregates.close,
+        leases.close,
     ]
     if isinstance(presence, RedisPresenceStore):
         closers.append(presence.close)
@@ -165,7 +171,8 @@ def embedded_engines(settings: Settings, clock: Callable[[], float]) -> Engines:
         bus=bus,
         blobs=blobs,
         aggregates=aggregates,
-        starters=[bus.start, users.start, messages.start, aggregates.start],
+        leases=leases,
+        starters=[bus.start, users.start, messages.start, aggregates.start, leases.start],
         closers=closers,
         routers=[blob_router(blobs)],
     )
@@ -237,6 +244,7 @@ def distributed_engines(settings: Settings, clock: Callable[[], float]) -> Engin
         bus=bus,
         blobs=blobs,
         aggregates=cassandra.analytics,
+        leases=cassandra.leases,
         starters=[bus.start, cassandra.start, blobs.start],
         closers=[bus.close, cassandra.close, blobs.close, presence.close],
     )
@@ -251,6 +259,8 @@ class Platform:
     push_senders: Mapping[Provider, PushSender] | None = None
     """Provider clients of the push worker (built from settings by ``create_apps``)."""
     shard_map_file: ShardMapFile | None = None
+    lease_keeper: LeaseKeeper | None = None
+    """Shard leases of the delivery worker, where a shard map is followed."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -264,6 +274,10 @@ class Platform:
         if {"gateway", "router"} & set(components):
             self._spawn(self.services.directory.run(self._stop), "directory changes")
         if "delivery" in components:
+            if self.lease_keeper is not None:
+                await self.lease_keeper.refresh()  # before the first batch needs them
+                self.services.delivery.fence = self.lease_keeper
+                self._spawn(self.lease_keeper.run(self._stop), "shard leases")
             self._spawn(self.services.delivery.run(self._stop), "delivery worker")
         if "push" in components and self.push_senders:
             worker = PushWorker(ctx, self.push_senders, push_policy(self.settings))
@@ -357,6 +371,9 @@ def build(
         shipper=EventShipper(ctx),
         push_senders=push_senders,
         shard_map_file=watch,
+        lease_keeper=(
+            None if watch is None else LeaseKeeper(ctx, engines.leases, settings.lease_terms)
+        ),
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,6 +15,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tidings.core.leases import LeaseTerms
 from tidings.core.limitkeys import parse_networks
 from tidings.core.limits import INBOX_POLL_INTERVAL_S, RateLimits
 from tidings.core.push import Provider
@@ -60,6 +61,12 @@ class Settings(BaseSettings):
     shard_map_file: Path | None = None
     """The shard map the operator publishes (JSON, ``shardmap.json``), re-read while
     running: it says which region owns each user. Unset: this region serves every user."""
+    shard_lease_s: float = Field(default=15.0, ge=1.0, le=300.0)
+    """How long a delivery process's renewal of a shard lease holds (``core.leases``;
+    only with a shard map). A region cut off from the others' datacenters stops storing
+    within this; a failed region's shards can be taken this long after its last renewal."""
+    shard_lease_skew_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    """The largest wall-clock difference between regions the leases tolerate."""
     dev_mode: bool = True
     """Dev mode logs one-time codes instead of sending SMS. Never in production."""
     inbox_poll_interval: float = Field(default=INBOX_POLL_INTERVAL_S, gt=0)
@@ -206,6 +213,19 @@ class Settings(BaseSettings):
         if negative:
             raise ValueError(f"rate limits {negative} must not be negative")
         return value
+
+    @model_validator(mode="after")
+    def _lease_terms_fit(self) -> Settings:
+        self.lease_terms  # noqa: B018 (raises ValueError when the two do not fit)
+        return self
+
+    @property
+    def lease_terms(self) -> LeaseTerms:
+        """Shard lease timing: renewed every fifth of the lease, a write needs a third."""
+        lease = self.shard_lease_s
+        return LeaseTerms(
+            lease_s=lease, renew_s=lease / 5, skew_s=self.shard_lease_skew_s, grace_s=lease / 3
+        )
 
     @property
     def rates(self) -> RateLimits:

@@ -24,6 +24,9 @@ class Metrics:
     envelopes_forwarded: Counter
     shard_map_reloads: Counter
     shard_map_epoch: Gauge
+    shard_leases_held: Gauge
+    shard_lease_writes: Counter
+    delivery_fenced: Counter
     inbox_writes: Counter
     deliveries_sent: Counter
     deliveries_acked: Counter
@@ -105,6 +108,24 @@ class Metrics:
             shard_map_epoch=Gauge(
                 "tidings_shard_map_epoch_sum",
                 "Sum of the shard epochs in the map in use: it grows on every shard move",
+                registry=r,
+            ),
+            shard_leases_held=Gauge(
+                "tidings_shard_leases_held",
+                "Shards whose lease this delivery process holds now (it stores only for those)",
+                registry=r,
+            ),
+            shard_lease_writes=Counter(
+                "tidings_shard_lease_writes",
+                "Lease transactions by kind (create, renew, take, release) and result "
+                "(applied, refused: the row had changed; failed: no majority answered)",
+                ["kind", "result"],
+                registry=r,
+            ),
+            delivery_fenced=Counter(
+                "tidings_delivery_fenced_batches",
+                "Delivery batches held back because no region was known to hold a lease "
+                "on a shard they needed (retried; nothing is dropped)",
                 registry=r,
             ),
             inbox_writes=Counter(

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from tidings.core.leases import LeaseOp, LeaseRow
 from tidings.core.model import (
     AuthSession,
     Device,
@@ -268,6 +269,17 @@ class KeyValues(Protocol):
         """Increment a counter (created at 1 with ``ttl``); returns the new value."""
 
 
+class ShardLeases(Protocol):
+    """Shard leases (``core.leases``): every write a conditional one, decided by a
+    majority of all the datacenters' replicas, so two regions never both hold one."""
+
+    async def read(self, shard: str) -> LeaseRow | None:
+        """The row as a majority has it (in-flight writes settled first)."""
+
+    async def write(self, op: LeaseOp) -> tuple[bool, LeaseRow | None]:
+        """Apply ``op`` if its condition holds: (applied, the row as it is now)."""
+
+
 @dataclass(frozen=True)
 class PresignedUrl:
     url: str
@@ -333,6 +345,7 @@ __all__ = [
     "PushSender",
     "RateLimiter",
     "Record",
+    "ShardLeases",
     "Subscription",
     "UserStore",
 ]

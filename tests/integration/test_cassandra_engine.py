@@ -57,6 +57,7 @@ TABLES = {
     "inbox_state",
     "inbox_acked",
     "analytics_daily",
+    "shard_leases",
 }
 
 

@@ -10,6 +10,7 @@ kubelet updates a mounted ConfigMap (a new file swapped in whole).
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import httpx
@@ -119,5 +120,102 @@ async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_fail
         # a stored both messages to bob and both delivered receipts to alice.
         assert await until_metric(delivery_a.ops_url, "tidings_inbox_writes_total", 4) == 4
         await bob_ws.nothing_for("deliver", 1.0)
+        await alice_ws.close()
+        await bob_ws.close()
+
+
+async def test_a_stale_owner_that_lost_its_lease_forwards_instead_of_storing(
+    tmp_path: Path, distributed_env: dict[str, str]
+) -> None:
+    """a owns bob's shard; its delivery worker is cut off (stopped) past its lease while
+    b's map, and b's alone, moves the shard to b, which takes the lease. a's gateway and
+    worker never read the new map: a send through a still goes to a's topic, and a's
+    worker, resumed, holds no lease and the store says b does, so it forwards to b."""
+    a, b = unique_region(), unique_region()
+    maps = {a: tmp_path / f"{a}.json", b: tmp_path / f"{b}.json"}
+    data, log = tmp_path / "data", tmp_path / "tidings.log"
+
+    def env(region: str) -> dict[str, str]:
+        return {
+            **distributed_env,
+            "TIDINGS_REGION": region,
+            "TIDINGS_SHARD_MAP_FILE": str(maps[region]),
+            "TIDINGS_SHARD_LEASE_S": "3",
+            "TIDINGS_SHARD_LEASE_SKEW_S": "0.5",
+        }
+
+    publish(maps[a], [Shard(f"{a}-0", 0, SLOTS - 1, a, a)])
+    publish(maps[b], [Shard(f"{b}-0", 0, SLOTS - 1, b, b)])
+    async with (
+        procs.running(["serve", "gateway"], data, log, env(a)) as gw_a,
+        procs.running(["serve", "delivery"], data, log, env(a)) as delivery_a,
+        procs.running(["serve", "gateway"], data, log, env(b)),  # b's topics exist
+    ):
+        gateway = gw_a.gateway(data)
+        alice, bob = await register(gateway), await register(gateway)
+        bob_slot = slot_for(bob.user_id)
+        if slot_for(alice.user_id) == bob_slot:
+            pytest.skip("alice and bob share a hash slot (1 in 1,024)")
+        owned_by_a = moving(bob_slot, a, a, a, 1)
+        for path in maps.values():
+            publish(path, owned_by_a)
+        await until_metric(
+            delivery_a.ops_url, "tidings_shard_map_reloads_total", 2, result="loaded"
+        )
+        # a holds the leases of its three shards (bob's among them).
+        await until_metric(delivery_a.ops_url, "tidings_shard_leases_held", 3)
+        bob_ws = await online(bob)
+        alice_ws = await alice.connect()
+
+        async def to_bob(client_id: str, text: str) -> str:
+            body = {"id": client_id, "to": {"user": bob.user_id}}
+            body["ciphertexts"] = ciphertexts({bob.user_id: [1]}, text)
+            reply = await alice_ws.request("send", body)
+            assert reply["status"] == 200, reply
+            return str(reply["body"]["server_id"])
+
+        first = await to_bob("m1", "before")
+        (delivered,) = await bob_ws.deliveries(1)
+        assert delivered["server_id"] == first
+
+        # a's worker is cut off; b's map (only) moves bob's shard to b at epoch 2.
+        delivery_a.process.send_signal(signal.SIGSTOP)
+        try:
+            publish(maps[b], moving(bob_slot, a, a, b, 2))
+            async with procs.running(["serve", "delivery"], data, log, env(b)) as delivery_b:
+                # b takes the lease once a's has run out (3 s + 0.5 s of skew).
+                await until_metric(
+                    delivery_b.ops_url,
+                    "tidings_shard_lease_writes_total",
+                    1,
+                    kind="take",
+                    result="applied",
+                )
+                # a's gateway still routes bob's messages to a's own topic.
+                second = await to_bob("m2", "after")
+                delivery_a.process.send_signal(signal.SIGCONT)
+                (moved,) = await bob_ws.deliveries(1, timeout=30.0)
+                assert body_text(moved) == "after"
+                assert moved["server_id"] == second
+                assert (
+                    await until_metric(
+                        delivery_a.ops_url, "tidings_envelopes_forwarded_total", 1, region=b
+                    )
+                    == 1
+                )
+                # a stored bob's first message and alice's delivered receipt for it,
+                # nothing of the second: b stored it.
+                assert await metric(delivery_a.ops_url, "tidings_inbox_writes_total") == 2
+                assert await until_metric(delivery_b.ops_url, "tidings_inbox_writes_total", 1) >= 1
+                renewals = await metric(
+                    delivery_a.ops_url,
+                    "tidings_shard_lease_writes_total",
+                    kind="renew",
+                    result="refused",
+                )
+                assert renewals >= 1
+                await bob_ws.nothing_for("deliver", 1.0)  # no duplicate of either
+        finally:
+            delivery_a.process.send_signal(signal.SIGCONT)
         await alice_ws.close()
         await bob_ws.close()

@@ -1,4 +1,5 @@
-"""The Cassandra engine: ``UserStore`` and ``MessageStore`` on a real cluster.
+"""The Cassandra engine: ``UserStore``, ``MessageStore``, ``AnalyticsStore`` and
+``ShardLeases`` on a real cluster.
 
 One ``CassandraEngine`` owns one driver ``Cluster`` (libev reactor, protocol v4) with a
 single execution profile: token-aware routing over ``DCAwareRoundRobinPolicy(local_dc)``,
@@ -37,6 +38,7 @@ from cassandra.query import dict_factory  # type: ignore[import-untyped]
 
 from tidings.engines.cassandra_analytics import CassandraAnalyticsStore
 from tidings.engines.cassandra_inbox import CassandraMessageStore
+from tidings.engines.cassandra_leases import CassandraShardLeases
 from tidings.engines.cassandra_schema import (
     DC_NAME,
     DRIVER_ERRORS,
@@ -48,7 +50,7 @@ from tidings.engines.cassandra_schema import (
 )
 from tidings.engines.cassandra_users import CassandraUserStore
 from tidings.errors import Unavailable
-from tidings.ports import AnalyticsStore, MessageStore, UserStore
+from tidings.ports import AnalyticsStore, MessageStore, ShardLeases, UserStore
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +128,11 @@ class CassandraEngine:
         self._users = CassandraUserStore(self._cql, config.keyspace)
         self._messages = CassandraMessageStore(self._cql, config.keyspace, config.inbox_ttl_s)
         self._analytics = CassandraAnalyticsStore(self._cql, config.keyspace)
+        self._leases = CassandraShardLeases(self._cql, config.keyspace)
         self.users: UserStore = self._users
         self.messages: MessageStore = self._messages
         self.analytics: AnalyticsStore = self._analytics
+        self.leases: ShardLeases = self._leases
 
     def _new_cluster(self) -> Any:
         config = self.config
@@ -175,7 +179,10 @@ class CassandraEngine:
                 if applied:
                     log.info("cassandra: %s migrated to %s", config.keyspace, applied)
             await asyncio.gather(
-                self._users.prepare(), self._messages.prepare(), self._analytics.prepare()
+                self._users.prepare(),
+                self._messages.prepare(),
+                self._analytics.prepare(),
+                self._leases.prepare(),
             )
         except BaseException:
             await self.close()

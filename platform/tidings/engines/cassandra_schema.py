@@ -429,6 +429,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             " day text, name text, value counter, PRIMARY KEY (day, name))",
         ),
     ),
+    Migration(
+        4,
+        "shard leases: which region may store for a shard (core.leases)",
+        (
+            # Written only by lightweight transactions at SERIAL: a majority of every
+            # datacenter's replicas decides, so a region cut off from the others
+            # cannot renew or take a lease.
+            "CREATE TABLE IF NOT EXISTS {ks}.shard_leases ("
+            " shard text PRIMARY KEY, owner text, epoch bigint, until_ms bigint)",
+        ),
+    ),
 )
 
 

@@ -128,16 +128,18 @@ class Context:
         )
 
 
-async def produce_routed(ctx: Context, envelopes: Sequence[Envelope]) -> None:
-    """Produce ``envelopes`` to their recipients' owning regions (``core.routing``);
-    raises the first failure."""
-    for error in await produce_routed_each(ctx, envelopes):
+async def produce_routed(
+    ctx: Context, envelopes: Sequence[Envelope], shard_map: ShardMap | None = None
+) -> None:
+    """Produce ``envelopes`` to their recipients' owning regions (``core.routing``) by
+    ``shard_map`` (the context's by default); raises the first failure."""
+    for error in await produce_routed_each(ctx, envelopes, shard_map):
         if error is not None:
             raise error
 
 
 async def produce_routed_each(
-    ctx: Context, envelopes: Sequence[Envelope]
+    ctx: Context, envelopes: Sequence[Envelope], shard_map: ShardMap | None = None
 ) -> list[TidingsError | None]:
     """``produce_routed``, each topic produced at once beside the others; returns, per
     envelope, the error of its topic (None: produced). A region that cannot be reached
@@ -151,7 +153,7 @@ async def produce_routed_each(
         ctx.metrics.envelopes_produced.labels(topic).inc(len(records))
         return None
 
-    by_topic = routed(ctx.shard_map, envelopes)
+    by_topic = routed(shard_map or ctx.shard_map, envelopes)
     outcomes = await asyncio.gather(
         *(one(topic, [record for _, record in items]) for topic, items in by_topic.items())
     )

@@ -1,6 +1,8 @@
 """The delivery worker: bus -> inbox -> notify (or push job).
 
-Order per batch: forward what a newer shard map moved to another region, store every
+Order per batch: sort by shard lease where regions share the data layer (``shard_leases``:
+wait while nobody is known to hold a shard, forward what another region holds), forward
+what a newer shard map moved to another region, store every
 other envelope, record what its recipients may send ``read`` receipts for, notify
 (wake-up or push job), then commit offsets. A crash before the
 commit replays the batch: the inbox ignores known server ids, clients dedupe a repeated
@@ -20,10 +22,17 @@ from tidings.core import jsoncodec
 from tidings.core.envelopes import Envelope, EnvelopeKind
 from tidings.core.relationships import received_records
 from tidings.core.routing import moved_away
-from tidings.core.shardmap import consumer_group, deliveries_topic, push_topic, receipts_topic
+from tidings.core.shardmap import (
+    ShardMap,
+    consumer_group,
+    deliveries_topic,
+    push_topic,
+    receipts_topic,
+)
 from tidings.ports import Record
 from tidings.services.consuming import consume
 from tidings.services.context import Context, device_channel, produce_routed
+from tidings.services.shard_leases import LeaseKeeper
 
 log = logging.getLogger("tidings.delivery")
 
@@ -33,6 +42,8 @@ WAKE = json.dumps({"t": "wake"}).encode()
 class DeliveryWorker:
     def __init__(self, ctx: Context, batch: int = 256, lanes: int = 1) -> None:
         self.ctx, self.batch, self.lanes = ctx, batch, lanes
+        self.fence: LeaseKeeper | None = None
+        """Set where regions share the data layer (a shard map is followed)."""
         self.topic = deliveries_topic(ctx.region)
         self.receipts = receipts_topic(ctx.region)
 
@@ -65,14 +76,18 @@ class DeliveryWorker:
         # The inbox keeps the bytes the router encoded: each envelope is encoded once.
         raw = {id(e): r.value for e, r in zip(decoded, records, strict=True)}
         envelopes, moved = moved_away(ctx.shard_map, ctx.region, decoded)
+        if self.fence is not None:
+            # The data layer's word over the map's: a shard this process holds no lease
+            # on is not stored here (raises, and the batch waits, when nobody is known
+            # to hold it), and one another region holds goes there.
+            fenced = await self.fence.sort(envelopes)
+            envelopes = fenced.store
+            if fenced.forward:
+                await self._forward(fenced.forward, fenced.forwarding_map(ctx.shard_map))
         if moved:
             # Fenced: this region no longer owns these recipients (a failover moved
             # their shards); the owner delivers them, so nothing accepted is lost.
-            await produce_routed(ctx, moved)
-            for region, count in Counter(
-                ctx.shard_map.owner_region(e.recipient_user) for e in moved
-            ).items():
-                ctx.metrics.envelopes_forwarded.labels(region).inc(count)
+            await self._forward(moved, ctx.shard_map)
         stored = [
             (e.recipient_user, e.recipient_device, e.server_id, raw[id(e)])
             for e in envelopes
@@ -93,6 +108,13 @@ class DeliveryWorker:
         if trace is not None:
             trace.woken()
         ctx.metrics.delivery_batch_seconds.observe(time.perf_counter() - started)
+
+    async def _forward(self, envelopes: list[Envelope], shard_map: ShardMap) -> None:
+        await produce_routed(self.ctx, envelopes, shard_map)
+        for region, count in Counter(
+            shard_map.owner_region(e.recipient_user) for e in envelopes
+        ).items():
+            self.ctx.metrics.envelopes_forwarded.labels(region).inc(count)
 
     async def _notify(self, envelopes: list[Envelope]) -> None:
         """Wake each recipient device once per batch (typing goes as the event itself),
