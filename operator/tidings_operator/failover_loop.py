@@ -7,7 +7,8 @@ Each tick, for a region this operator runs:
 
 1. probe every peer's data plane (gateway ``/readyz``, Kafka) at once;
 2. renew the heartbeat Lease, publishing those sightings on it;
-3. read every peer's Lease (its heartbeat and its own sightings);
+3. read every peer's Lease (its heartbeat and its own sightings), from the peer's own
+   cluster when it runs in another (``peer_clusters``);
 4. judge each peer by quorum (``quorum.judge_peer``) and decide (``quorum.decide``);
 5. with ``Automatic`` and a peer failed by a majority, fence and take over this
    region's share of its shards (``failover.plan_takeover``);
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -46,6 +48,7 @@ from tidings_operator.models import ChatRegion
 from tidings_operator.models.chatregion import Peer
 from tidings_operator.names import CHAT_REGION, MANAGER, MESSAGE_SHARD, PAUSED_ANNOTATION, is_true
 from tidings_operator.outcome import Outcome
+from tidings_operator.peer_clusters import PeerClusters
 from tidings_operator.probes import Probe, probe_gateway, probe_kafka
 from tidings_operator.quorum import (
     Action,
@@ -76,8 +79,11 @@ class FailoverLoop:
         heartbeat_seconds: int = 15,
         gateway_probe: Probe = probe_gateway,
         kafka_probe: Probe = probe_kafka,
+        peers: PeerClusters | None = None,
     ) -> None:
         self.kube = kube
+        self.peers = peers or PeerClusters(kube)
+        """Where each peer's Lease is read: its own cluster, or this one."""
         self.clock = clock
         self.holder = holder
         self.heartbeat_seconds = heartbeat_seconds
@@ -214,10 +220,10 @@ class FailoverLoop:
         previous: Mapping[str, PeerVerdict],
     ) -> list[PeerVerdict]:
         namespace = region.metadata.namespace
-        leases = {
-            peer.name: await self.kube.get("Lease", namespace, heartbeat_lease_name(peer.name))
-            for peer in region.spec.peers
-        }
+        found = await asyncio.gather(
+            *(self.peers.lease(namespace, peer) for peer in region.spec.peers)
+        )
+        leases = {peer.name: lease for peer, lease in zip(region.spec.peers, found, strict=True)}
         now = self.clock.now()
         regions = len(region.spec.peers) + 1
         own_beat = Heartbeat(now, self.heartbeat_seconds)  # this operator runs: current
@@ -239,6 +245,8 @@ class FailoverLoop:
                 now,
                 region.spec.failover.detection_window_seconds,
             )
+            if problem := self.peers.problem(namespace, peer.name):
+                verdict = replace(verdict, message=f"{verdict.message}; its cluster: {problem}")
             for health in Health:
                 metrics.PEER_HEALTH.labels(region.region, peer.name, health.value).set(
                     int(health is verdict.health)

@@ -139,6 +139,7 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
     async def shutdown(**_: Any) -> None:
         if "rt" in runtime:
             await rt().queue.close()
+            await rt().failover.peers.aclose()
             await rt().kube.aclose()
 
     async def on_pause(change: PauseChange) -> None:

@@ -289,6 +289,17 @@ class Peer(SpecModel):
     kafka_bootstrap_servers: str = Field(default="", max_length=2048)
     """The peer's Kafka (``host:port,...``): reaching one broker counts as reachable.
     A peer whose gateway and Kafka are both unreachable is down as seen from here."""
+    kubeconfig_secret: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+    )
+    """A Secret in this namespace whose key ``kubeconfig`` reaches the peer's own
+    cluster: its heartbeat and what it sees of the others are read there (the identity
+    needs ``get`` on ``leases`` in the peer's namespace). Empty: the peer runs in this
+    cluster."""
+    namespace: str = Field(default="", max_length=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$")
+    """The peer's namespace in its cluster; empty: the same as this region's."""
 
 
 class FailoverSpec(SpecModel):
