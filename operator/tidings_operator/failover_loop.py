@@ -44,7 +44,7 @@ from tidings_operator.failover_status import (
     previous_verdicts,
 )
 from tidings_operator.kube import ApiError, Kube
-from tidings_operator.models import ChatRegion
+from tidings_operator.models import ChatRegion, MessageShard
 from tidings_operator.models.chatregion import Peer
 from tidings_operator.names import CHAT_REGION, MANAGER, MESSAGE_SHARD, PAUSED_ANNOTATION, is_true
 from tidings_operator.outcome import Outcome
@@ -63,7 +63,8 @@ from tidings_operator.quorum import (
 from tidings_operator.quorum import judge_peer as judge
 from tidings_operator.resources.dns import DNS_ENDPOINT, dns_endpoint_name, gateway_dns_endpoint
 from tidings_operator.resources.heartbeat import heartbeat_lease, read_heartbeat
-from tidings_operator.shard_moves import move_shards, shard_views
+from tidings_operator.shard_merge import merge_shards, superseded
+from tidings_operator.shard_moves import move_shards, shard_view
 from tidings_operator.workqueue import Key
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,9 @@ class FailoverLoop:
         if region.spec.peers and not paused:
             sightings = await self._observe(region, sightings)
         await self._beat(key, region, sightings)
+        if await self.peers.refresh_shards(key.namespace, region.spec.peers):
+            self.health_changed(key)  # the shard map publishes peers' shards too
+            await self._drop_superseded(key, region)
         if paused:
             return Outcome.PAUSED  # alive (the heartbeat), judging nothing
         if not region.spec.peers:
@@ -274,11 +278,30 @@ class FailoverLoop:
         self, body: Mapping[str, Any], region: ChatRegion, failed: str, healthy: list[str]
     ) -> None:
         namespace = region.metadata.namespace
-        shards = shard_views(await self.kube.list(MESSAGE_SHARD, namespace))
-        moves = plan_takeover(failed, region.region, healthy, shards)
+        local = [
+            MessageShard.model_validate(s) for s in await self.kube.list(MESSAGE_SHARD, namespace)
+        ]
+        merged = merge_shards(local, self.peers.shards(namespace, region.spec.peers))
+        here = {s.metadata.name: s for s in local}
+        # A move is fenced on this cluster's object of the shard (its resourceVersion),
+        # at the highest epoch any region published; a shard whose object is only in a
+        # peer's cluster is planned without one, and copied here.
+        views = [
+            replace(
+                shard_view(s),
+                resource_version=(
+                    here[s.metadata.name].metadata.resource_version or ""
+                    if s.metadata.name in here
+                    else ""
+                ),
+            )
+            for s in merged
+        ]
+        moves = plan_takeover(failed, region.region, healthy, views)
         if not moves:
             return
-        result = await move_shards(self.kube, namespace, moves)
+        elsewhere = {s.metadata.name: s for s in merged if s.metadata.name not in here}
+        result = await move_shards(self.kube, namespace, moves, elsewhere=elsewhere, adopter=body)
         for move in result.moved:
             metrics.SHARD_MOVES.labels("automatic").inc()
             log.warning("failover: %s", move.describe())
@@ -300,6 +323,18 @@ class FailoverLoop:
             )
         for move, why in result.refused:
             log.info("failover: %s not made (%s); re-planned next time", move.describe(), why)
+
+    async def _drop_superseded(self, key: Key, region: ChatRegion) -> None:
+        """Delete the copies this region made of peers' shards that a higher epoch
+        elsewhere replaced (a failback, or a later move): they route nothing any more."""
+        local = [
+            MessageShard.model_validate(s)
+            for s in await self.kube.list(MESSAGE_SHARD, key.namespace)
+        ]
+        merged = merge_shards(local, self.peers.shards(key.namespace, region.spec.peers))
+        for name in superseded(local, merged):
+            await self.kube.delete(MESSAGE_SHARD, key.namespace, name)
+            log.info("%s: copy of shard %s deleted: a newer epoch replaced it", key.name, name)
 
     async def _write(
         self,

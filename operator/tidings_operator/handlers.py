@@ -32,6 +32,7 @@ from tidings_operator.names import (
     VERSION,
     finalizer_for,
 )
+from tidings_operator.peer_clusters import PeerClusters
 from tidings_operator.peering_pause import PauseChange, announce, report_peering_pauses
 from tidings_operator.reconciler import Reconciler, owner_key
 from tidings_operator.resync import Inventory
@@ -118,12 +119,14 @@ def register(registry: kopf.OperatorRegistry, options: Options, external: Extern
         settings.background.cancellation_polling = 1
         kube = Kube.from_kubeconfig(options.kubeconfig)
         clock = SystemClock()
-        reconciler = Reconciler(kube, external, clock=clock, regions=options.regions)
+        peers = PeerClusters(kube)  # read by the failover loop, published by the reconcile
+        reconciler = Reconciler(kube, external, clock=clock, regions=options.regions, peers=peers)
         failover = FailoverLoop(
             kube,
             clock,
             holder=options.holder,
             heartbeat_seconds=max(1, round(3 * options.heartbeat_interval)),
+            peers=peers,
         )
         queue = WorkQueue(reconciler, concurrency=options.max_concurrent_reconciles)
         failover.health_changed = queue.trigger  # the shard map publishes peers' health

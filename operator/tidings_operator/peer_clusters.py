@@ -1,5 +1,9 @@
 """Peers in clusters of their own: each is read through its own API server.
 
+What is read there: a peer's heartbeat Lease (its sightings on it), and its
+MessageShards (its home shards, and the copies it made of shards it took over), which
+this region merges into its own view of all the shards (``shard_merge``).
+
 A peer whose ``spec.peers[].kubeconfigSecret`` names a Secret (in the region's namespace,
 key ``kubeconfig``) runs in another Kubernetes cluster: its heartbeat Lease, and the
 sightings it publishes there, are read with a client built from that kubeconfig. A peer
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +31,9 @@ from kubernetes import config as kconfig
 
 from tidings_operator.failover import heartbeat_lease_name
 from tidings_operator.kube import ApiError, Kube
+from tidings_operator.models import MessageShard
 from tidings_operator.models.chatregion import Peer
+from tidings_operator.names import MESSAGE_SHARD
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,7 @@ class PeerClusters:
         self._clients: dict[tuple[str, str], _Client] = {}
         self._last: dict[tuple[str, str], Mapping[str, Any] | None] = {}
         self._problems: dict[tuple[str, str], str] = {}
+        self._shards: dict[tuple[str, str], list[MessageShard]] = {}
 
     async def lease(self, namespace: str, peer: Peer) -> Mapping[str, Any] | None:
         """The peer's heartbeat Lease from its own cluster (this one when it has no
@@ -79,6 +86,42 @@ class PeerClusters:
         self._problems.pop(where, None)
         self._last[where] = found
         return found
+
+    async def refresh_shards(self, namespace: str, peers: Sequence[Peer]) -> bool:
+        """Read the MessageShards of the peers in other clusters or namespaces (those of
+        a peer here are in this namespace's own list); True when what is known changed.
+        A peer that cannot be read keeps what was read last."""
+        changed = False
+        for peer in peers:
+            if not self.elsewhere(namespace, peer):
+                continue
+            where = (namespace, peer.name)
+            try:
+                kube = await self._kube(namespace, peer)
+                found = await kube.list(MESSAGE_SHARD, peer.namespace or namespace)
+            except (ApiError, PeerClusterError, OSError, httpx.HTTPError) as exc:
+                log.info("peer %s: its shards cannot be read, keeping the last: %s", peer.name, exc)
+                continue
+            shards = [MessageShard.model_validate(s) for s in found]
+            before = self._shards.get(where)
+            if before is None or _fingerprint(before) != _fingerprint(shards):
+                changed = True
+            self._shards[where] = shards
+        return changed
+
+    def shards(self, namespace: str, peers: Sequence[Peer]) -> list[MessageShard]:
+        """The peers' MessageShards as last read (``refresh_shards``)."""
+        return [
+            shard
+            for peer in peers
+            if self.elsewhere(namespace, peer)
+            for shard in self._shards.get((namespace, peer.name), [])
+        ]
+
+    @staticmethod
+    def elsewhere(namespace: str, peer: Peer) -> bool:
+        """Whether the peer's objects are not in this namespace of this cluster."""
+        return bool(peer.kubeconfig_secret) or peer.namespace not in ("", namespace)
 
     def problem(self, namespace: str, peer: str) -> str | None:
         """Why the peer's Lease was not read at the last try (None: it was)."""
@@ -127,3 +170,7 @@ def peer_configuration(secret: Mapping[str, Any], peer: str) -> kclient.Configur
             f"Secret {name}: the {KUBECONFIG_KEY} of {peer} is not a usable kubeconfig ({exc})"
         ) from exc
     return cfg
+
+
+def _fingerprint(shards: Sequence[MessageShard]) -> list[tuple[str, str, int]]:
+    return sorted((s.metadata.name, s.spec.owner, s.spec.epoch) for s in shards)

@@ -27,7 +27,8 @@ from tidings_operator.failover import Move, MoveRefused, ShardView, plan_failbac
 from tidings_operator.kube import ApiError, Kube
 from tidings_operator.names import CHAT_REGION, MESSAGE_SHARD, PUSH_POOL
 from tidings_operator.prometheus_api import read_prometheus
-from tidings_operator.shard_moves import move_shards, shard_views
+from tidings_operator.shard_merge import as_published
+from tidings_operator.shard_moves import move_shards, published_owners, shard_views
 from tidings_operator.status_screen import status_screen
 
 ROUNDS = 3
@@ -94,8 +95,17 @@ def shards_table(shards: Sequence[Mapping[str, Any]]) -> str:
 
 async def _move(kube: Kube, namespace: str, plan: Planner, dry_run: bool) -> int:
     for attempt in range(1, ROUNDS + 1):
-        regions = [r["metadata"]["name"] for r in await kube.list(CHAT_REGION, namespace)]
-        shards = shard_views(await kube.list(MESSAGE_SHARD, namespace))
+        bodies = await kube.list(CHAT_REGION, namespace)
+        here = [str(r["metadata"]["name"]) for r in bodies]
+        # Peers in clusters of their own count as regions, and the shard maps say who
+        # serves a shard a peer took over (its copy is in the peer's cluster).
+        regions = sorted(
+            {*here, *(p["name"] for r in bodies for p in r["spec"].get("peers") or [])}
+        )
+        shards = as_published(
+            shard_views(await kube.list(MESSAGE_SHARD, namespace)),
+            await published_owners(kube, namespace, here),
+        )
         try:
             moves = plan(regions, shards)
         except MoveRefused as exc:

@@ -42,6 +42,9 @@ class ShardReconcile(Steps):
             if not self.serves(shard.spec.region):
                 return Outcome.SKIPPED  # the home region's operator reports it
             regions = await self._region_names(key.namespace)
+            # An owner in a cluster of its own is one of the home region's peers.
+            home = await self.kube.get(CHAT_REGION, key.namespace, shard.spec.region)
+            regions |= {str(p["name"]) for p in ((home or {}).get("spec") or {}).get("peers") or []}
         owner_deleting = owner_body is not None and deleting(owner_body)
         lag = None
         if owner_body is not None and not owner_deleting:

@@ -26,12 +26,14 @@ from tidings_operator.kube import Kube
 from tidings_operator.models import REGION_COMPONENTS, ChatRegion, MessageShard
 from tidings_operator.names import CHAT_REGION, MESSAGE_SHARD, PUSH_POOL, component_name
 from tidings_operator.outcome import Outcome
+from tidings_operator.peer_clusters import PeerClusters
 from tidings_operator.reconcile_pool import PoolReconcile
 from tidings_operator.reconcile_shard import ShardReconcile
 from tidings_operator.reconcile_steps import dump, is_ours, owner_key
 from tidings_operator.resources import region_children
 from tidings_operator.resources.dependencies import region_secret_refs
 from tidings_operator.resources.refusal import Refusal
+from tidings_operator.shard_merge import merge_shards
 from tidings_operator.shard_status import owner_is_known, routed_shard
 from tidings_operator.status import (
     Observation,
@@ -57,9 +59,12 @@ class Reconciler(PoolReconcile, ShardReconcile):
         *,
         clock: Clock | None = None,
         regions: frozenset[str] | None = None,
+        peers: PeerClusters | None = None,
     ) -> None:
         super().__init__(kube, clock or SystemClock(), regions=regions)
         self.external = external
+        self.peers = peers or PeerClusters(kube)
+        """Peers' shards in their own clusters, as the failover loop last read them."""
 
     async def __call__(self, key: Key) -> None:
         started = time.perf_counter()
@@ -98,8 +103,12 @@ class Reconciler(PoolReconcile, ShardReconcile):
         body, region, paused = loaded
         live = await self._live_children(key.namespace, region.region)
         shard_objects = await self.kube.list(MESSAGE_SHARD, key.namespace)
-        shards = [MessageShard.model_validate(s) for s in shard_objects]
-        regions = await self._region_names(key.namespace)
+        shards = merge_shards(
+            [MessageShard.model_validate(s) for s in shard_objects],
+            self.peers.shards(key.namespace, region.spec.peers),
+        )
+        # Peers in clusters of their own are regions too, though not ChatRegions here.
+        regions = await self._region_names(key.namespace) | {p.name for p in region.spec.peers}
         errors: list[Refusal] = [
             Refusal(
                 SHARD_OWNER_UNKNOWN,

@@ -18,7 +18,9 @@ from kubernetes import client as kclient
 from fake_kube import FakeClock, FakeKube, region_body
 from tidings_operator.failover_loop import FailoverLoop
 from tidings_operator.kube import Kube
+from tidings_operator.models import ChatRegion, MessageShard
 from tidings_operator.peer_clusters import PeerClusters
+from tidings_operator.shard_merge import merge_shards
 from tidings_operator.workqueue import Key
 
 T0 = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
@@ -44,6 +46,22 @@ def kubeconfig_secret(peer: str) -> dict[str, Any]:
     }
 
 
+def shard(home: str, index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "tidings.dev/v1alpha1",
+        "kind": "MessageShard",
+        "metadata": {"name": f"{home}-{index}", "namespace": "ns"},
+        "spec": {
+            "region": home,
+            "index": index,
+            "firstSlot": NAMES.index(home) * 20 + index * 10,
+            "lastSlot": NAMES.index(home) * 20 + index * 10 + 9,
+            "owner": home,
+            "epoch": 1,
+        },
+    }
+
+
 class Cluster(FakeKube):
     """One region's API server, which can be lost."""
 
@@ -56,6 +74,23 @@ class Cluster(FakeKube):
         if self.down:
             raise httpx.ConnectError("connection refused")
         return await super().get(kind, namespace, name)
+
+    async def list(self, kind: str, namespace: str | None, **kw: Any) -> Any:
+        if self.down:
+            raise httpx.ConnectError("connection refused")
+        return await super().list(kind, namespace, **kw)
+
+    def owners(self) -> dict[str, tuple[str, int, bool]]:
+        """Shard -> (owner, epoch, adopted) of the MessageShards in this cluster."""
+        return {
+            name: (
+                o["spec"]["owner"],
+                o["spec"]["epoch"],
+                "tidings.dev/adopted-by" in (o["metadata"].get("labels") or {}),
+            )
+            for (kind, _, name), o in self.objects.items()
+            if kind == "MessageShard"
+        }
 
 
 class Clusters:
@@ -77,7 +112,7 @@ class Clusters:
             ]
             body["spec"]["failover"] = {"policy": "Automatic", "detectionWindowSeconds": WINDOW}
             secrets = [kubeconfig_secret(p) for p in NAMES if p != name]
-            self.clusters[name] = Cluster(body, *secrets)
+            self.clusters[name] = Cluster(body, *secrets, shard(name, 0), shard(name, 1))
         self.clock = FakeClock(T0)
         self.down: set[str] = set()
         """Regions whose data plane (gateways and Kafka) does not answer."""
@@ -178,3 +213,44 @@ async def test_a_missing_or_unusable_kubeconfig_secret_is_named_in_the_status() 
     assert "not a usable kubeconfig" in ap["message"]
     # Never read: its heartbeat is unknown, which moves nothing.
     assert (eu["health"], ap["health"]) == ("Unknown", "Unknown")
+
+
+def view(world: Clusters, name: str) -> dict[str, tuple[str, int]]:
+    """Shard -> (owner, epoch) as ``name``'s region merges its own and its peers'."""
+    cluster = world.clusters[name]
+    local = [
+        MessageShard.model_validate(o)
+        for (k, _, _), o in cluster.objects.items()
+        if k == "MessageShard"
+    ]
+    body = ChatRegion.model_validate(cluster.objects[("ChatRegion", "ns", name)])
+    peers = world.loops[name].peers.shards("ns", body.spec.peers)
+    return {s.metadata.name: (s.spec.owner, s.spec.epoch) for s in merge_shards(local, peers)}
+
+
+async def test_a_region_lost_whole_has_its_shards_copied_and_taken_over_in_the_others() -> None:
+    world = Clusters()
+    await world.run(2 * TICK)
+    everyone = {f"{n}-{i}": (n, 1) for n in NAMES for i in range(2)}
+    for name in NAMES:
+        assert view(world, name) == everyone  # each sees all six shards
+    world.running.discard("eu")
+    world.down.add("eu")
+    world.clusters["eu"].down = True
+    await world.run(WINDOW + 2 * TICK)
+    # Its objects are out of reach: each taker made a copy of its share in its cluster.
+    assert world.clusters["us"].owners()["eu-1"] == ("us", 2, True)
+    assert world.clusters["ap"].owners()["eu-0"] == ("ap", 2, True)
+    assert "eu-0" not in world.clusters["us"].owners()
+    taken = {**everyone, "eu-0": ("ap", 2), "eu-1": ("us", 2)}
+    assert view(world, "us") == view(world, "ap") == taken
+    await world.run(WINDOW)  # no second move
+    assert view(world, "us") == view(world, "ap") == taken
+    # eu returns: it reads the copies and routes its own users to the takers; nothing
+    # fails back by itself.
+    world.clusters["eu"].down = False
+    world.down.discard("eu")
+    world.running.add("eu")
+    await world.run(2 * TICK)
+    assert world.clusters["eu"].owners()["eu-0"] == ("eu", 1, False)
+    assert view(world, "eu") == view(world, "us") == taken
