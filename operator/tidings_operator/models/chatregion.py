@@ -295,9 +295,9 @@ class Peer(SpecModel):
         pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
     )
     """A Secret in this namespace whose key ``kubeconfig`` reaches the peer's own
-    cluster: its heartbeat and what it sees of the others are read there (the identity
-    needs ``get`` on ``leases`` in the peer's namespace). Empty: the peer runs in this
-    cluster."""
+    cluster: its heartbeat, what it sees of the others, and its shards are read there
+    (the identity needs ``get`` on ``leases`` and ``list`` on ``messageshards`` in the
+    peer's namespace). Empty: the peer runs in this cluster."""
     namespace: str = Field(default="", max_length=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$")
     """The peer's namespace in its cluster; empty: the same as this region's."""
 
