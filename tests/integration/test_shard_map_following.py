@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 import procs
-from harness import body_text, ciphertexts, online, register
+from harness import Device, Socket, body_text, ciphertexts, online, register
 from servers import unique_region
 from shard_map_support import moving, publish
 from tidings.core.shardmap import SLOTS, Shard, slot_for
@@ -44,52 +47,101 @@ async def until_metric(url: str, name: str, at_least: float, **labels: str) -> f
     raise AssertionError(f"{name}{labels} stayed below {at_least} at {url}")
 
 
-async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_failover(
-    tmp_path: Path, distributed_env: dict[str, str]
-) -> None:
-    a, b = unique_region(), unique_region()
-    maps = {a: tmp_path / f"{a}.json", b: tmp_path / f"{b}.json"}
-    data, log = tmp_path / "data", tmp_path / "tidings.log"
+@dataclass
+class Regions:
+    """Regions a and b on the shared servers, each following its own map file."""
 
-    def env(region: str) -> dict[str, str]:
+    a: str
+    b: str
+    maps: dict[str, Path]
+    data: Path
+    log: Path
+    settings: dict[str, str]
+    """What every process of either region is given beside its region and map."""
+
+    def env(self, region: str) -> dict[str, str]:
         return {
-            **distributed_env,
+            **self.settings,
             "TIDINGS_REGION": region,
-            "TIDINGS_SHARD_MAP_FILE": str(maps[region]),
+            "TIDINGS_SHARD_MAP_FILE": str(self.maps[region]),
         }
 
-    def publish_both(shards: list[Shard]) -> None:
-        for path in maps.values():
+    def publish_both(self, shards: list[Shard]) -> None:
+        for path in self.maps.values():
             publish(path, shards)
 
-    # Until bob is registered, each region's map is the region alone.
-    publish(maps[a], [Shard(f"{a}-0", 0, SLOTS - 1, a, a)])
-    publish(maps[b], [Shard(f"{b}-0", 0, SLOTS - 1, b, b)])
+    def delivery(self, region: str) -> AbstractAsyncContextManager[procs.Proc]:
+        return procs.running(["serve", "delivery"], self.data, self.log, self.env(region))
+
+
+@dataclass
+class TwoRegions:
+    """a's gateway and delivery worker and b's gateway running; alice and bob registered
+    at a, in different hash slots."""
+
+    regions: Regions
+    gw_a: procs.Proc
+    delivery_a: procs.Proc
+    alice: Device
+    bob: Device
+
+    @property
+    def bob_slot(self) -> int:
+        return slot_for(self.bob.user_id)
+
+
+@asynccontextmanager
+async def two_regions(
+    tmp_path: Path, distributed_env: dict[str, str], **settings: str
+) -> AsyncIterator[TwoRegions]:
+    """Each region's map is the region alone until the test publishes another."""
+    a, b = unique_region(), unique_region()
+    regions = Regions(
+        a,
+        b,
+        {a: tmp_path / f"{a}.json", b: tmp_path / f"{b}.json"},
+        tmp_path / "data",
+        tmp_path / "tidings.log",
+        {**distributed_env, **settings},
+    )
+    publish(regions.maps[a], [Shard(f"{a}-0", 0, SLOTS - 1, a, a)])
+    publish(regions.maps[b], [Shard(f"{b}-0", 0, SLOTS - 1, b, b)])
+    data, log = regions.data, regions.log
     async with (
-        procs.running(["serve", "gateway"], data, log, env(a)) as gw_a,
-        procs.running(["serve", "delivery"], data, log, env(a)) as delivery_a,
-        procs.running(["serve", "gateway"], data, log, env(b)),  # b's topics exist
+        procs.running(["serve", "gateway"], data, log, regions.env(a)) as gw_a,
+        regions.delivery(a) as delivery_a,
+        procs.running(["serve", "gateway"], data, log, regions.env(b)),  # b's topics exist
     ):
         gateway = gw_a.gateway(data)
         alice, bob = await register(gateway), await register(gateway)
-        bob_slot = slot_for(bob.user_id)
-        if slot_for(alice.user_id) == bob_slot:
+        if slot_for(alice.user_id) == slot_for(bob.user_id):
             pytest.skip("alice and bob share a hash slot (1 in 1,024)")
+        yield TwoRegions(regions, gw_a, delivery_a, alice, bob)
+
+
+async def send(sender: Socket, to: Device, client_id: str, text: str) -> str:
+    """A message from ``sender``'s socket to ``to``'s device 1; its server id."""
+    body = {"id": client_id, "to": {"user": to.user_id}}
+    body["ciphertexts"] = ciphertexts({to.user_id: [1]}, text)
+    reply = await sender.request("send", body)
+    assert reply["status"] == 200, reply
+    return str(reply["body"]["server_id"])
+
+
+async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_failover(
+    tmp_path: Path, distributed_env: dict[str, str]
+) -> None:
+    async with two_regions(tmp_path, distributed_env) as two:
+        regions, bob = two.regions, two.bob
+        a, b, gw_a, delivery_a = regions.a, regions.b, two.gw_a, two.delivery_a
 
         # bob's shard is b's: a's router sends to b, whose delivery worker is down.
-        publish_both(moving(bob_slot, a, b, b, 1))
+        regions.publish_both(moving(two.bob_slot, a, b, b, 1))
         await until_metric(gw_a.ops_url, "tidings_shard_map_reloads_total", 2, result="loaded")
         bob_ws = await online(bob)
-        alice_ws = await alice.connect()
+        alice_ws = await two.alice.connect()
 
-        async def to_bob(client_id: str, text: str) -> str:
-            body = {"id": client_id, "to": {"user": bob.user_id}}
-            body["ciphertexts"] = ciphertexts({bob.user_id: [1]}, text)
-            reply = await alice_ws.request("send", body)
-            assert reply["status"] == 200, reply
-            return str(reply["body"]["server_id"])
-
-        stranded_id = await to_bob("m1", "stranded")
+        stranded_id = await send(alice_ws, bob, "m1", "stranded")
         assert (
             await metric(
                 gw_a.ops_url, "tidings_envelopes_produced_total", topic=f"tidings.{b}.deliveries"
@@ -99,17 +151,17 @@ async def test_a_failed_regions_backlog_is_forwarded_to_the_new_owner_after_fail
         await bob_ws.nothing_for("deliver", 2.0)
 
         # Failover: the shard moves to a at epoch 2, in both regions' maps.
-        publish_both(moving(bob_slot, a, b, a, 2))
+        regions.publish_both(moving(two.bob_slot, a, b, a, 2))
         await until_metric(gw_a.ops_url, "tidings_shard_map_reloads_total", 3, result="loaded")
 
         # New sends go straight to a.
-        await to_bob("m2", "direct")
+        await send(alice_ws, bob, "m2", "direct")
         (direct,) = await bob_ws.deliveries(1)
         assert body_text(direct) == "direct"
 
         # b comes back: its delivery worker forwards the stranded record to a (a fenced,
         # stale owner never writes to the moved users' inboxes itself).
-        async with procs.running(["serve", "delivery"], data, log, env(b)) as delivery_b:
+        async with regions.delivery(b) as delivery_b:
             (stranded,) = await bob_ws.deliveries(1, timeout=30.0)
             assert body_text(stranded) == "stranded"
             assert stranded["server_id"] == stranded_id
@@ -131,58 +183,28 @@ async def test_a_stale_owner_that_lost_its_lease_forwards_instead_of_storing(
     b's map, and b's alone, moves the shard to b, which takes the lease. a's gateway and
     worker never read the new map: a send through a still goes to a's topic, and a's
     worker, resumed, holds no lease and the store says b does, so it forwards to b."""
-    a, b = unique_region(), unique_region()
-    maps = {a: tmp_path / f"{a}.json", b: tmp_path / f"{b}.json"}
-    data, log = tmp_path / "data", tmp_path / "tidings.log"
-
-    def env(region: str) -> dict[str, str]:
-        return {
-            **distributed_env,
-            "TIDINGS_REGION": region,
-            "TIDINGS_SHARD_MAP_FILE": str(maps[region]),
-            "TIDINGS_SHARD_LEASE_S": "3",
-            "TIDINGS_SHARD_LEASE_SKEW_S": "0.5",
-        }
-
-    publish(maps[a], [Shard(f"{a}-0", 0, SLOTS - 1, a, a)])
-    publish(maps[b], [Shard(f"{b}-0", 0, SLOTS - 1, b, b)])
-    async with (
-        procs.running(["serve", "gateway"], data, log, env(a)) as gw_a,
-        procs.running(["serve", "delivery"], data, log, env(a)) as delivery_a,
-        procs.running(["serve", "gateway"], data, log, env(b)),  # b's topics exist
-    ):
-        gateway = gw_a.gateway(data)
-        alice, bob = await register(gateway), await register(gateway)
-        bob_slot = slot_for(bob.user_id)
-        if slot_for(alice.user_id) == bob_slot:
-            pytest.skip("alice and bob share a hash slot (1 in 1,024)")
-        owned_by_a = moving(bob_slot, a, a, a, 1)
-        for path in maps.values():
-            publish(path, owned_by_a)
+    leases = {"TIDINGS_SHARD_LEASE_S": "3", "TIDINGS_SHARD_LEASE_SKEW_S": "0.5"}
+    async with two_regions(tmp_path, distributed_env, **leases) as two:
+        regions, bob, delivery_a = two.regions, two.bob, two.delivery_a
+        a, b = regions.a, regions.b
+        regions.publish_both(moving(two.bob_slot, a, a, a, 1))
         await until_metric(
             delivery_a.ops_url, "tidings_shard_map_reloads_total", 2, result="loaded"
         )
         # a holds the leases of its three shards (bob's among them).
         await until_metric(delivery_a.ops_url, "tidings_shard_leases_held", 3)
         bob_ws = await online(bob)
-        alice_ws = await alice.connect()
+        alice_ws = await two.alice.connect()
 
-        async def to_bob(client_id: str, text: str) -> str:
-            body = {"id": client_id, "to": {"user": bob.user_id}}
-            body["ciphertexts"] = ciphertexts({bob.user_id: [1]}, text)
-            reply = await alice_ws.request("send", body)
-            assert reply["status"] == 200, reply
-            return str(reply["body"]["server_id"])
-
-        first = await to_bob("m1", "before")
+        first = await send(alice_ws, bob, "m1", "before")
         (delivered,) = await bob_ws.deliveries(1)
         assert delivered["server_id"] == first
 
         # a's worker is cut off; b's map (only) moves bob's shard to b at epoch 2.
         delivery_a.process.send_signal(signal.SIGSTOP)
         try:
-            publish(maps[b], moving(bob_slot, a, a, b, 2))
-            async with procs.running(["serve", "delivery"], data, log, env(b)) as delivery_b:
+            publish(regions.maps[b], moving(two.bob_slot, a, a, b, 2))
+            async with regions.delivery(b) as delivery_b:
                 # b takes the lease once a's has run out (3 s + 0.5 s of skew).
                 await until_metric(
                     delivery_b.ops_url,
@@ -192,7 +214,7 @@ async def test_a_stale_owner_that_lost_its_lease_forwards_instead_of_storing(
                     result="applied",
                 )
                 # a's gateway still routes bob's messages to a's own topic.
-                second = await to_bob("m2", "after")
+                second = await send(alice_ws, bob, "m2", "after")
                 delivery_a.process.send_signal(signal.SIGCONT)
                 (moved,) = await bob_ws.deliveries(1, timeout=30.0)
                 assert body_text(moved) == "after"
@@ -207,13 +229,13 @@ async def test_a_stale_owner_that_lost_its_lease_forwards_instead_of_storing(
                 # nothing of the second: b stored it.
                 assert await metric(delivery_a.ops_url, "tidings_inbox_writes_total") == 2
                 assert await until_metric(delivery_b.ops_url, "tidings_inbox_writes_total", 1) >= 1
-                renewals = await metric(
+                refused = await metric(
                     delivery_a.ops_url,
                     "tidings_shard_lease_writes_total",
                     kind="renew",
                     result="refused",
                 )
-                assert renewals >= 1
+                assert refused >= 1
                 await bob_ws.nothing_for("deliver", 1.0)  # no duplicate of either
         finally:
             delivery_a.process.send_signal(signal.SIGCONT)
