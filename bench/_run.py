@@ -33,6 +33,8 @@ from _client import (
 )
 from _meter import DEPS_MEASURED, Meter
 
+from tidings.core.shardmap import shard_map_document, single_region
+
 
 class Run:
     """The servers, the accounts' one-time codes, the open sockets and the failures seen."""
@@ -72,6 +74,12 @@ class Run:
         if getattr(args, "trace_ratio", None) is not None:  # fairness.py has no --trace-ratio
             base.update(await self._tracing_env())
         procs: dict[str, list[int]] = {}
+        region = "local" if args.engine == "embedded" else f"bench{uuid.uuid4().hex[:8]}"
+        if getattr(args, "shard_map", 0):  # fairness.py has no --shard-map
+            shard_map = tmp / "shardmap.json"
+            shard_map.write_text(shard_map_document(single_region(region, args.shard_map).shards))
+            base["TIDINGS_SHARD_MAP_FILE"] = str(shard_map)
+            self.config["shard_map"] = args.shard_map
         if args.engine == "embedded":
             env = dict(base, TIDINGS_ENGINE="embedded")
             server = await _servers.start("server", ["up"], data, env, log)
@@ -82,7 +90,6 @@ class Run:
         else:
             self.progress("scripts/deps up redis kafka cassandra s3")
             found = await asyncio.to_thread(_servers.deps_env)
-            region = f"bench{uuid.uuid4().hex[:8]}"
             self.config["region"] = region
             self.config["kafka_bootstrap"] = found["TIDINGS_KAFKA_BOOTSTRAP"]
             # A keyspace of its own, dropped at the end: in a shared one each run left

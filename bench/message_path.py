@@ -112,6 +112,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=10.0,
         help="seconds to wait for the last delivered receipts after the last message",
     )
+    p.add_argument(
+        "--shard-map",
+        type=int,
+        default=0,
+        metavar="N",
+        help="follow a shard map of N shards, all the bench region's (as under the "
+        "operator): the delivery workers then hold shard leases (default: no map)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
