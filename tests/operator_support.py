@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from servers import ROOT, KubeEnv
+from tidings.core.shardmap import SHARD_MAP_FILE_NAME, parse_shard_map
 
 OPERATOR = str(Path(sys.executable).with_name("tidings-operator"))
 CRDS = ROOT / "crds"
@@ -55,6 +56,23 @@ def get_json(kube: KubeEnv, *args: str) -> dict[str, Any] | None:
         raise AssertionError(f"kubectl get {' '.join(args)} failed: {done.stderr}")
     found: dict[str, Any] = json.loads(done.stdout)
     return found
+
+
+def peer_seen(region: dict[str, Any] | None, peer: str) -> dict[str, Any]:
+    """How a ChatRegion's failover loop last judged ``peer`` (``status.failover.peers``);
+    empty when it has not yet."""
+    failover = ((region or {}).get("status") or {}).get("failover") or {}
+    found: dict[str, Any] = next((p for p in failover.get("peers") or [] if p["name"] == peer), {})
+    return found
+
+
+def routed(config_map: dict[str, Any] | None, region: str) -> dict[str, tuple[str, int]]:
+    """Shard name -> (owner, epoch) in a region's shard map ConfigMap, as its pods read
+    the mounted file (the platform's own parser: what it would route by)."""
+    text = ((config_map or {}).get("data") or {}).get(SHARD_MAP_FILE_NAME)
+    if text is None:
+        return {}
+    return {s.name: (s.owner_region, s.epoch) for s in parse_shard_map(text, region).shards}
 
 
 def apply(

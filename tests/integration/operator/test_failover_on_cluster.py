@@ -26,12 +26,13 @@ from operator_support import (
     eventually,
     get_json,
     install_crds,
+    peer_seen,
     ready_now,
     region_manifest,
+    routed,
     running_operator,
 )
 from servers import KubeEnv
-from tidings.core.shardmap import SHARD_MAP_FILE_NAME, parse_shard_map
 from tidings_operator.names import shard_map_config_map
 
 pytestmark = pytest.mark.slow
@@ -72,9 +73,7 @@ class Regions:
         return found
 
     def peer(self, region: str, peer: str) -> dict[str, Any]:
-        peers = self.failover(region).get("peers") or []
-        found: dict[str, Any] = next((p for p in peers if p["name"] == peer), {})
-        return found
+        return peer_seen(self.get("chatregion", region), peer)
 
     def renewed(self, region: str) -> datetime | None:
         """When ``region``'s operator last renewed its heartbeat (its own clock)."""
@@ -94,11 +93,7 @@ class Regions:
     def routed_by(self, region: str) -> dict[str, tuple[str, int]]:
         """Shard name -> (owner, epoch) as ``region``'s pods read their mounted shard
         map (the platform's own parser: what it would route by)."""
-        cm = self.get("configmap", shard_map_config_map(region)) or {}
-        text = (cm.get("data") or {}).get(SHARD_MAP_FILE_NAME)
-        if text is None:
-            return {}
-        return {s.name: (s.owner_region, s.epoch) for s in parse_shard_map(text, region).shards}
+        return routed(self.get("configmap", shard_map_config_map(region)), region)
 
     def dns(self, region: str) -> dict[str, list[str]]:
         """Region -> targets of the global name, as ``kubectl get dnsendpoints`` shows

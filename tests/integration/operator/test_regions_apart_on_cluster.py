@@ -29,12 +29,13 @@ from operator_support import (
     eventually,
     get_json,
     install_crds,
+    peer_seen,
     ready_now,
     region_manifest,
+    routed,
     running_operator,
 )
 from servers import KubeEnv
-from tidings.core.shardmap import SHARD_MAP_FILE_NAME, parse_shard_map
 from tidings_operator.names import shard_map_config_map
 
 pytestmark = pytest.mark.slow
@@ -125,19 +126,12 @@ class Apart:
         )
 
     def peer(self, region: str, peer: str) -> dict[str, Any]:
-        body = self.get(region, "chatregion", region) or {}
-        peers = ((body.get("status") or {}).get("failover") or {}).get("peers") or []
-        found: dict[str, Any] = next((p for p in peers if p["name"] == peer), {})
-        return found
+        return peer_seen(self.get(region, "chatregion", region), peer)
 
     def routed_by(self, region: str) -> dict[str, tuple[str, int]]:
-        """Shard -> (owner, epoch) in ``region``'s published shard map, as its pods read it."""
-        cm = self.get(region, "configmap", shard_map_config_map(region)) or {}
-        text = (cm.get("data") or {}).get(SHARD_MAP_FILE_NAME)
-        if text is None:
-            return {}
-        shards = parse_shard_map(text, region).shards
-        return {s.name: (s.owner_region, s.epoch) for s in shards if s.epoch}
+        """Shard -> (owner, epoch) in ``region``'s published map (slots it routes)."""
+        found = routed(self.get(region, "configmap", shard_map_config_map(region)), region)
+        return {name: owned for name, owned in found.items() if owned[1]}
 
     def shards_here(self, region: str) -> dict[str, tuple[str, int]]:
         found = self.get(region, "messageshards") or {}
