@@ -156,7 +156,13 @@ def _print_sockets(name: str, f: dict[str, Any]) -> None:
 def print_summary(result: dict[str, Any]) -> None:
     config = result["config"]
     print(
-        f"\n== summary ({config['engine']}; {config['cores']} cores, load average "
+        f"\n== summary ({config['engine']}"
+        + (
+            f", a shard map of {config['shard_map']} leased shards"
+            if config.get("shard_map")
+            else ""
+        )
+        + f"; {config['cores']} cores, load average "
         f"{config['loadavg_start']:.2f} at the start, "
         f"{config.get('loadavg_end', '-')} at the end: other work on "
         "the machine weighs on every figure) =="
