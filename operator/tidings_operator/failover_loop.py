@@ -64,7 +64,7 @@ from tidings_operator.quorum import judge_peer as judge
 from tidings_operator.resources.dns import DNS_ENDPOINT, dns_endpoint_name, gateway_dns_endpoint
 from tidings_operator.resources.heartbeat import heartbeat_lease, read_heartbeat
 from tidings_operator.shard_merge import merge_shards, superseded
-from tidings_operator.shard_moves import move_shards, shard_view
+from tidings_operator.shard_moves import move_shards, planning_views
 from tidings_operator.workqueue import Key
 
 log = logging.getLogger(__name__)
@@ -278,28 +278,12 @@ class FailoverLoop:
         self, body: Mapping[str, Any], region: ChatRegion, failed: str, healthy: list[str]
     ) -> None:
         namespace = region.metadata.namespace
-        local = [
-            MessageShard.model_validate(s) for s in await self.kube.list(MESSAGE_SHARD, namespace)
-        ]
-        merged = merge_shards(local, self.peers.shards(namespace, region.spec.peers))
-        here = {s.metadata.name: s for s in local}
-        # A move is fenced on this cluster's object of the shard (its resourceVersion),
-        # at the highest epoch any region published; a shard whose object is only in a
-        # peer's cluster is planned without one, and copied here.
-        views = [
-            replace(
-                shard_view(s),
-                resource_version=(
-                    here[s.metadata.name].metadata.resource_version or ""
-                    if s.metadata.name in here
-                    else ""
-                ),
-            )
-            for s in merged
-        ]
+        local, merged = await self._shards(namespace, region)
+        views = planning_views(local, merged)
         moves = plan_takeover(failed, region.region, healthy, views)
         if not moves:
             return
+        here = {s.metadata.name for s in local}
         elsewhere = {s.metadata.name: s for s in merged if s.metadata.name not in here}
         result = await move_shards(self.kube, namespace, moves, elsewhere=elsewhere, adopter=body)
         for move in result.moved:
@@ -327,14 +311,19 @@ class FailoverLoop:
     async def _drop_superseded(self, key: Key, region: ChatRegion) -> None:
         """Delete the copies this region made of peers' shards that a higher epoch
         elsewhere replaced (a failback, or a later move): they route nothing any more."""
-        local = [
-            MessageShard.model_validate(s)
-            for s in await self.kube.list(MESSAGE_SHARD, key.namespace)
-        ]
-        merged = merge_shards(local, self.peers.shards(key.namespace, region.spec.peers))
+        local, merged = await self._shards(key.namespace, region)
         for name in superseded(local, merged):
             await self.kube.delete(MESSAGE_SHARD, key.namespace, name)
             log.info("%s: copy of shard %s deleted: a newer epoch replaced it", key.name, name)
+
+    async def _shards(
+        self, namespace: str, region: ChatRegion
+    ) -> tuple[list[MessageShard], list[MessageShard]]:
+        """This cluster's MessageShards, and every region's merged with them."""
+        local = [
+            MessageShard.model_validate(s) for s in await self.kube.list(MESSAGE_SHARD, namespace)
+        ]
+        return local, merge_shards(local, self.peers.shards(namespace, region.spec.peers))
 
     async def _write(
         self,

@@ -8,7 +8,7 @@ what is there now."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tidings.core.shardmap import SHARD_MAP_FILE_NAME, ShardMapError, parse_shard_map
@@ -33,6 +33,16 @@ def shard_view(shard: MessageShard) -> ShardView:
 
 def shard_views(objects: Iterable[Mapping[str, Any]]) -> list[ShardView]:
     return [shard_view(MessageShard.model_validate(obj)) for obj in objects]
+
+
+def planning_views(
+    local: Sequence[MessageShard], merged: Sequence[MessageShard]
+) -> list[ShardView]:
+    """What moves are planned from: every shard at its merged owner and epoch, fenced on
+    this cluster's object of it (its resourceVersion); a shard whose object is only in a
+    peer's cluster has none, and ``move_shards`` copies it here."""
+    here = {s.metadata.name: s.metadata.resource_version for s in local}
+    return [replace(shard_view(s), resource_version=here.get(s.metadata.name, "")) for s in merged]
 
 
 @dataclass

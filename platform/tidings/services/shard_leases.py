@@ -108,12 +108,14 @@ class LeaseKeeper:
     async def _claim(self, shard: str, epoch: int) -> None:
         here, terms = self.ctx.region, self.terms
         holding = self.book.get(shard)
+        # Unless a write applies now, the last renewal still bounds what may be written.
+        trusted = holding.trusted_until if holding is not None else 0.0
         try:
             row = holding.row if holding is not None else await self.leases.read(shard)
             for _ in range(2):  # once more when the row changed since it was last seen
                 step = plan(row, here, shard, epoch, self._now_ms(), terms)
                 if step is None or isinstance(step, Waiting):
-                    self.book[shard] = Holding(row, holding.trusted_until if holding else 0.0)
+                    self.book[shard] = Holding(row, trusted)
                     self._log_waiting(shard, step, row)
                     return
                 sent_at = self.monotonic()
@@ -123,7 +125,7 @@ class LeaseKeeper:
                     self.book[shard] = held(step, sent_at, terms)
                     self._waiting.pop(shard, None)
                     return
-            self.book[shard] = Holding(row, holding.trusted_until if holding else 0.0)
+            self.book[shard] = Holding(row, trusted)
         except TidingsError as exc:
             # Nothing new is trusted: the last renewal still bounds what may be written.
             self._count("any", "failed")
