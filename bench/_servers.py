@@ -155,9 +155,12 @@ async def start(
     env: dict[str, str],
     log: Path,
     timeout: float = 120.0,
+    *,
+    port: int = 0,
+    ops_port: int = 0,
 ) -> Server:
-    """Run ``tidings ARGS --port 0 --ops-port 0 --data-dir DATA`` until it prints
-    ``is up: URL`` and ``metrics OPS_URL/metrics``.
+    """Run ``tidings ARGS --port PORT --ops-port OPS_PORT --data-dir DATA`` (free ports
+    by default) until it prints ``is up: URL`` and ``metrics OPS_URL/metrics``.
 
     Its stderr goes to ``log``; raises ``ServerError`` (with the log's tail) when it
     exits or stays silent for ``timeout`` seconds."""
@@ -166,9 +169,9 @@ async def start(
             TIDINGS,
             *args,
             "--port",
-            "0",
+            str(port),
             "--ops-port",
-            "0",
+            str(ops_port),
             "--data-dir",
             str(data),
             stdout=asyncio.subprocess.PIPE,

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from harness import new_phone, register, run_gateway
+from harness import new_phone, online, register, run_gateway
 from shard_map_support import closed_port, moving, publish
 from tidings.client.http import Api
+from tidings.core import wsproto
 from tidings.core.shardmap import SLOTS, Shard, slot_for
 
 US, EU = "https://us.example.com", "https://eu.example.com"
@@ -105,3 +106,31 @@ async def test_the_sdk_moves_past_a_refused_gateway_and_follows_its_region(
             assert api.gateways == [down, gw.url.rstrip("/"), eu_url]
         finally:
             await api.close()
+
+
+async def test_a_socket_whose_account_moved_to_another_region_is_sent_there(
+    tmp_path: Path,
+) -> None:
+    """Wake-ups for an account are published in the region that owns its shard: a socket
+    left open where the account was served before would hear of new messages only by
+    polling. When the map moves the account away (a failback, a failover), its socket is
+    closed with 4003 and told to look up its region; another account's socket stays."""
+    map_file = tmp_path / "shardmap.json"
+    publish(map_file, [Shard("us-east-0", 0, SLOTS - 1, "us-east", "us-east")], GATEWAYS)
+    async with run_gateway(tmp_path / "data", region="us-east", shard_map_file=map_file) as gw:
+        alice, bob = await register(gw), await register(gw)
+        while slot_for(bob.user_id) == slot_for(alice.user_id):
+            bob = await register(gw)
+        alice_sock, bob_sock = await online(alice), await online(bob)
+
+        publish(
+            map_file, moving(slot_for(alice.user_id), "us-east", "us-east", "eu-west", 2), GATEWAYS
+        )
+        # The file is re-read every 2 s, and each socket checks every 0.5 s here.
+        await asyncio.wait_for(alice_sock.ws.wait_closed(), timeout=15.0)
+        assert alice_sock.ws.close_code == wsproto.CLOSE_SERVED_ELSEWHERE == 4003
+        assert "eu-west" in alice_sock.ws.close_reason
+        # Bob's shard did not move: after the same checks his socket still answers.
+        pong = await bob_sock.request("ping", {})
+        assert pong["status"] == 200, pong
+        assert bob_sock.ws.close_code is None

@@ -84,9 +84,9 @@ def plan(config: LoadConfig) -> tuple[list[list[int]], list[Planned]]:
 class LoadRun:
     """One run: set up devices and groups, warm up, send on schedule, drain, report."""
 
-    def __init__(self, config: LoadConfig, work: Path) -> None:
+    def __init__(self, config: LoadConfig, work: Path, tally: Tally | None = None) -> None:
         self.config = config
-        self.tally = Tally()
+        self.tally = tally if tally is not None else Tally()
         self.phases = Phases()
         sink = TallySink(self.tally)
         self.devices: list[SimDevice] = [
@@ -102,21 +102,25 @@ class LoadRun:
         groups, schedule = plan(self.config)
         ids = [p.message_id for p in schedule]
         try:
-            await self._setup(groups)
+            await self.setup(groups)
             self.phases.registered = time.time()
             if self.config.e2ee:
-                await self._warm_up(groups, schedule)
+                await self.warm_up(groups, schedule)
             self.phases.warmed = time.time()
-            await self._load(schedule)
-            await self._drain(ids, self.config.drain_timeout)
+            await self.load(schedule)
+            await self.drain(ids, self.config.drain_timeout)
             self.phases.drained = time.time()
         finally:
-            await asyncio.gather(*(d.close() for d in self.devices), return_exceptions=True)
+            await self.close()
         redeliveries = sum(d.redeliveries for d in self.devices)
         config = asdict(self.config) | {"outbox": str(self.config.outbox)}
         return summary(config, self.tally, ids, self.phases, redeliveries)
 
-    async def _setup(self, groups: list[list[int]]) -> None:
+    async def close(self) -> None:
+        """Stop every device (sockets, stores)."""
+        await asyncio.gather(*(d.close() for d in self.devices), return_exceptions=True)
+
+    async def setup(self, groups: list[list[int]]) -> None:
         outbox = OtpOutbox(self.config.outbox)
         prefix = f"+1999{secrets.randbelow(10**6):06d}"  # fresh accounts every run
         gate = asyncio.Semaphore(REGISTER_CONCURRENCY)
@@ -156,7 +160,7 @@ class LoadRun:
         self.tally.expect(message_id, recipients)
         return message_id
 
-    async def _warm_up(self, groups: list[list[int]], schedule: list[Planned]) -> None:
+    async def warm_up(self, groups: list[list[int]], schedule: list[Planned]) -> None:
         pairs: set[tuple[int, int]] = set()
         senders: set[tuple[int, int]] = set()
         for p in schedule:
@@ -193,12 +197,12 @@ class LoadRun:
             return sent
 
         done = await asyncio.gather(*(direct(a, bs) for a, bs in by_sender.items()))
-        await self._drain([m for ms in done for m in ms], 30.0, "warm_up_lost")
+        await self.drain([m for ms in done for m in ms], 30.0, "warm_up_lost")
         by_group_sender: dict[int, list[int]] = {}
         for g, a in sorted(senders):
             by_group_sender.setdefault(a, []).append(g)
         done = await asyncio.gather(*(group(a, gs) for a, gs in by_group_sender.items()))
-        await self._drain([m for ms in done for m in ms], 30.0, "warm_up_lost")
+        await self.drain([m for ms in done for m in ms], 30.0, "warm_up_lost")
 
     async def _send(self, p: Planned, sent_at: float) -> None:
         device = self.devices[p.sender]
@@ -217,7 +221,7 @@ class LoadRun:
         else:
             self.tally.accept(p.message_id, time.time() - sent_at)
 
-    async def _load(self, schedule: list[Planned]) -> None:
+    async def load(self, schedule: list[Planned]) -> None:
         loop = asyncio.get_running_loop()
         for p in schedule:
             self.tally.expect(p.message_id, p.recipients)
@@ -238,7 +242,7 @@ class LoadRun:
         await asyncio.gather(*late, return_exceptions=True)
         self.phases.sends_done = time.time()
 
-    async def _drain(self, ids: list[str], timeout: float, lost_kind: str = "") -> None:
+    async def drain(self, ids: list[str], timeout: float, lost_kind: str = "") -> None:
         """Wait until every accepted copy of ``ids`` arrived, or ``timeout`` passed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

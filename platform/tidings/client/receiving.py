@@ -22,6 +22,21 @@ log = logging.getLogger("tidings.client")
 
 RECEIPT_BATCH = 100
 HEARTBEAT_S = 30.0
+RECONNECT_MAX_S = 30.0
+"""The longest wait between reconnects while no gateway answers at all."""
+FAILOVER_RETRY_S = 4.0
+"""The longest wait while another region answers but the one serving this account does
+not: its region is lost and its shards are moving, which takes the peers' detection
+window; asking again this often finds the new region soon after the move."""
+
+
+def reconnect_wait(previous: float, *, region_answered: bool) -> float:
+    """Seconds before the next reconnect after waiting ``previous``: doubling, up to
+    ``FAILOVER_RETRY_S`` when a region answered where this account is served (only its
+    region is lost) and up to ``RECONNECT_MAX_S`` when none did."""
+    return min(previous * 2, FAILOVER_RETRY_S if region_answered else RECONNECT_MAX_S)
+
+
 """The server closes a socket silent for 90 s (4002); ping well within that."""
 
 
@@ -197,9 +212,10 @@ class Receiving(ClientBase):
         what arrives on ``events``. With ``until_queue_empty``, return after the backlog."""
         backoff = 0.5
         while not self._stop.is_set():
+            owner = None
             try:
                 # The region serving this account now (after a failover, not its home).
-                await self.api.follow()
+                owner = await self.api.follow()
                 used = self.api.tokens
                 assert used is not None
                 async with websockets.connect(
@@ -223,7 +239,7 @@ class Receiving(ClientBase):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(backoff):
                     await self._stop.wait()
-            backoff = min(backoff * 2, 30.0)
+            backoff = reconnect_wait(backoff, region_answered=owner is not None)
 
     async def _pump(self, ws: Any, until_queue_empty: bool) -> bool:
         heartbeat = asyncio.create_task(self._heartbeat(ws))

@@ -20,6 +20,9 @@ from tidings.core import jsoncodec
 
 CLOSE_CONNECTED_ELSEWHERE = 4001
 CLOSE_HEARTBEAT_TIMEOUT = 4002
+CLOSE_SERVED_ELSEWHERE = 4003
+"""A failover or failback moved the account to another region: reconnect where
+``GET /v1/regions/mine`` says (its wake-ups are published there, not here)."""
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SERVER_SHUTDOWN = 1001
 CLOSE_TRY_AGAIN_LATER = 1013

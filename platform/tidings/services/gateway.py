@@ -149,6 +149,8 @@ class SocketSession:
         self.pacer = ReadPacer()
         """Paces reading when the client floods past its rate limits (``ReadPacer``)."""
         self.queue_empty_sent = False
+        self._map = ctx.shard_map
+        """The shard map the account's region was last checked against."""
 
     @property
     def channel(self) -> str:
@@ -467,6 +469,28 @@ class SocketSession:
             self._close = (wsproto.CLOSE_HEARTBEAT_TIMEOUT, f"no frame for {timeout:.0f}s")
             self._end()
             return
+        if (region := self._moved_to()) is not None:
+            self._close = (
+                wsproto.CLOSE_SERVED_ELSEWHERE,
+                f"served by region {region} now: reconnect where GET /v1/regions/mine says",
+            )
+            self._end()
+            return
         if now - self._polled_at >= self.poll_interval:
             self._wake.set()  # a wake-up that never came: read the inbox anyway
         self._arm_heartbeat()
+
+    def _moved_to(self) -> str | None:
+        """The region the account's shard moved to since the last check, when that is
+        another region's with a published gateway: its delivery workers wake sockets
+        there, so this one would hear of new messages only by polling. Looked at only
+        when the map changed (an object compared, not a hash per socket and tick)."""
+        before, now = self._map, self.ctx.shard_map
+        if now is before:
+            return None
+        self._map = now
+        user = self.principal.user_id
+        owner = now.owner_region(user)
+        if owner == self.ctx.region or owner == before.owner_region(user):
+            return None
+        return owner if now.gateway_of(owner) is not None else None

@@ -1,0 +1,470 @@
+"""Three regions on one machine, each running what a region runs: the servers of
+``scripts/regions`` (its own Kafka, Redis, bucket store, API server and Cassandra
+datacenter) plus its platform processes (``tidings serve`` gateway, router, delivery,
+presence) and its operator, watching its own API server and reading its peers through
+theirs (a kubeconfig Secret per peer).
+
+Every process started here writes a pid file into the region's ``pids/`` folder, so
+``scripts/regions kill REGION`` takes it with the rest of the region, at once.
+
+No kubelet runs in a region's minimal control plane, so the operator's Deployments never
+get pods; the processes run beside it instead, and :class:`MapMount` plays the kubelet's
+part for the one thing they take from it: the shard map ConfigMap, copied into the
+region's ``shardmap.json`` whole (written aside, then renamed) whenever it changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import _servers
+import httpx
+import yaml  # type: ignore[import-untyped]
+from _servers import ROOT, ServerError
+
+from tidings.core.shardmap import parse_shard_map
+from tidings_operator.names import shard_map_config_map
+from tidings_operator.resources.shards import SHARD_MAP_KEY
+
+REGIONS = ("us-east", "eu-west", "ap-south")
+COMPONENTS = ("gateway", "router", "delivery", "presence")
+SCRIPT = ROOT / "scripts" / "regions"
+CRDS = (ROOT / "crds", ROOT / "tests" / "crds")
+OPERATOR = str(Path(sys.executable).with_name("tidings-operator"))
+PARTITIONS = 4
+RESTARTS = 3
+"""Restarts of a platform process that exits during start-up, as a kubelet would."""
+SHARDS_PER_REGION = 2
+PORT_OFFSETS = {"gateway": 30, "router": 32, "delivery": 34, "presence": 36, "operator": 38}
+"""A process's client port is the region's base + its offset, its operations port the
+next one: fixed, so a region brought back answers where its peers look for it."""
+
+
+def regions_script(*args: str, timeout: float = 900.0) -> str:
+    done = subprocess.run(
+        [str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise ServerError(f"scripts/regions {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout + done.stderr
+
+
+def start_time(pid: int) -> str:
+    """Field 22 of ``/proc/PID/stat``, as ``scripts/regions`` checks a pid file."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return raw[raw.rfind(")") + 2 :].split()[19]
+
+
+@dataclass
+class Region:
+    name: str
+    index: int
+    env: dict[str, str]
+    """What ``scripts/regions env`` exports for it."""
+
+    @property
+    def base(self) -> int:
+        return 21000 + 100 * self.index
+
+    def port(self, process: str) -> int:
+        return self.base + PORT_OFFSETS[process]
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.port('gateway')}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return Path(self.env["TIDINGS_REGION_KUBECONFIG"])
+
+    @property
+    def pids(self) -> Path:
+        return Path(self.env["TIDINGS_REGION_PIDS"])
+
+    def kubectl(
+        self, *args: str, input: str | None = None, plugins: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        return subprocess.run(
+            ["kubectl", *([] if plugins else ["--kubeconfig", str(self.kubeconfig)]), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+
+    def must(self, *args: str, input: str | None = None, plugins: bool = False) -> str:
+        done = self.kubectl(*args, input=input, plugins=plugins)
+        if done.returncode != 0:
+            raise ServerError(f"{self.name}: kubectl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+
+def load_regions(names: Iterable[str] = REGIONS) -> list[Region]:
+    found = []
+    for i, name in enumerate(names):
+        out = regions_script("env", name)
+        found.append(
+            Region(name, i, dict(re.findall(r"^export ([A-Z0-9_]+)='([^']*)'$", out, re.M)))
+        )
+    return found
+
+
+class ApiReader:
+    """GETs on one region's API server with its kubeconfig's token and CA (no kubectl
+    process per read: the mounts poll every half second)."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        doc = yaml.safe_load(kubeconfig.read_text())
+        cluster = doc["clusters"][0]["cluster"]
+        user = doc["users"][0]["user"]
+        context = ssl.create_default_context(
+            cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+        )
+        self.http = httpx.AsyncClient(
+            base_url=cluster["server"],
+            verify=context,
+            headers={"Authorization": f"Bearer {user['token']}"},
+            timeout=5.0,
+        )
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path``; None when absent or the API server does not answer."""
+        try:
+            response = await self.http.get(path)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        found: dict[str, Any] = response.json()
+        return found
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+@dataclass
+class MapMount:
+    """The kubelet's part for one region: its shard map ConfigMap, copied to a file."""
+
+    region: Region
+    namespace: str
+    path: Path
+    reader: ApiReader
+    document: str = ""
+    changes: list[tuple[float, dict[str, str]]] = field(default_factory=list)
+    """(wall time, shard -> owner) at each change the mount saw."""
+
+    async def sync(self) -> bool:
+        """Copy the ConfigMap if it changed; True when the file holds a map."""
+        found = await self.reader.get(
+            f"/api/v1/namespaces/{self.namespace}/configmaps/{shard_map_config_map(self.region.name)}"
+        )
+        document = ((found or {}).get("data") or {}).get(SHARD_MAP_KEY, "")
+        if document and document != self.document:
+            aside = self.path.with_suffix(".new")
+            aside.write_text(document)
+            aside.replace(self.path)
+            self.document = document
+            self.changes.append((time.time(), owners(document, self.region.name)))
+        return bool(self.document)
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # an unreachable API server: try again
+                await self.sync()
+            await asyncio.sleep(0.5)
+
+
+def owners(document: str, here: str) -> dict[str, str]:
+    """Shard -> owner region in ``here``'s published shard map (its gaps left out)."""
+    return {s.name: s.owner_region for s in parse_shard_map(document, here).shards if s.epoch}
+
+
+def slot_range(index: int, count: int) -> dict[str, int]:
+    size = 1024 // count
+    last = 1023 if index == count - 1 else (index + 1) * size - 1
+    return {"first": index * size, "last": last}
+
+
+class Regions:
+    """The regions and everything the harness runs in them."""
+
+    def __init__(self, work: Path, *, window: int, keyspace: str, log_level: str = "warning"):
+        self.work = work
+        self.namespace = f"run-{keyspace.rsplit('_', 1)[-1]}"
+        """A namespace of its own in each region's API server per run: no controller
+        deletes namespaces there, and a ChatRegion's keyspace cannot change."""
+        self.window = window
+        self.keyspace = keyspace
+        self.log_level = log_level
+        self.data = work / "data"
+        """One data directory for every process: dev-mode codes land in one outbox."""
+        self.all: list[Region] = []
+        self.servers: dict[str, list[_servers.Server]] = {}
+        self.operators: dict[str, subprocess.Popen[bytes]] = {}
+        self.mounts: dict[str, MapMount] = {}
+        self._mount_tasks: dict[str, asyncio.Task[None]] = {}
+
+    def region(self, name: str) -> Region:
+        return next(r for r in self.all if r.name == name)
+
+    def up(self) -> str:
+        out = regions_script("up")
+        self.all = load_regions()
+        return out
+
+    # -- the custom resources ------------------------------------------------------------
+    def manifest(self, region: Region) -> dict[str, Any]:
+        env = region.env
+        return {
+            "apiVersion": "tidings.dev/v1beta1",
+            "kind": "ChatRegion",
+            "metadata": {"name": region.name, "namespace": self.namespace},
+            "spec": {
+                "image": "tidings:test",
+                "devMode": True,
+                "publicUrl": region.gateway_url,
+                "components": {"gateway": {"replicas": 1}},
+                "kafka": {
+                    "bootstrapServers": env["TIDINGS_KAFKA_BOOTSTRAP"],
+                    "partitions": PARTITIONS,
+                    "replicationFactor": 1,
+                },
+                "cassandra": {
+                    "contactPoints": [env["TIDINGS_CASSANDRA_CONTACT_POINTS"]],
+                    "port": int(env["TIDINGS_CASSANDRA_PORT"]),
+                    "datacenter": region.name,
+                    "keyspace": self.keyspace,
+                    "replication": {r.name: 1 for r in self.all},
+                },
+                "redis": {"url": env["TIDINGS_REDIS_URL"]},
+                "s3": {"bucket": env["TIDINGS_S3_BUCKET"], "endpoint": env["TIDINGS_S3_ENDPOINT"]},
+                "shards": SHARDS_PER_REGION,
+                "slotRange": slot_range(region.index, len(self.all)),
+                "deletionPolicy": "Retain",
+                "peers": [
+                    {
+                        "name": peer.name,
+                        "namespace": self.namespace,
+                        "kubeconfigSecret": f"peer-{peer.name}",
+                        "kafkaBootstrapServers": peer.env["TIDINGS_KAFKA_BOOTSTRAP"],
+                        "gatewayEndpoint": peer.gateway_url,
+                    }
+                    for peer in self.all
+                    if peer is not region
+                ],
+                "failover": {"policy": "Automatic", "detectionWindowSeconds": self.window},
+            },
+        }
+
+    def install(self, region: Region) -> None:
+        """CRDs, the namespace, a Secret per peer holding the peer's kubeconfig, and the
+        region's ChatRegion (idempotent)."""
+        for folder in CRDS:
+            region.must("apply", "--server-side", "--force-conflicts", "-f", str(folder))
+        for folder in CRDS:
+            region.must("wait", "--for=condition=Established", "-f", str(folder), "--timeout=60s")
+        region.kubectl("create", "namespace", self.namespace)
+        for peer in self.all:
+            if peer is region:
+                continue
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"peer-{peer.name}", "namespace": self.namespace},
+                "data": {"kubeconfig": base64.b64encode(peer.kubeconfig.read_bytes()).decode()},
+            }
+            region.must("apply", "-f", "-", input=json.dumps(secret))
+        region.must("apply", "-f", "-", input=json.dumps(self.manifest(region)))
+
+    # -- processes ------------------------------------------------------------------------
+    def _pid_file(self, region: Region, name: str, pid: int) -> None:
+        region.pids.mkdir(parents=True, exist_ok=True)
+        (region.pids / f"{name}.pid").write_text(f"{pid} {start_time(pid)}\n")
+
+    def start_operator(self, region: Region) -> None:
+        health, metrics = region.port("operator"), region.port("operator") + 1
+        log = (self.work / f"operator-{region.name}.log").open("ab")
+        process = subprocess.Popen(
+            [
+                OPERATOR,
+                "run",
+                f"--namespace={self.namespace}",
+                "--kubeconfig",
+                str(region.kubeconfig),
+                "--region",
+                region.name,
+                "--standalone",
+                "--health-port",
+                str(health),
+                "--metrics-port",
+                str(metrics),
+                "--heartbeat-interval",
+                "1",
+                "--reconcile-interval",
+                "5",
+                "--watch-timeout",
+                "60",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.operators[region.name] = process
+        self._pid_file(region, "operator", process.pid)
+
+    def platform_env(self, region: Region) -> dict[str, str]:
+        env = region.env
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+        return {
+            **base,
+            **_servers.SIGNUP_LIMITS,
+            "TIDINGS_ENGINE": "distributed",
+            "TIDINGS_REGION": region.name,
+            "TIDINGS_LOG_LEVEL": self.log_level,
+            "TIDINGS_DEV_MODE": "true",
+            "TIDINGS_PARTITIONS": str(PARTITIONS),
+            "TIDINGS_SHARD_MAP_FILE": str(self.mounts[region.name].path),
+            "TIDINGS_KAFKA_BOOTSTRAP": env["TIDINGS_KAFKA_BOOTSTRAP"],
+            "TIDINGS_KAFKA_PEERS": ";".join(
+                f"{peer.name}={peer.env['TIDINGS_KAFKA_BOOTSTRAP']}"
+                for peer in self.all
+                if peer is not region
+            ),
+            "TIDINGS_REDIS_URL": env["TIDINGS_REDIS_URL"],
+            "TIDINGS_CASSANDRA_CONTACT_POINTS": env["TIDINGS_CASSANDRA_CONTACT_POINTS"],
+            "TIDINGS_CASSANDRA_PORT": env["TIDINGS_CASSANDRA_PORT"],
+            "TIDINGS_CASSANDRA_LOCAL_DC": region.name,
+            "TIDINGS_CASSANDRA_KEYSPACE": self.keyspace,
+            "TIDINGS_CASSANDRA_REPLICATION": ",".join(f"{r.name}:1" for r in self.all),
+            **{k: env[k] for k in env if k.startswith("TIDINGS_S3_")},
+        }
+
+    async def start_platform(self, region: Region) -> None:
+        env = self.platform_env(region)
+        log = self.work / f"platform-{region.name}.log"
+        started = []
+        for name in COMPONENTS:
+            for attempt in range(RESTARTS + 1):
+                try:
+                    server = await _servers.start(
+                        name,
+                        ["serve", name],
+                        self.data,
+                        env,
+                        log,
+                        port=region.port(name),
+                        ops_port=region.port(name) + 1,
+                    )
+                    break
+                except ServerError:  # the kubelet's part again: restart a process that
+                    if attempt == RESTARTS:  # exited at start (a store not ready yet)
+                        raise
+                    await asyncio.sleep(2.0 * (attempt + 1))
+            started.append(server)
+            self._pid_file(region, name, server.pid)
+        self.servers[region.name] = started
+
+    async def mount(self, region: Region, timeout: float = 180.0) -> None:
+        """Start copying the region's shard map, once the operator published one."""
+        mount = self.mounts.get(region.name)
+        if mount is None:
+            reader = ApiReader(region.kubeconfig)
+            mount = MapMount(
+                region, self.namespace, self.work / f"shardmap-{region.name}.json", reader
+            )
+            self.mounts[region.name] = mount
+        deadline = time.monotonic() + timeout
+        while not await mount.sync():
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"{region.name}: no shard map ConfigMap within {timeout:.0f}s; operator "
+                    f"log:\n{_servers.log_tail(self.work / f'operator-{region.name}.log')}"
+                )
+            await asyncio.sleep(0.5)
+        self._mount_tasks[region.name] = asyncio.get_running_loop().create_task(mount.run())
+
+    async def start(self, region: Region) -> None:
+        """The region's operator, its map mount and its platform processes."""
+        await asyncio.to_thread(self.install, region)
+        self.start_operator(region)
+        await self.mount(region)
+        await self.start_platform(region)
+
+    async def start_all(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        # The first region's operator creates the keyspace and tables before the others
+        # start: schema changes from three datacenters at once can disagree.
+        for region in self.all:
+            await self.start(region)
+
+    # -- faults ---------------------------------------------------------------------------
+    def kill(self, name: str) -> str:
+        """SIGKILL the region whole (``scripts/regions kill``): servers, operator, processes."""
+        out = regions_script("kill", name)
+        self.operators.pop(name, None)
+        self.servers.pop(name, None)
+        task = self._mount_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+        return out
+
+    async def revive(self, name: str) -> None:
+        """Its servers back (``scripts/regions up``) with their data, then the rest."""
+        await asyncio.to_thread(regions_script, "up", name)
+        await self.start(self.region(name))
+
+    # -- reading ------------------------------------------------------------------------
+    def routes(self, name: str) -> dict[str, str]:
+        """Shard -> owner in the map ``name``'s processes follow now."""
+        mount = self.mounts.get(name)
+        return owners(mount.document, name) if mount is not None and mount.document else {}
+
+    def rss_mib(self) -> dict[str, float]:
+        """Region -> resident memory of everything it runs (from ``scripts/regions status``)."""
+        out = regions_script("status")
+        return {
+            m.group(1): float(m.group(2))
+            for m in re.finditer(r"^(\S+)\s+\(region total\)\s+(\d+) MiB$", out, re.M)
+        }
+
+    async def stop(self) -> None:
+        for task in self._mount_tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._mount_tasks.values(), return_exceptions=True)
+        for mount in self.mounts.values():
+            await mount.reader.close()
+        await _servers.stop([s for group in self.servers.values() for s in group])
+        for process in self.operators.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        for process in self.operators.values():
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for region in self.all:  # the servers' pid files beside them stay
+            for name in (*COMPONENTS, "operator"):
+                (region.pids / f"{name}.pid").unlink(missing_ok=True)
+
+
+def temporary_work() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="tidings-regions-")
