@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 import sys
@@ -197,6 +198,83 @@ def owners(document: str, here: str) -> dict[str, str]:
     return {s.name: s.owner_region for s in parse_shard_map(document, here).shards if s.epoch}
 
 
+class Link:
+    """How one region reaches one service of another (its API server, its gateway, its
+    Kafka bootstrap): a TCP relay in this process that :meth:`cut` closes, refusing new
+    connections and cutting open ones, as a network partition between the two would.
+    ``mend`` opens it again."""
+
+    def __init__(self, port: int, upstream: str) -> None:
+        host, upstream_port = upstream.rsplit(":", 1)
+        self.port, self.upstream = port, (host, int(upstream_port))
+        self.server: asyncio.Server | None = None
+        self.open: set[asyncio.StreamWriter] = set()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def mend(self) -> None:
+        if self.server is None:
+            self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
+        for writer in list(self.open):
+            writer.transport.abort()
+        if server is not None:
+            await server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            far_reader, far_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()  # the far side is down: so is the way to it
+            return
+        self.open |= {writer, far_writer}
+        try:
+            await asyncio.gather(_pipe(reader, far_writer), _pipe(far_reader, writer))
+        finally:
+            self.open -= {writer, far_writer}
+            for end in (writer, far_writer):
+                end.transport.abort()
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, ConnectionError):
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    sink.transport.abort()
+
+
+LINK_SERVICES = ("api", "gateway", "kafka")
+
+
+def api_address(region: Region) -> str:
+    """``host:port`` of the region's API server, from its kubeconfig."""
+    server: str = yaml.safe_load(region.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    return server.removeprefix("https://")
+
+
+def answers(region: Region) -> bool:
+    """Whether the region's Kafka, API server and Cassandra node all take connections."""
+    addresses = [
+        region.env["TIDINGS_KAFKA_BOOTSTRAP"],
+        api_address(region),
+        f"{region.env['TIDINGS_CASSANDRA_CONTACT_POINTS']}:{region.env['TIDINGS_CASSANDRA_PORT']}",
+    ]
+    for address in addresses:
+        host, port = address.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+        except OSError:
+            return False
+    return True
+
+
 def slot_range(index: int, count: int) -> dict[str, int]:
     size = 1024 // count
     last = 1023 if index == count - 1 else (index + 1) * size - 1
@@ -220,6 +298,8 @@ class Regions:
         self.servers: dict[str, list[_servers.Server]] = {}
         self.operators: dict[str, subprocess.Popen[bytes]] = {}
         self.mounts: dict[str, MapMount] = {}
+        self.links: dict[tuple[str, str, str], Link] = {}
+        """(from region, to region, service) -> the way there (see ``Link``)."""
         self._mount_tasks: dict[str, asyncio.Task[None]] = {}
 
     def region(self, name: str) -> Region:
@@ -229,6 +309,34 @@ class Regions:
         out = regions_script("up")
         self.all = load_regions()
         return out
+
+    async def open_links(self) -> None:
+        """A link from each region to each other's API server, gateway and Kafka: what
+        a region's operator and processes use to reach a peer."""
+        for here in self.all:
+            for there in self.all:
+                if there is here:
+                    continue
+                upstreams = {
+                    "api": api_address(there),
+                    "gateway": f"127.0.0.1:{there.port('gateway')}",
+                    "kafka": there.env["TIDINGS_KAFKA_BOOTSTRAP"],
+                }
+                for k, service in enumerate(LINK_SERVICES):
+                    port = here.base + 50 + 3 * there.index + k
+                    link = Link(port, upstreams[service])
+                    await link.mend()
+                    self.links[here.name, there.name, service] = link
+
+    def link(self, here: Region, there: Region, service: str) -> str:
+        """Where ``here`` reaches ``there``'s ``service`` (``host:port``)."""
+        return self.links[here.name, there.name, service].address
+
+    async def partition(self, name: str, *, cut: bool) -> None:
+        """Cut (or mend) every link to and from region ``name``."""
+        for (here, there, _), link in self.links.items():
+            if name in (here, there):
+                await (link.cut() if cut else link.mend())
 
     # -- the custom resources ------------------------------------------------------------
     def manifest(self, region: Region) -> dict[str, Any]:
@@ -264,8 +372,8 @@ class Regions:
                         "name": peer.name,
                         "namespace": self.namespace,
                         "kubeconfigSecret": f"peer-{peer.name}",
-                        "kafkaBootstrapServers": peer.env["TIDINGS_KAFKA_BOOTSTRAP"],
-                        "gatewayEndpoint": peer.gateway_url,
+                        "kafkaBootstrapServers": self.link(region, peer, "kafka"),
+                        "gatewayEndpoint": f"http://{self.link(region, peer, 'gateway')}",
                     }
                     for peer in self.all
                     if peer is not region
@@ -273,6 +381,12 @@ class Regions:
                 "failover": {"policy": "Automatic", "detectionWindowSeconds": self.window},
             },
         }
+
+    def peer_kubeconfig(self, region: Region, peer: Region) -> bytes:
+        """``peer``'s kubeconfig, reaching its API server through the link from
+        ``region`` (its certificate names 127.0.0.1, whatever the port)."""
+        text = peer.kubeconfig.read_text()
+        return text.replace(api_address(peer), self.link(region, peer, "api")).encode()
 
     def install(self, region: Region) -> None:
         """CRDs, the namespace, a Secret per peer holding the peer's kubeconfig, and the
@@ -289,7 +403,9 @@ class Regions:
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "metadata": {"name": f"peer-{peer.name}", "namespace": self.namespace},
-                "data": {"kubeconfig": base64.b64encode(peer.kubeconfig.read_bytes()).decode()},
+                "data": {
+                    "kubeconfig": base64.b64encode(self.peer_kubeconfig(region, peer)).decode()
+                },
             }
             region.must("apply", "-f", "-", input=json.dumps(secret))
         region.must("apply", "-f", "-", input=json.dumps(self.manifest(region)))
@@ -420,17 +536,42 @@ class Regions:
     def kill(self, name: str) -> str:
         """SIGKILL the region whole (``scripts/regions kill``): servers, operator, processes."""
         out = regions_script("kill", name)
+        self.forget(name)
+        return out
+
+    def forget(self, name: str) -> None:
+        """Drop what the harness holds of the region's processes (gone with it)."""
         self.operators.pop(name, None)
         self.servers.pop(name, None)
         task = self._mount_tasks.pop(name, None)
         if task is not None:
             task.cancel()
-        return out
 
     async def revive(self, name: str) -> None:
         """Its servers back (``scripts/regions up``) with their data, then the rest."""
         await asyncio.to_thread(regions_script, "up", name)
         await self.start(self.region(name))
+
+    def running(self, name: str) -> bool:
+        """Whether the region's operator runs (a kill takes it with the rest)."""
+        process = self.operators.get(name)
+        return process is not None and process.poll() is None
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """What a cluster's kubelets do for pods: a region killed whole gets its
+        operator and platform processes back once its servers answer again (after
+        ``scripts/regions up REGION``)."""
+        while not stop.is_set():
+            for region in self.all:
+                if self.running(region.name):
+                    continue
+                if any(s.alive for s in self.servers.get(region.name, [])):
+                    self.start_operator(region)  # the operator alone went
+                elif await asyncio.to_thread(answers, region):
+                    self.forget(region.name)
+                    await self.start(region)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
 
     # -- reading ------------------------------------------------------------------------
     def routes(self, name: str) -> dict[str, str]:
@@ -452,6 +593,8 @@ class Regions:
         await asyncio.gather(*self._mount_tasks.values(), return_exceptions=True)
         for mount in self.mounts.values():
             await mount.reader.close()
+        for link in self.links.values():
+            await link.cut()
         await _servers.stop([s for group in self.servers.values() for s in group])
         for process in self.operators.values():
             with contextlib.suppress(ProcessLookupError):

@@ -33,14 +33,17 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import _regions
+import httpx
 from _servers import ServerError, drop_keyspace
 
 from tidings.client.loadreport import Tally, percentile
@@ -93,6 +96,7 @@ class Scenario:
     async def bring_up(self) -> None:
         self.progress("scripts/regions up (each region's servers and Cassandra datacenter)")
         await asyncio.to_thread(self.regions.up)
+        await self.regions.open_links()
         for region in self.regions.all:
             self.progress(
                 f"{region.name}: operator, shard map, gateway, router, delivery, presence"
@@ -126,7 +130,9 @@ class Scenario:
         groups, schedule = plan(config)
         self.progress(f"{config.clients} SDK clients: register, connect, open sessions")
         await self.run.setup(groups)
+        # A client may have followed a map to a peer's gateway as a region reaches it.
         by_url = {r.gateway_url: r.name for r in self.regions.all}
+        by_url |= {f"http://{link.address}": to for (_, to, _), link in self.regions.links.items()}
         for device in self.run.devices:
             assert isinstance(device, SdkDevice)
             self.homes[device.index] = by_url.get(device.client.api.base_url, "?")
@@ -187,33 +193,106 @@ class Scenario:
         )
         ids = [p.message_id for p in schedule]
         await self.run.drain(ids, self.args.drain)
-        self.progress(f"kubectl tidings failback {victim}")
-        region = self.regions.region(victim)
+        moved = await self.fail_back(victim)
+        self.mark("failed_back")
+        return {"fenced_on_return": fenced, "failback": moved}
+
+    async def fail_back(self, name: str) -> list[str]:
+        """``kubectl tidings failback NAME`` in its own cluster; returns once every
+        region's map routes its shards home (or ``--drain`` passed)."""
+        self.progress(f"kubectl tidings failback {name}")
+        region = self.regions.region(name)
         done = await asyncio.to_thread(
-            region.kubectl,
-            "tidings",
-            "-n",
-            self.regions.namespace,
-            "failback",
-            victim,
-            plugins=True,
+            region.kubectl, "tidings", "-n", self.regions.namespace, "failback", name, plugins=True
         )
         if done.returncode != 0:
-            raise ServerError(f"kubectl tidings failback {victim}: {done.stderr.strip()}")
+            raise ServerError(f"kubectl tidings failback {name}: {done.stderr.strip()}")
+        await self.until(lambda: all(o == name for o in self.shards_of(name)), "maps route home")
+        return done.stdout.strip().splitlines()
+
+    def shards_of(self, name: str) -> list[str]:
+        """Owners of region ``name``'s shards in every region's map (one entry each)."""
+        return [
+            owner
+            for r in self.regions.all
+            for shard, owner in self.regions.routes(r.name).items()
+            if shard.startswith(f"{name}-")
+        ]
+
+    def agreed(self, name: str) -> bool:
+        """Whether every region's map gives region ``name``'s shards the same owners."""
+        views = [
+            {s: o for s, o in self.regions.routes(r.name).items() if s.startswith(f"{name}-")}
+            for r in self.regions.all
+        ]
+        return all(view == views[0] for view in views) and bool(views[0])
+
+    async def until(self, check: Callable[[], bool], what: str) -> bool:
         deadline = time.monotonic() + self.args.drain
-        while time.monotonic() < deadline:
-            if all(
-                all(
-                    owner == victim
-                    for name, owner in self.regions.routes(r.name).items()
-                    if name.startswith(f"{victim}-")
-                )
-                for r in self.regions.all
-            ):
-                break
+        while not check():
+            if time.monotonic() > deadline:
+                self.progress(f"!! not within {self.args.drain:.0f}s: {what}")
+                return False
             await asyncio.sleep(0.2)
-        self.mark("failed_back")
-        return {"fenced_on_return": fenced, "failback": done.stdout.strip().splitlines()}
+        return True
+
+    # -- a partition --------------------------------------------------------------------
+    async def leases_held(self) -> dict[str, float]:
+        """Region -> shard leases its delivery process holds now (its /metrics)."""
+        found = {}
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            for name, servers in self.regions.servers.items():
+                for server in servers:
+                    if server.name == "delivery" and server.alive:
+                        with contextlib.suppress(httpx.HTTPError, StopIteration):
+                            text = (await http.get(f"{server.ops_url}/metrics")).text
+                            found[name] = next(
+                                float(line.split()[-1])
+                                for line in text.splitlines()
+                                if line.startswith("tidings_shard_leases_held ")
+                            )
+        return found
+
+    async def partition(self) -> dict[str, Any]:
+        """Cut ``--partition`` off from the others (its links both ways) for
+        ``--partition-for`` seconds under load, sampling every region's leases held;
+        mend; fail back whatever was taken over; count what was lost."""
+        assert self.run is not None
+        cut, length = self.args.partition, self.args.partition_for
+        _, schedule = plan(self.config(self.args.seed, length + 6))
+        schedule = [replace(p, message_id=f"p{p.message_id[1:]}") for p in schedule]
+        load = asyncio.create_task(self.run.load(schedule))
+        await asyncio.sleep(3)
+        self.mark("partitioned")
+        await self.regions.partition(cut, cut=True)
+        samples, total = [], _regions.SHARDS_PER_REGION * len(self.regions.all)
+        while time.time() - self.marks["partitioned"] < length:
+            samples.append(await self.leases_held())
+            await asyncio.sleep(1.0)
+        taken = any(o != cut for o in self.shards_of(cut))
+        await self.regions.partition(cut, cut=False)
+        self.mark("mended")
+        await load
+        agreed = await self.until(lambda: self.agreed(cut), "every map agrees on the cut region")
+        self.mark("agreed")
+        moved = await self.fail_back(cut) if any(o != cut for o in self.shards_of(cut)) else []
+        ids = [p.message_id for p in schedule]
+        await self.run.drain(ids, self.args.drain)
+        sums = [sum(s.values()) for s in samples]
+        agreed_s = round(self.marks["agreed"] - self.marks["mended"], 1) if agreed else None
+        return {
+            "region": cut,
+            "seconds": length,
+            "taken_over_while_cut": taken,
+            "samples": len(samples),
+            "leases_held_max": max(sums, default=0),
+            "shards": total,
+            "double_held_samples": sum(1 for v in sums if v > total),
+            "maps_agreed_s": agreed_s,
+            "failback": moved,
+            "accepted": sum(1 for m in ids if m in self.tally.accepted),
+            "lost": self.tally.missing(ids),
+        }
 
     async def after_failback(self) -> list[Planned]:
         assert self.run is not None
@@ -334,7 +413,11 @@ class Scenario:
         await self.lose_region(first)
         back = await self.bring_back(first)
         last = await self.after_failback()
-        return self.figures(first, last, back)
+        result = self.figures(first, last, back)
+        if self.args.partition:
+            result["partition"] = await self.partition()
+        result["duplicates"] = self.tally.duplicates
+        return result
 
     async def close(self) -> None:
         if self.run is not None:
@@ -371,7 +454,51 @@ def report(result: dict[str, Any]) -> None:
         f"  back in {result['return_s']} s, fenced: {result['fenced_on_return']}; failback in "
         f"{result['failback_s']} s: {'; '.join(result['failback'])}"
     )
+    print(
+        f"  refused, yet delivered later: {len(result['refused_yet_delivered'])} (a 503 says "
+        "'not confirmed': the send may still land when its region returns; a retry under the "
+        "same id is shown once)"
+    )
     print(f"  latency p50/p99 {result['latency_ms_p50_p99']} ms; RSS MiB {result['rss_mib']}")
+    if cut := result.get("partition"):
+        print(
+            f"partition: {cut['region']} cut off {cut['seconds']:.0f} s (taken over meanwhile: "
+            f"{cut['taken_over_while_cut']}); leases held at most {cut['leases_held_max']:.0f} "
+            f"of {cut['shards']} shards in {cut['samples']} samples ({cut['double_held_samples']} "
+            f"with a shard held twice); maps agreed {cut['maps_agreed_s']} s after mending; "
+            f"accepted {cut['accepted']}, lost {cut['lost']}"
+        )
+
+
+async def serve(args: argparse.Namespace, work: Path) -> int:
+    """``--serve``: the regions up with their operators and platform processes, kept
+    running (and brought back after a kill) until interrupted."""
+    regions = _regions.Regions(work, window=args.window, keyspace="regions_serve")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await asyncio.to_thread(regions.up)
+        await regions.open_links()
+        for region in regions.all:
+            await regions.start(region)
+        print(f"{'REGION':<10} {'GATEWAY':<26} KUBECONFIG")
+        for region in regions.all:
+            print(f"{region.name:<10} {region.gateway_url:<26} {region.kubeconfig}")
+        print(
+            f"namespace {regions.namespace}; logs in {work}; `scripts/regions kill REGION` "
+            "takes a region whole, `scripts/regions up REGION` brings its servers back and "
+            "its operator and processes follow; Ctrl-C stops them (the servers stay up)",
+            flush=True,
+        )
+        await regions.supervise(stop)
+    except ServerError as exc:
+        print(f"regions: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await regions.stop()
+    return 0
 
 
 async def main() -> int:
@@ -383,6 +510,12 @@ async def main() -> int:
     parser.add_argument("--after-failback", type=float, default=10.0)
     parser.add_argument("--window", type=int, default=30, help="detection window, seconds")
     parser.add_argument("--kill", default="ap-south", choices=_regions.REGIONS)
+    parser.add_argument(
+        "--partition",
+        choices=_regions.REGIONS,
+        help="after the failback, cut this region off from the others (both ways)",
+    )
+    parser.add_argument("--partition-for", type=float, default=45.0, help="seconds")
     parser.add_argument("--groups", type=int, default=2)
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--group-share", type=float, default=0.3)
@@ -391,6 +524,12 @@ async def main() -> int:
     parser.add_argument("--keep-up", action="store_true", help="leave the regions' servers up")
     parser.add_argument(
         "--work", type=Path, help="keep logs and stores here (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="no scenario: keep the regions serving (restarting a killed one's processes "
+        "once its servers are back) until interrupted",
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -401,6 +540,8 @@ async def main() -> int:
             work = args.work
         else:
             work = Path(stack.enter_context(_regions.temporary_work()))
+        if args.serve:
+            return await serve(args, work)
         scenario = Scenario(args, work)
         try:
             result = await scenario.play()
@@ -413,7 +554,8 @@ async def main() -> int:
         print(json.dumps(result))
     else:
         report(result)
-    return 1 if result["lost"] or result["duplicates"] else 0
+    lost = result["lost"] + result.get("partition", {}).get("lost", 0)
+    return 1 if lost or result["duplicates"] else 0
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 about it. Pure: observations and time come in, verdicts and a decision go out.
 
 **Sightings.** Every region's operator probes the data plane of each of its peers (the
-gateway's ``/readyz`` when ``spec.peers[].gatewayEndpoint`` is set, a TCP connection to
-its Kafka when ``kafkaBootstrapServers`` is) and publishes what it saw on its own
+gateway's ``/readyz`` when ``spec.peers[].gatewayEndpoint`` is set, an ``ApiVersions``
+request to its Kafka when ``kafkaBootstrapServers`` is) and publishes what it saw on its own
 heartbeat Lease (annotation ``tidings.dev/observations``): per peer, when it last
 checked and since when the peer's data plane has been unreachable (every probe failing),
 so the other regions can count it. A region that probes nothing publishes nothing for

@@ -10,6 +10,7 @@ from pathlib import Path
 from harness import new_phone, online, register, run_gateway
 from shard_map_support import closed_port, moving, publish
 from tidings.client.http import Api
+from tidings.client.sdk import Client
 from tidings.core import wsproto
 from tidings.core.shardmap import SLOTS, Shard, slot_for
 
@@ -134,3 +135,34 @@ async def test_a_socket_whose_account_moved_to_another_region_is_sent_there(
         pong = await bob_sock.request("ping", {})
         assert pong["status"] == 200, pong
         assert bob_sock.ws.close_code is None
+
+
+async def test_the_sdk_listens_on_past_a_gateway_that_drops_connections(
+    tmp_path: Path,
+) -> None:
+    """A load balancer in front of a lost region takes connections and drops them before
+    any answer: the client's listener moves on to the next gateway, it does not die."""
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.transport.abort()
+
+    balancer = await asyncio.start_server(drop, "127.0.0.1", 0)
+    dropping = f"http://127.0.0.1:{balancer.sockets[0].getsockname()[1]}"
+    async with run_gateway(tmp_path / "data") as gw:
+        client = Client(f"{gw.url},{dropping}", tmp_path / "me.db")
+
+        async def code(phone: str) -> str:
+            return gw.code_for(phone)
+
+        await client.register(new_phone(), code)
+        client.api.use_gateway(dropping)  # its region's gateway, as it was last told
+        listener = asyncio.create_task(client.listen())
+        try:
+            await asyncio.wait_for(client.queue_empty.wait(), timeout=15.0)
+            assert client.api.base_url == gw.url.rstrip("/")
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+            await client.close()
+            balancer.close()
+            await balancer.wait_closed()

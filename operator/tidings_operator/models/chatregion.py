@@ -287,7 +287,8 @@ class Peer(SpecModel):
     gateway_endpoint: str = Field(default="", max_length=2048)
     """The peer's gateway URL: its ``/readyz`` is probed as part of its data plane."""
     kafka_bootstrap_servers: str = Field(default="", max_length=2048)
-    """The peer's Kafka (``host:port,...``): reaching one broker counts as reachable.
+    """The peer's Kafka (``host:port,...``): one broker answering ``ApiVersions`` counts
+    as reachable.
     A peer whose gateway and Kafka are both unreachable is down as seen from here."""
     kubeconfig_secret: str = Field(
         default="",

@@ -231,7 +231,9 @@ class Receiving(ClientBase):
                     return
                 if exc.rcvd is not None and exc.rcvd.code == 4401:
                     await self.api.refresh(used)
-            except OSError as exc:
+            except (OSError, websockets.InvalidHandshake) as exc:
+                # Refused, or taken and dropped before the handshake (a load balancer in
+                # front of a lost region does that): try the next gateway.
                 log.info("connection failed (%s); retrying in %.1fs", exc, backoff)
                 self.live.detach()  # says "disconnected" to whoever watches
                 if len(self.api.gateways) > 1:

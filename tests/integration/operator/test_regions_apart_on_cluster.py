@@ -4,7 +4,7 @@ Secret and their namespace, as regions in clusters of their own are (the Secret'
 kubeconfig reaches this one API server; the operators read each other only through it).
 
 Each region sees the others healthy and publishes all the shards in its map; a region
-whose operator and data plane are both gone (its Kafka, here a listener the test
+whose operator and data plane are both gone (its Kafka, here a relay the test
 closes) is failed by the other two, which copy its shards into their own namespaces and
 serve them; a person's failover and failback across namespaces move shards at epochs
 above every copy."""
@@ -44,36 +44,60 @@ WINDOW = 5
 SECRET = "peers-kubeconfig"
 
 
-class Listener:
-    """A Kafka stand-in that answers TCP connections until closed (a region's data
-    plane, as the peers' probes see it)."""
+class Relay:
+    """A region's Kafka as its peers' probes reach it: a TCP relay to the session's real
+    Kafka (the probes ask it for ``ApiVersions``) until closed, when the region's data
+    plane is lost: no connection is taken any more, and the open ones are cut."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, upstream: str, port: int = 0) -> None:
+        host, upstream_port = upstream.split(",")[0].rsplit(":", 1)
+        self.upstream = (host, int(upstream_port))
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
         self.sock.listen(64)
         self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.open: list[socket.socket] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
         with contextlib.suppress(OSError):
             while True:
                 conn, _ = self.sock.accept()
-                conn.close()
+                try:
+                    far = socket.create_connection(self.upstream, timeout=5)
+                except OSError:
+                    conn.close()
+                    continue
+                self.open += [conn, far]
+                for a, b in ((conn, far), (far, conn)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self.sock.close()
+        for conn in self.open:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
 
 
 class Apart:
     def __init__(self, kube: KubeEnv, kafka: str, cassandra: dict[str, str], logs: Path) -> None:
         install_crds(kube)
         suffix = uuid.uuid4().hex[:8]
-        self.kube, self.logs = kube, logs
+        self.kube, self.logs, self.kafka = kube, logs, kafka
         self.names = [f"{letter}{suffix}" for letter in "abc"]
         self.namespaces = {name: f"ap-{name}" for name in self.names}
-        self.data_planes = {name: Listener() for name in self.names}
+        self.data_planes = {name: Relay(kafka) for name in self.names}
         secret = base64.b64encode(kube.kubeconfig.read_bytes()).decode()
         self.manifests: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(self.names):
@@ -158,8 +182,8 @@ class Apart:
                 check=False,
             )
             self.kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        for listener in self.data_planes.values():
-            listener.close()
+        for relay in self.data_planes.values():
+            relay.close()
 
 
 @pytest.fixture
@@ -245,7 +269,7 @@ def test_regions_apart_see_each_other_take_over_a_lost_one_and_move_on_command(
         # c comes back: healthy again, it follows the copies, and keeps none of its
         # shards until a person fails them back.
         port = int(apart.data_planes[c].address.rsplit(":", 1)[1])
-        apart.data_planes[c] = Listener(port)
+        apart.data_planes[c] = Relay(apart.kafka, port)
         stack.enter_context(apart.operator(c))
         eventually(
             lambda: apart.peer(a, c).get("health") == "Healthy", f"{a} to see {c} healthy again"
