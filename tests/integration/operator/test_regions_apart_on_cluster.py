@@ -81,6 +81,7 @@ class Relay:
         for end in (source, sink):
             with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
+        source.close()  # each socket is read by one pipe, which closes it
 
     def close(self) -> None:
         self.sock.close()
