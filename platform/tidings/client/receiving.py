@@ -22,6 +22,7 @@ log = logging.getLogger("tidings.client")
 
 RECEIPT_BATCH = 100
 HEARTBEAT_S = 30.0
+"""The server closes a socket silent for 90 s (4002); ping well within that."""
 RECONNECT_MAX_S = 30.0
 """The longest wait between reconnects while no gateway answers at all."""
 FAILOVER_RETRY_S = 4.0
@@ -35,9 +36,6 @@ def reconnect_wait(previous: float, *, region_answered: bool) -> float:
     ``FAILOVER_RETRY_S`` when a region answered where this account is served (only its
     region is lost) and up to ``RECONNECT_MAX_S`` when none did."""
     return min(previous * 2, FAILOVER_RETRY_S if region_answered else RECONNECT_MAX_S)
-
-
-"""The server closes a socket silent for 90 s (4002); ping well within that."""
 
 
 class Receiving(ClientBase):
