@@ -25,10 +25,9 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ import httpx
 import yaml  # type: ignore[import-untyped]
 from _servers import ROOT, ServerError
 
-from tidings.core.shardmap import parse_shard_map
+from tidings.core.shardmap import SLOTS, parse_shard_map
 from tidings_operator.names import shard_map_config_map
 from tidings_operator.resources.shards import SHARD_MAP_KEY
 
@@ -62,12 +61,6 @@ def regions_script(*args: str, timeout: float = 900.0) -> str:
     if done.returncode != 0:
         raise ServerError(f"scripts/regions {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
     return done.stdout + done.stderr
-
-
-def start_time(pid: int) -> str:
-    """Field 22 of ``/proc/PID/stat``, as ``scripts/regions`` checks a pid file."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    return raw[raw.rfind(")") + 2 :].split()[19]
 
 
 @dataclass
@@ -120,10 +113,7 @@ class Region:
 def load_regions(names: Iterable[str] = REGIONS) -> list[Region]:
     found = []
     for i, name in enumerate(names):
-        out = regions_script("env", name)
-        found.append(
-            Region(name, i, dict(re.findall(r"^export ([A-Z0-9_]+)='([^']*)'$", out, re.M)))
-        )
+        found.append(Region(name, i, _servers.exports(regions_script("env", name))))
     return found
 
 
@@ -169,8 +159,6 @@ class MapMount:
     path: Path
     reader: ApiReader
     document: str = ""
-    changes: list[tuple[float, dict[str, str]]] = field(default_factory=list)
-    """(wall time, shard -> owner) at each change the mount saw."""
 
     async def sync(self) -> bool:
         """Copy the ConfigMap if it changed; True when the file holds a map."""
@@ -183,7 +171,6 @@ class MapMount:
             aside.write_text(document)
             aside.replace(self.path)
             self.document = document
-            self.changes.append((time.time(), owners(document, self.region.name)))
         return bool(self.document)
 
     async def run(self) -> None:
@@ -276,8 +263,8 @@ def answers(region: Region) -> bool:
 
 
 def slot_range(index: int, count: int) -> dict[str, int]:
-    size = 1024 // count
-    last = 1023 if index == count - 1 else (index + 1) * size - 1
+    size = SLOTS // count
+    last = SLOTS - 1 if index == count - 1 else (index + 1) * size - 1
     return {"first": index * size, "last": last}
 
 
@@ -305,10 +292,18 @@ class Regions:
     def region(self, name: str) -> Region:
         return next(r for r in self.all if r.name == name)
 
-    def up(self) -> str:
-        out = regions_script("up")
+    async def bring_up(self, say: Callable[[str], None]) -> None:
+        """Every region's servers (``scripts/regions up``), the links between them, then
+        region by region its operator, shard map and platform processes: the first
+        region's operator creates the keyspace and tables before the others start, as
+        schema changes from three datacenters at once can disagree."""
+        say("scripts/regions up (each region's servers and Cassandra datacenter)")
+        await asyncio.to_thread(regions_script, "up")
         self.all = load_regions()
-        return out
+        await self.open_links()
+        for region in self.all:
+            say(f"{region.name}: operator, shard map, gateway, router, delivery, presence")
+            await self.start(region)
 
     async def open_links(self) -> None:
         """A link from each region to each other's API server, gateway and Kafka: what
@@ -413,7 +408,7 @@ class Regions:
     # -- processes ------------------------------------------------------------------------
     def _pid_file(self, region: Region, name: str, pid: int) -> None:
         region.pids.mkdir(parents=True, exist_ok=True)
-        (region.pids / f"{name}.pid").write_text(f"{pid} {start_time(pid)}\n")
+        (region.pids / f"{name}.pid").write_text(f"{pid} {_servers.start_time(pid)}\n")
 
     def start_operator(self, region: Region) -> None:
         health, metrics = region.port("operator"), region.port("operator") + 1
@@ -525,13 +520,6 @@ class Regions:
         await self.mount(region)
         await self.start_platform(region)
 
-    async def start_all(self) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        # The first region's operator creates the keyspace and tables before the others
-        # start: schema changes from three datacenters at once can disagree.
-        for region in self.all:
-            await self.start(region)
-
     # -- faults ---------------------------------------------------------------------------
     def kill(self, name: str) -> str:
         """SIGKILL the region whole (``scripts/regions kill``): servers, operator, processes."""
@@ -607,7 +595,3 @@ class Regions:
         for region in self.all:  # the servers' pid files beside them stay
             for name in (*COMPONENTS, "operator"):
                 (region.pids / f"{name}.pid").unlink(missing_ok=True)
-
-
-def temporary_work() -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(prefix="tidings-regions-")

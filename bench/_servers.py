@@ -90,7 +90,12 @@ def deps_env(services: Sequence[str] = DEPS_SERVICES, timeout: float = 900.0) ->
     out = subprocess.run(
         [str(DEPS), "env"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=60
     ).stdout
-    return dict(re.findall(r"^export ([A-Z0-9_]+)='([^']*)'$", out, re.MULTILINE))
+    return exports(out)
+
+
+def exports(text: str) -> dict[str, str]:
+    """The ``export NAME='value'`` lines of ``scripts/deps env`` (or ``regions env``)."""
+    return dict(re.findall(r"^export ([A-Z0-9_]+)='([^']*)'$", text, re.MULTILINE))
 
 
 def distributed_settings(found: dict[str, str]) -> dict[str, str]:
@@ -111,8 +116,8 @@ def deps_pids(
             pid = int(fields[0])
         except (OSError, ValueError, IndexError):
             continue
-        stat = _stat(pid)
-        if stat is None or (len(fields) > 1 and stat[19] != fields[1]):
+        started = start_time(pid)
+        if started is None or (len(fields) > 1 and started != fields[1]):
             continue
         pids[name] = pid
     return pids
@@ -286,6 +291,13 @@ def _stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return raw[raw.rfind(")") + 2 :].split()
+
+
+def start_time(pid: int) -> str | None:
+    """When ``pid`` started (field 22 of ``/proc/PID/stat``, clock ticks since boot): a
+    pid file holds it beside the pid, so a reused pid does not pass for the process."""
+    stat = _stat(pid)
+    return None if stat is None else stat[19]
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -35,6 +35,7 @@ import contextlib
 import json
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -63,12 +64,11 @@ class Tracking(Tally):
         super().accept(message_id, after)
         self.accepted_at.setdefault(message_id, time.time())
 
-    def received_text(self, device: int, text: str, at: float) -> None:
-        super().received_text(device, text, at)
-        with contextlib.suppress(ValueError, TypeError, KeyError):
-            message_id = str(json.loads(text)["lg"])
-            if device in self.received.get(message_id, set()):
-                self.arrived_at.setdefault((message_id, device), at)
+    def received_text(self, device: int, text: str, at: float) -> str | None:
+        message_id = super().received_text(device, text, at)
+        if message_id is not None:
+            self.arrived_at[message_id, device] = at
+        return message_id
 
 
 class Scenario:
@@ -94,14 +94,7 @@ class Scenario:
 
     # -- set-up -----------------------------------------------------------------------
     async def bring_up(self) -> None:
-        self.progress("scripts/regions up (each region's servers and Cassandra datacenter)")
-        await asyncio.to_thread(self.regions.up)
-        await self.regions.open_links()
-        for region in self.regions.all:
-            self.progress(
-                f"{region.name}: operator, shard map, gateway, router, delivery, presence"
-            )
-            await self.regions.start(region)
+        await self.regions.bring_up(self.progress)
         self.mark("regions_serving")
 
     def config(self, seed: int, duration: float) -> LoadConfig:
@@ -124,7 +117,24 @@ class Scenario:
             seed=seed,
         )
 
-    async def set_up_clients(self) -> tuple[list[Planned], list[list[int]]]:
+    def homed(self) -> dict[str, int]:
+        """Region -> clients homed there."""
+        return {
+            r.name: sum(1 for h in self.homes.values() if h == r.name) for r in self.regions.all
+        }
+
+    def schedule(self, prefix: str, duration: float) -> list[Planned]:
+        """A later stretch of load, its message ids under ``prefix``: the same seed, so the
+        same groups, and pairs whose sessions the warm-up opened."""
+        _, planned = plan(self.config(self.args.seed, duration))
+        return [replace(p, message_id=f"{prefix}{p.message_id[1:]}") for p in planned]
+
+    def owners(self, name: str, seen_by: str) -> list[str]:
+        """Owners of region ``name``'s shards in the map region ``seen_by`` follows."""
+        routes = self.regions.routes(seen_by)
+        return [owner for shard, owner in routes.items() if shard.startswith(f"{name}-")]
+
+    async def set_up_clients(self) -> list[Planned]:
         config = self.config(self.args.seed, self.args.before + self.args.after)
         self.run = LoadRun(config, self.work / "devices", tally=self.tally)
         groups, schedule = plan(config)
@@ -137,11 +147,8 @@ class Scenario:
             assert isinstance(device, SdkDevice)
             self.homes[device.index] = by_url.get(device.client.api.base_url, "?")
         await self.run.warm_up(groups, schedule)
-        homed = {
-            r.name: sum(1 for h in self.homes.values() if h == r.name) for r in self.regions.all
-        }
-        self.progress(f"clients homed: {homed}")
-        return schedule, groups
+        self.progress(f"clients homed: {self.homed()}")
+        return schedule
 
     # -- the loss -----------------------------------------------------------------------
     async def takeover(self, victim: str) -> None:
@@ -153,16 +160,7 @@ class Scenario:
         self.progress(out.strip().splitlines()[-1] if out.strip() else f"killed {victim}")
         survivors = [r.name for r in self.regions.all if r.name != victim]
         while True:
-            routed = [self.regions.routes(s) for s in survivors]
-            if all(
-                routes
-                and all(
-                    owner != victim
-                    for name, owner in routes.items()
-                    if name.startswith(f"{victim}-")
-                )
-                for routes in routed
-            ):
+            if all((found := self.owners(victim, s)) and victim not in found for s in survivors):
                 self.mark("taken_over")
                 return
             await asyncio.sleep(0.2)
@@ -187,10 +185,7 @@ class Scenario:
         self.mark("returning")
         await self.regions.revive(victim)
         self.mark("returned")
-        routes = self.regions.routes(victim)
-        fenced = all(
-            owner != victim for name, owner in routes.items() if name.startswith(f"{victim}-")
-        )
+        fenced = victim not in self.owners(victim, victim)
         ids = [p.message_id for p in schedule]
         await self.run.drain(ids, self.args.drain)
         moved = await self.fail_back(victim)
@@ -212,12 +207,7 @@ class Scenario:
 
     def shards_of(self, name: str) -> list[str]:
         """Owners of region ``name``'s shards in every region's map (one entry each)."""
-        return [
-            owner
-            for r in self.regions.all
-            for shard, owner in self.regions.routes(r.name).items()
-            if shard.startswith(f"{name}-")
-        ]
+        return [owner for r in self.regions.all for owner in self.owners(name, r.name)]
 
     def agreed(self, name: str) -> bool:
         """Whether every region's map gives region ``name``'s shards the same owners."""
@@ -259,8 +249,7 @@ class Scenario:
         mend; fail back whatever was taken over; count what was lost."""
         assert self.run is not None
         cut, length = self.args.partition, self.args.partition_for
-        _, schedule = plan(self.config(self.args.seed, length + 6))
-        schedule = [replace(p, message_id=f"p{p.message_id[1:]}") for p in schedule]
+        schedule = self.schedule("p", length + 6)
         load = asyncio.create_task(self.run.load(schedule))
         await asyncio.sleep(3)
         self.mark("partitioned")
@@ -296,9 +285,7 @@ class Scenario:
 
     async def after_failback(self) -> list[Planned]:
         assert self.run is not None
-        # The same seed: the same groups, and pairs whose sessions the warm-up opened.
-        _, schedule = plan(self.config(self.args.seed, self.args.after_failback))
-        schedule = [replace(p, message_id=f"b{p.message_id[1:]}") for p in schedule]
+        schedule = self.schedule("b", self.args.after_failback)
         await self.run.load(schedule)
         await self.run.drain([p.message_id for p in schedule], self.args.drain)
         return schedule
@@ -334,11 +321,11 @@ class Scenario:
         )
         # A send answered with an error may still have been taken: a group's copies for
         # reachable regions, or a send whose answer was lost with the region.
-        unanswered = {m for m in ids if m not in tally.accepted}
+        arrived_by: dict[str, list[int]] = {}
+        for m, d in sorted(tally.arrived_at):
+            arrived_by.setdefault(m, []).append(d)
         arrived_anyway = {
-            m: sorted(d for (mm, d) in tally.arrived_at if mm == m)
-            for m in unanswered
-            if any(mm == m for (mm, _) in tally.arrived_at)
+            m: arrived_by[m] for m in ids if m not in tally.accepted and m in arrived_by
         }
         refused = {k: v for k, v in tally.errors.items() if k.startswith("send_")}
 
@@ -359,9 +346,7 @@ class Scenario:
                     "groups",
                 )
             },
-            "homes": {
-                r.name: sum(1 for h in self.homes.values() if h == r.name) for r in self.regions.all
-            },
+            "homes": self.homed(),
             "takeover_s": since_kill(t.get("taken_over")),
             "first_served_s": since_kill(min(firsts.values()) if firsts else None),
             "all_served_s": since_kill(max(firsts.values()) if firsts else None),
@@ -409,14 +394,14 @@ class Scenario:
 
     async def play(self) -> dict[str, Any]:
         await self.bring_up()
-        first, _ = await self.set_up_clients()
+        first = await self.set_up_clients()
         await self.lose_region(first)
         back = await self.bring_back(first)
         last = await self.after_failback()
         result = self.figures(first, last, back)
         if self.args.partition:
             result["partition"] = await self.partition()
-        result["duplicates"] = self.tally.duplicates
+            result["duplicates"] = self.tally.duplicates  # the partition's shown too
         return result
 
     async def close(self) -> None:
@@ -479,10 +464,7 @@ async def serve(args: argparse.Namespace, work: Path) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await asyncio.to_thread(regions.up)
-        await regions.open_links()
-        for region in regions.all:
-            await regions.start(region)
+        await regions.bring_up(lambda text: print(text, file=sys.stderr, flush=True))
         print(f"{'REGION':<10} {'GATEWAY':<26} KUBECONFIG")
         for region in regions.all:
             print(f"{region.name:<10} {region.gateway_url:<26} {region.kubeconfig}")
@@ -539,7 +521,7 @@ async def main() -> int:
             args.work.mkdir(parents=True, exist_ok=True)
             work = args.work
         else:
-            work = Path(stack.enter_context(_regions.temporary_work()))
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tidings-regions-")))
         if args.serve:
             return await serve(args, work)
         scenario = Scenario(args, work)

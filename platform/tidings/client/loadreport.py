@@ -59,25 +59,28 @@ class Tally:
             self.accept_latencies.append(after)
 
     # Sink ---------------------------------------------------------------------------
-    def received_text(self, device: int, text: str, at: float) -> None:
+    def received_text(self, device: int, text: str, at: float) -> str | None:
+        """Count a copy ``device`` got; returns its message id when it is the copy's
+        first arrival (None for a duplicate, a misrouted copy or a foreign payload)."""
         try:
             body = json.loads(text)
             message_id, sent_at = str(body["lg"]), float(body["ts"])
         except (ValueError, TypeError, KeyError):
             self.errors["foreign_payload"] += 1
-            return
+            return None
         got = self.received.setdefault(message_id, set())
         if device in got:
             self.duplicates += 1
-            return
+            return None
         if device not in self.expected.get(message_id, frozenset()):
             self.errors["misrouted"] += 1
-            return
+            return None
         got.add(device)
         self.arrived.set()
         if not message_id.startswith("w"):
             self.latencies.append(at - sent_at)
             self.last_receive = max(self.last_receive, at)
+        return message_id
 
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
